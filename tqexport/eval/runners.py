@@ -1,0 +1,103 @@
+"""Polygraphy runners for stateful decoding, and the session loader that registers our custom ops.
+
+Polygraphy's Comparator feeds each runner one feed dict per iteration and compares the output dicts. A
+cached decode is stateful (each step feeds the runner's own present caches back as past), so one plain
+OnnxrtRunner.infer per step cannot express it: the data loader cannot know each runner's caches. Instead,
+DecodeRunner takes the whole teacher-forced token sequence as one feed dict (`input_ids` [B, P + N + 1]) and
+runs the decode loop inside `infer`: prefill P tokens, then N single-token steps. It returns
+- `logits` [B, N + 1, V]: the last prefill position and each step (they predict tokens P .. P + N),
+- `targets` [B, N + 1]: those tokens, for perplexity,
+- `prefill_logits` [B, P - 1, V] and `prefill_targets` (when keep_prefill): the rest of the prefill.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from polygraphy.backend.base import BaseRunner
+from polygraphy.common import TensorMetadata
+from polygraphy.datatype import DataType
+
+from tqexport.eval.ort_session import make_session
+from tqexport.eval.session import DecodeSession
+
+
+class TqSessionLoader:
+    """Callable returning an onnxruntime InferenceSession with the tqexport custom ops registered
+    (the same role as polygraphy's SessionFromOnnx, usable by OnnxrtRunner and DecodeRunner)."""
+
+    def __init__(self, model_path: str | Path, providers: Sequence[str] | None = None):
+        self.model_path = str(model_path)
+        self.providers = list(providers) if providers else None
+
+    def __call__(self):
+        return make_session(self.model_path, self.providers)
+
+
+class DecodeRunner(BaseRunner):
+    """Teacher-forced cached decode of one token sequence per iteration (see module docstring)."""
+
+    def __init__(
+        self,
+        session_loader: TqSessionLoader,
+        prefill: int,
+        steps: int,
+        name: str | None = None,
+        prefill_chunk: int = 0,
+        keep_prefill: bool = True,
+        progress: bool = True,
+    ):
+        super().__init__(name=name, prefix="tq-decode-runner")
+        if prefill < 1 or steps < 0:
+            raise ValueError(f"need prefill >= 1 and steps >= 0, got prefill={prefill}, steps={steps}")
+        self.session_loader = session_loader
+        self.prefill = prefill
+        self.steps = steps
+        self.prefill_chunk = prefill_chunk
+        self.keep_prefill = keep_prefill
+        self.progress = progress
+        self.decode: DecodeSession | None = None
+
+    @property
+    def tokens_needed(self) -> int:
+        return self.prefill + self.steps + 1
+
+    def activate_impl(self) -> None:
+        self.decode = DecodeSession(self.session_loader())
+
+    def get_input_metadata_impl(self) -> TensorMetadata:
+        return TensorMetadata().add("input_ids", dtype=DataType.INT64, shape=["batch", self.tokens_needed])
+
+    def infer_impl(self, feed_dict: dict[str, np.ndarray]) -> OrderedDict[str, np.ndarray]:
+        assert self.decode is not None
+        ids = np.asarray(feed_dict["input_ids"], dtype=np.int64)
+        if ids.ndim != 2 or ids.shape[1] < self.tokens_needed:
+            raise ValueError(
+                f"{self.name}: input_ids must be [B, >= {self.tokens_needed}], got {list(ids.shape)}"
+            )
+        start = time.time()
+        prefill_logits = self.decode.prefill(ids[:, : self.prefill], chunk=self.prefill_chunk)
+        step_logits = [prefill_logits[:, -1, :]]
+        positions = range(self.prefill, self.prefill + self.steps)
+        if self.progress:
+            from tqdm import tqdm
+
+            positions = tqdm(positions, desc=f"{self.name} decode", unit="tok", leave=False)
+        for position in positions:
+            step_logits.append(self.decode.step(ids[:, position]))
+        self.inference_time = time.time() - start
+        out: OrderedDict[str, np.ndarray] = OrderedDict()
+        out["logits"] = np.stack(step_logits, axis=1)
+        out["targets"] = ids[:, self.prefill : self.prefill + self.steps + 1]
+        if self.keep_prefill and self.prefill > 1:
+            out["prefill_logits"] = prefill_logits[:, :-1, :]
+            out["prefill_targets"] = ids[:, 1 : self.prefill]
+        out["cache_bytes"] = np.array(self.decode.cache_bytes(), dtype=np.int64)
+        return out
+
+    def deactivate_impl(self) -> None:
+        self.decode = None

@@ -1,0 +1,112 @@
+"""A decode session: prefill, then single-token steps, feeding each step's present caches back as past.
+
+Runs original models (float KV caches) and converted ones (compressed uint8 caches and their windows,
+docs/format.md sections 7 and 9) through the same loop. Sequences are left-padded: `attention_mask` is
+[B, T] over all tokens so far (0 = padding), `position_ids` is cumsum(mask) - 1 (1 on padding, as
+transformers does), and `past_lengths` (buffer cache mode) is the number of tokens already stored.
+
+Letters: B batch, S new tokens of a step, T total tokens, V vocabulary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tqexport.eval.cache_io import CacheLayout, CacheLayoutError
+from tqexport.eval.ort_session import make_session, tqexport_config
+
+KNOWN_INPUTS = ("input_ids", "attention_mask", "position_ids")
+
+
+def position_ids_from_mask(mask_BT: np.ndarray) -> np.ndarray:
+    """cumsum(mask) - 1 along T, with padded positions set to 1."""
+    positions = np.cumsum(mask_BT, axis=1, dtype=np.int64) - 1
+    positions[mask_BT == 0] = 1
+    return positions
+
+
+class DecodeSession:
+    """Stateful wrapper around one InferenceSession of a decoder with a KV cache."""
+
+    def __init__(self, session: Any):
+        self.session = session
+        self.layout = CacheLayout.from_io(session.get_inputs(), session.get_outputs())
+        self.config = tqexport_config(session)
+        self._lengths_input = None
+        for name in self.layout.other_inputs:
+            if name in KNOWN_INPUTS:
+                continue
+            if "past_lengths" in name:
+                self._lengths_input = name
+                continue
+            raise CacheLayoutError(
+                f"model input {name!r} is not one the decode session knows how to feed "
+                f"(knows {list(KNOWN_INPUTS)}, past/present caches and *past_lengths)"
+            )
+        if "input_ids" not in self.layout.other_inputs:
+            raise CacheLayoutError("model has no input_ids input")
+        self.past: dict[str, np.ndarray] = {}
+        self.mask_BT = np.zeros((0, 0), dtype=np.int64)
+
+    @classmethod
+    def from_path(cls, model_path: str | Path, providers: Sequence[str] | None = None) -> DecodeSession:
+        return cls(make_session(model_path, providers))
+
+    @property
+    def batch(self) -> int:
+        return self.mask_BT.shape[0]
+
+    @property
+    def length(self) -> int:
+        """Tokens seen so far (padding included)."""
+        return self.mask_BT.shape[1]
+
+    def reset(self, batch: int) -> None:
+        self.past = self.layout.empty_past(batch)
+        self.mask_BT = np.zeros((batch, 0), dtype=np.int64)
+
+    def feed(self, ids_BS: np.ndarray, mask_BS: np.ndarray | None = None) -> np.ndarray:
+        """Run S new tokens (a prefill chunk or one decode step); return the logits, [B, S, V]."""
+        ids_BS = np.asarray(ids_BS, dtype=np.int64)
+        if ids_BS.ndim != 2 or ids_BS.shape[0] != self.batch:
+            raise ValueError(f"ids must be [B={self.batch}, S], got {list(ids_BS.shape)}")
+        mask_BS = np.ones_like(ids_BS) if mask_BS is None else np.asarray(mask_BS, dtype=np.int64)
+        past_length = self.length
+        self.mask_BT = np.concatenate([self.mask_BT, mask_BS], axis=1)
+        feeds: dict[str, np.ndarray] = {"input_ids": ids_BS, **self.past}
+        names = self.layout.other_inputs
+        if "attention_mask" in names:
+            feeds["attention_mask"] = self.mask_BT
+        if "position_ids" in names:
+            feeds["position_ids"] = position_ids_from_mask(self.mask_BT)[:, past_length:]
+        if self._lengths_input:
+            feeds[self._lengths_input] = np.full((self.batch,), past_length, dtype=np.int64)
+        wanted = [self.layout.logits_name] + [slot.present_name for slot in self.layout.slots]
+        outputs = self.session.run(wanted, feeds)
+        self.past = {slot.past_name: out for slot, out in zip(self.layout.slots, outputs[1:], strict=True)}
+        return outputs[0]
+
+    def prefill(self, ids_BP: np.ndarray, mask_BP: np.ndarray | None = None, chunk: int = 0) -> np.ndarray:
+        """Start sequences from a left-padded prompt; `chunk` > 0 splits it. Returns logits [B, P, V]."""
+        ids_BP = np.asarray(ids_BP, dtype=np.int64)
+        self.reset(ids_BP.shape[0])
+        mask_BP = np.ones_like(ids_BP) if mask_BP is None else np.asarray(mask_BP, dtype=np.int64)
+        size = chunk if chunk > 0 else ids_BP.shape[1]
+        pieces = [
+            self.feed(ids_BP[:, i : i + size], mask_BP[:, i : i + size])
+            for i in range(0, ids_BP.shape[1], size)
+        ]
+        return np.concatenate(pieces, axis=1)
+
+    def step(self, ids_B: np.ndarray) -> np.ndarray:
+        """One decode step of one token per sequence; returns logits [B, V] of that token."""
+        logits = self.feed(np.asarray(ids_B, dtype=np.int64).reshape(self.batch, 1))
+        return logits[:, -1, :]
+
+    def cache_bytes(self) -> int:
+        """Bytes currently held in past caches and windows."""
+        return sum(array.nbytes for array in self.past.values())
