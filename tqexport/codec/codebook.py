@@ -1,14 +1,14 @@
 """Lloyd-Max codebooks for one coordinate of a uniformly random unit vector in d dimensions.
 
-The coordinate density is f(x) proportional to (1 - x^2)^((d - 3) / 2) on [-1, 1] (format.md section 3.2). With
-t = (1 + x) / 2 it is a Beta(a + 1, a + 1) law, a = (d - 3) / 2, so cell masses come from the regularized
-incomplete beta function and first moments in closed form. The Lloyd fixed point is solved in float64 on the positive half
-(the codebook is symmetric).
+The coordinate density is f(x) proportional to (1 - x^2)^((d - 3) / 2) on [-1, 1] (format.md section 3.2).
+With t = (1 + x) / 2 it is a Beta(a + 1, a + 1) law, a = (d - 3) / 2, so cell masses come from the regularized
+incomplete beta function and first moments in closed form. The Lloyd fixed point is solved in float64 on the
+positive half (the codebook is symmetric).
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 from scipy import linalg, special
@@ -42,12 +42,12 @@ def _half_edges(pos: np.ndarray) -> np.ndarray:
     return np.concatenate(([0.0], (pos[:-1] + pos[1:]) / 2, [1.0]))
 
 
-@lru_cache(maxsize=None)
+@cache
 def lloyd_max_centroids(dim: int, bits: int, max_iter: int = 200, tol: float = 1e-15) -> np.ndarray:
     """Ascending float64 centroids (2**bits of them) of the Lloyd-Max quantizer for dimension `dim`.
 
-    Solves the Lloyd fixed point c = centroid(cells(c)) by Newton's method (its Jacobian is tridiagonal), from the
-    high-resolution start where the point density is proportional to f^(1/3) (itself a symmetric Beta law).
+    Solves the Lloyd fixed point c = centroid(cells(c)) by Newton's method (its Jacobian is tridiagonal),
+    from the high-resolution start where the point density is proportional to f^(1/3) (a symmetric Beta law).
     """
     if dim < 2:
         raise ValueError(f"dim={dim}: need at least 2")

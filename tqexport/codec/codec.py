@@ -128,7 +128,10 @@ def quantize_rows(
         sections.append(pack_bits(z > 0))
     sections.append(to_float16_bytes(np.stack(norm_parts, axis=-1)))
     if config.qjl:
-        rho = [np.sqrt(np.sum(r[..., o : o + d] ** 2, axis=-1)) for o, d in zip(config.part_offsets, config.part_sizes)]
+        rho = [
+            np.sqrt(np.sum(r[..., o : o + d] ** 2, axis=-1))
+            for o, d in zip(config.part_offsets, config.part_sizes, strict=True)
+        ]
         sections.append(to_float16_bytes(np.stack(rho, axis=-1)))
     rows = np.concatenate(sections, axis=-1)
     assert rows.shape[-1] == config.row_bytes
@@ -148,7 +151,9 @@ def unpack_rows(rows: np.ndarray, config: CodecConfig) -> DecodedRows:
     qjl_bits = rnorms = None
     if config.qjl:
         assert lay.qjl_offset is not None and lay.rnorm_offset is not None
-        qjl_bits = unpack_bits(rows[..., lay.qjl_offset : lay.qjl_offset + config.head_dim // 8], config.head_dim)
+        qjl_bits = unpack_bits(
+            rows[..., lay.qjl_offset : lay.qjl_offset + config.head_dim // 8], config.head_dim
+        )
         rnorms = from_float16_bytes(rows[..., lay.rnorm_offset : lay.rnorm_offset + 2 * p])
     return DecodedRows(np.concatenate(codes, axis=-1), norms, qjl_bits, rnorms)
 
@@ -162,8 +167,10 @@ def dequantize_rotated(rows: np.ndarray, config: CodecConfig, codebook: np.ndarr
     return out.astype(np.float64)
 
 
-def qjl_correction(q_rot: np.ndarray, rows: np.ndarray, config: CodecConfig, qjl_matrix: np.ndarray) -> np.ndarray:
-    """QJL inner-product term for rotated queries q_rot [..., D] against rows [..., T, R]: returns [..., T]."""
+def qjl_correction(
+    q_rot: np.ndarray, rows: np.ndarray, config: CodecConfig, qjl_matrix: np.ndarray
+) -> np.ndarray:
+    """QJL inner-product term of rotated queries q_rot [..., D] against rows [..., T, R]: [..., T]."""
     dec = unpack_rows(rows, config)
     assert dec.qjl_bits is not None and dec.residual_norms is not None
     sq = q_rot @ qjl_matrix.astype(np.float64).T  # (Sq qr)_i

@@ -69,12 +69,16 @@ class CodecConfig:
         if not 1 <= self.num_parts <= MAX_PARTS:
             raise CodecConfigError(f"number of parts={self.num_parts}: must be 1..{MAX_PARTS}")
         if self.head_dim <= 0 or self.head_dim % CHANNEL_MULTIPLE:
-            raise CodecConfigError(f"head_dim={self.head_dim}: must be a positive multiple of {CHANNEL_MULTIPLE}")
+            raise CodecConfigError(
+                f"head_dim={self.head_dim}: must be a positive multiple of {CHANNEL_MULTIPLE}"
+            )
         if self.rotation not in ROTATION_KIND:
             raise CodecConfigError(f"rotation={self.rotation!r}: must be 'hadamard' or 'dense'")
         for d, b in zip(self.part_sizes, self.bits, strict=True):
             if d <= 0 or d % CHANNEL_MULTIPLE:
-                raise CodecConfigError(f"part_sizes[p]={d}: must be a positive multiple of {CHANNEL_MULTIPLE}")
+                raise CodecConfigError(
+                    f"part_sizes[p]={d}: must be a positive multiple of {CHANNEL_MULTIPLE}"
+                )
             if not 1 <= b <= 8:
                 raise CodecConfigError(f"bits[p]={b}: must be in 1..8")
             if b - int(self.qjl) < 1:

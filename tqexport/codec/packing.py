@@ -51,7 +51,7 @@ def unpack_bits(data: np.ndarray, n: int) -> np.ndarray:
 
 
 def to_float16_bytes(values: np.ndarray) -> np.ndarray:
-    """float64 [..., k] -> uint8 [..., 2k]: float16 rounded to nearest even directly from float64, saturating."""
+    """float64 [..., k] -> uint8 [..., 2k]: float16, nearest-even directly from float64, saturating."""
     half = np.minimum(values, FLOAT16_MAX).astype(np.float16)
     return half.view(np.uint8).reshape(*values.shape[:-1], 2 * values.shape[-1])
 

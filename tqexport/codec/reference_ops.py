@@ -126,7 +126,8 @@ def tq_quantize(
     b, h, _, _ = x.shape
     if past_cache.ndim != 4 or past_cache.shape[:2] != (b, h) or past_cache.shape[3] != config.row_bytes:
         raise ReferenceOpError(
-            f"past_cache must be [B={b}, Hkv={h}, T, row_bytes={config.row_bytes}], got {list(past_cache.shape)}"
+            f"past_cache must be [B={b}, Hkv={h}, T, row_bytes={config.row_bytes}], "
+            f"got {list(past_cache.shape)}"
         )
     w = sink_tokens + recent_window
     if (past_window is not None) != (w > 0):
@@ -141,8 +142,17 @@ def tq_quantize(
         caches, windows = [], []
         for bi in range(b):
             c, wnd = _step_one_sequence(
-                x[bi], past_cache[bi], None if past_window is None else past_window[bi], t_old, config,
-                rotation, codebook, qjl_matrix, sink_tokens, recent_window, append=True,
+                x[bi],
+                past_cache[bi],
+                None if past_window is None else past_window[bi],
+                t_old,
+                config,
+                rotation,
+                codebook,
+                qjl_matrix,
+                sink_tokens,
+                recent_window,
+                append=True,
             )
             caches.append(c)
             windows.append(wnd)
@@ -157,8 +167,17 @@ def tq_quantize(
     caches, windows = [], []
     for bi in range(b):
         c, wnd = _step_one_sequence(
-            x[bi], past_cache[bi], None if past_window is None else past_window[bi], int(past_lengths[bi]), config,
-            rotation, codebook, qjl_matrix, sink_tokens, recent_window, append=False,
+            x[bi],
+            past_cache[bi],
+            None if past_window is None else past_window[bi],
+            int(past_lengths[bi]),
+            config,
+            rotation,
+            codebook,
+            qjl_matrix,
+            sink_tokens,
+            recent_window,
+            append=False,
         )
         caches.append(c)
         windows.append(wnd)
@@ -213,7 +232,8 @@ def tq_attention(
             wd = k_window.shape[2] if k_window is not None else 0
             if k_cache.shape[2] + wd != total or wd != min(total, w):
                 raise ReferenceOpError(
-                    f"caches hold {k_cache.shape[2]} compressed + {wd} window rows; mask says T={total}, W={w}"
+                    f"caches hold {k_cache.shape[2]} compressed + {wd} window rows; "
+                    f"mask says T={total}, W={w}"
                 )
         else:
             assert past_lengths is not None

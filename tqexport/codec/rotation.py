@@ -1,8 +1,8 @@
 """Seeded rotations and QJL matrices (format.md sections 3.1 and 3.3).
 
-The stored rotation of a kv head is R = blockdiag(R_1, ..., R_P) * Pi: Pi lists part 1's channels, then part 2's, so
-part p lands at rotated coordinates [o_p, o_p + d_p). Blocks are randomized Hadamard (power-of-two sizes, when asked)
-or Haar-random dense orthogonal matrices.
+The stored rotation of a kv head is R = blockdiag(R_1, ..., R_P) * Pi: Pi lists part 1's channels, then
+part 2's, so part p lands at rotated coordinates [o_p, o_p + d_p). Blocks are randomized Hadamard
+(power-of-two sizes, when asked) or Haar-random dense orthogonal matrices.
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ def build_rotation(config: CodecConfig, channels: Sequence[Sequence[int]] | None
     flat = np.concatenate(chans)
     if sorted(flat.tolist()) != list(range(d_total)) or [len(c) for c in chans] != list(config.part_sizes):
         raise ValueError(
-            f"channels {[len(c) for c in chans]} must partition 0..{d_total - 1} with sizes {list(config.part_sizes)}"
+            f"channels {[len(c) for c in chans]} must partition 0..{d_total - 1} "
+            f"with sizes {list(config.part_sizes)}"
         )
     rot = np.zeros((d_total, d_total))
     for p, (o, d, ch) in enumerate(zip(config.part_offsets, config.part_sizes, chans, strict=True)):
