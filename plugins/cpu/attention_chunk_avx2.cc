@@ -1,0 +1,247 @@
+// AVX2 + FMA + F16C TQAttention inner loop (contract in attention_chunk.h), selected at run time by
+// simd_enabled(). Each token's codes are unpacked once per 8 coordinates (a broadcast, a variable shift, a mask)
+// and looked up in centroid registers (vpermps for m <= 5, a gather above), then used for every query row of the
+// tile. Keys: token-major, one accumulator per row. Values: coordinate-major over a block of tokens, so the
+// rotated-domain accumulators stay in registers.
+//
+// This unit is compiled for AVX2 with a target pragma; it includes only C headers and plain structs before the
+// pragma and instantiates no standard-library templates, so no AVX2 code can leak into shared inline functions.
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "cpu/attention_chunk.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+
+namespace tq::cpu {
+
+bool cpu_has_avx2_fma_f16c() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+}
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+
+namespace {
+
+inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+inline float load_half(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return _cvtsh_ss(h);
+}
+
+inline float hsum(__m256 v) {
+  __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+  x = _mm_add_ss(x, _mm_movehdup_ps(x));
+  return _mm_cvtss_f32(x);
+}
+
+// Fields [8c, 8c + 8) of a segment of width W as int32 lanes.
+template <int W>
+inline __m256i unpack8(const uint8_t* seg, int c) {
+  const uint8_t* p = seg + c * W;
+  if constexpr (W == 8) {
+    return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  } else {
+    uint32_t word = 0;
+    std::memcpy(&word, p, W);
+    const __m256i shifts = _mm256_setr_epi32(0, W, 2 * W, 3 * W, 4 * W, 5 * W, 6 * W, 7 * W);
+    return _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(word)), shifts),
+                            _mm256_set1_epi32((1 << W) - 1));
+  }
+}
+
+template <int M>
+struct Widths;  // segment widths of an M-bit code, widest first (docs/format.md section 4)
+template <> struct Widths<1> { static constexpr int n = 1, w0 = 1, w1 = 0, w2 = 0; };
+template <> struct Widths<2> { static constexpr int n = 1, w0 = 2, w1 = 0, w2 = 0; };
+template <> struct Widths<3> { static constexpr int n = 2, w0 = 2, w1 = 1, w2 = 0; };
+template <> struct Widths<4> { static constexpr int n = 1, w0 = 4, w1 = 0, w2 = 0; };
+template <> struct Widths<5> { static constexpr int n = 2, w0 = 4, w1 = 1, w2 = 0; };
+template <> struct Widths<6> { static constexpr int n = 2, w0 = 4, w1 = 2, w2 = 0; };
+template <> struct Widths<7> { static constexpr int n = 3, w0 = 4, w1 = 2, w2 = 1; };
+template <> struct Widths<8> { static constexpr int n = 1, w0 = 8, w1 = 0, w2 = 0; };
+
+// Centroid registers of one part.
+struct Lut {
+  __m256 r[4];
+  const float* table;
+};
+
+inline Lut make_lut(const PartDecode& pd) {
+  Lut l;
+  for (int i = 0; i < 4; ++i) l.r[i] = _mm256_loadu_ps(pd.centroids + 8 * i);
+  l.table = pd.centroids;
+  return l;
+}
+
+// Centroids of coordinates [8c, 8c + 8) of a part, before the gamma scale.
+template <int M>
+inline __m256 decode8(const uint8_t* row, const PartDecode& pd, const Lut& lut, int c) {
+  using Wd = Widths<M>;
+  __m256i code = unpack8<Wd::w0>(row + pd.seg_offset[0], c);
+  if constexpr (Wd::n > 1)
+    code = _mm256_or_si256(code, _mm256_slli_epi32(unpack8<(Wd::w1 > 0 ? Wd::w1 : 1)>(row + pd.seg_offset[1], c), Wd::w0));
+  if constexpr (Wd::n > 2)
+    code = _mm256_or_si256(code, _mm256_slli_epi32(unpack8<(Wd::w2 > 0 ? Wd::w2 : 1)>(row + pd.seg_offset[2], c),
+                                                   Wd::w0 + Wd::w1));
+  if constexpr (M <= 3) {
+    return _mm256_permutevar8x32_ps(lut.r[0], code);
+  } else if constexpr (M == 4) {
+    const __m256 sel = _mm256_castsi256_ps(_mm256_slli_epi32(code, 28));
+    return _mm256_blendv_ps(_mm256_permutevar8x32_ps(lut.r[0], code), _mm256_permutevar8x32_ps(lut.r[1], code), sel);
+  } else if constexpr (M == 5) {
+    const __m256 sel3 = _mm256_castsi256_ps(_mm256_slli_epi32(code, 28));
+    const __m256 sel4 = _mm256_castsi256_ps(_mm256_slli_epi32(code, 27));
+    const __m256 lo = _mm256_blendv_ps(_mm256_permutevar8x32_ps(lut.r[0], code),
+                                       _mm256_permutevar8x32_ps(lut.r[1], code), sel3);
+    const __m256 hi = _mm256_blendv_ps(_mm256_permutevar8x32_ps(lut.r[2], code),
+                                       _mm256_permutevar8x32_ps(lut.r[3], code), sel3);
+    return _mm256_blendv_ps(lo, hi, sel4);
+  } else {
+    return _mm256_i32gather_ps(lut.table, code, 4);
+  }
+}
+
+// acc[r] += sum over the part's coordinates of qr[r] * centroid (8 lanes), for one key row.
+template <int ROWS, int M>
+inline void score_part(const uint8_t* row, const PartDecode& pd, const Lut& lut, const float* const* qr,
+                       __m256* acc) {
+  const int chunks = pd.dim / 8;
+  for (int c = 0; c < chunks; ++c) {
+    const __m256 k = decode8<M>(row, pd, lut, c);
+    const int o = pd.coord_offset + 8 * c;
+    for (int r = 0; r < ROWS; ++r) acc[r] = _mm256_fmadd_ps(k, _mm256_loadu_ps(qr[r] + o), acc[r]);
+  }
+}
+
+// acc[r][part coords] += sum_j w[r][j] * centroid(row j), over n value rows.
+template <int ROWS, int M>
+inline void accumulate_part(const uint8_t* rows, int64_t row_bytes, int n, const PartDecode& pd, const Lut& lut,
+                            const float (*w)[kBlockTokens], float* const* acc) {
+  const int chunks = pd.dim / 8;
+  for (int c = 0; c < chunks; ++c) {
+    const int o = pd.coord_offset + 8 * c;
+    __m256 a[ROWS];
+    for (int r = 0; r < ROWS; ++r) a[r] = _mm256_loadu_ps(acc[r] + o);
+    const uint8_t* row = rows;
+    for (int j = 0; j < n; ++j, row += row_bytes) {
+      const __m256 v = decode8<M>(row, pd, lut, c);
+      for (int r = 0; r < ROWS; ++r) a[r] = _mm256_fmadd_ps(v, _mm256_broadcast_ss(&w[r][j]), a[r]);
+    }
+    for (int r = 0; r < ROWS; ++r) _mm256_storeu_ps(acc[r] + o, a[r]);
+  }
+}
+
+template <int ROWS>
+void score_dispatch(int m, const uint8_t* row, const PartDecode& pd, const Lut& lut, const float* const* qr,
+                    __m256* acc) {
+  switch (m) {
+    case 1: score_part<ROWS, 1>(row, pd, lut, qr, acc); break;
+    case 2: score_part<ROWS, 2>(row, pd, lut, qr, acc); break;
+    case 3: score_part<ROWS, 3>(row, pd, lut, qr, acc); break;
+    case 4: score_part<ROWS, 4>(row, pd, lut, qr, acc); break;
+    case 5: score_part<ROWS, 5>(row, pd, lut, qr, acc); break;
+    case 6: score_part<ROWS, 6>(row, pd, lut, qr, acc); break;
+    case 7: score_part<ROWS, 7>(row, pd, lut, qr, acc); break;
+    default: score_part<ROWS, 8>(row, pd, lut, qr, acc); break;
+  }
+}
+
+template <int ROWS>
+void accumulate_dispatch(int m, const uint8_t* rows, int64_t row_bytes, int n, const PartDecode& pd,
+                         const Lut& lut, const float (*w)[kBlockTokens], float* const* acc) {
+  switch (m) {
+    case 1: accumulate_part<ROWS, 1>(rows, row_bytes, n, pd, lut, w, acc); break;
+    case 2: accumulate_part<ROWS, 2>(rows, row_bytes, n, pd, lut, w, acc); break;
+    case 3: accumulate_part<ROWS, 3>(rows, row_bytes, n, pd, lut, w, acc); break;
+    case 4: accumulate_part<ROWS, 4>(rows, row_bytes, n, pd, lut, w, acc); break;
+    case 5: accumulate_part<ROWS, 5>(rows, row_bytes, n, pd, lut, w, acc); break;
+    case 6: accumulate_part<ROWS, 6>(rows, row_bytes, n, pd, lut, w, acc); break;
+    case 7: accumulate_part<ROWS, 7>(rows, row_bytes, n, pd, lut, w, acc); break;
+    default: accumulate_part<ROWS, 8>(rows, row_bytes, n, pd, lut, w, acc); break;
+  }
+}
+
+// sum_{i in part} sq[r][i] * (2 * bit_i - 1) into acc[r] (8 lanes).
+template <int ROWS>
+inline void qjl_part(const uint8_t* bits, const PartDecode& pd, const float* const* sq, __m256* acc) {
+  const __m256i lane_bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  for (int c = 0; c < pd.dim / 8; ++c) {
+    const int o = pd.coord_offset + 8 * c;
+    const __m256i b = _mm256_and_si256(_mm256_set1_epi32(bits[o >> 3]), lane_bit);
+    const __m256 set = _mm256_castsi256_ps(_mm256_cmpeq_epi32(b, lane_bit));
+    const __m256 flip = _mm256_andnot_ps(set, sign);  // bit 0 -> negate
+    for (int r = 0; r < ROWS; ++r) acc[r] = _mm256_add_ps(acc[r], _mm256_xor_ps(_mm256_loadu_ps(sq[r] + o), flip));
+  }
+}
+
+template <int ROWS>
+void run(const ChunkArgs& a) {
+  const CodecDecode& K = a.k;
+  const CodecDecode& V = a.v;
+  Lut klut[4], vlut[4];
+  for (int p = 0; p < K.num_parts; ++p) klut[p] = make_lut(K.parts[p]);
+  for (int p = 0; p < V.num_parts; ++p) vlut[p] = make_lut(V.parts[p]);
+  alignas(32) float s[kTileRows * kBlockTokens];
+  alignas(32) float w[kTileRows][kBlockTokens];
+  for (int64_t j0 = 0; j0 < a.count; j0 += kBlockTokens) {
+    const int n = static_cast<int>(min64(kBlockTokens, a.count - j0));
+    const uint8_t* krows = a.k_rows + j0 * K.row_bytes;
+    for (int j = 0; j < n; ++j) {
+      const uint8_t* row = krows + j * K.row_bytes;
+      __m256 tot[ROWS];
+      for (int r = 0; r < ROWS; ++r) tot[r] = _mm256_setzero_ps();
+      for (int p = 0; p < K.num_parts; ++p) {
+        const PartDecode& pd = K.parts[p];
+        __m256 acc[ROWS];
+        for (int r = 0; r < ROWS; ++r) acc[r] = _mm256_setzero_ps();
+        score_dispatch<ROWS>(pd.mse_bits, row, pd, klut[p], a.qr, acc);
+        const __m256 gamma = _mm256_set1_ps(load_half(row + pd.norm_offset));
+        for (int r = 0; r < ROWS; ++r) tot[r] = _mm256_fmadd_ps(acc[r], gamma, tot[r]);
+        if (K.qjl_offset >= 0) {
+          for (int r = 0; r < ROWS; ++r) acc[r] = _mm256_setzero_ps();
+          qjl_part<ROWS>(row + K.qjl_offset, pd, a.sq, acc);
+          const __m256 rho = _mm256_set1_ps(load_half(row + pd.rnorm_offset));
+          for (int r = 0; r < ROWS; ++r) tot[r] = _mm256_fmadd_ps(acc[r], rho, tot[r]);
+        }
+      }
+      for (int r = 0; r < ROWS; ++r) s[r * n + j] = hsum(tot[r]);
+    }
+    finish_scores(a, a.first_token + j0, n, s);
+    if (!softmax_block(a, n, s, K.dim)) continue;
+    const uint8_t* vrows = a.v_rows + j0 * V.row_bytes;
+    for (int p = 0; p < V.num_parts; ++p) {
+      const PartDecode& pd = V.parts[p];
+      for (int j = 0; j < n; ++j) {
+        const float gamma = load_half(vrows + j * V.row_bytes + pd.norm_offset);
+        for (int r = 0; r < ROWS; ++r) w[r][j] = s[r * n + j] * gamma;
+      }
+      accumulate_dispatch<ROWS>(pd.mse_bits, vrows, V.row_bytes, n, pd, vlut[p], w, a.acc);
+    }
+  }
+}
+
+}  // namespace
+
+void attention_chunk_avx2(const ChunkArgs& a) {
+  switch (a.rows) {
+    case 1: run<1>(a); break;
+    case 2: run<2>(a); break;
+    case 3: run<3>(a); break;
+    default: run<4>(a); break;
+  }
+}
+
+#pragma GCC pop_options
+
+}  // namespace tq::cpu
+
+#endif
