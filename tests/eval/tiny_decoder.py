@@ -23,9 +23,14 @@ Q_HEADS = KV_HEADS * GROUP
 LAYERS = 2
 MAX_POSITIONS = 128
 NEG = -1e9
+Q_SCALE = 0.04  # uint8 cache step
 
 
-def build_tiny_decoder(path: Path, seed: int = 0, weight_scale: float = 0.3) -> Path:
+def build_tiny_decoder(
+    path: Path, seed: int = 0, weight_scale: float = 0.3, uint8_cache: bool = False
+) -> Path:
+    """Write the model to `path`. With `uint8_cache` the caches are uint8 (QuantizeLinear with a fixed scale,
+    zero point 128), a stand-in for a converted model: same weights, lossy compressed caches."""
     rng = np.random.default_rng(seed)
     inits: list[onnx.TensorProto] = []
     nodes: list[onnx.NodeProto] = []
@@ -57,6 +62,8 @@ def build_tiny_decoder(path: Path, seed: int = 0, weight_scale: float = 0.3) -> 
     const("tile_reps", np.array([1, 1, GROUP, 1, 1], dtype=np.int64))
     const("merge_shape", np.array([0, 0, Q_HEADS * HEAD_DIM], dtype=np.int64))
     const("ax2", np.array([2], dtype=np.int64))
+    const("q_scale", np.array(Q_SCALE, dtype=np.float32))
+    const("q_zero", np.array(128, dtype=np.uint8))
     const("ax01", np.array([0, 1], dtype=np.int64))
     const("ax12", np.array([1, 2], dtype=np.int64))
 
@@ -117,9 +124,13 @@ def build_tiny_decoder(path: Path, seed: int = 0, weight_scale: float = 0.3) -> 
                 p + kind + "_new",
                 perm=[0, 2, 1, 3],
             )
+            if uint8_cache:
+                new_kv = node("QuantizeLinear", [new_kv, "q_scale", "q_zero"], p + kind + "_q")
             present = node(
                 "Concat", [f"past_key_values.{layer}.{kind}", new_kv], f"present.{layer}.{kind}", axis=2
             )
+            if uint8_cache:
+                present = node("DequantizeLinear", [present, "q_scale", "q_zero"], p + kind + "_dq")
             tiled = node(
                 "Tile",
                 [node("Unsqueeze", [present, "ax2"], p + kind + "_u"), "tile_reps"],
@@ -146,16 +157,17 @@ def build_tiny_decoder(path: Path, seed: int = 0, weight_scale: float = 0.3) -> 
         )
     node("MatMul", [x, weight("w_out", EMBED, VOCAB)], "logits")
 
+    cache_type = TensorProto.UINT8 if uint8_cache else TensorProto.FLOAT
     cache_in = [
         helper.make_tensor_value_info(
-            f"past_key_values.{i}.{k}", TensorProto.FLOAT, ["batch", KV_HEADS, "past", HEAD_DIM]
+            f"past_key_values.{i}.{k}", cache_type, ["batch", KV_HEADS, "past", HEAD_DIM]
         )
         for i in range(LAYERS)
         for k in ("key", "value")
     ]
     cache_out = [
         helper.make_tensor_value_info(
-            f"present.{i}.{k}", TensorProto.FLOAT, ["batch", KV_HEADS, "total", HEAD_DIM]
+            f"present.{i}.{k}", cache_type, ["batch", KV_HEADS, "total", HEAD_DIM]
         )
         for i in range(LAYERS)
         for k in ("key", "value")
