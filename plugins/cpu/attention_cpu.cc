@@ -202,12 +202,9 @@ struct RowState {
 
 bool simd_enabled() {
 #if defined(__x86_64__) || defined(_M_X64)
-  static const bool enabled = [] {
-    const char* env = std::getenv("TQEXPORT_CPU_SIMD");
-    if (env != nullptr && std::strcmp(env, "0") == 0) return false;
-    return cpu_has_avx2_fma_f16c();
-  }();
-  return enabled;
+  static const bool supported = cpu_has_avx2_fma_f16c();
+  const char* env = std::getenv("TQEXPORT_CPU_SIMD");  // read per call so tests can compare both kernels
+  return supported && !(env != nullptr && std::strcmp(env, "0") == 0);
 #else
   return false;
 #endif
