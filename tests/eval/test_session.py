@@ -103,3 +103,46 @@ def test_fixture_cached_decode_matches_full_sequence(model):
     stepped = np.stack([session.step(ids[:, t]) for t in range(8, 16)], axis=1)
     real = mask[:, 8:].astype(bool)
     np.testing.assert_allclose(stepped[real], full[:, 8:][real], atol=ATOL * 10)
+
+
+def _custom_ops_or_skip():
+    try:
+        from tqexport.runtime import ort_library_path
+
+        ort_library_path()
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"tqexport ORT custom-op library not available: {exc}")
+
+
+def test_hand_converted_model_decodes_like_its_full_sequence(tmp_path):
+    """TQ ops, no window: every token is compressed once from the same values, cached or not."""
+    _custom_ops_or_skip()
+    from tiny_decoder import TqCache, build_tiny_decoder
+
+    session = DecodeSession.from_path(build_tiny_decoder(tmp_path / "tq.onnx", tq=TqCache(4, 4)))
+    assert session.layout.is_converted and not session.layout.window_slots
+    ids = np.random.default_rng(4).integers(0, 64, size=(2, 24))
+    full = session.prefill(ids)
+    session.prefill(ids[:, :10])
+    stepped = np.stack([session.step(ids[:, t]) for t in range(10, 24)], axis=1)
+    np.testing.assert_allclose(stepped, full[:, 10:], atol=1e-3)
+    row_bytes = 16 * 4 // 8 + 2  # format.md section 4: 4-bit codes of D = 16, one float16 norm
+    assert all(a.shape == (2, 2, 24, row_bytes) and a.dtype == np.uint8 for a in session.past.values())
+
+
+def test_hand_converted_model_window_shapes(tmp_path):
+    """Windows are paired by name and grow to W = sinks + recent; compressed rows hold the rest."""
+    _custom_ops_or_skip()
+    from tiny_decoder import TqCache, build_tiny_decoder
+
+    session = DecodeSession.from_path(build_tiny_decoder(tmp_path / "tqw.onnx", tq=TqCache(4, 4, 2, 6)))
+    assert len(session.layout.window_slots) == 4 and session.config["recent_window"] == 6
+    ids = np.random.default_rng(4).integers(0, 64, size=(1, 20))
+    session.prefill(ids[:, :5])
+    assert session.past["past_key_values.0.key_window"].shape == (1, 2, 5, 16)
+    assert session.past["past_key_values.0.key"].shape[2] == 0
+    for t in range(5, 20):
+        logits = session.step(ids[:, t])
+        assert np.isfinite(logits).all()
+    assert session.past["past_key_values.1.value_window"].shape == (1, 2, 8, 16)
+    assert session.past["past_key_values.1.value"].shape[2] == 20 - 8

@@ -8,6 +8,8 @@ through a learned position embedding, so wrong position_ids or a wrong mask chan
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +28,38 @@ NEG = -1e9
 Q_SCALE = 0.04  # uint8 cache step
 
 
+@dataclass(frozen=True)
+class TqCache:
+    """Hand-converted attention: TQQuantize + TQAttention (docs/format.md section 8) in concat mode."""
+
+    key_bits: int = 4
+    value_bits: int = 4
+    sink_tokens: int = 0
+    recent_window: int = 0
+    seed: int = 0
+
+    def codecs(self):
+        from tqexport.codec import Codec, CodecConfig
+
+        def one(bits: int, seed: int):
+            config = CodecConfig(head_dim=HEAD_DIM, part_sizes=(HEAD_DIM,), bits=(bits,), qjl=False,
+                                 norm_correction=False, rotation="hadamard", seed=seed)
+            return Codec.build(config, num_heads=KV_HEADS)
+
+        return {"key": one(self.key_bits, self.seed), "value": one(self.value_bits, self.seed + 1)}
+
+    @property
+    def window(self) -> int:
+        return self.sink_tokens + self.recent_window
+
+
 def build_tiny_decoder(
-    path: Path, seed: int = 0, weight_scale: float = 0.3, uint8_cache: bool = False
+    path: Path, seed: int = 0, weight_scale: float = 0.3, uint8_cache: bool = False, tq: TqCache | None = None
 ) -> Path:
     """Write the model to `path`. With `uint8_cache` the caches are uint8 (QuantizeLinear with a fixed scale,
-    zero point 128), a stand-in for a converted model: same weights, lossy compressed caches."""
+    zero point 128), a stand-in for a converted model: same weights, lossy compressed caches. With `tq` the
+    attention is rewritten by hand to our custom ops (what the converter produces), windows included."""
+    codecs = tq.codecs() if tq else None
     rng = np.random.default_rng(seed)
     inits: list[onnx.TensorProto] = []
     nodes: list[onnx.NodeProto] = []
@@ -110,6 +139,7 @@ def build_tiny_decoder(
             perm=[0, 2, 1, 3],
         )
         kv = {}
+        tq_in = {}
         for kind in ("key", "value"):
             w = weight(p + "w" + kind[0], EMBED, KV_HEADS * HEAD_DIM)
             new_kv = node(
@@ -124,6 +154,17 @@ def build_tiny_decoder(
                 p + kind + "_new",
                 perm=[0, 2, 1, 3],
             )
+            if tq is not None:
+                codec = codecs[kind]
+                rot, cb = const(p + kind + "_rot", codec.rotation), const(p + kind + "_cb", codec.codebook)
+                window = [f"past_key_values.{layer}.{kind}_window"] if tq.window else []
+                outs = [f"present.{layer}.{kind}"] + ([f"present.{layer}.{kind}_window"] if tq.window else [])
+                nodes.append(helper.make_node(
+                    "TQQuantize", [new_kv, f"past_key_values.{layer}.{kind}", rot, cb, "", *window], outs,
+                    name=p + kind + "_tqq", domain="tqexport", sink_tokens=tq.sink_tokens,
+                    recent_window=tq.recent_window, **codec.onnx_attributes()))
+                tq_in[kind] = (outs, rot, cb)
+                continue
             if uint8_cache:
                 new_kv = node("QuantizeLinear", [new_kv, "q_scale", "q_zero"], p + kind + "_q")
             present = node(
@@ -137,10 +178,23 @@ def build_tiny_decoder(
                 p + kind + "_tiled",
             )
             kv[kind] = node("Reshape", [tiled, "rep_shape"], p + kind + "_rep")
-        k_t = node("Transpose", [kv["key"]], p + "k_t", perm=[0, 1, 3, 2])
-        scores = node("Mul", [node("MatMul", [q, k_t], p + "qk"), "scale"], p + "scores")
-        probs = node("Softmax", [node("Add", [scores, mask], p + "masked")], p + "probs", axis=-1)
-        attn = node("MatMul", [probs, kv["value"]], p + "attn")
+        if tq is not None:
+            (k_outs, k_rot, k_cb), (v_outs, v_rot, v_cb) = tq_in["key"], tq_in["value"]
+            windows = [k_outs[1], v_outs[1]] if tq.window else []
+            kc, vc = codecs["key"].config, codecs["value"].config
+            nodes.append(helper.make_node(
+                "TQAttention", [q, k_outs[0], v_outs[0], mask, k_rot, k_cb, v_rot, v_cb, "", *windows],
+                [p + "attn"], name=p + "tqa", domain="tqexport", k_bits=list(kc.bits),
+                k_part_sizes=list(kc.part_sizes), k_qjl=0, v_bits=list(vc.bits),
+                v_part_sizes=list(vc.part_sizes),
+                scale=float(1.0 / np.sqrt(HEAD_DIM)), sink_tokens=tq.sink_tokens,
+                recent_window=tq.recent_window))
+            attn = p + "attn"
+        else:
+            k_t = node("Transpose", [kv["key"]], p + "k_t", perm=[0, 1, 3, 2])
+            scores = node("Mul", [node("MatMul", [q, k_t], p + "qk"), "scale"], p + "scores")
+            probs = node("Softmax", [node("Add", [scores, mask], p + "masked")], p + "probs", axis=-1)
+            attn = node("MatMul", [probs, kv["value"]], p + "attn")
         merged = node(
             "Reshape",
             [node("Transpose", [attn], p + "attn_bshd", perm=[0, 2, 1, 3]), "merge_shape"],
@@ -157,21 +211,21 @@ def build_tiny_decoder(
         )
     node("MatMul", [x, weight("w_out", EMBED, VOCAB)], "logits")
 
-    cache_type = TensorProto.UINT8 if uint8_cache else TensorProto.FLOAT
-    cache_in = [
-        helper.make_tensor_value_info(
-            f"past_key_values.{i}.{k}", cache_type, ["batch", KV_HEADS, "past", HEAD_DIM]
-        )
-        for i in range(LAYERS)
-        for k in ("key", "value")
-    ]
-    cache_out = [
-        helper.make_tensor_value_info(
-            f"present.{i}.{k}", cache_type, ["batch", KV_HEADS, "total", HEAD_DIM]
-        )
-        for i in range(LAYERS)
-        for k in ("key", "value")
-    ]
+    cache_type = TensorProto.UINT8 if (uint8_cache or tq) else TensorProto.FLOAT
+    cache_in, cache_out = [], []
+    for i in range(LAYERS):
+        for k in ("key", "value"):
+            last = codecs[k].row_bytes if tq else HEAD_DIM
+            cache_in.append(helper.make_tensor_value_info(f"past_key_values.{i}.{k}", cache_type,
+                                                          ["batch", KV_HEADS, "past", last]))
+            cache_out.append(helper.make_tensor_value_info(f"present.{i}.{k}", cache_type,
+                                                           ["batch", KV_HEADS, "total", last]))
+            if tq and tq.window:
+                window_shape = ["batch", KV_HEADS, "past_w", HEAD_DIM]
+                cache_in.append(helper.make_tensor_value_info(
+                    f"past_key_values.{i}.{k}_window", TensorProto.FLOAT, window_shape))
+                cache_out.append(helper.make_tensor_value_info(f"present.{i}.{k}_window", TensorProto.FLOAT,
+                                                               ["batch", KV_HEADS, "total_w", HEAD_DIM]))
     graph = helper.make_graph(
         nodes,
         "tiny_decoder",
@@ -184,8 +238,14 @@ def build_tiny_decoder(
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", VOCAB]), *cache_out],
         inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid("tqexport", 1)] if tq else [])
+    model = helper.make_model(graph, opset_imports=opsets)
     model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
+    if tq:
+        config = {"format_version": 1, "cache_mode": "concat", "sink_tokens": tq.sink_tokens,
+                  "recent_window": tq.recent_window, "key_bits": tq.key_bits, "value_bits": tq.value_bits}
+        helper.set_model_props(model, {"tqexport.config": json.dumps(config)})
+    else:
+        onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(path))
     return path

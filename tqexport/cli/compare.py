@@ -59,6 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--json", action="store_true", help="print a JSON report on stdout (tables go nowhere)"
     )
     parser.add_argument("--per-step", action="store_true", help="include per-step metrics in the JSON report")
+    parser.add_argument("--save-json", type=Path, default=None, help="also write the JSON report here")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -100,8 +101,12 @@ def run(args: argparse.Namespace) -> int:
         prefill_chunk=args.prefill_chunk,
         progress=not args.no_progress,
     )
+    text = json.dumps(report.as_dict(per_step=args.per_step), indent=2)
+    if args.save_json is not None:
+        args.save_json.parent.mkdir(parents=True, exist_ok=True)
+        args.save_json.write_text(text + "\n")
     if args.json:
-        print(json.dumps(report.as_dict(per_step=args.per_step), indent=2))
+        print(text)
     else:
         print(format_table(report))
     if not report.passed:
