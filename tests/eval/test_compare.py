@@ -75,3 +75,15 @@ def test_thresholds_unset_never_fail():
     bad = SummaryMetrics(10, 9.0, 9.0, 0.0, 9.0, 9.0, 1.0, 100.0, 100.0)
     assert Thresholds().failures(bad) == []
     assert len(Thresholds(1.0, 0.5, 2.0).failures(bad)) == 3
+
+
+def test_compare_many_decodes_the_original_once(tiny_models):
+    from tqexport.eval.compare import compare_many
+
+    ids = np.random.default_rng(0).integers(0, 64, (1, 40))
+    paths = [tiny_models["original"], tiny_models["uint8_cache"], tiny_models["perturbed"]]
+    reports = compare_many(tiny_models["original"], paths, ids, 20, 10, progress=False)
+    assert [r.converted for r in reports] == [str(p) for p in paths]
+    assert reports[0].result.decode.kl_max == 0.0
+    assert reports[1].storage.converted_bits_per_element == 8.0
+    assert reports[2].result.decode.kl_mean > reports[1].result.decode.kl_mean > 0.0

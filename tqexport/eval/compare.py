@@ -13,9 +13,7 @@ import numpy as np
 from polygraphy.comparator import Comparator
 from polygraphy.logger import G_LOGGER
 
-from tqexport.eval.cache_io import CacheLayout
 from tqexport.eval.compare_func import DecodeCompareFunc, DecodeCompareResult, Thresholds
-from tqexport.eval.ort_session import tqexport_config
 from tqexport.eval.runners import DecodeRunner, TqSessionLoader
 from tqexport.eval.storage import StorageReport, storage_report
 
@@ -69,8 +67,30 @@ def compare_models(
     quiet: bool = True,
 ) -> CompareReport:
     """Run both models on ids [B, >= prefill + steps + 1] and compare them."""
+    return compare_many(
+        original, [converted], ids_BT, prefill, steps, thresholds, providers, prefill_chunk, progress, quiet
+    )[0]
+
+
+def compare_many(
+    original: str | Path,
+    converted: list[str | Path],
+    ids_BT: np.ndarray,
+    prefill: int,
+    steps: int,
+    thresholds: Thresholds | None = None,
+    providers: list[str] | None = None,
+    prefill_chunk: int = 0,
+    progress: bool = True,
+    quiet: bool = True,
+) -> list[CompareReport]:
+    """Decode the original once and each converted model once; compare each with the original."""
     if quiet:
         G_LOGGER.module_severity = G_LOGGER.CRITICAL
+    names = ["original"] + [
+        f"converted{i}" if len(converted) > 1 else "converted" for i in range(len(converted))
+    ]
+    paths = [original, *converted]
     runners = [
         DecodeRunner(
             TqSessionLoader(path, providers),
@@ -80,28 +100,30 @@ def compare_models(
             prefill_chunk=prefill_chunk,
             progress=progress,
         )
-        for name, path in (("original", original), ("converted", converted))
+        for name, path in zip(names, paths, strict=True)
     ]
     feed = {"input_ids": np.ascontiguousarray(ids_BT[:, : prefill + steps + 1], dtype=np.int64)}
     run_results = Comparator.run(runners, data_loader=[feed])
-    accuracy = Comparator.compare_accuracy(run_results, compare_func=DecodeCompareFunc(thresholds))
-    result: DecodeCompareResult = accuracy[0][("original", "converted")][0]["logits"]
-
-    layouts = {}
-    config = None
-    for name, path in (("original", original), ("converted", converted)):
-        session = TqSessionLoader(path, providers)()
-        layouts[name] = CacheLayout.from_io(session.get_inputs(), session.get_outputs())
-        if name == "converted":
-            config = tqexport_config(session)
-        del session
-    storage = storage_report(
-        layouts["original"], layouts["converted"], config, context_tokens=prefill + steps
+    pairs = [(0, i) for i in range(1, len(runners))]
+    accuracy = Comparator.compare_accuracy(
+        run_results, comparisons=pairs, compare_func=DecodeCompareFunc(thresholds)
     )
-    seconds = {name: float(run_results[name][0].runtime) for name in ("original", "converted")}
-    return CompareReport(
-        str(original), str(converted), int(ids_BT.shape[0]), prefill, steps, result, storage, seconds
-    )
+    reports = []
+    for runner, path in zip(runners[1:], converted, strict=True):
+        result: DecodeCompareResult = accuracy[0][("original", runner.name)][0]["logits"]
+        storage = storage_report(
+            runners[0].layout, runner.layout, runner.config, context_tokens=prefill + steps
+        )
+        seconds = {
+            "original": float(run_results["original"][0].runtime),
+            "converted": float(run_results[runner.name][0].runtime),
+        }
+        reports.append(
+            CompareReport(
+                str(original), str(path), int(ids_BT.shape[0]), prefill, steps, result, storage, seconds
+            )
+        )
+    return reports
 
 
 def format_table(report: CompareReport) -> str:

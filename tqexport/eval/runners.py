@@ -22,6 +22,7 @@ from polygraphy.backend.base import BaseRunner
 from polygraphy.common import TensorMetadata
 from polygraphy.datatype import DataType
 
+from tqexport.eval.cache_io import CacheLayout
 from tqexport.eval.ort_session import make_session
 from tqexport.eval.session import DecodeSession
 
@@ -61,6 +62,8 @@ class DecodeRunner(BaseRunner):
         self.keep_prefill = keep_prefill
         self.progress = progress
         self.decode: DecodeSession | None = None
+        self.layout: CacheLayout | None = None  # kept after deactivation, for storage accounting
+        self.config: dict | None = None  # the converted model's tqexport.config metadata, if any
 
     @property
     def tokens_needed(self) -> int:
@@ -68,6 +71,7 @@ class DecodeRunner(BaseRunner):
 
     def activate_impl(self) -> None:
         self.decode = DecodeSession(self.session_loader())
+        self.layout, self.config = self.decode.layout, self.decode.config
 
     def get_input_metadata_impl(self) -> TensorMetadata:
         return TensorMetadata().add("input_ids", dtype=DataType.INT64, shape=["batch", self.tokens_needed])
