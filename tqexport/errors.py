@@ -1,6 +1,7 @@
 """The one exception family of tqexport; each subclass carries the CLI exit code it maps to.
 
-`tqexport <cmd>` prints `tqexport <cmd>: error: <message>` (one line, no traceback) and exits with `exit_code`.
+`tqexport <cmd>` prints `tqexport <cmd>: error: <message>` (one line, no traceback) and exits with
+`exit_code`.
 Messages name the node, layer, op, and the shape or dtype seen vs expected.
 """
 

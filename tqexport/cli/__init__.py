@@ -1,1 +1,2 @@
-"""Command-line tools: one module per subcommand (`NAME`, `HELP`, `add_arguments`, `run`), registered in main."""
+"""Command-line tools: one module per subcommand (`NAME`, `HELP`, `add_arguments`, `run`), registered in
+main."""

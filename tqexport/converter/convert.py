@@ -1,0 +1,297 @@
+"""`convert_model`: analyze a model, build each layer's codecs, run the pass pipeline, save and check.
+
+Letters as in docs/format.md. Nothing is written when a layer cannot convert (unless `allow_partial`),
+and weights
+are never loaded except the K/V projection weights used to pick outlier channels for fractional bit widths.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from onnx import helper, numpy_helper
+
+from tqexport.codec import Codec, CodecConfig
+from tqexport.converter.outliers import channel_scores, choose_channels, load_calibration
+from tqexport.converter.presets import part_split, resolve_preset
+from tqexport.converter.report import analysis_report, layer_report
+from tqexport.errors import NotConvertibleError, UnsupportedError, UsageError, ValidationError
+from tqexport.graph.index import GraphIndex
+from tqexport.graph.model_io import check_model_file, load_model, save_model
+from tqexport.passes.kv_write import CacheCodecTensors, WindowConfig
+from tqexport.passes.layers import analyze
+from tqexport.passes.match import CacheWrite, LayerMatch
+from tqexport.passes.pipeline import LayerPlan, RewritePlan, run_pipeline
+
+METADATA_KEY = "tqexport.config"
+
+
+@dataclass
+class ConvertOptions:
+    key_bits: float = 4.0
+    value_bits: float = 4.0
+    preset: str | None = None
+    qjl: bool = False
+    norm_correction: bool = False
+    rotation: str = "hadamard"
+    cache_mode: str = "concat"
+    seed: int = 0
+    sink_tokens: int = 0
+    recent_window: int = 0
+    calibration: str | None = None
+    target: str = "ort"
+    allow_partial: bool = False
+    check: bool = True
+
+    def resolved_bits(self) -> tuple[float, float]:
+        return resolve_preset(self.preset) if self.preset else (float(self.key_bits), float(self.value_bits))
+
+    def validate(self) -> None:
+        if self.rotation not in ("hadamard", "dense"):
+            raise UsageError(f"--rotation {self.rotation!r}: choose hadamard or dense")
+        if self.target not in ("ort", "trt"):
+            raise UsageError(f"--target {self.target!r}: choose ort or trt")
+        if self.sink_tokens < 0 or self.recent_window < 0:
+            raise UsageError("--sink-tokens and --recent-window must be >= 0")
+        if self.cache_mode == "buffer":
+            raise UnsupportedError(
+                "--cache-mode buffer is not supported for graph conversion yet: exported graphs build their "
+                "attention mask and positions from the concatenated cache length, and a fixed-capacity "
+                "buffer "
+                "needs a per-sequence past_lengths input and a mask over the buffer; use --cache-mode concat "
+                "(the TQQuantize/TQAttention ops themselves support buffer mode)"
+            )
+        if self.cache_mode != "concat":
+            raise UsageError(f"--cache-mode {self.cache_mode!r}: choose concat or buffer")
+        for bits in self.resolved_bits():
+            if not 1 <= bits <= 8:
+                raise UsageError(f"bit width {bits} outside 1..8")
+
+
+@dataclass
+class ConvertResult:
+    output: Path | None
+    counts: dict[str, int]
+    layers: list[dict]
+    converted_layers: list[int]
+    skipped_layers: list[int]
+    notes: list[str] = field(default_factory=list)
+
+
+def derive_seed(base_seed: int, layer: int, kind: str) -> int:
+    """Per-layer, per-cache seed: stable, independent streams from one --seed."""
+    state = np.random.SeedSequence([base_seed, layer, 0 if kind == "key" else 1]).generate_state(1, np.uint32)
+    return int(state[0] & 0x7FFFFFFF)
+
+
+def _progress(items: list, enabled: bool, desc: str):
+    if not enabled:
+        return items
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return items
+    return tqdm(items, desc=desc, unit="layer", leave=False)
+
+
+@dataclass
+class _CodecBuild:
+    tensors: CacheCodecTensors
+    record: dict
+
+
+def _build_cache_codec(
+    model_graph,
+    index: GraphIndex,
+    write: CacheWrite,
+    bits: float,
+    options: ConvertOptions,
+    calibration: dict | None,
+    num_q_heads: int | None,
+    notes: list[str],
+) -> _CodecBuild:
+    split = part_split(bits, write.head_dim)
+    use_qjl = options.qjl and write.kind == "key"
+    if use_qjl and min(split.bits) < 2:
+        raise UsageError(
+            f"--qjl needs >= 2 bits per part (one is the QJL sign); {write.kind} bits {split.bits}"
+        )
+    seed = derive_seed(options.seed, write.layer, write.kind)
+    config = CodecConfig(
+        head_dim=write.head_dim,
+        part_sizes=split.part_sizes,
+        bits=split.bits,
+        qjl=use_qjl,
+        norm_correction=options.norm_correction,
+        rotation=options.rotation,
+        seed=seed,
+    )
+    channels, source = None, "n/a (one part)"
+    if split.is_split:
+        scores = None
+        layer_cal = (calibration or {}).get(str(write.layer), {}).get(write.kind) if calibration else None
+        if layer_cal is not None:
+            scores, source = np.asarray(layer_cal, dtype=np.float64), "calibration"
+        else:
+            scores = channel_scores(index, write, num_q_heads)
+            source = "projection-weight-column-norms" if scores is not None else "none (first channels)"
+        if scores is not None and scores.shape != (write.num_kv_heads, write.head_dim):
+            raise UsageError(
+                f"layer {write.layer} {write.kind}: channel scores shape {scores.shape}, expected "
+                f"[Hkv={write.num_kv_heads}, D={write.head_dim}]"
+            )
+        channels = choose_channels(scores, split.part_sizes, write.num_kv_heads, write.head_dim)
+    codec = Codec.build(config, num_heads=write.num_kv_heads, channels=channels)
+    prefix = f"tq_layer{write.layer}_{write.kind}"
+    model_graph.initializer.append(
+        numpy_helper.from_array(codec.rotation.astype(np.float32), f"{prefix}_rotation")
+    )
+    model_graph.initializer.append(
+        numpy_helper.from_array(codec.codebook.astype(np.float32), f"{prefix}_codebook")
+    )
+    qjl_name = ""
+    if codec.qjl_matrix is not None:
+        qjl_name = f"{prefix}_qjl_matrix"
+        model_graph.initializer.append(numpy_helper.from_array(codec.qjl_matrix.astype(np.float32), qjl_name))
+    tensors = CacheCodecTensors(
+        rotation=f"{prefix}_rotation",
+        codebook=f"{prefix}_codebook",
+        qjl_matrix=qjl_name,
+        bits=split.bits,
+        part_sizes=split.part_sizes,
+        qjl=int(use_qjl),
+        norm_correction=int(options.norm_correction),
+        rotation_kind=1 if options.rotation == "hadamard" else 0,
+        row_bytes=codec.row_bytes,
+    )
+    record = {
+        "bits": list(split.bits),
+        "part_sizes": list(split.part_sizes),
+        "qjl": int(use_qjl),
+        "norm_correction": int(options.norm_correction),
+        "rotation": options.rotation,
+        "seed": seed,
+        "row_bytes": codec.row_bytes,
+        "bits_per_element": split.mean_bits,
+        "outlier_channels": source,
+    }
+    if channels is not None:
+        record["channels"] = channels
+    return _CodecBuild(tensors, record)
+
+
+def inspect_model(path: str | os.PathLike[str]) -> dict:
+    model = load_model(path)
+    index = GraphIndex.build(model, Path(path).parent)
+    return analysis_report(analyze(index))
+
+
+def convert_model(
+    path: str | os.PathLike[str],
+    out_path: str | os.PathLike[str] | None,
+    options: ConvertOptions,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+) -> ConvertResult:
+    options.validate()
+    source = Path(path)
+    model = load_model(source)
+    index = GraphIndex.build(model, source.parent)
+    analysis = analyze(index)
+    reports = [layer_report(layer) for layer in analysis.layers]
+    if analysis.problem:
+        raise NotConvertibleError(analysis.problem)
+    failing = [layer for layer in analysis.layers if not layer.convertible]
+    if failing and not options.allow_partial:
+        first = failing[0]
+        raise NotConvertibleError(
+            f"{len(failing)} of {len(analysis.layers)} layers cannot convert; layer {first.layer}: "
+            f"{first.reason()} (run `tqexport inspect`; --allow-partial converts the others)"
+        )
+    convertible: list[LayerMatch] = analysis.convertible_layers
+    if not convertible:
+        raise NotConvertibleError("no layer can convert; see `tqexport inspect`")
+    calibration = load_calibration(options.calibration) if options.calibration else None
+    key_bits, value_bits = options.resolved_bits()
+    notes: list[str] = []
+    plans, config_layers = [], {}
+    for layer in _progress(convertible, progress and len(convertible) > 4, "codecs"):
+        key = _build_cache_codec(
+            model.graph, index, layer.key, key_bits, options, calibration, layer.attention.num_q_heads, notes
+        )
+        value = _build_cache_codec(
+            model.graph,
+            index,
+            layer.value,
+            value_bits,
+            options,
+            calibration,
+            layer.attention.num_q_heads,
+            notes,
+        )
+        plans.append(LayerPlan(layer, key.tensors, value.tensors))
+        config_layers[str(layer.layer)] = {
+            "key": key.record,
+            "value": value.record,
+            "attention_form": layer.attention.form,
+        }
+    sources = {rec[kind]["outlier_channels"] for rec in config_layers.values() for kind in ("key", "value")}
+    if any(s.startswith("projection") for s in sources):
+        notes.append("outlier channels chosen from the k_proj/v_proj weight column norms (no calibration)")
+    if any(s.startswith("none") for s in sources):
+        notes.append("outlier split without calibration or findable projection weights: first channels used")
+    window = WindowConfig(cache_mode=0, sink_tokens=options.sink_tokens, recent_window=options.recent_window)
+    plan = RewritePlan(plans, window, options.target)
+    counts = run_pipeline(model, plan)
+    metadata = {
+        "format_version": 1,
+        "cache_mode": options.cache_mode,
+        "sink_tokens": options.sink_tokens,
+        "recent_window": options.recent_window,
+        "target": options.target,
+        "base_seed": options.seed,
+        "calibration": options.calibration or "",
+        "layers": config_layers,
+        "unconverted_layers": [layer.layer for layer in failing],
+    }
+    helper.set_model_props(
+        model,
+        {
+            **{p.key: p.value for p in model.metadata_props},
+            METADATA_KEY: json.dumps(metadata, sort_keys=True),
+        },
+    )
+    for report in reports:
+        if report["converts"]:
+            rec = config_layers[str(report["layer"])]
+            log(
+                f"layer {report['layer']:>3}: {report['attention_form']} -> TQQuantize x2 + TQAttention "
+                f"(K {rec['key']['bits']}/{rec['key']['part_sizes']}, V {rec['value']['bits']}/"
+                f"{rec['value']['part_sizes']}, scale={report['scale']:.6g}, softcap={report['softcap']:g})"
+            )
+        else:
+            log(f"layer {report['layer']:>3}: left in full precision: {report.get('reason', '?')}")
+    for note in notes:
+        log(f"note: {note}")
+    result = ConvertResult(
+        None, counts, reports, [p.match.layer for p in plans], [f.layer for f in failing], notes
+    )
+    if out_path is None:
+        return result
+    written = save_model(model, out_path, source.parent)
+    if options.check:
+        try:
+            check_model_file(written)
+        except ValidationError:
+            written.unlink(missing_ok=True)
+            raise
+    result.output = written
+    return result
+
+
+__all__ = ["ConvertOptions", "ConvertResult", "asdict", "convert_model", "inspect_model"]

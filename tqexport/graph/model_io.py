@@ -1,0 +1,100 @@
+"""Load, save and check ONNX models without ever reading external weights into memory.
+
+Initializers stored as external data keep their `location` (relative to the model's folder). When the
+output goes
+to another folder, each referenced data file is hard-linked there (copied when links are impossible), so a
+converted model sits beside its weights like the original and the checker's path rules (no `..`) hold.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import onnx
+from onnx.external_data_helper import uses_external_data
+
+from tqexport.errors import ModelLoadError, ValidationError
+
+TWO_GIB = 2**31
+
+
+def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
+    """Read the graph only; external initializers stay references to their files."""
+    model_path = Path(path)
+    if not model_path.is_file():
+        raise ModelLoadError(f"no such model file: {model_path}")
+    try:
+        model = onnx.load(str(model_path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf raises several types
+        raise ModelLoadError(f"{model_path} is not a readable ONNX model: {exc}") from exc
+    for location in external_data_locations(model):
+        if not (model_path.parent / location).is_file():
+            raise ModelLoadError(f"{model_path}: external data file {location!r} is missing")
+    return model
+
+
+def all_tensors(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
+    """Initializers and Constant-node tensors of a graph and of every nested subgraph."""
+    tensors = list(graph.initializer)
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.TENSOR:
+                tensors.append(attribute.t)
+            elif attribute.type == onnx.AttributeProto.GRAPH:
+                tensors.extend(all_tensors(attribute.g))
+            elif attribute.type == onnx.AttributeProto.GRAPHS:
+                for subgraph in attribute.graphs:
+                    tensors.extend(all_tensors(subgraph))
+    return tensors
+
+
+def external_data_locations(model: onnx.ModelProto) -> set[str]:
+    locations: set[str] = set()
+    for tensor in all_tensors(model.graph):
+        if uses_external_data(tensor):
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    locations.add(entry.value)
+    return locations
+
+
+def _place_data_file(source: Path, target: Path) -> None:
+    if target.exists():
+        if target.samefile(source):
+            return
+        raise ValidationError(f"{target} exists and is not the original external data file {source}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def save_model(
+    model: onnx.ModelProto, out_path: str | os.PathLike[str], source_dir: str | os.PathLike[str]
+) -> Path:
+    """Write `model` to `out_path`; external data files referenced from `source_dir` are linked beside it."""
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    source = Path(source_dir)
+    if out.parent.resolve() != source.resolve():
+        for location in external_data_locations(model):
+            _place_data_file(source / location, out.parent / location)
+    if model.ByteSize() >= TWO_GIB:
+        raise ValidationError(
+            f"the rewritten graph proto is {model.ByteSize()} bytes (>= 2 GiB) even with external weights"
+        )
+    with open(out, "wb") as handle:
+        handle.write(model.SerializeToString())
+    return out
+
+
+def check_model_file(path: str | os.PathLike[str]) -> None:
+    """`onnx.checker.check_model(path, full_check=True)`: the path form works for models beyond 2 GiB."""
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as exc:  # noqa: BLE001 - checker and shape inference raise different types
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValidationError(f"{path} fails the ONNX checker: {first_line}") from exc

@@ -1,0 +1,170 @@
+"""Cache graph I/O: fp caches become uint8 compressed caches of the same names; windows ride beside them.
+
+Past input `past_key_values.N.key` [B, Hkv, T, D] float -> uint8 [B, Hkv, Tc, row_bytes]; present likewise.
+When W = sink_tokens + recent_window > 0, window I/O `<cache name>_window` [B, Hkv, Wd, D] are appended after
+the original inputs/outputs (docs/format.md sections 7 and 9), so positional order of the originals is
+unchanged.
+Shape nodes that read a cache are rewritten to the *logical* shape [B, Hkv, Tc + Wd, D], so downstream
+sequence-length arithmetic (mask construction, position ids) keeps its meaning.
+"""
+
+from __future__ import annotations
+
+import onnx
+from onnx import helper
+
+from tqexport.graph.edit import replace_subgraph
+from tqexport.graph.index import attribute
+from tqexport.passes.kv_write import CacheCodecTensors, WindowConfig, window_name
+from tqexport.passes.match import CacheWrite
+
+
+def _dims(value: onnx.ValueInfoProto) -> list[onnx.TensorShapeProto.Dimension]:
+    return list(value.type.tensor_type.shape.dim)
+
+
+def _dim_value(dim: onnx.TensorShapeProto.Dimension) -> int | str | None:
+    if dim.HasField("dim_value"):
+        return int(dim.dim_value)
+    if dim.HasField("dim_param"):
+        return dim.dim_param
+    return None
+
+
+def _retype(value: onnx.ValueInfoProto, dims: list[int | str | None], elem_type: int) -> None:
+    value.type.tensor_type.elem_type = elem_type
+    shape = value.type.tensor_type.shape
+    del shape.dim[:]
+    for dim in dims:
+        entry = shape.dim.add()
+        if isinstance(dim, int):
+            entry.dim_value = dim
+        elif isinstance(dim, str):
+            entry.dim_param = dim
+
+
+def _find(values, name: str) -> onnx.ValueInfoProto:
+    for value in values:
+        if value.name == name:
+            return value
+    raise KeyError(name)
+
+
+def fuse_cache_io(
+    graph: onnx.GraphProto, planned: list[tuple[CacheWrite, CacheCodecTensors]], window: WindowConfig
+) -> int:
+    """Retype each planned cache input/output and add window I/O. Returns the number of caches retyped."""
+    new_inputs, new_outputs = [], []
+    for write, codec in planned:
+        past = _find(graph.input, write.past_input)
+        present = _find(graph.output, write.present_output)
+        past_dims = [_dim_value(d) for d in _dims(past)] or [
+            "batch_size",
+            write.num_kv_heads,
+            None,
+            write.head_dim,
+        ]
+        present_dims = [_dim_value(d) for d in _dims(present)] or list(past_dims)
+        batch = past_dims[0]
+        past_rows = past_dims[2] if not window.size else "past_compressed_length"
+        present_rows = present_dims[2] if not window.size else "present_compressed_length"
+        _retype(past, [batch, write.num_kv_heads, past_rows, codec.row_bytes], onnx.TensorProto.UINT8)
+        _retype(
+            present,
+            [present_dims[0], write.num_kv_heads, present_rows, codec.row_bytes],
+            onnx.TensorProto.UINT8,
+        )
+        if window.size:
+            new_inputs.append(
+                helper.make_tensor_value_info(
+                    window_name(write.past_input),
+                    write.elem_type,
+                    [batch, write.num_kv_heads, "past_window_length", write.head_dim],
+                )
+            )
+            new_outputs.append(
+                helper.make_tensor_value_info(
+                    window_name(write.present_output),
+                    write.elem_type,
+                    [present_dims[0], write.num_kv_heads, "present_window_length", write.head_dim],
+                )
+            )
+    graph.input.extend(new_inputs)
+    graph.output.extend(new_outputs)
+    return len(planned)
+
+
+def _const_ints(name: str, values: list[int]) -> onnx.NodeProto:
+    return helper.make_node(
+        "Constant",
+        [],
+        [name],
+        name=name,
+        value=helper.make_tensor(name, onnx.TensorProto.INT64, [len(values)], values),
+    )
+
+
+def logical_shape_nodes(
+    shape_node: onnx.NodeProto, cache: str, window: str, head_dim: int, tag: str
+) -> list[onnx.NodeProto]:
+    """Nodes computing Shape(cache)'s logical value [B, Hkv, Tc + Wd, D] (sliced like the original Shape)."""
+    p = f"tq_logical_shape_{tag}"
+    nodes = [
+        helper.make_node("Shape", [cache], [f"{p}_raw"], name=f"{p}_raw"),
+        _const_ints(f"{p}_c0", [0]),
+        _const_ints(f"{p}_c2", [2]),
+        _const_ints(f"{p}_c3", [3]),
+        _const_ints(f"{p}_d", [head_dim]),
+        helper.make_node("Slice", [f"{p}_raw", f"{p}_c0", f"{p}_c2"], [f"{p}_bh"], name=f"{p}_bh"),
+        helper.make_node("Slice", [f"{p}_raw", f"{p}_c2", f"{p}_c3"], [f"{p}_tc"], name=f"{p}_tc"),
+    ]
+    tokens = f"{p}_tc"
+    if window:
+        nodes += [
+            helper.make_node("Shape", [window], [f"{p}_wraw"], name=f"{p}_wraw"),
+            helper.make_node("Slice", [f"{p}_wraw", f"{p}_c2", f"{p}_c3"], [f"{p}_wd"], name=f"{p}_wd"),
+            helper.make_node("Add", [f"{p}_tc", f"{p}_wd"], [f"{p}_t"], name=f"{p}_t"),
+        ]
+        tokens = f"{p}_t"
+    nodes.append(
+        helper.make_node("Concat", [f"{p}_bh", tokens, f"{p}_d"], [f"{p}_full"], name=f"{p}_full", axis=0)
+    )
+    start = int(attribute(shape_node, "start", 0))
+    end = attribute(shape_node, "end", None)
+    nodes += [
+        _const_ints(f"{p}_start", [start]),
+        _const_ints(f"{p}_end", [4 if end is None else int(end)]),
+        helper.make_node(
+            "Slice", [f"{p}_full", f"{p}_start", f"{p}_end"], [shape_node.output[0]], name=f"{p}_slice"
+        ),
+    ]
+    return nodes
+
+
+def _needs_logical_shape(shape_node: onnx.NodeProto, window: WindowConfig) -> bool:
+    if window.size:
+        return True
+    end = attribute(shape_node, "end", None)
+    start = int(attribute(shape_node, "start", 0))
+    # Without a window the first three dims keep their values; only D (now row_bytes) changes.
+    return end is None or int(end) > 3 or int(end) < 0 or start in (3, -1)
+
+
+def fuse_cache_shapes(
+    graph: onnx.GraphProto, planned: list[tuple[CacheWrite, CacheCodecTensors]], window: WindowConfig
+) -> int:
+    """Rewrite Shape(cache) reads to the logical cache shape. Returns the number of Shape nodes rewritten."""
+    nodes: list[onnx.NodeProto] = []
+    for write, _codec in planned:
+        for role, uses, cache, win in (
+            ("past", write.past_shape_uses, write.past_input, window_name(write.past_input)),
+            ("present", write.present_shape_uses, write.concat_output, window_name(write.present_output)),
+        ):
+            for i, shape_node in enumerate(uses):
+                if _needs_logical_shape(shape_node, window):
+                    tag = f"{write.layer}_{write.kind}_{role}_{i}"
+                    nodes += logical_shape_nodes(
+                        shape_node, cache, win if window.size else "", write.head_dim, tag
+                    )
+    replace_subgraph(graph, nodes)
+    return sum(1 for node in nodes if node.name.endswith("_slice"))
