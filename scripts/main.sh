@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 start=$SECONDS
 out="${TQ_OUT:-out}"
-preset="${TQ_PRESET:-4bit}"
+preset="${TQ_PRESET:-4}"
 prefill="${TQ_PREFILL:-2048}"
 steps="${TQ_STEPS:-256}"
 vpy=.venv/bin/python
