@@ -1,0 +1,1 @@
+"""Public-domain English evaluation text taken from Debian packages (Austen's novels; the Jargon File)."""
