@@ -1,0 +1,99 @@
+"""TQAttention decode (S=1) on the GPU vs torch SDPA fp16 on the uncompressed cache, in the same run.
+
+Prints the card, microseconds, speedup over SDPA and achieved bandwidth on the compressed bytes as a share of a
+device-to-device copy measured in the same run. Inputs rotate among several copies so L2 does not flatter small
+cases. Never asserts. Run: python3 bench/attention_gpu.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from bench.gpu_harness.capi import Codec, Kernels  # noqa: E402
+from bench.gpu_harness.timing import copy_bandwidth_gbs, time_graph_us  # noqa: E402
+
+HQ, HKV, D = 32, 8, 128
+L2_FLUSH_BYTES = 256 << 20
+
+
+def random_cache(torch, codec: Codec, b: int, t: int):
+    """Random codes with float16 norms of 1.0 (random bytes could be NaN norms)."""
+    cache = torch.randint(0, 256, (b, HKV, t, codec.row_bytes), dtype=torch.uint8, device="cuda")
+    p = len(codec.bits)
+    norm_off = codec.row_bytes - 2 * p * (2 if codec.qjl else 1)
+    one = torch.tensor([1.0] * p, dtype=torch.float16, device="cuda").view(torch.uint8)
+    cache[..., norm_off:norm_off + 2 * p] = one
+    return cache
+
+
+def main() -> None:
+    import torch
+    import torch.nn.functional as F
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    kern = Kernels()
+    name = torch.cuda.get_device_name()
+    copy_gbs = copy_bandwidth_gbs()
+    print(f"card: {name}; device-to-device copy: {copy_gbs:.0f} GB/s (read + write)")
+    rot = torch.from_numpy(np.linalg.qr(np.random.default_rng(0).standard_normal((D, D)))[0][None]).float().cuda()
+    batches = (1, 8, 32)
+    lengths = (1024, 4096, 32768, 131072) if not args.quick else (1024, 32768)
+    rows = []
+    for bits in (4, 3):
+        codec = Codec(D, (D,), (bits,))
+        cb = torch.zeros((1, 256), device="cuda")
+        cb[0, : 2**bits] = torch.linspace(-0.2, 0.2, 2**bits, device="cuda")
+        for b in batches:
+            for t in lengths:
+                comp_bytes = b * HKV * t * 2 * codec.row_bytes
+                fp16_bytes = b * HKV * t * D * 2 * 2
+                copies = int(max(1, min(4, L2_FLUSH_BYTES // max(comp_bytes, 1) + 1)))
+                sdpa_copies = int(max(1, min(4, L2_FLUSH_BYTES // fp16_bytes + 1)))
+                try:
+                    q = [torch.randn((b, HQ, 1, D), dtype=torch.float16, device="cuda") for _ in range(copies)]
+                    kc = [random_cache(torch, codec, b, t) for _ in range(copies)]
+                    vc = [random_cache(torch, codec, b, t) for _ in range(copies)]
+                    mask = torch.zeros((1, 1, 1, t), dtype=torch.float32, device="cuda")
+                    out = torch.empty_like(q[0])
+
+                    def ours(i: int) -> None:
+                        kern.attention(codec, codec, q[i], kc[i], vc[i], mask, rot, cb, rot, cb, scale=0.088,
+                                       out=out)
+
+                    t_ours = time_graph_us(ours, copies)
+                    del kc, vc
+                    torch.cuda.empty_cache()
+                    k16 = [torch.randn((b, HKV, t, D), dtype=torch.float16, device="cuda") for _ in range(sdpa_copies)]
+                    v16 = [torch.randn((b, HKV, t, D), dtype=torch.float16, device="cuda") for _ in range(sdpa_copies)]
+                    q16 = [torch.randn((b, HQ, 1, D), dtype=torch.float16, device="cuda") for _ in range(sdpa_copies)]
+
+                    def sdpa(i: int) -> None:
+                        F.scaled_dot_product_attention(q16[i], k16[i], v16[i], enable_gqa=True)
+
+                    t_sdpa = time_graph_us(sdpa, sdpa_copies)
+                    del k16, v16, q16
+                    torch.cuda.empty_cache()
+                except torch.OutOfMemoryError:
+                    print(f"bits={bits} B={b} T={t}: out of memory, skipped")
+                    torch.cuda.empty_cache()
+                    continue
+                bw = comp_bytes / (t_ours * 1e-6) / 1e9
+                rows.append((bits, b, t, t_ours, t_sdpa, t_sdpa / t_ours, bw, bw / copy_gbs))
+                print(f"bits={bits} B={b:2d} T={t:6d}: ours {t_ours:9.1f} us  sdpa {t_sdpa:9.1f} us  "
+                      f"x{t_sdpa / t_ours:5.2f}  {bw:6.0f} GB/s = {100 * bw / copy_gbs:4.0f}% of copy", flush=True)
+    print(f"\n{name}; copy {copy_gbs:.0f} GB/s; Hq={HQ} Hkv={HKV} D={D}, decode S=1, fp16 q/out")
+    print("bits   B       T   ours_us   sdpa_us  speedup  %copy")
+    for bits, b, t, to, ts, sp, bw, share in rows:
+        print(f"{bits:4d} {b:3d} {t:7d} {to:9.1f} {ts:9.1f} {sp:8.2f} {100 * share:6.0f}")
+
+
+if __name__ == "__main__":
+    main()

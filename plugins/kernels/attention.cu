@@ -1,0 +1,915 @@
+// TQAttention on CUDA (docs/format.md sections 6-8), decode (S == 1) and prefill chunks (S > 1).
+//
+// Three stream-ordered kernels:
+//   1. tq_rotate_q_kernel: qr = scale * R_k q (and scale * Sq qr with QJL), float32 math, stored float16.
+//   2. tq_attention_split_kernel: flash-decoding over the compressed cache. One block serves every query row
+//      (G heads x S queries) of one kv head for one split of the sequence, so the cache is read once per kv head.
+//      Tiles of 64 compressed rows are copied global->shared with 16-byte cp.async (rows are only 2-byte aligned:
+//      the copy covers the tile's aligned byte range; the unaligned head is skipped when decoding and the tail past
+//      the tensor is zero-filled, never read), decoded to float16 through per-part lookup tables (pairs of codes
+//      -> half2, times gamma), then Q K^T and P V run on tensor cores (mma.m16n8k16, float32 accumulation) with a
+//      float32 online softmax, all in the rotated domain. The QJL term is an extra D columns of K (signs times
+//      rho sqrt(pi/2)/d_p) against Sq qr. Window tokens (sinks and the recent ring) are exact: extra blocks do
+//      them in float32 on CUDA cores, in the original domain.
+//   3. tq_attention_reduce_kernel: merges the splits, un-rotates once (x = R_v^T y) and adds the window part.
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include "kernels/launch_errors.h"
+#include "kernels/tq_device.cuh"
+#include "kernels/tq_kernels.h"
+
+namespace tq::kernels {
+namespace {
+
+constexpr int kThreads = 128;
+constexpr int kTileTokens = 64;
+constexpr int kMaxSplits = 256;
+constexpr int kMaxWindowSplits = 64;
+constexpr int kWindowChunk = 128;
+constexpr int kRotateRows = 16;
+constexpr float kNegInf = -INFINITY;
+
+struct AttnArgs {
+  AttentionParams p;
+  RowLayout klay;
+  RowLayout vlay;
+  int group;            // G
+  int rows;             // G * S query rows per kv head
+  int kd;               // K columns: D, or 2D with QJL
+  int nsplit;           // compressed-cache splits
+  int nwin;             // window splits
+  int nsp;              // nsplit + nwin
+  int64_t split_tokens; // compressed rows per split (multiple of kTileTokens)
+  int win_chunk;
+  int window;           // W
+  // shared memory carve (bytes)
+  int off_k, off_v, off_raw, raw_k_bytes, raw_stage_bytes, off_tab_k, off_tab_v, smem_bytes;
+  // workspace
+  __half* qbuf;         // [B*Hq*S][kd]
+  float* part_o;        // [B*Hq*S][nsp][D]
+  float2* part_ml;      // [B*Hq*S][nsp] (max, sum)
+};
+
+__device__ __forceinline__ int64_t pmod(int64_t a, int64_t m) {
+  int64_t r = a % m;
+  return r < 0 ? r + m : r;
+}
+
+__device__ __forceinline__ int part_of(const CodecConfig& cfg, const RowLayout& lay, int i) {
+  int p = 0;
+  while (p + 1 < cfg.num_parts && i >= lay.part_offset[p + 1]) ++p;
+  return p;
+}
+
+__device__ __forceinline__ float mask_add(const AttentionParams& p, int64_t off) {
+  switch (p.mask_type) {
+    case MaskType::kFloat16:
+      return __half2float(static_cast<const __half*>(p.mask)[off]);
+    case MaskType::kBool:
+      return static_cast<const uint8_t*>(p.mask)[off] ? 0.0f : kNegInf;
+    default:
+      return static_cast<const float*>(p.mask)[off];
+  }
+}
+
+__device__ __forceinline__ int64_t total_tokens(const AttentionParams& p, int b) {
+  return p.cache_mode == kBuffer ? p.past_lengths[b] + p.new_tokens : p.mask_tokens;
+}
+
+// Logical token stored in window slot j of a sequence of `total` tokens, or -1 (section 7).
+__device__ __forceinline__ int64_t window_token(int64_t j, int64_t total, int ns, int rw) {
+  if (j < ns) return j < total ? j : -1;
+  if (rw <= 0) return -1;
+  const int64_t base = total - rw;
+  const int64_t t = base + pmod(j - ns - (base - ns), rw);
+  return (t >= ns && t < total) ? t : -1;
+}
+
+// Mask offset of query row r (local to kv head g) at token 0, or -1 for a padding row.
+__device__ __forceinline__ int64_t mask_row(const AttnArgs& a, int b, int g, int r) {
+  if (r >= a.rows) return -1;
+  const AttentionParams& p = a.p;
+  const int j = r / p.new_tokens;
+  const int s = r % p.new_tokens;
+  const int h = g * a.group + j;
+  const int bm = p.mask_batch == 1 ? 0 : b;
+  const int hm = p.mask_heads == 1 ? 0 : h;
+  return ((static_cast<int64_t>(bm) * p.mask_heads + hm) * p.new_tokens + s) * p.mask_tokens;
+}
+
+__device__ __forceinline__ int64_t global_row(const AttnArgs& a, int b, int g, int r) {
+  const AttentionParams& p = a.p;
+  const int j = r / p.new_tokens;
+  const int s = r % p.new_tokens;
+  const int h = g * a.group + j;
+  return (static_cast<int64_t>(b) * p.q_heads + h) * p.new_tokens + s;
+}
+
+// ------------------------------------------------------------------------------------------------ decoding
+// Lookup table of one part. m <= 4: index = for each segment (width w, shift sh) the 2w bits of a coordinate
+// pair at bits [2 sh, 2 sh + 2w) -> half2(c[code0], c[code1]). m >= 5: index = code -> half(c[code]).
+__device__ void build_table(const float* codebook, int m, uint32_t* tab) {
+  int widths[3];
+  const int nseg = segment_widths(m, widths);
+  const int entries = m <= 4 ? (1 << (2 * m)) : (1 << m);
+  for (int idx = threadIdx.x; idx < entries; idx += blockDim.x) {
+    if (m <= 4) {
+      int code0 = 0, code1 = 0, sh = 0;
+      for (int s = 0; s < nseg; ++s) {
+        const int w = widths[s];
+        const int pb = (idx >> (2 * sh)) & ((1 << (2 * w)) - 1);
+        code0 |= (pb & ((1 << w) - 1)) << sh;
+        code1 |= (pb >> w) << sh;
+        sh += w;
+      }
+      tab[idx] = dev::pack_half2(codebook[code0], codebook[code1]);
+    } else {
+      tab[idx] = __half_as_ushort(__float2half_rn(codebook[idx]));
+    }
+  }
+}
+
+// 16 * W bits of one segment for 16 consecutive coordinates, from 2-byte aligned shared memory.
+template <int W>
+struct SegBits {
+  uint32_t w[(W + 1) / 2];
+};
+template <int W>
+__device__ __forceinline__ SegBits<W> load_seg(const uint8_t* ptr) {
+  const uint16_t* h = reinterpret_cast<const uint16_t*>(ptr);
+  SegBits<W> s;
+  if constexpr (W == 1) {
+    s.w[0] = h[0];
+  } else {
+#pragma unroll
+    for (int k = 0; k < W / 2; ++k) s.w[k] = static_cast<uint32_t>(h[2 * k]) | (static_cast<uint32_t>(h[2 * k + 1]) << 16);
+  }
+  return s;
+}
+
+template <int W, int SH, int M>
+__device__ __forceinline__ void add_segment(const uint8_t* part_codes, int dp, int group, uint32_t (&idx)[8]) {
+  if constexpr ((M & W) != 0) {
+    const SegBits<W> s = load_seg<W>(part_codes + dp * SH / 8 + group * 2 * W);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      const int bit = 2 * k * W;
+      const uint32_t word = s.w[bit / 32];
+      if constexpr (M <= 4) {
+        idx[k] |= ((word >> (bit % 32)) & ((1u << (2 * W)) - 1)) << (2 * SH);
+      } else {
+        idx[k] |= ((word >> (bit % 32)) & ((1u << W) - 1)) << SH;                  // coordinate 2k
+        idx[k] |= ((word >> (bit % 32 + W)) & ((1u << W) - 1)) << (SH + 16);       // coordinate 2k + 1
+      }
+    }
+  }
+}
+
+// Decodes coordinates [16 group, 16 group + 16) of one part into 8 half2 words scaled by gamma.
+template <int M>
+__device__ __forceinline__ void decode_group(const uint8_t* part_codes, int dp, int group, const uint32_t* tab,
+                                             uint32_t gamma2, uint32_t (&out)[8]) {
+  uint32_t idx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  // Segments widest first; shift = sum of the widths before.
+  add_segment<8, (M & ~15), M>(part_codes, dp, group, idx);
+  add_segment<4, (M & ~7), M>(part_codes, dp, group, idx);
+  add_segment<2, (M & ~3), M>(part_codes, dp, group, idx);
+  add_segment<1, (M & ~1), M>(part_codes, dp, group, idx);
+#pragma unroll
+  for (int k = 0; k < 8; ++k) {
+    uint32_t pair;
+    if constexpr (M <= 4) {
+      pair = tab[idx[k]];
+    } else {
+      pair = (tab[idx[k] & 0xffffu] & 0xffffu) | (tab[idx[k] >> 16] << 16);
+    }
+    out[k] = dev::hmul2_u32(pair, gamma2);
+  }
+}
+
+__device__ __forceinline__ void decode_codes(int m, const uint8_t* part_codes, int dp, int group, const uint32_t* tab,
+                                             uint32_t gamma2, uint32_t (&out)[8]) {
+  switch (m) {
+    case 1: decode_group<1>(part_codes, dp, group, tab, gamma2, out); break;
+    case 2: decode_group<2>(part_codes, dp, group, tab, gamma2, out); break;
+    case 3: decode_group<3>(part_codes, dp, group, tab, gamma2, out); break;
+    case 4: decode_group<4>(part_codes, dp, group, tab, gamma2, out); break;
+    case 5: decode_group<5>(part_codes, dp, group, tab, gamma2, out); break;
+    case 6: decode_group<6>(part_codes, dp, group, tab, gamma2, out); break;
+    case 7: decode_group<7>(part_codes, dp, group, tab, gamma2, out); break;
+    default: decode_group<8>(part_codes, dp, group, tab, gamma2, out); break;
+  }
+}
+
+// Copies compressed rows [row0, row0 + n) of one (b, kv head) slice into shared memory with 16-byte cp.async.
+// Returns the byte offset of row0 inside dst (the slice is only 2-byte aligned).
+__device__ __forceinline__ int load_raw_tile(uint8_t* dst, const uint8_t* cache, int64_t slice_row0, int64_t n,
+                                             int rb, const uint8_t* alloc_end) {
+  const uint8_t* start = cache + slice_row0 * rb;
+  const uintptr_t addr = reinterpret_cast<uintptr_t>(start);
+  const uint8_t* aligned = start - (addr & 15);
+  const int head = static_cast<int>(addr & 15);
+  const int chunks = static_cast<int>((head + n * rb + 15) / 16);
+  for (int k = threadIdx.x; k < chunks; k += blockDim.x) {
+    const uint8_t* src = aligned + 16 * k;
+    const int64_t left = alloc_end - src;
+    const int bytes = left >= 16 ? 16 : (left > 0 ? static_cast<int>(left) : 0);
+    dev::cp_async_16(dst + 16 * k, bytes > 0 ? src : cache, bytes);
+  }
+  return head;
+}
+
+// --------------------------------------------------------------------------------------- window (exact)
+template <int D>
+__device__ void window_block(const AttnArgs& a, int b, int g, int rowblock, int rows_per_block, int wsplit) {
+  const AttentionParams& p = a.p;
+  constexpr int kPerLane = (D + 31) / 32;
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int64_t total = total_tokens(p, b);
+  const int64_t j0 = static_cast<int64_t>(wsplit) * a.win_chunk;
+  const int64_t j1 = min(static_cast<int64_t>(j0 + a.win_chunk), p.window_rows);
+  const int64_t bg = static_cast<int64_t>(b) * p.kv_heads + g;
+  const int split = a.nsplit + wsplit;
+  for (int rl = warp; rl < rows_per_block; rl += kThreads / 32) {
+    const int r = rowblock * rows_per_block + rl;
+    if (r >= a.rows) break;
+    const int64_t grow = global_row(a, b, g, r);
+    const int64_t mrow = mask_row(a, b, g, r);
+    float q[kPerLane], o[kPerLane];
+#pragma unroll
+    for (int k = 0; k < kPerLane; ++k) {
+      const int i = lane + 32 * k;
+      q[k] = i < D ? dev::load_as_float(p.q, p.dtype, grow * D + i) * p.scale : 0.0f;
+      o[k] = 0.0f;
+    }
+    float m_run = kNegInf, l_run = 0.0f;
+    for (int64_t j = j0; j < j1; ++j) {
+      const int64_t t = window_token(j, total, p.sink_tokens, p.recent_window);
+      if (t < 0 || t >= p.mask_tokens) continue;
+      const int64_t base = (bg * p.window_rows + j) * D;
+      float dot = 0.0f;
+#pragma unroll
+      for (int k = 0; k < kPerLane; ++k) {
+        const int i = lane + 32 * k;
+        if (i < D) dot += q[k] * dev::load_as_float(p.k_window, p.dtype, base + i);
+      }
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, off);
+      float sc = dot;
+      if (p.softcap > 0.0f) sc = p.softcap * tanhf(sc / p.softcap);
+      sc += mask_add(p, mrow + t);
+      if (sc == kNegInf || sc != sc) continue;
+      const float m_new = fmaxf(m_run, sc);
+      const float alpha = __expf(m_run - m_new);
+      const float pr = __expf(sc - m_new);
+      l_run = l_run * alpha + pr;
+#pragma unroll
+      for (int k = 0; k < kPerLane; ++k) {
+        const int i = lane + 32 * k;
+        const float v = i < D ? dev::load_as_float(p.v_window, p.dtype, base + i) : 0.0f;
+        o[k] = o[k] * alpha + pr * v;
+      }
+      m_run = m_new;
+    }
+    float* po = a.part_o + (grow * a.nsp + split) * D;
+#pragma unroll
+    for (int k = 0; k < kPerLane; ++k) {
+      const int i = lane + 32 * k;
+      if (i < D) po[i] = o[k];
+    }
+    if (lane == 0) a.part_ml[grow * a.nsp + split] = make_float2(m_run, l_run);
+  }
+}
+
+// ------------------------------------------------------------------------------------ compressed splits
+template <int D, int WM>
+__global__ void __launch_bounds__(kThreads) tq_attention_split_kernel(const AttnArgs a) {
+  constexpr int WN = 4 / WM;             // warps along tokens
+  constexpr int RB = 16 * WM;            // query rows per block
+  constexpr int NW = kTileTokens / WN;   // tokens per warp per tile
+  constexpr int NTILES = NW / 8;
+  constexpr int DT = D / 8;
+  const AttentionParams& p = a.p;
+  const int split = blockIdx.x;
+  const int rowblock = blockIdx.y;
+  const int b = blockIdx.z / p.kv_heads;
+  const int g = blockIdx.z % p.kv_heads;
+
+  if (split >= a.nsplit) {
+    window_block<D>(a, b, g, rowblock, RB, split - a.nsplit);
+    return;
+  }
+
+  extern __shared__ __align__(16) char smem[];
+  __half* qs = reinterpret_cast<__half*>(smem);
+  __half* ks = reinterpret_cast<__half*>(smem + a.off_k);
+  __half* vs = reinterpret_cast<__half*>(smem + a.off_v);
+  uint8_t* raw = reinterpret_cast<uint8_t*>(smem + a.off_raw);
+  uint32_t* tab_k = reinterpret_cast<uint32_t*>(smem + a.off_tab_k);
+  uint32_t* tab_v = reinterpret_cast<uint32_t*>(smem + a.off_tab_v);
+  const int kd = a.kd;
+  const int qstride = kd + 8;
+  const int kstride = kd + 8;
+  constexpr int vstride = D + 8;
+
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int wm = warp / WN;
+  const int wn = warp % WN;
+
+  const int64_t total = total_tokens(p, b);
+  int64_t n_valid = total - a.window;
+  n_valid = n_valid < 0 ? 0 : (n_valid > p.cache_rows ? p.cache_rows : n_valid);
+  const int64_t c0 = static_cast<int64_t>(split) * a.split_tokens;
+  const int64_t c1 = min(c0 + a.split_tokens, n_valid);
+  const int64_t bg = static_cast<int64_t>(b) * p.kv_heads + g;
+
+  if (c0 >= c1) {
+    for (int rl = threadIdx.x; rl < RB; rl += kThreads) {
+      const int r = rowblock * RB + rl;
+      if (r < a.rows) a.part_ml[global_row(a, b, g, r) * a.nsp + split] = make_float2(kNegInf, 0.0f);
+    }
+    return;
+  }
+
+  const CodecConfig& kc = p.k_codec;
+  const CodecConfig& vc = p.v_codec;
+  const int krb = a.klay.row_bytes;
+  const int vrb = a.vlay.row_bytes;
+  const uint8_t* kslice = p.k_cache + bg * p.cache_rows * krb;
+  const uint8_t* vslice = p.v_cache + bg * p.cache_rows * vrb;
+  const int64_t all_rows = static_cast<int64_t>(p.batch) * p.kv_heads * p.cache_rows;
+  const uint8_t* kend = p.k_cache + all_rows * krb;
+  const uint8_t* vend = p.v_cache + all_rows * vrb;
+
+  // First tile in flight while the tables and queries are set up.
+  int heads[2][2];
+  {
+    const int64_t n = min(static_cast<int64_t>(kTileTokens), c1 - c0);
+    heads[0][0] = load_raw_tile(raw, kslice, c0, n, krb, kend);
+    heads[0][1] = load_raw_tile(raw + a.raw_k_bytes, vslice, c0, n, vrb, vend);
+    dev::cp_async_commit();
+  }
+  for (int pp = 0; pp < kc.num_parts; ++pp) build_table(p.k_codebook + pp * 256, a.klay.mse_bits[pp], tab_k + pp * 256);
+  for (int pp = 0; pp < vc.num_parts; ++pp) build_table(p.v_codebook + pp * 256, a.vlay.mse_bits[pp], tab_v + pp * 256);
+  for (int idx = threadIdx.x; idx < RB * (kd / 8); idx += kThreads) {
+    const int rl = idx / (kd / 8);
+    const int c8 = idx % (kd / 8);
+    const int r = rowblock * RB + rl;
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (r < a.rows) v = *reinterpret_cast<const uint4*>(a.qbuf + global_row(a, b, g, r) * kd + c8 * 8);
+    *reinterpret_cast<uint4*>(qs + rl * qstride + c8 * 8) = v;
+  }
+
+  // Per-thread rows of the mma fragments: rl0 = wm*16 + lane/4 and rl0 + 8.
+  const int rl0 = wm * 16 + lane / 4;
+  const int64_t mrow0 = mask_row(a, b, g, rowblock * RB + rl0);
+  const int64_t mrow1 = mask_row(a, b, g, rowblock * RB + rl0 + 8);
+
+  float oacc[DT][4];
+#pragma unroll
+  for (int i = 0; i < DT; ++i) oacc[i][0] = oacc[i][1] = oacc[i][2] = oacc[i][3] = 0.0f;
+  float m_run[2] = {kNegInf, kNegInf};
+  float l_run[2] = {0.0f, 0.0f};
+
+  const int kgroups = D / 16;
+  const int kitems = kgroups * (kc.qjl ? 2 : 1);
+  const int items = kitems + kgroups;  // K groups (+ QJL groups) and V groups per token
+  int stage = 0;
+  for (int64_t ct = c0; ct < c1; ct += kTileTokens, stage ^= 1) {
+    const int nt_valid = static_cast<int>(min(static_cast<int64_t>(kTileTokens), c1 - ct));
+    if (ct + kTileTokens < c1) {
+      const int64_t n = min(static_cast<int64_t>(kTileTokens), c1 - ct - kTileTokens);
+      uint8_t* dst = raw + (stage ^ 1) * a.raw_stage_bytes;
+      heads[stage ^ 1][0] = load_raw_tile(dst, kslice, ct + kTileTokens, n, krb, kend);
+      heads[stage ^ 1][1] = load_raw_tile(dst + a.raw_k_bytes, vslice, ct + kTileTokens, n, vrb, vend);
+    }
+    dev::cp_async_commit();
+    dev::cp_async_wait<1>();
+    __syncthreads();
+
+    // Decode the tile into float16 K (and QJL columns) and V, gamma applied; rows past the end are zeros.
+    const uint8_t* rk = raw + stage * a.raw_stage_bytes + heads[stage][0];
+    const uint8_t* rv = raw + stage * a.raw_stage_bytes + a.raw_k_bytes + heads[stage][1];
+    for (int idx = threadIdx.x; idx < kTileTokens * items; idx += kThreads) {
+      const int i = idx / items;
+      const int it = idx % items;
+      uint32_t out[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      __half* dst;
+      if (it < kgroups) {  // K codes
+        dst = ks + i * kstride + it * 16;
+        if (i < nt_valid) {
+          const uint8_t* row = rk + i * krb;
+          const int coord = it * 16;
+          const int pp = part_of(kc, a.klay, coord);
+          const uint16_t gbits = *reinterpret_cast<const uint16_t*>(row + a.klay.norm_offset + 2 * pp);
+          const uint32_t gamma2 = static_cast<uint32_t>(gbits) | (static_cast<uint32_t>(gbits) << 16);
+          decode_codes(a.klay.mse_bits[pp], row + a.klay.code_offset[pp], kc.part_sizes[pp],
+                       (coord - a.klay.part_offset[pp]) / 16, tab_k + pp * 256, gamma2, out);
+        }
+      } else if (it < kitems) {  // K QJL signs: (2 bit - 1) * rho_p * sqrt(pi/2) / d_p
+        const int grp = it - kgroups;
+        dst = ks + i * kstride + D + grp * 16;
+        if (i < nt_valid) {
+          const uint8_t* row = rk + i * krb;
+          const int coord = grp * 16;
+          const int pp = part_of(kc, a.klay, coord);
+          const float rho = dev::half_bits_to_float(
+              *reinterpret_cast<const uint16_t*>(row + a.klay.rnorm_offset + 2 * pp));
+          const float sc = rho * 1.2533141373155001f / static_cast<float>(kc.part_sizes[pp]);
+          const uint32_t sc2 = dev::pack_half2(sc, sc);
+          const uint32_t bits = *reinterpret_cast<const uint16_t*>(row + a.klay.qjl_offset + 2 * grp);
+#pragma unroll
+          for (int k = 0; k < 8; ++k) {
+            const uint32_t b0 = (bits >> (2 * k)) & 1u;
+            const uint32_t b1 = (bits >> (2 * k + 1)) & 1u;
+            const uint32_t sgn = 0xBC00BC00u ^ ((b0 << 15) | (b1 << 31));
+            out[k] = dev::hmul2_u32(sgn, sc2);
+          }
+        }
+      } else {  // V codes
+        const int grp = it - kitems;
+        dst = vs + i * vstride + grp * 16;
+        if (i < nt_valid) {
+          const uint8_t* row = rv + i * vrb;
+          const int coord = grp * 16;
+          const int pp = part_of(vc, a.vlay, coord);
+          const uint16_t gbits = *reinterpret_cast<const uint16_t*>(row + a.vlay.norm_offset + 2 * pp);
+          const uint32_t gamma2 = static_cast<uint32_t>(gbits) | (static_cast<uint32_t>(gbits) << 16);
+          decode_codes(a.vlay.mse_bits[pp], row + a.vlay.code_offset[pp], vc.part_sizes[pp],
+                       (coord - a.vlay.part_offset[pp]) / 16, tab_v + pp * 256, gamma2, out);
+        }
+      }
+      uint4* d4 = reinterpret_cast<uint4*>(dst);
+      d4[0] = make_uint4(out[0], out[1], out[2], out[3]);
+      d4[1] = make_uint4(out[4], out[5], out[6], out[7]);
+    }
+    __syncthreads();
+
+    // S = Q K^T for this warp's 16 rows and NW tokens.
+    float sacc[NTILES][4];
+#pragma unroll
+    for (int n = 0; n < NTILES; ++n) sacc[n][0] = sacc[n][1] = sacc[n][2] = sacc[n][3] = 0.0f;
+    for (int kk = 0; kk < kd / 16; ++kk) {
+      uint32_t af[4];
+      dev::ldmatrix_x4(af, qs + (wm * 16 + lane % 16) * qstride + kk * 16 + (lane / 16) * 8);
+#pragma unroll
+      for (int n2 = 0; n2 < NTILES / 2; ++n2) {
+        uint32_t bf[4];
+        dev::ldmatrix_x4(bf, ks + (wn * NW + n2 * 16 + lane % 8 + (lane / 16) * 8) * kstride + kk * 16 +
+                                 ((lane / 8) % 2) * 8);
+        dev::mma_16816(sacc[2 * n2], af, bf[0], bf[1]);
+        dev::mma_16816(sacc[2 * n2 + 1], af, bf[2], bf[3]);
+      }
+    }
+    // Soft-cap, mask, validity; online softmax (rows rl0 and rl0 + 8).
+    float tile_max[2] = {kNegInf, kNegInf};
+#pragma unroll
+    for (int n = 0; n < NTILES; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int col = wn * NW + n * 8 + (lane % 4) * 2 + (e & 1);
+        const int64_t mr = e < 2 ? mrow0 : mrow1;
+        const int64_t t = ct + col + p.sink_tokens;
+        float sc = sacc[n][e];
+        if (col >= nt_valid || mr < 0 || t >= p.mask_tokens) {
+          sc = kNegInf;
+        } else {
+          if (p.softcap > 0.0f) sc = p.softcap * tanhf(sc / p.softcap);
+          sc += mask_add(p, mr + t);
+          if (sc != sc) sc = kNegInf;
+        }
+        sacc[n][e] = sc;
+        tile_max[e >> 1] = fmaxf(tile_max[e >> 1], sc);
+      }
+    }
+    float alpha[2], m_use[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 1));
+      tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 2));
+      const float m_new = fmaxf(m_run[h], tile_max[h]);
+      m_use[h] = m_new == kNegInf ? 0.0f : m_new;
+      alpha[h] = __expf(m_run[h] - m_use[h]);
+      m_run[h] = m_new;
+      l_run[h] *= alpha[h];
+    }
+#pragma unroll
+    for (int i = 0; i < DT; ++i) {
+      oacc[i][0] *= alpha[0];
+      oacc[i][1] *= alpha[0];
+      oacc[i][2] *= alpha[1];
+      oacc[i][3] *= alpha[1];
+    }
+#pragma unroll
+    for (int n = 0; n < NTILES; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float pr = __expf(sacc[n][e] - m_use[e >> 1]);
+        sacc[n][e] = pr;
+        l_run[e >> 1] += pr;
+      }
+    }
+    // O += P V.
+#pragma unroll
+    for (int k2 = 0; k2 < NW / 16; ++k2) {
+      uint32_t af[4];
+      af[0] = dev::pack_half2(sacc[2 * k2][0], sacc[2 * k2][1]);
+      af[1] = dev::pack_half2(sacc[2 * k2][2], sacc[2 * k2][3]);
+      af[2] = dev::pack_half2(sacc[2 * k2 + 1][0], sacc[2 * k2 + 1][1]);
+      af[3] = dev::pack_half2(sacc[2 * k2 + 1][2], sacc[2 * k2 + 1][3]);
+#pragma unroll
+      for (int d2 = 0; d2 < D / 16; ++d2) {
+        uint32_t bf[4];
+        dev::ldmatrix_x4_trans(bf, vs + (wn * NW + k2 * 16 + lane % 8 + ((lane / 8) % 2) * 8) * vstride + d2 * 16 +
+                                       (lane / 16) * 8);
+        dev::mma_16816(oacc[2 * d2], af, bf[0], bf[1]);
+        dev::mma_16816(oacc[2 * d2 + 1], af, bf[2], bf[3]);
+      }
+    }
+    __syncthreads();
+  }
+  dev::cp_async_wait<0>();
+
+  // Merge the WN warps of each row group through shared memory (the K/V tile space is free now).
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    l_run[h] += __shfl_xor_sync(0xffffffffu, l_run[h], 1);
+    l_run[h] += __shfl_xor_sync(0xffffffffu, l_run[h], 2);
+  }
+  float* cb_o = reinterpret_cast<float*>(smem + a.off_k);  // [WN][RB][D]
+  float* cb_m = cb_o + WN * RB * D;                         // [WN][RB]
+  float* cb_l = cb_m + WN * RB;
+#pragma unroll
+  for (int i = 0; i < DT; ++i) {
+    const int col = i * 8 + (lane % 4) * 2;
+    float* r0 = cb_o + (wn * RB + rl0) * D + col;
+    float* r1 = cb_o + (wn * RB + rl0 + 8) * D + col;
+    r0[0] = oacc[i][0];
+    r0[1] = oacc[i][1];
+    r1[0] = oacc[i][2];
+    r1[1] = oacc[i][3];
+  }
+  if (lane % 4 == 0) {
+    cb_m[wn * RB + rl0] = m_run[0];
+    cb_m[wn * RB + rl0 + 8] = m_run[1];
+    cb_l[wn * RB + rl0] = l_run[0];
+    cb_l[wn * RB + rl0 + 8] = l_run[1];
+  }
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < RB * D; idx += kThreads) {
+    const int rl = idx / D;
+    const int d = idx % D;
+    const int r = rowblock * RB + rl;
+    if (r >= a.rows) continue;
+    float mx = kNegInf;
+#pragma unroll
+    for (int w = 0; w < WN; ++w) mx = fmaxf(mx, cb_m[w * RB + rl]);
+    float o = 0.0f, l = 0.0f;
+    if (mx != kNegInf) {
+#pragma unroll
+      for (int w = 0; w < WN; ++w) {
+        const float f = __expf(cb_m[w * RB + rl] - mx);
+        o += f * cb_o[(w * RB + rl) * D + d];
+        l += f * cb_l[w * RB + rl];
+      }
+    }
+    const int64_t grow = global_row(a, b, g, r);
+    a.part_o[(grow * a.nsp + split) * D + d] = o;
+    if (d == 0) a.part_ml[grow * a.nsp + split] = make_float2(mx, l);
+  }
+}
+
+// ------------------------------------------------------------------------------------------ rotate q
+// qbuf[row] = float16(scale * R_k q) and, with QJL, float16(scale * Sq R_k q). Rows of one rotation head per block.
+__global__ void __launch_bounds__(kThreads) tq_rotate_q_kernel(const AttnArgs a) {
+  const AttentionParams& p = a.p;
+  const int d = p.k_codec.head_dim;
+  const int dp1 = d + 1;
+  extern __shared__ __align__(16) char smem[];
+  float* qsm = reinterpret_cast<float*>(smem);  // [kRotateRows][d+1]
+  float* msm = qsm + kRotateRows * dp1;         // [32][d+1] staged matrix rows
+  float* rsm = msm + 32 * dp1;                  // [kRotateRows][d+1] qr
+  const int rhead = blockIdx.y;
+  const bool per_head = p.k_rotation_heads != 1;
+  const int64_t rows_in_head =
+      per_head ? static_cast<int64_t>(p.batch) * a.group * p.new_tokens
+               : static_cast<int64_t>(p.batch) * p.q_heads * p.new_tokens;
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * kRotateRows;
+  int64_t grows[kRotateRows];
+#pragma unroll
+  for (int i = 0; i < kRotateRows; ++i) {
+    const int64_t idx = first + i;
+    int64_t gr = -1;
+    if (idx < rows_in_head) {
+      if (per_head) {
+        const int64_t per_b = static_cast<int64_t>(a.group) * p.new_tokens;
+        const int64_t b = idx / per_b;
+        const int64_t rem = idx % per_b;
+        const int64_t h = static_cast<int64_t>(rhead) * a.group + rem / p.new_tokens;
+        gr = (b * p.q_heads + h) * p.new_tokens + rem % p.new_tokens;
+      } else {
+        gr = idx;
+      }
+    }
+    grows[i] = gr;
+  }
+  for (int idx = threadIdx.x; idx < kRotateRows * d; idx += kThreads) {
+    const int i = idx / d;
+    const int k = idx % d;
+    int64_t gr = -1;
+#pragma unroll
+    for (int r = 0; r < kRotateRows; ++r)
+      if (r == i) gr = grows[r];
+    qsm[i * dp1 + k] = gr >= 0 ? dev::load_as_float(p.q, p.dtype, gr * d + k) : 0.0f;
+  }
+  const float* mats[2] = {p.k_rotation + static_cast<int64_t>(rhead) * d * d, p.k_qjl_matrix};
+  const int passes = p.k_codec.qjl ? 2 : 1;
+  for (int pass = 0; pass < passes; ++pass) {
+    const float* m = mats[pass];
+    const float* in = pass == 0 ? qsm : rsm;
+    for (int k0 = 0; k0 < d; k0 += 32) {
+      __syncthreads();
+      for (int idx = threadIdx.x; idx < 32 * d; idx += kThreads) {
+        const int kk = idx / d;
+        const int c = idx % d;
+        msm[kk * dp1 + c] = (k0 + kk < d) ? m[static_cast<int64_t>(k0 + kk) * d + c] : 0.0f;
+      }
+      __syncthreads();
+      for (int idx = threadIdx.x; idx < kRotateRows * 32; idx += kThreads) {
+        const int i = idx / 32;
+        const int kk = idx % 32;
+        if (k0 + kk >= d) continue;
+        float acc = 0.0f;
+        for (int c = 0; c < d; ++c) acc = fmaf(msm[kk * dp1 + c], in[i * dp1 + c], acc);
+        int64_t gr = -1;
+#pragma unroll
+        for (int r = 0; r < kRotateRows; ++r)
+          if (r == i) gr = grows[r];
+        if (pass == 0) rsm[i * dp1 + k0 + kk] = acc;
+        if (gr >= 0) a.qbuf[gr * a.kd + pass * d + k0 + kk] = __float2half_rn(acc * p.scale);
+      }
+    }
+    __syncthreads();
+  }
+}
+
+// ------------------------------------------------------------------------------------------ reduce
+__global__ void __launch_bounds__(kThreads) tq_attention_reduce_kernel(const AttnArgs a) {
+  const AttentionParams& p = a.p;
+  const int d = p.k_codec.head_dim;
+  __shared__ float weight[kMaxSplits + kMaxWindowSplits];
+  __shared__ float orot[256];
+  __shared__ float owin[256];
+  __shared__ float total_l;
+  const int64_t grow = blockIdx.x;
+  const int h = static_cast<int>((grow / p.new_tokens) % p.q_heads);
+  const int g = h / a.group;
+  const float2* ml = a.part_ml + grow * a.nsp;
+  if (threadIdx.x < 32) {
+    float mx = kNegInf;
+    for (int sp = threadIdx.x; sp < a.nsp; sp += 32) {
+      const float2 v = ml[sp];
+      if (v.y > 0.0f) mx = fmaxf(mx, v.x);
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+    float l = 0.0f;
+    for (int sp = threadIdx.x; sp < a.nsp; sp += 32) {
+      const float2 v = ml[sp];
+      const float w = (v.y > 0.0f && mx != kNegInf) ? __expf(v.x - mx) : 0.0f;
+      weight[sp] = w;
+      l += w * v.y;
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) l += __shfl_xor_sync(0xffffffffu, l, off);
+    if (threadIdx.x == 0) total_l = l;
+  }
+  __syncthreads();
+  const float* po = a.part_o + grow * a.nsp * d;
+  for (int i = threadIdx.x; i < d; i += kThreads) {
+    float r = 0.0f, w = 0.0f;
+    for (int sp = 0; sp < a.nsp; ++sp) {
+      const float f = weight[sp];
+      if (f == 0.0f) continue;
+      const float v = po[static_cast<int64_t>(sp) * d + i] * f;
+      if (sp < a.nsplit) {
+        r += v;
+      } else {
+        w += v;
+      }
+    }
+    orot[i] = r;
+    owin[i] = w;
+  }
+  __syncthreads();
+  const float l = total_l;
+  const int rh = p.v_rotation_heads == 1 ? 0 : g;
+  const float* rot = p.v_rotation + static_cast<int64_t>(rh) * d * d;
+  for (int i = threadIdx.x; i < d; i += kThreads) {
+    float acc = 0.0f;
+    for (int k = 0; k < d; ++k) acc = fmaf(rot[static_cast<int64_t>(k) * d + i], orot[k], acc);
+    const float out = l > 0.0f ? (acc + owin[i]) / l : 0.0f;
+    dev::store_from_float(p.out, p.dtype, grow * d + i, out);
+  }
+}
+
+// ------------------------------------------------------------------------------------------ host
+struct Plan {
+  AttnArgs args;
+  int wm = 1;
+  int rowblocks = 1;
+  size_t qbuf_bytes = 0, part_o_bytes = 0, part_ml_bytes = 0;
+  size_t rotate_smem = 0;
+};
+
+size_t align256(size_t v) { return (v + 255) & ~static_cast<size_t>(255); }
+
+cudaError_t make_plan(const AttentionParams& p, Plan* plan) {
+  char err[256];
+  if (!validate(p.k_codec, err, sizeof(err))) return invalid("TQAttention: K codec: %s", err);
+  if (!validate(p.v_codec, err, sizeof(err))) return invalid("TQAttention: V codec: %s", err);
+  const int d = p.k_codec.head_dim;
+  if (p.v_codec.head_dim != d)
+    return invalid("TQAttention: V head_dim=%d: must equal K head_dim=%d", p.v_codec.head_dim, d);
+  if (p.v_codec.qjl) return invalid("TQAttention: v_qjl=1: values never use QJL");
+  if (!attention_head_dim_supported(d))
+    return invalid("TQAttention: head_dim=%d: the CUDA kernel is compiled for 64, 128 and 256", d);
+  if (p.batch < 0 || p.kv_heads <= 0 || p.q_heads <= 0 || p.new_tokens <= 0)
+    return invalid("TQAttention: batch=%d q_heads=%d kv_heads=%d new_tokens=%d: must be >= 0, > 0, > 0, > 0",
+                   p.batch, p.q_heads, p.kv_heads, p.new_tokens);
+  if (p.q_heads % p.kv_heads != 0)
+    return invalid("TQAttention: q_heads=%d: must be a multiple of kv_heads=%d", p.q_heads, p.kv_heads);
+  if (static_cast<int64_t>(p.batch) * p.kv_heads > 65535)
+    return invalid("TQAttention: batch * kv_heads=%lld: the CUDA grid allows at most 65535",
+                   static_cast<long long>(p.batch) * p.kv_heads);
+  if (p.k_rotation_heads != 1 && p.k_rotation_heads != p.kv_heads)
+    return invalid("TQAttention: k_rotation heads=%d: must be 1 or Hkv=%d", p.k_rotation_heads, p.kv_heads);
+  if (p.v_rotation_heads != 1 && p.v_rotation_heads != p.kv_heads)
+    return invalid("TQAttention: v_rotation heads=%d: must be 1 or Hkv=%d", p.v_rotation_heads, p.kv_heads);
+  if (p.mask_batch != 1 && p.mask_batch != p.batch)
+    return invalid("TQAttention: mask batch=%d: must be 1 or B=%d", p.mask_batch, p.batch);
+  if (p.mask_heads != 1 && p.mask_heads != p.q_heads)
+    return invalid("TQAttention: mask heads=%d: must be 1 or Hq=%d", p.mask_heads, p.q_heads);
+  if (p.k_codec.qjl && p.k_qjl_matrix == nullptr) return invalid("TQAttention: k_qjl=1 needs k_qjl_matrix");
+  const int w = p.sink_tokens + p.recent_window;
+  if (p.sink_tokens < 0 || p.recent_window < 0)
+    return invalid("TQAttention: sink_tokens=%d recent_window=%d: must be >= 0", p.sink_tokens, p.recent_window);
+  if (w > 0 && p.window_rows > 0 && (p.k_window == nullptr || p.v_window == nullptr))
+    return invalid("TQAttention: W=%d > 0 needs k_window and v_window", w);
+  if (p.cache_mode == kConcat) {
+    const int64_t wd = std::min<int64_t>(p.mask_tokens, w);
+    if (p.cache_rows + (w > 0 ? p.window_rows : 0) != p.mask_tokens)
+      return invalid("TQAttention: concat mode: Tc=%lld + Wd=%lld must equal the mask's last dim Tm=%lld",
+                     static_cast<long long>(p.cache_rows), static_cast<long long>(p.window_rows),
+                     static_cast<long long>(p.mask_tokens));
+    if (w > 0 && p.window_rows != wd)
+      return invalid("TQAttention: concat mode: window rows=%lld must equal min(T, W)=%lld",
+                     static_cast<long long>(p.window_rows), static_cast<long long>(wd));
+  } else if (p.cache_mode == kBuffer) {
+    if (p.past_lengths == nullptr) return invalid("TQAttention: cache_mode=1 (buffer) needs past_lengths");
+    if (w > 0 && p.window_rows != w)
+      return invalid("TQAttention: buffer mode: window rows=%lld must equal W=%d", static_cast<long long>(p.window_rows),
+                     w);
+  } else {
+    return invalid("TQAttention: cache_mode=%d: must be 0 (concat) or 1 (buffer)", p.cache_mode);
+  }
+  if (p.cache_rows > 0 && ((reinterpret_cast<uintptr_t>(p.k_cache) | reinterpret_cast<uintptr_t>(p.v_cache)) & 15))
+    return invalid("TQAttention: k_cache and v_cache must be 16-byte aligned");
+
+  AttnArgs& a = plan->args;
+  a = AttnArgs{};
+  a.p = p;
+  a.klay = row_layout(p.k_codec);
+  a.vlay = row_layout(p.v_codec);
+  a.group = p.q_heads / p.kv_heads;
+  a.rows = a.group * p.new_tokens;
+  a.kd = d * (p.k_codec.qjl ? 2 : 1);
+  a.window = w;
+  plan->wm = a.rows <= 16 ? 1 : (a.rows <= 32 ? 2 : 4);
+  const int rb = 16 * plan->wm;
+  plan->rowblocks = (a.rows + rb - 1) / rb;
+  if (plan->rowblocks > 65535) return invalid("TQAttention: G * S=%d query rows per kv head: too many", a.rows);
+
+  const int64_t tiles = (p.cache_rows + kTileTokens - 1) / kTileTokens;
+  const int64_t base = static_cast<int64_t>(p.batch) * p.kv_heads * plan->rowblocks;
+  int64_t nsplit = p.force_splits > 0 ? p.force_splits
+                                      : (4LL * multiprocessor_count() + std::max<int64_t>(base, 1) - 1) /
+                                            std::max<int64_t>(base, 1);
+  nsplit = std::max<int64_t>(1, std::min<int64_t>({nsplit, std::max<int64_t>(tiles, 1), kMaxSplits}));
+  const int64_t tiles_per_split = std::max<int64_t>(1, (tiles + nsplit - 1) / nsplit);
+  a.split_tokens = tiles_per_split * kTileTokens;
+  a.nsplit = static_cast<int>(std::max<int64_t>(1, (tiles + tiles_per_split - 1) / tiles_per_split));
+  const int64_t wd = w > 0 ? p.window_rows : 0;
+  a.nwin = wd > 0 ? static_cast<int>(std::min<int64_t>((wd + kWindowChunk - 1) / kWindowChunk, kMaxWindowSplits)) : 0;
+  a.win_chunk = a.nwin > 0 ? static_cast<int>((wd + a.nwin - 1) / a.nwin) : 0;
+  a.nsp = a.nsplit + a.nwin;
+
+  // Shared memory of the split kernel.
+  size_t off = align256(static_cast<size_t>(rb) * (a.kd + 8) * 2);
+  a.off_k = static_cast<int>(off);
+  off += align256(static_cast<size_t>(kTileTokens) * (a.kd + 8) * 2);
+  a.off_v = static_cast<int>(off);
+  off += align256(static_cast<size_t>(kTileTokens) * (d + 8) * 2);
+  a.off_raw = static_cast<int>(off);
+  a.raw_k_bytes = static_cast<int>(align256(static_cast<size_t>(kTileTokens) * a.klay.row_bytes + 32));
+  a.raw_stage_bytes =
+      a.raw_k_bytes + static_cast<int>(align256(static_cast<size_t>(kTileTokens) * a.vlay.row_bytes + 32));
+  off += 2 * static_cast<size_t>(a.raw_stage_bytes);
+  a.off_tab_k = static_cast<int>(off);
+  off += static_cast<size_t>(p.k_codec.num_parts) * 256 * 4;
+  a.off_tab_v = static_cast<int>(off);
+  off += static_cast<size_t>(p.v_codec.num_parts) * 256 * 4;
+  a.smem_bytes = static_cast<int>(off);
+
+  const size_t rows_all = static_cast<size_t>(p.batch) * p.q_heads * p.new_tokens;
+  plan->qbuf_bytes = align256(rows_all * a.kd * 2);
+  plan->part_o_bytes = align256(rows_all * a.nsp * d * 4);
+  plan->part_ml_bytes = align256(rows_all * a.nsp * 8);
+  plan->rotate_smem = static_cast<size_t>(2 * kRotateRows + 32) * (d + 1) * 4;
+  return cudaSuccess;
+}
+
+template <int D, int WM>
+cudaError_t launch_split(const Plan& plan, cudaStream_t stream) {
+  const AttnArgs& a = plan.args;
+  auto kernel = tq_attention_split_kernel<D, WM>;
+  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, a.smem_bytes);
+  if (e != cudaSuccess) return cuda_failed(e, "TQAttention: shared memory attribute of the split kernel");
+  const dim3 grid(a.nsp, plan.rowblocks, a.p.batch * a.p.kv_heads);
+  kernel<<<grid, kThreads, a.smem_bytes, stream>>>(a);
+  e = cudaGetLastError();
+  return e == cudaSuccess ? e : cuda_failed(e, "TQAttention: tq_attention_split_kernel launch");
+}
+
+template <int D>
+cudaError_t launch_split_d(const Plan& plan, cudaStream_t stream) {
+  switch (plan.wm) {
+    case 1: return launch_split<D, 1>(plan, stream);
+    case 2: return launch_split<D, 2>(plan, stream);
+    default: return launch_split<D, 4>(plan, stream);
+  }
+}
+
+}  // namespace
+
+bool attention_head_dim_supported(int head_dim) { return head_dim == 64 || head_dim == 128 || head_dim == 256; }
+
+size_t attention_workspace_bytes(const AttentionParams& p) {
+  Plan plan;
+  if (make_plan(p, &plan) != cudaSuccess) return 0;
+  return plan.qbuf_bytes + plan.part_o_bytes + plan.part_ml_bytes;
+}
+
+cudaError_t launch_attention(const AttentionParams& p, void* workspace, cudaStream_t stream) {
+  clear_error();
+  Plan plan;
+  cudaError_t e = make_plan(p, &plan);
+  if (e != cudaSuccess) return e;
+  if (p.batch == 0) return cudaSuccess;
+  if (workspace == nullptr || (reinterpret_cast<uintptr_t>(workspace) & 255))
+    return invalid("TQAttention: workspace must be non-null and 256-byte aligned (%zu bytes)",
+                   plan.qbuf_bytes + plan.part_o_bytes + plan.part_ml_bytes);
+  AttnArgs& a = plan.args;
+  char* ws = static_cast<char*>(workspace);
+  a.qbuf = reinterpret_cast<__half*>(ws);
+  a.part_o = reinterpret_cast<float*>(ws + plan.qbuf_bytes);
+  a.part_ml = reinterpret_cast<float2*>(ws + plan.qbuf_bytes + plan.part_o_bytes);
+  const int d = p.k_codec.head_dim;
+
+  // 1. Rotate q.
+  {
+    const bool per_head = p.k_rotation_heads != 1;
+    const int64_t rows_in_head = per_head ? static_cast<int64_t>(p.batch) * a.group * p.new_tokens
+                                          : static_cast<int64_t>(p.batch) * p.q_heads * p.new_tokens;
+    const int64_t blocks = (rows_in_head + kRotateRows - 1) / kRotateRows;
+    if (blocks > 0x7fffffffLL) return invalid("TQAttention: too many query rows");
+    e = cudaFuncSetAttribute(tq_rotate_q_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             static_cast<int>(plan.rotate_smem));
+    if (e != cudaSuccess) return cuda_failed(e, "TQAttention: shared memory attribute of tq_rotate_q_kernel");
+    const dim3 grid(static_cast<unsigned>(blocks), per_head ? p.kv_heads : 1);
+    tq_rotate_q_kernel<<<grid, kThreads, plan.rotate_smem, stream>>>(a);
+    e = cudaGetLastError();
+    if (e != cudaSuccess) return cuda_failed(e, "TQAttention: tq_rotate_q_kernel launch");
+  }
+  // 2. Splits.
+  switch (d) {
+    case 64: e = launch_split_d<64>(plan, stream); break;
+    case 128: e = launch_split_d<128>(plan, stream); break;
+    default: e = launch_split_d<256>(plan, stream); break;
+  }
+  if (e != cudaSuccess) return e;
+  // 3. Reduce and un-rotate.
+  const int64_t rows_all = static_cast<int64_t>(p.batch) * p.q_heads * p.new_tokens;
+  if (rows_all > 0x7fffffffLL) return invalid("TQAttention: too many query rows");
+  tq_attention_reduce_kernel<<<static_cast<unsigned>(rows_all), kThreads, 0, stream>>>(a);
+  e = cudaGetLastError();
+  return e == cudaSuccess ? e : cuda_failed(e, "TQAttention: tq_attention_reduce_kernel launch");
+}
+
+}  // namespace tq::kernels

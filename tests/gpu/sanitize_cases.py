@@ -1,0 +1,46 @@
+"""Small TQQuantize and TQAttention launches for compute-sanitizer (memcheck, racecheck). Exit 0 when they ran."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from bench.gpu_harness.capi import Codec, Kernels  # noqa: E402
+from tqexport.codec import Codec as RefCodec  # noqa: E402
+from tqexport.codec import CodecConfig  # noqa: E402
+
+
+def main() -> None:
+    k = Kernels()
+    for d, bits, qjl, s, group in ((128, 4, 1, 1, 4), (64, 3, 0, 9, 8), (256, 4, 0, 1, 1)):
+        ref = RefCodec.build(CodecConfig(head_dim=d, bits=(bits,), qjl=bool(qjl)))
+        c = Codec(d, (d,), (bits,), qjl)
+        rot, cb = torch.from_numpy(ref.rotation).cuda(), torch.from_numpy(ref.codebook).cuda()
+        qm = torch.from_numpy(ref.qjl_matrix).cuda() if qjl else None
+        b, hkv, t, ns, rw = 2, 2, 150, 2, 4
+        x = torch.randn((b, hkv, t, d), device="cuda", dtype=torch.float16)
+        past = torch.empty((b, hkv, 0, c.row_bytes), dtype=torch.uint8, device="cuda")
+        pw = torch.empty((b, hkv, 0, d), dtype=torch.float16, device="cuda")
+        cache, win = k.quantize(c, x, past, rot, cb, qm, pw, sink_tokens=ns, recent_window=rw)
+        vref = RefCodec.build(CodecConfig(head_dim=d, bits=(bits,)))
+        vc = Codec(d, (d,), (bits,))
+        vrot, vcb = torch.from_numpy(vref.rotation).cuda(), torch.from_numpy(vref.codebook).cuda()
+        vpast = torch.empty((b, hkv, 0, vc.row_bytes), dtype=torch.uint8, device="cuda")
+        vcache, vwin = k.quantize(vc, x, vpast, vrot, vcb, None, pw, sink_tokens=ns, recent_window=rw)
+        total = t
+        q = torch.randn((b, hkv * group, s, d), device="cuda", dtype=torch.float16)
+        mask = torch.zeros((b, 1, s, total), device="cuda")
+        out = k.attention(c, vc, q, cache, vcache, mask, rot, cb, vrot, vcb, qm, win, vwin,
+                          scale=0.1, sink_tokens=ns, recent_window=rw, force_splits=2)
+        torch.cuda.synchronize()
+        assert torch.isfinite(out).all()
+    print("sanitize cases ran", np.__version__)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,277 @@
+"""CUDA kernels against the NumPy reference ops (tqexport.codec.reference_ops).
+
+Oracles: TQQuantize codes are bit-identical to the reference (float64 contract of format.md section 5);
+TQAttention is within 2e-3 relative (||out - ref|| / ||ref||) of the float64 reference over the decoded cache:
+the kernel rounds the rotated query, the decoded K/V and the probabilities to float16 for the tensor cores
+(relative rounding 2^-11 each, averaged over D and T), so 2e-3 leaves about a 4x margin. Unused cache rows and
+tails are NaN-poisoned: any over-read turns the output NaN.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tqexport.codec import Codec as RefCodec
+from tqexport.codec import CodecConfig, reference_ops
+
+pytestmark = pytest.mark.gpu
+
+torch = pytest.importorskip("torch")
+
+from bench.gpu_harness.capi import BUFFER, CONCAT, Codec  # noqa: E402
+
+QUANT_CONFIGS = [  # (D, part_sizes, bits, qjl, norm_correction, rotation)
+    (128, (128,), (4,), 0, 0, "hadamard"),
+    (128, (128,), (3,), 0, 0, "hadamard"),
+    (64, (16, 48), (8, 3), 0, 1, "dense"),
+    (128, (128,), (4,), 1, 0, "hadamard"),
+    (256, (32, 224), (5, 2), 1, 1, "hadamard"),
+    (96, (96,), (7,), 0, 0, "dense"),
+]
+
+
+def build(d, parts, bits, qjl=0, nc=0, rotation="hadamard", heads=1, seed=0):
+    cfg = CodecConfig(head_dim=d, part_sizes=parts, bits=bits, qjl=bool(qjl), norm_correction=bool(nc),
+                      rotation=rotation, seed=seed)
+    channels = None
+    if heads > 1:
+        rng = np.random.default_rng(seed + 7)
+        channels = []
+        for _ in range(heads):
+            perm = rng.permutation(d)
+            offs = np.cumsum((0, *parts))
+            channels.append([sorted(perm[offs[i]:offs[i + 1]].tolist()) for i in range(len(parts))])
+    ref = RefCodec.build(cfg, num_heads=heads, channels=channels)
+    return ref, Codec(d, tuple(parts), tuple(bits), qjl, nc)
+
+
+def dev(a, dtype=None):
+    t = torch.from_numpy(np.ascontiguousarray(a)).cuda()
+    return t if dtype is None else t.to(dtype)
+
+
+def attrs(codec: Codec):
+    return dict(bits=codec.bits, part_sizes=codec.part_sizes, qjl=codec.qjl, norm_correction=codec.norm_correction)
+
+
+@pytest.mark.parametrize("cfg", QUANT_CONFIGS, ids=lambda c: f"D{c[0]}-{c[1]}-{c[2]}-qjl{c[3]}-nc{c[4]}-{c[5]}")
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("window", [(0, 0), (2, 5)])
+def test_quantize_concat_steps_bit_exact(kernels, cfg, dtype, window):
+    d, parts, bits, qjl, nc, rot = cfg
+    ns, rw = window
+    heads = 3
+    ref, codec = build(d, parts, bits, qjl, nc, rot, heads=heads if rot == "dense" else 1)
+    rng = np.random.default_rng(1)
+    b = 2
+    cache = np.zeros((b, heads, 0, codec.row_bytes), np.uint8)
+    win = np.zeros((b, heads, 0, d), dtype) if ns + rw else None
+    g_cache, g_win = dev(cache), (dev(win) if win is not None else None)
+    for s in (11, 1, 1, 3, 1):
+        x = (rng.standard_normal((b, heads, s, d)) * rng.uniform(0.1, 30)).astype(dtype)
+        x[0, 0, 0] = 0  # zero vector: code 2^(m-1)-1, gamma 0
+        cache, win = reference_ops.tq_quantize(x, cache, ref.rotation, ref.codebook, ref.qjl_matrix, win,
+                                               sink_tokens=ns, recent_window=rw, **attrs(codec))
+        g_cache, g_win = kernels.quantize(codec, dev(x), g_cache, dev(ref.rotation), dev(ref.codebook),
+                                          dev(ref.qjl_matrix) if qjl else None, g_win,
+                                          sink_tokens=ns, recent_window=rw)
+        torch.cuda.synchronize()
+        got = g_cache.cpu().numpy()
+        assert got.shape == cache.shape
+        mismatch = np.argwhere(got != cache)
+        assert mismatch.size == 0, f"{len(mismatch)} bytes differ, first at {mismatch[:4].tolist()}"
+        if win is not None:
+            np.testing.assert_array_equal(g_win.cpu().numpy(), win)
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_quantize_buffer_mode_bit_exact(kernels, in_place):
+    ref, codec = build(128, (128,), (4,), 1, 0)
+    ns, rw, cap, b, h, d = 1, 3, 40, 3, 2, 128
+    rng = np.random.default_rng(2)
+    lengths = np.array([0, 5, 20], np.int64)
+    cache = rng.integers(0, 256, (b, h, cap, codec.row_bytes), dtype=np.uint8)
+    win = rng.standard_normal((b, h, ns + rw, d)).astype(np.float32)
+    x = rng.standard_normal((b, h, 6, d)).astype(np.float32)
+    want_cache, want_win = reference_ops.tq_quantize(x, cache, ref.rotation, ref.codebook, ref.qjl_matrix, win,
+                                                     lengths, cache_mode=BUFFER, sink_tokens=ns, recent_window=rw,
+                                                     **attrs(codec))
+    g_cache, g_win = dev(cache), dev(win)
+    out_c, out_w = kernels.quantize(codec, dev(x), g_cache, dev(ref.rotation), dev(ref.codebook),
+                                    dev(ref.qjl_matrix), g_win, dev(lengths), cache_mode=BUFFER, sink_tokens=ns,
+                                    recent_window=rw, present_cache=g_cache if in_place else None,
+                                    present_window=g_win if in_place else None)
+    torch.cuda.synchronize()
+    np.testing.assert_array_equal(out_c.cpu().numpy(), want_cache)
+    np.testing.assert_array_equal(out_w.cpu().numpy(), want_win)
+
+
+def test_quantize_buffer_overflow_sets_flag_and_writes_nothing_outside(kernels):
+    ref, codec = build(64, (64,), (4,))
+    cap = 4
+    cache = torch.zeros((1, 1, cap, codec.row_bytes), dtype=torch.uint8, device="cuda")
+    flag = torch.zeros(1, dtype=torch.int32, device="cuda")
+    x = torch.randn((1, 1, 6, 64), device="cuda")
+    kernels.quantize(codec, x, cache, dev(ref.rotation), dev(ref.codebook), None, None,
+                     torch.tensor([0], device="cuda"), cache_mode=BUFFER, overflow_flag=flag)
+    torch.cuda.synchronize()
+    assert int(flag.item()) == 1
+
+
+# ------------------------------------------------------------------------------------------------- attention
+def rel_err(got: np.ndarray, want: np.ndarray) -> float:
+    return float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30))
+
+
+def make_cache(ref, rng, b, hkv, t_total, d, ns, rw, dtype):
+    """Quantizes a random K or V history through the reference op (concat), returns (cache, window)."""
+    x = (rng.standard_normal((b, hkv, t_total, d)) * 2).astype(dtype)
+    w = ns + rw
+    cache = np.zeros((b, hkv, 0, ref.row_bytes), np.uint8)
+    win = np.zeros((b, hkv, 0, d), dtype) if w else None
+    return reference_ops.tq_quantize(x, cache, ref.rotation, ref.codebook, ref.qjl_matrix, win, sink_tokens=ns,
+                                  recent_window=rw, bits=ref.config.bits, part_sizes=ref.config.part_sizes,
+                                  qjl=int(ref.config.qjl), norm_correction=int(ref.config.norm_correction))
+
+
+ATTN_CASES = [  # (D, G, S, k(parts, bits, qjl), v(parts, bits), window(ns, rw), mask kind, softcap)
+    (128, 4, 1, ((128,), (4,), 0), ((128,), (4,)), (0, 0), "pad", 0.0),
+    (128, 4, 1, ((128,), (3,), 0), ((128,), (3,)), (4, 16), "pad", 0.0),
+    (64, 1, 1, ((64,), (4,), 1), ((64,), (2,)), (0, 0), "bool", 0.0),
+    (256, 8, 1, ((32, 224), (6, 3), 0), ((256,), (4,)), (1, 8), "pad", 30.0),
+    (128, 8, 5, ((128,), (4,), 1), ((128,), (4,)), (2, 4), "causal", 0.0),
+    (64, 4, 17, ((64,), (3,), 0), ((16, 48), (8, 2)), (0, 0), "causal_f16", 0.0),
+    (128, 1, 40, ((128,), (4,), 0), ((128,), (4,)), (0, 8), "causal", 0.0),
+    (256, 4, 3, ((256,), (2,), 0), ((256,), (5,)), (0, 0), "causal", 0.0),
+]
+
+
+def build_mask(kind, b, hq, s, total, rng, pad):
+    """Mask over logical positions [0, total): queries are the last s tokens; pad[b] leading positions masked."""
+    t = np.arange(total)
+    qpos = total - s + np.arange(s)
+    allowed = np.ones((b, 1, s, total), bool)
+    allowed &= (t[None, None, None, :] >= pad[:, None, None, None])
+    if kind.startswith("causal"):
+        allowed &= t[None, None, None, :] <= qpos[None, None, :, None]
+    if kind == "bool":
+        return allowed
+    add = np.where(allowed, 0.0, -np.inf).astype(np.float32)
+    if kind.startswith("causal") or kind == "pad":
+        add = add + rng.uniform(-0.5, 0.5, add.shape).astype(np.float32) * allowed  # a real additive bias
+    return add.astype(np.float16) if kind.endswith("f16") else add
+
+
+@pytest.mark.parametrize("case", ATTN_CASES, ids=lambda c: f"D{c[0]}-G{c[1]}-S{c[2]}-{c[5]}-{c[6]}")
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("total", [37, 700])
+def test_attention_concat_matches_reference(kernels, case, dtype, total):
+    d, group, s, kspec, vspec, (ns, rw), mask_kind, softcap = case
+    hkv, b = 2, 3
+    hq = hkv * group
+    rng = np.random.default_rng(d + group + s + total)
+    kref, kc = build(d, kspec[0], kspec[1], kspec[2], 0, "hadamard", heads=1, seed=3)
+    vref, vc = build(d, vspec[0], vspec[1], 0, 0, "dense", heads=hkv, seed=4)
+    k_cache, k_win = make_cache(kref, rng, b, hkv, total, d, ns, rw, dtype)
+    v_cache, v_win = make_cache(vref, rng, b, hkv, total, d, ns, rw, dtype)
+    q = rng.standard_normal((b, hq, s, d)).astype(dtype)
+    pad = np.array([0, 3, total // 2])
+    mask = build_mask(mask_kind, b, hq, s, total, rng, pad)
+    scale = 1.0 / np.sqrt(d)
+    want = reference_ops.tq_attention(
+        q.astype(np.float32), k_cache, v_cache, mask, kref.rotation, kref.codebook, vref.rotation, vref.codebook,
+        kref.qjl_matrix, None if k_win is None else k_win.astype(np.float32),
+        None if v_win is None else v_win.astype(np.float32), k_bits=kc.bits, k_part_sizes=kc.part_sizes,
+        v_bits=vc.bits, v_part_sizes=vc.part_sizes, k_qjl=kc.qjl, scale=scale, softcap=softcap, sink_tokens=ns,
+        recent_window=rw).astype(np.float64)
+    # NaN-poisoned tail beyond the cache tensors proves no over-read past the allocation's used bytes.
+    gk = torch.full((k_cache.size + 64,), 0xFF, dtype=torch.uint8, device="cuda")
+    gv = torch.full((v_cache.size + 64,), 0xFF, dtype=torch.uint8, device="cuda")
+    gk[: k_cache.size] = dev(k_cache.reshape(-1))
+    gv[: v_cache.size] = dev(v_cache.reshape(-1))
+    for splits in (0, 1, 3):
+        out = kernels.attention(
+            kc, vc, dev(q), gk[: k_cache.size].view(k_cache.shape), gv[: v_cache.size].view(v_cache.shape),
+            dev(mask), dev(kref.rotation), dev(kref.codebook), dev(vref.rotation), dev(vref.codebook),
+            dev(kref.qjl_matrix) if kc.qjl else None, dev(k_win) if k_win is not None else None,
+            dev(v_win) if v_win is not None else None, scale=scale, softcap=softcap, sink_tokens=ns,
+            recent_window=rw, force_splits=splits)
+        torch.cuda.synchronize()
+        got = out.float().cpu().numpy().astype(np.float64)
+        assert np.isfinite(got).all(), f"non-finite output (splits={splits})"
+        err = rel_err(got, want)
+        assert err < 2e-3, f"relative error {err:.2e} (splits={splits})"
+
+
+@pytest.mark.parametrize("group", [1, 4, 8])
+def test_attention_buffer_mode_nan_poisoned_unused_rows(kernels, group):
+    d, hkv, b, cap, ns, rw, s = 128, 2, 3, 300, 2, 6, 1
+    hq = hkv * group
+    rng = np.random.default_rng(group)
+    kref, kc = build(d, (128,), (4,), 0, 0, seed=5)
+    vref, vc = build(d, (128,), (3,), 0, 0, seed=6)
+    lengths = np.array([0, 40, 250], np.int64)  # past tokens; T_b = lengths + s
+    k_cache = np.zeros((b, hkv, cap, kc.row_bytes), np.uint8)
+    v_cache = np.zeros((b, hkv, cap, vc.row_bytes), np.uint8)
+    k_win = np.zeros((b, hkv, ns + rw, d), np.float32)
+    v_win = np.zeros((b, hkv, ns + rw, d), np.float32)
+    zero = np.zeros(b, np.int64)
+    for lay_ref, cache, win in ((kref, k_cache, k_win), (vref, v_cache, v_win)):
+        for bi in range(b):
+            x = rng.standard_normal((1, hkv, int(lengths[bi]) + s, d)).astype(np.float32)
+            c, w = reference_ops.tq_quantize(x, cache[bi:bi + 1], lay_ref.rotation, lay_ref.codebook, None,
+                                             win[bi:bi + 1], zero[:1], cache_mode=BUFFER, sink_tokens=ns,
+                                             recent_window=rw, bits=lay_ref.config.bits,
+                                             part_sizes=lay_ref.config.part_sizes)
+            cache[bi] = c[0]
+            win[bi] = w[0]
+    total = lengths + s
+    tm = int(total.max()) + 5
+    mask = np.zeros((b, 1, s, tm), np.float32)
+    q = rng.standard_normal((b, hq, s, d)).astype(np.float32)
+    want = reference_ops.tq_attention(q, k_cache, v_cache, mask, kref.rotation, kref.codebook, vref.rotation,
+                                      vref.codebook, None, k_win, v_win, lengths, k_bits=kc.bits,
+                                      k_part_sizes=kc.part_sizes, v_bits=vc.bits, v_part_sizes=vc.part_sizes,
+                                      scale=0.1, cache_mode=BUFFER, sink_tokens=ns, recent_window=rw)
+    # Poison every compressed row past each sequence's count (norms become NaN) and the unused window slots.
+    kp, vp = k_cache.copy(), v_cache.copy()
+    kwp, vwp = k_win.copy(), v_win.copy()
+    for bi in range(b):
+        used = max(0, int(total[bi]) - ns - rw)
+        kp[bi, :, used:] = 0xFF
+        vp[bi, :, used:] = 0xFF
+        for j in range(ns + rw):
+            if int(total[bi]) <= j:
+                kwp[bi, :, j] = np.nan
+                vwp[bi, :, j] = np.nan
+    out = kernels.attention(kc, vc, dev(q), dev(kp), dev(vp), dev(mask), dev(kref.rotation), dev(kref.codebook),
+                            dev(vref.rotation), dev(vref.codebook), None, dev(kwp), dev(vwp), dev(lengths),
+                            scale=0.1, cache_mode=BUFFER, sink_tokens=ns, recent_window=rw)
+    torch.cuda.synchronize()
+    got = out.cpu().numpy().astype(np.float64)
+    assert np.isfinite(got).all()
+    assert rel_err(got, want.astype(np.float64)) < 2e-3
+
+
+def test_attention_fully_masked_row_is_zero(kernels):
+    kref, kc = build(64, (64,), (4,))
+    rng = np.random.default_rng(9)
+    k_cache, _ = make_cache(kref, rng, 1, 1, 50, 64, 0, 0, "float32")
+    mask = np.full((1, 1, 1, 50), -np.inf, np.float32)
+    out = kernels.attention(kc, kc, dev(rng.standard_normal((1, 2, 1, 64)).astype(np.float32)), dev(k_cache),
+                            dev(k_cache), dev(mask), dev(kref.rotation), dev(kref.codebook), dev(kref.rotation),
+                            dev(kref.codebook), scale=0.125)
+    torch.cuda.synchronize()
+    assert np.all(out.cpu().numpy() == 0)
+
+
+def test_attention_rejects_unsupported_head_dim(kernels):
+    from bench.gpu_harness.capi import KernelError
+
+    kref, kc = build(96, (96,), (4,))
+    k_cache = torch.zeros((1, 1, 4, kc.row_bytes), dtype=torch.uint8, device="cuda")
+    with pytest.raises(KernelError, match="head_dim=96"):
+        kernels.attention(kc, kc, torch.zeros((1, 1, 1, 96), device="cuda"), k_cache, k_cache,
+                          torch.zeros((1, 1, 1, 4), device="cuda"), dev(kref.rotation), dev(kref.codebook),
+                          dev(kref.rotation), dev(kref.codebook), scale=1.0)
