@@ -142,6 +142,7 @@ def build_tiny_llm(spec: TinySpec) -> onnx.ModelProto:
     seq = b.op("Gather", [ids_shape, b.const([1], np.int64)], axis=0)
     t_source = "attention_mask"
     masks: dict[int, str] = {}
+    additive: dict[int, str] = {}
     for layer in range(spec.num_layers):
         past_k, past_v = f"{spec.cache_prefix}.{layer}.key", f"{spec.cache_prefix}.{layer}.value"
         pres_k, pres_v = f"{spec.present_prefix}.{layer}.key", f"{spec.present_prefix}.{layer}.value"
@@ -194,9 +195,11 @@ def build_tiny_llm(spec: TinySpec) -> onnx.ModelProto:
                 cap = b.const(spec.softcap)
                 scores = b.op("Mul", [b.op("Tanh", [b.op("Div", [scores, cap])]), cap])
             if spec.form == "bool_where":
-                scores = b.op("Where", [mask_bool, scores, b.const(-np.inf)])
+                scores = b.op("Where", [mask_bool, scores, b.const(np.finfo(np.float32).min)])
             else:
-                scores = b.op("Add", [scores, _to_additive(b, mask_bool)])
+                if window not in additive:
+                    additive[window] = _to_additive(b, mask_bool)
+                scores = b.op("Add", [scores, additive[window]])
             probs = b.op("Softmax", [scores], axis=-1)
             if spec.form == "sdpa":
                 probs = b.op("Where", [b.op("IsNaN", [probs]), b.const(0.0), probs])

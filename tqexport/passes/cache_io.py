@@ -13,7 +13,7 @@ from __future__ import annotations
 import onnx
 from onnx import helper
 
-from tqexport.graph.edit import replace_subgraph
+from tqexport.graph.edit import replace_subgraph, toposort
 from tqexport.graph.index import attribute
 from tqexport.passes.kv_write import CacheCodecTensors, WindowConfig, window_name
 from tqexport.passes.match import CacheWrite
@@ -155,16 +155,20 @@ def fuse_cache_shapes(
 ) -> int:
     """Rewrite Shape(cache) reads to the logical cache shape. Returns the number of Shape nodes rewritten."""
     nodes: list[onnx.NodeProto] = []
+    # Shape reads on removed paths (e.g. a GQA repeat) are gone; nodes are compared by output name because
+    # protobuf copies messages when the node list is rebuilt.
+    live = {node.output[0] for node in graph.node if node.output}
     for write, _codec in planned:
         for role, uses, cache, win in (
             ("past", write.past_shape_uses, write.past_input, window_name(write.past_input)),
             ("present", write.present_shape_uses, write.concat_output, window_name(write.present_output)),
         ):
             for i, shape_node in enumerate(uses):
-                if _needs_logical_shape(shape_node, window):
+                if shape_node.output[0] in live and _needs_logical_shape(shape_node, window):
                     tag = f"{write.layer}_{write.kind}_{role}_{i}"
                     nodes += logical_shape_nodes(
                         shape_node, cache, win if window.size else "", write.head_dim, tag
                     )
     replace_subgraph(graph, nodes)
+    toposort(graph)
     return sum(1 for node in nodes if node.name.endswith("_slice"))

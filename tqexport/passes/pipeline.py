@@ -136,9 +136,9 @@ def trt_plugin_fields(graph: onnx.GraphProto, plan: RewritePlan) -> int:
 PASSES: list[tuple[str, Callable[[onnx.GraphProto, RewritePlan], int]]] = [
     ("attention_read", fuse_attention_read),
     ("kv_write", _kv_write),
-    ("cache_shapes", _cache_shapes),
-    ("cache_io", _cache_io),
+    ("cache_io", _cache_io),  # before any toposort: it declares the window inputs the new nodes read
     ("cleanup", _cleanup),
+    ("cache_shapes", _cache_shapes),
     ("verify_cache_uses", verify_cache_uses),
     ("trt_plugin_fields", trt_plugin_fields),
 ]
