@@ -1,4 +1,4 @@
-"""Attention-read rule: each attention form matches with the right scale, softcap and mask; near-misses say why."""
+"""Attention-read rule: each form matches with the right scale, softcap and mask; near-misses say why."""
 
 from __future__ import annotations
 
