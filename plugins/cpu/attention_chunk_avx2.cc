@@ -27,6 +27,9 @@ bool cpu_has_avx2_fma_f16c() {
 
 namespace {
 
+// Fully unroll the per-row loops so the row accumulators live in registers (GCC -O2 does not unroll them).
+#define TQ_UNROLL _Pragma("GCC unroll 4")
+
 inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 inline float load_half(const uint8_t* p) {
@@ -117,7 +120,7 @@ inline void score_part(const uint8_t* row, const PartDecode& pd, const Lut& lut,
   for (int c = 0; c < chunks; ++c) {
     const __m256 k = decode8<M>(row, pd, lut, c);
     const int o = pd.coord_offset + 8 * c;
-    for (int r = 0; r < ROWS; ++r) acc[r] = _mm256_fmadd_ps(k, _mm256_loadu_ps(qr[r] + o), acc[r]);
+    TQ_UNROLL for (int r = 0; r < ROWS; ++r) acc[r] = _mm256_fmadd_ps(k, _mm256_loadu_ps(qr[r] + o), acc[r]);
   }
 }
 
@@ -129,13 +132,13 @@ inline void accumulate_part(const uint8_t* rows, int64_t row_bytes, int n, const
   for (int c = 0; c < chunks; ++c) {
     const int o = pd.coord_offset + 8 * c;
     __m256 a[ROWS];
-    for (int r = 0; r < ROWS; ++r) a[r] = _mm256_loadu_ps(acc[r] + o);
+    TQ_UNROLL for (int r = 0; r < ROWS; ++r) a[r] = _mm256_loadu_ps(acc[r] + o);
     const uint8_t* row = rows;
     for (int j = 0; j < n; ++j, row += row_bytes) {
       const __m256 v = decode8<M>(row, pd, lut, c);
-      for (int r = 0; r < ROWS; ++r) a[r] = _mm256_fmadd_ps(v, _mm256_broadcast_ss(&w[r][j]), a[r]);
+      TQ_UNROLL for (int r = 0; r < ROWS; ++r) a[r] = _mm256_fmadd_ps(v, _mm256_broadcast_ss(&w[r][j]), a[r]);
     }
-    for (int r = 0; r < ROWS; ++r) _mm256_storeu_ps(acc[r] + o, a[r]);
+    TQ_UNROLL for (int r = 0; r < ROWS; ++r) _mm256_storeu_ps(acc[r] + o, a[r]);
   }
 }
 
@@ -179,8 +182,67 @@ inline void qjl_part(const uint8_t* bits, const PartDecode& pd, const float* con
     const __m256i b = _mm256_and_si256(_mm256_set1_epi32(bits[o >> 3]), lane_bit);
     const __m256 set = _mm256_castsi256_ps(_mm256_cmpeq_epi32(b, lane_bit));
     const __m256 flip = _mm256_andnot_ps(set, sign);  // bit 0 -> negate
-    for (int r = 0; r < ROWS; ++r) acc[r] = _mm256_add_ps(acc[r], _mm256_xor_ps(_mm256_loadu_ps(sq[r] + o), flip));
+    TQ_UNROLL for (int r = 0; r < ROWS; ++r) acc[r] = _mm256_add_ps(acc[r], _mm256_xor_ps(_mm256_loadu_ps(sq[r] + o), flip));
   }
+}
+
+// exp for float32 lanes: Cephes-style range reduction and degree-5 polynomial (about 2 ulp on the softmax range);
+// inputs below -87 (including -inf) give exactly 0.
+inline __m256 exp256(__m256 x) {
+  const __m256 zero_below = _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_GT_OQ);
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), zero_below);
+}
+
+// softmax_block (attention_chunk_scalar.cc) with the exponentials 8 lanes at a time.
+bool softmax_block_avx2(const ChunkArgs& a, int n, float* s, int dim) {
+  const float neg_inf = -__builtin_inff();
+  bool any = false;
+  for (int r = 0; r < a.rows; ++r) {
+    float* sr = s + r * n;
+    float block_max = neg_inf;
+    for (int j = 0; j < n; ++j) block_max = sr[j] > block_max ? sr[j] : block_max;
+    const float m_new = a.m[r] > block_max ? a.m[r] : block_max;
+    if (m_new == neg_inf) {
+      for (int j = 0; j < n; ++j) sr[j] = 0.0f;
+      continue;
+    }
+    any = true;
+    const float alpha = a.m[r] == neg_inf ? 0.0f : __builtin_expf(a.m[r] - m_new);
+    const __m256 mv = _mm256_set1_ps(m_new);
+    __m256 sum8 = _mm256_setzero_ps();
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+      const __m256 p = exp256(_mm256_sub_ps(_mm256_loadu_ps(sr + j), mv));
+      _mm256_storeu_ps(sr + j, p);
+      sum8 = _mm256_add_ps(sum8, p);
+    }
+    float sum = hsum(sum8);
+    for (; j < n; ++j) {
+      sr[j] = __builtin_expf(sr[j] - m_new);
+      sum += sr[j];
+    }
+    if (alpha != 1.0f) {
+      const __m256 av = _mm256_set1_ps(alpha);
+      float* acc = a.acc[r];
+      for (int i = 0; i < dim; i += 8) _mm256_storeu_ps(acc + i, _mm256_mul_ps(_mm256_loadu_ps(acc + i), av));
+    }
+    a.l[r] = a.l[r] * alpha + sum;
+    a.m[r] = m_new;
+  }
+  return any;
 }
 
 template <int ROWS>
@@ -198,31 +260,31 @@ void run(const ChunkArgs& a) {
     for (int j = 0; j < n; ++j) {
       const uint8_t* row = krows + j * K.row_bytes;
       __m256 tot[ROWS];
-      for (int r = 0; r < ROWS; ++r) tot[r] = _mm256_setzero_ps();
+      TQ_UNROLL for (int r = 0; r < ROWS; ++r) tot[r] = _mm256_setzero_ps();
       for (int p = 0; p < K.num_parts; ++p) {
         const PartDecode& pd = K.parts[p];
         __m256 acc[ROWS];
-        for (int r = 0; r < ROWS; ++r) acc[r] = _mm256_setzero_ps();
+        TQ_UNROLL for (int r = 0; r < ROWS; ++r) acc[r] = _mm256_setzero_ps();
         score_dispatch<ROWS>(pd.mse_bits, row, pd, klut[p], a.qr, acc);
         const __m256 gamma = _mm256_set1_ps(load_half(row + pd.norm_offset));
-        for (int r = 0; r < ROWS; ++r) tot[r] = _mm256_fmadd_ps(acc[r], gamma, tot[r]);
+        TQ_UNROLL for (int r = 0; r < ROWS; ++r) tot[r] = _mm256_fmadd_ps(acc[r], gamma, tot[r]);
         if (K.qjl_offset >= 0) {
-          for (int r = 0; r < ROWS; ++r) acc[r] = _mm256_setzero_ps();
+          TQ_UNROLL for (int r = 0; r < ROWS; ++r) acc[r] = _mm256_setzero_ps();
           qjl_part<ROWS>(row + K.qjl_offset, pd, a.sq, acc);
           const __m256 rho = _mm256_set1_ps(load_half(row + pd.rnorm_offset));
-          for (int r = 0; r < ROWS; ++r) tot[r] = _mm256_fmadd_ps(acc[r], rho, tot[r]);
+          TQ_UNROLL for (int r = 0; r < ROWS; ++r) tot[r] = _mm256_fmadd_ps(acc[r], rho, tot[r]);
         }
       }
-      for (int r = 0; r < ROWS; ++r) s[r * n + j] = hsum(tot[r]);
+      TQ_UNROLL for (int r = 0; r < ROWS; ++r) s[r * n + j] = hsum(tot[r]);
     }
     finish_scores(a, a.first_token + j0, n, s);
-    if (!softmax_block(a, n, s, K.dim)) continue;
+    if (!softmax_block_avx2(a, n, s, K.dim)) continue;
     const uint8_t* vrows = a.v_rows + j0 * V.row_bytes;
     for (int p = 0; p < V.num_parts; ++p) {
       const PartDecode& pd = V.parts[p];
       for (int j = 0; j < n; ++j) {
         const float gamma = load_half(vrows + j * V.row_bytes + pd.norm_offset);
-        for (int r = 0; r < ROWS; ++r) w[r][j] = s[r * n + j] * gamma;
+        TQ_UNROLL for (int r = 0; r < ROWS; ++r) w[r][j] = s[r * n + j] * gamma;
       }
       accumulate_dispatch<ROWS>(pd.mse_bits, vrows, V.row_bytes, n, pd, vlut[p], w, a.acc);
     }

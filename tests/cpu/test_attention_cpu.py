@@ -6,21 +6,25 @@ float64). Both the AVX2 and the scalar kernel are checked (TQEXPORT_CPU_SIMD=0 s
 
 from __future__ import annotations
 
+import cpu_lib
 import numpy as np
 import pytest
 
 from tqexport.codec import Codec, CodecConfig, reference_ops
 from tqexport.codec.codec import unpack_rows
 
-import cpu_lib
-
 KERNELS = ["simd", "scalar"]
 CODECS = {  # name: (K config kwargs, V config kwargs)
     "k4v3": (dict(part_sizes=(128,), bits=(4,)), dict(part_sizes=(128,), bits=(3,))),
     "k4qjl_v2": (dict(part_sizes=(128,), bits=(4,), qjl=True), dict(part_sizes=(128,), bits=(2,))),
-    "outlier_parts": (dict(part_sizes=(32, 96), bits=(6, 3), qjl=True), dict(part_sizes=(32, 96), bits=(5, 1))),
-    "k8v7_dense": (dict(part_sizes=(64, 64), bits=(8, 4), rotation="dense"),
-                   dict(part_sizes=(128,), bits=(7,), rotation="dense")),
+    "outlier_parts": (
+        dict(part_sizes=(32, 96), bits=(6, 3), qjl=True),
+        dict(part_sizes=(32, 96), bits=(5, 1)),
+    ),
+    "k8v7_dense": (
+        dict(part_sizes=(64, 64), bits=(8, 4), rotation="dense"),
+        dict(part_sizes=(128,), bits=(7,), rotation="dense"),
+    ),
 }
 
 
@@ -66,7 +70,7 @@ def _codecs(name: str, heads: int) -> tuple[Codec, Codec]:
             channels = []
             for _ in range(heads):
                 perm = rng.permutation(128)
-                channels.append([sorted(perm[offs[i]:offs[i + 1]].tolist()) for i in range(cfg.num_parts)])
+                channels.append([sorted(perm[offs[i] : offs[i + 1]].tolist()) for i in range(cfg.num_parts)])
         out.append(Codec.build(cfg, num_heads=heads, channels=channels))
     return out[0], out[1]
 
@@ -78,11 +82,15 @@ def _fill(kc, vc, mode, ns, rw, b, hkv, steps, capacity=0, dtype=np.float32, see
     state = {}
     for name, codec in (("k", kc), ("v", vc)):
         if mode == 0:
-            state[name] = [np.zeros((b, hkv, 0, codec.row_bytes), np.uint8),
-                           np.zeros((b, hkv, 0, 128), dtype) if w else None]
+            state[name] = [
+                np.zeros((b, hkv, 0, codec.row_bytes), np.uint8),
+                np.zeros((b, hkv, 0, 128), dtype) if w else None,
+            ]
         else:
-            state[name] = [np.zeros((b, hkv, capacity, codec.row_bytes), np.uint8),
-                           np.zeros((b, hkv, w, 128), dtype) if w else None]
+            state[name] = [
+                np.zeros((b, hkv, capacity, codec.row_bytes), np.uint8),
+                np.zeros((b, hkv, w, 128), dtype) if w else None,
+            ]
     lengths = np.arange(b, dtype=np.int64) * 3 if mode == 1 else None
     total = 0
     for s in steps:
@@ -90,8 +98,18 @@ def _fill(kc, vc, mode, ns, rw, b, hkv, steps, capacity=0, dtype=np.float32, see
         for name, codec in (("k", kc), ("v", vc)):
             x = (rng.standard_normal((b, hkv, s, 128)) * 2).astype(dtype)
             attrs = dict(codec.onnx_attributes(), cache_mode=mode, sink_tokens=ns, recent_window=rw)
-            state[name] = list(reference_ops.tq_quantize(x, state[name][0], codec.rotation, codec.codebook,
-                                                         codec.qjl_matrix, state[name][1], lengths_now, **attrs))
+            state[name] = list(
+                reference_ops.tq_quantize(
+                    x,
+                    state[name][0],
+                    codec.rotation,
+                    codec.codebook,
+                    codec.qjl_matrix,
+                    state[name][1],
+                    lengths_now,
+                    **attrs,
+                )
+            )
         total += s
         if lengths is not None:
             lengths = lengths + s
@@ -99,7 +117,7 @@ def _fill(kc, vc, mode, ns, rw, b, hkv, steps, capacity=0, dtype=np.float32, see
     if lengths is not None:  # poison what sequence b must never read: rows >= T_b - W, free window slots
         for bi, t_b in enumerate(lengths):
             for name in ("k", "v"):
-                state[name][0][bi, :, max(0, t_b - w):] = 0xFF  # float16 norms 0xFFFF = NaN
+                state[name][0][bi, :, max(0, t_b - w) :] = 0xFF  # float16 norms 0xFFFF = NaN
                 if w and t_b < w:
                     state[name][1][bi, :, t_b:] = np.nan
     return state, past, total
@@ -107,14 +125,35 @@ def _fill(kc, vc, mode, ns, rw, b, hkv, steps, capacity=0, dtype=np.float32, see
 
 def _attn_attrs(kc, vc, mode, ns, rw, scale, softcap):
     k, v = kc.onnx_attributes(), vc.onnx_attributes()
-    return dict(k_bits=k["bits"], k_part_sizes=k["part_sizes"], k_qjl=k["qjl"], v_bits=v["bits"],
-                v_part_sizes=v["part_sizes"], scale=scale, softcap=softcap, cache_mode=mode, sink_tokens=ns,
-                recent_window=rw)
+    return dict(
+        k_bits=k["bits"],
+        k_part_sizes=k["part_sizes"],
+        k_qjl=k["qjl"],
+        v_bits=v["bits"],
+        v_part_sizes=v["part_sizes"],
+        scale=scale,
+        softcap=softcap,
+        cache_mode=mode,
+        sink_tokens=ns,
+        recent_window=rw,
+    )
 
 
 def _check(q, state, mask, kc, vc, past, attrs, threads=0):
-    args = (q, state["k"][0], state["v"][0], mask, kc.rotation, kc.codebook, vc.rotation, vc.codebook,
-            kc.qjl_matrix, state["k"][1], state["v"][1], past)
+    args = (
+        q,
+        state["k"][0],
+        state["v"][0],
+        mask,
+        kc.rotation,
+        kc.codebook,
+        vc.rotation,
+        vc.codebook,
+        kc.qjl_matrix,
+        state["k"][1],
+        state["v"][1],
+        past,
+    )
     want = reference_ops.tq_attention(*args, **attrs).astype(np.float64)
     got = cpu_lib.attention(*args, **attrs, threads=threads).astype(np.float64)
     assert np.all(np.isfinite(got))
@@ -195,5 +234,14 @@ def test_mask_too_short_is_an_error():
     q = np.zeros((1, 2, 1, 128), np.float32)
     mask = np.zeros((1, 1, 1, total - 1), np.float32)
     with pytest.raises(cpu_lib.KernelError, match="Tc=10, Wd=0, T=9"):
-        cpu_lib.attention(q, state["k"][0], state["v"][0], mask, kc.rotation, kc.codebook, vc.rotation,
-                          vc.codebook, **_attn_attrs(kc, vc, 0, 0, 0, 1.0, 0.0))
+        cpu_lib.attention(
+            q,
+            state["k"][0],
+            state["v"][0],
+            mask,
+            kc.rotation,
+            kc.codebook,
+            vc.rotation,
+            vc.codebook,
+            **_attn_attrs(kc, vc, 0, 0, 0, 1.0, 0.0),
+        )

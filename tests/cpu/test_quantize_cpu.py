@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import cpu_lib
 import numpy as np
 import pytest
 
 from tqexport.codec import Codec, CodecConfig, reference_ops
-
-import cpu_lib
 
 # (part_sizes, bits, qjl, norm_correction, rotation)
 CODECS = [
@@ -25,8 +24,9 @@ CODECS = [
 
 def _codec(part_sizes, bits, qjl, nc, rotation, heads=1) -> Codec:
     d = sum(part_sizes)
-    cfg = CodecConfig(head_dim=d, part_sizes=part_sizes, bits=bits, qjl=qjl, norm_correction=nc,
-                      rotation=rotation, seed=3)
+    cfg = CodecConfig(
+        head_dim=d, part_sizes=part_sizes, bits=bits, qjl=qjl, norm_correction=nc, rotation=rotation, seed=3
+    )
     channels = None
     if heads > 1:
         rng = np.random.default_rng(7)
@@ -34,7 +34,7 @@ def _codec(part_sizes, bits, qjl, nc, rotation, heads=1) -> Codec:
         for _ in range(heads):
             perm = rng.permutation(d)
             offs = np.cumsum((0,) + part_sizes)
-            channels.append([sorted(perm[offs[i]:offs[i + 1]].tolist()) for i in range(len(part_sizes))])
+            channels.append([sorted(perm[offs[i] : offs[i + 1]].tolist()) for i in range(len(part_sizes))])
     return Codec.build(cfg, num_heads=heads, channels=channels)
 
 
@@ -61,8 +61,9 @@ def test_rows_bit_exact(spec, dtype):
 def test_norm_saturates_at_float16_max():
     codec = _codec((128,), (4,), False, False, "hadamard")
     x = np.full((1, 1, 1, 128), 1e4, np.float32)  # norm 1.13e5 > 65504
-    got, _ = cpu_lib.quantize(x, np.zeros((1, 1, 0, codec.row_bytes), np.uint8), codec.rotation, codec.codebook,
-                              **_attrs(codec))
+    got, _ = cpu_lib.quantize(
+        x, np.zeros((1, 1, 0, codec.row_bytes), np.uint8), codec.rotation, codec.codebook, **_attrs(codec)
+    )
     np.testing.assert_array_equal(got, codec.quantize(x))
     assert got[0, 0, 0, -2:].view(np.float16)[0] == np.float16(65504)
 
@@ -83,10 +84,12 @@ def _run_steps(codec, mode, ns, rw, steps, batch=2, capacity=64, dtype=np.float3
     cache_cpp, win_cpp = cache_ref.copy(), None if win_ref is None else win_ref.copy()
     for s in steps:
         x = rng.standard_normal((batch, h, s, d)).astype(dtype)
-        want_c, want_w = reference_ops.tq_quantize(x, cache_ref, codec.rotation, codec.codebook, codec.qjl_matrix,
-                                                   win_ref, lengths, **attrs)
-        got_c, got_w = cpu_lib.quantize(x, cache_cpp, codec.rotation, codec.codebook, codec.qjl_matrix, win_cpp,
-                                        lengths, **attrs)
+        want_c, want_w = reference_ops.tq_quantize(
+            x, cache_ref, codec.rotation, codec.codebook, codec.qjl_matrix, win_ref, lengths, **attrs
+        )
+        got_c, got_w = cpu_lib.quantize(
+            x, cache_cpp, codec.rotation, codec.codebook, codec.qjl_matrix, win_cpp, lengths, **attrs
+        )
         np.testing.assert_array_equal(got_c, want_c)
         if w:
             np.testing.assert_array_equal(got_w, want_w)
@@ -114,8 +117,15 @@ def test_buffer_overflow_is_an_error():
     cache = np.zeros((1, 1, 4, codec.row_bytes), np.uint8)
     x = np.ones((1, 1, 3, 128), np.float32)
     with pytest.raises(cpu_lib.KernelError, match="buffer overflow.*capacity is 4"):
-        cpu_lib.quantize(x, cache, codec.rotation, codec.codebook, past_lengths=np.array([2], np.int64),
-                         cache_mode=1, **_attrs(codec))
+        cpu_lib.quantize(
+            x,
+            cache,
+            codec.rotation,
+            codec.codebook,
+            past_lengths=np.array([2], np.int64),
+            cache_mode=1,
+            **_attrs(codec),
+        )
 
 
 def test_bad_codec_attribute_is_named():
@@ -123,5 +133,6 @@ def test_bad_codec_attribute_is_named():
     x = np.ones((1, 1, 1, 128), np.float32)
     attrs = dict(_attrs(codec), part_sizes=[120])
     with pytest.raises(cpu_lib.KernelError, match="part_sizes"):
-        cpu_lib.quantize(x, np.zeros((1, 1, 0, codec.row_bytes), np.uint8), codec.rotation, codec.codebook,
-                         **attrs)
+        cpu_lib.quantize(
+            x, np.zeros((1, 1, 0, codec.row_bytes), np.uint8), codec.rotation, codec.codebook, **attrs
+        )
