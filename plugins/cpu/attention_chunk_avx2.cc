@@ -116,12 +116,20 @@ inline __m256 decode8(const uint8_t* row, const PartDecode& pd, const Lut& lut, 
 template <int ROWS, int M>
 inline void score_part(const uint8_t* row, const PartDecode& pd, const Lut& lut, const float* const* qr,
                        __m256* acc) {
+  // Two accumulator sets (even / odd chunks; d_p / 8 is even) halve the FMA dependency chains.
+  __m256 odd[ROWS];
+  TQ_UNROLL for (int r = 0; r < ROWS; ++r) odd[r] = _mm256_setzero_ps();
   const int chunks = pd.dim / 8;
-  for (int c = 0; c < chunks; ++c) {
-    const __m256 k = decode8<M>(row, pd, lut, c);
+  for (int c = 0; c < chunks; c += 2) {
+    const __m256 k0 = decode8<M>(row, pd, lut, c);
+    const __m256 k1 = decode8<M>(row, pd, lut, c + 1);
     const int o = pd.coord_offset + 8 * c;
-    TQ_UNROLL for (int r = 0; r < ROWS; ++r) acc[r] = _mm256_fmadd_ps(k, _mm256_loadu_ps(qr[r] + o), acc[r]);
+    TQ_UNROLL for (int r = 0; r < ROWS; ++r) {
+      acc[r] = _mm256_fmadd_ps(k0, _mm256_loadu_ps(qr[r] + o), acc[r]);
+      odd[r] = _mm256_fmadd_ps(k1, _mm256_loadu_ps(qr[r] + o + 8), odd[r]);
+    }
   }
+  TQ_UNROLL for (int r = 0; r < ROWS; ++r) acc[r] = _mm256_add_ps(acc[r], odd[r]);
 }
 
 // acc[r][part coords] += sum_j w[r][j] * centroid(row j), over n value rows.
@@ -131,14 +139,26 @@ inline void accumulate_part(const uint8_t* rows, int64_t row_bytes, int n, const
   const int chunks = pd.dim / 8;
   for (int c = 0; c < chunks; ++c) {
     const int o = pd.coord_offset + 8 * c;
-    __m256 a[ROWS];
-    TQ_UNROLL for (int r = 0; r < ROWS; ++r) a[r] = _mm256_loadu_ps(acc[r] + o);
-    const uint8_t* row = rows;
-    for (int j = 0; j < n; ++j, row += row_bytes) {
-      const __m256 v = decode8<M>(row, pd, lut, c);
-      TQ_UNROLL for (int r = 0; r < ROWS; ++r) a[r] = _mm256_fmadd_ps(v, _mm256_broadcast_ss(&w[r][j]), a[r]);
+    __m256 a[ROWS], b[ROWS];  // even / odd tokens: two independent FMA chains per row
+    TQ_UNROLL for (int r = 0; r < ROWS; ++r) {
+      a[r] = _mm256_loadu_ps(acc[r] + o);
+      b[r] = _mm256_setzero_ps();
     }
-    TQ_UNROLL for (int r = 0; r < ROWS; ++r) _mm256_storeu_ps(acc[r] + o, a[r]);
+    const uint8_t* row = rows;
+    int j = 0;
+    for (; j + 2 <= n; j += 2, row += 2 * row_bytes) {
+      const __m256 v0 = decode8<M>(row, pd, lut, c);
+      const __m256 v1 = decode8<M>(row + row_bytes, pd, lut, c);
+      TQ_UNROLL for (int r = 0; r < ROWS; ++r) {
+        a[r] = _mm256_fmadd_ps(v0, _mm256_broadcast_ss(&w[r][j]), a[r]);
+        b[r] = _mm256_fmadd_ps(v1, _mm256_broadcast_ss(&w[r][j + 1]), b[r]);
+      }
+    }
+    if (j < n) {
+      const __m256 v0 = decode8<M>(row, pd, lut, c);
+      TQ_UNROLL for (int r = 0; r < ROWS; ++r) a[r] = _mm256_fmadd_ps(v0, _mm256_broadcast_ss(&w[r][j]), a[r]);
+    }
+    TQ_UNROLL for (int r = 0; r < ROWS; ++r) _mm256_storeu_ps(acc[r] + o, _mm256_add_ps(a[r], b[r]));
   }
 }
 
