@@ -2,11 +2,13 @@
 
 Shapes: S=1, B=1, Hq=32, Hkv=8, D=128; K 4-bit, V 3-bit (hadamard rotation, no QJL). For each T the same ORT
 process runs
-  fp32 step : Concat(past, new) on the token axis, GQA repeat (Unsqueeze/Expand/Reshape), MatMul(q, K^T) * scale,
+  fp32 step : Concat(past, new) on the token axis, GQA repeat (Unsqueeze/Expand/Reshape),
+              MatMul(q, K^T) * scale,
               Add mask, Softmax, MatMul -- what exported decoder graphs do;
   tq step   : TQQuantize(new K), TQQuantize(new V), TQAttention over the compressed caches;
   fp32 attn / tq attn : the same without the cache append (caches of T tokens as inputs).
-Outputs stay bound to ORT (IOBinding) so neither side pays Python copies. Prints median ms, the speed ratio and
+Outputs stay bound to ORT (IOBinding) so neither side pays Python copies. Prints median ms, the speed ratio
+and
 the cache bytes per token (per layer) of both.
 
 Run: .venv/bin/python bench/attention_cpu.py [--tokens 4096 16384] [--threads N] [--iters 30]
@@ -225,8 +227,8 @@ def main() -> None:
         # sanity: TQ output against the exact fp32 output (quantization error, not a kernel error)
         rel = np.linalg.norm(out_tq - out_fp) / np.linalg.norm(out_fp)
         print(
-            f"T={t:6d}  step: fp32 {fp_step:8.2f} ms  tq {tq_step:7.2f} ms  ratio {fp_step / tq_step:5.2f}x   "
-            f"attention only: fp32 {fp_attn:8.2f} ms  tq {tq_attn:7.2f} ms  ratio {fp_attn / tq_attn:5.2f}x   "
+            f"T={t:6d}  step: fp32 {fp_step:8.2f} ms  tq {tq_step:7.2f} ms  ratio {fp_step / tq_step:5.2f}x  "
+            f"attention only: fp32 {fp_attn:8.2f} ms  tq {tq_attn:7.2f} ms  ratio {fp_attn / tq_attn:5.2f}x  "
             f"(tq vs fp32 output rel. L2 {rel:.3f})"
         )
 

@@ -1,4 +1,4 @@
-"""TQQuantize C++ CPU kernel against the NumPy reference (format.md sections 4, 5, 7): bit-exact rows and windows."""
+"""TQQuantize C++ CPU kernel vs the NumPy reference (format.md 4, 5, 7): bit-exact rows and windows."""
 
 from __future__ import annotations
 
