@@ -1,8 +1,8 @@
 """TQAttention decode (S=1) on the GPU vs torch SDPA fp16 on the uncompressed cache, in the same run.
 
-Prints the card, microseconds, speedup over SDPA and achieved bandwidth on the compressed bytes as a share of a
-device-to-device copy measured in the same run. Inputs rotate among several copies so L2 does not flatter small
-cases. Never asserts. Run: python3 bench/attention_gpu.py [--quick]
+Prints the card, microseconds, speedup over SDPA and achieved bandwidth on the compressed bytes as a share
+of a device-to-device copy measured in the same run. Inputs rotate among several copies so L2 does not
+flatter small cases. Never asserts. Run: python3 bench/attention_gpu.py [--quick]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def random_cache(torch, codec: Codec, b: int, t: int):
     p = len(codec.bits)
     norm_off = codec.row_bytes - 2 * p * (2 if codec.qjl else 1)
     one = torch.tensor([1.0] * p, dtype=torch.float16, device="cuda").view(torch.uint8)
-    cache[..., norm_off:norm_off + 2 * p] = one
+    cache[..., norm_off : norm_off + 2 * p] = one
     return cache
 
 
@@ -38,12 +38,29 @@ def main() -> None:
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--profile", action="store_true", help="one call at B=8 T=32K 4-bit (for ncu), no timing")
     args = ap.parse_args()
     kern = Kernels()
+    if args.profile:
+        codec = Codec(D, (D,), (4,))
+        cb = torch.zeros((1, 256), device="cuda")
+        cb[0, :16] = torch.linspace(-0.2, 0.2, 16, device="cuda")
+        rot = torch.eye(D, device="cuda")[None]
+        q = torch.randn((8, HQ, 1, D), dtype=torch.float16, device="cuda")
+        kc, vc = random_cache(torch, codec, 8, 32768), random_cache(torch, codec, 8, 32768)
+        mask = torch.zeros((1, 1, 1, 32768), device="cuda")
+        for _ in range(3):
+            kern.attention(codec, codec, q, kc, vc, mask, rot, cb, rot, cb, scale=0.088)
+        torch.cuda.synchronize()
+        return
     name = torch.cuda.get_device_name()
     copy_gbs = copy_bandwidth_gbs()
     print(f"card: {name}; device-to-device copy: {copy_gbs:.0f} GB/s (read + write)")
-    rot = torch.from_numpy(np.linalg.qr(np.random.default_rng(0).standard_normal((D, D)))[0][None]).float().cuda()
+    rot = (
+        torch.from_numpy(np.linalg.qr(np.random.default_rng(0).standard_normal((D, D)))[0][None])
+        .float()
+        .cuda()
+    )
     batches = (1, 8, 32)
     lengths = (1024, 4096, 32768, 131072) if not args.quick else (1024, 32768)
     rows = []
@@ -58,28 +75,40 @@ def main() -> None:
                 copies = int(max(1, min(4, L2_FLUSH_BYTES // max(comp_bytes, 1) + 1)))
                 sdpa_copies = int(max(1, min(4, L2_FLUSH_BYTES // fp16_bytes + 1)))
                 try:
-                    q = [torch.randn((b, HQ, 1, D), dtype=torch.float16, device="cuda") for _ in range(copies)]
+                    q = [
+                        torch.randn((b, HQ, 1, D), dtype=torch.float16, device="cuda") for _ in range(copies)
+                    ]
                     kc = [random_cache(torch, codec, b, t) for _ in range(copies)]
                     vc = [random_cache(torch, codec, b, t) for _ in range(copies)]
                     mask = torch.zeros((1, 1, 1, t), dtype=torch.float32, device="cuda")
                     out = torch.empty_like(q[0])
 
-                    def ours(i: int) -> None:
-                        kern.attention(codec, codec, q[i], kc[i], vc[i], mask, rot, cb, rot, cb, scale=0.088,
-                                       out=out)
+                    def ours(i: int, codec=codec, q=q, kc=kc, vc=vc, mask=mask, cb=cb, out=out) -> None:
+                        kern.attention(
+                            codec, codec, q[i], kc[i], vc[i], mask, rot, cb, rot, cb, scale=0.088, out=out
+                        )
 
                     t_ours = time_graph_us(ours, copies)
-                    del kc, vc
+                    kc = vc = ours = None
                     torch.cuda.empty_cache()
-                    k16 = [torch.randn((b, HKV, t, D), dtype=torch.float16, device="cuda") for _ in range(sdpa_copies)]
-                    v16 = [torch.randn((b, HKV, t, D), dtype=torch.float16, device="cuda") for _ in range(sdpa_copies)]
-                    q16 = [torch.randn((b, HQ, 1, D), dtype=torch.float16, device="cuda") for _ in range(sdpa_copies)]
+                    k16 = [
+                        torch.randn((b, HKV, t, D), dtype=torch.float16, device="cuda")
+                        for _ in range(sdpa_copies)
+                    ]
+                    v16 = [
+                        torch.randn((b, HKV, t, D), dtype=torch.float16, device="cuda")
+                        for _ in range(sdpa_copies)
+                    ]
+                    q16 = [
+                        torch.randn((b, HQ, 1, D), dtype=torch.float16, device="cuda")
+                        for _ in range(sdpa_copies)
+                    ]
 
-                    def sdpa(i: int) -> None:
+                    def sdpa(i: int, q16=q16, k16=k16, v16=v16) -> None:
                         F.scaled_dot_product_attention(q16[i], k16[i], v16[i], enable_gqa=True)
 
                     t_sdpa = time_graph_us(sdpa, sdpa_copies)
-                    del k16, v16, q16
+                    k16 = v16 = q16 = sdpa = None
                     torch.cuda.empty_cache()
                 except torch.OutOfMemoryError:
                     print(f"bits={bits} B={b} T={t}: out of memory, skipped")
@@ -87,11 +116,14 @@ def main() -> None:
                     continue
                 bw = comp_bytes / (t_ours * 1e-6) / 1e9
                 rows.append((bits, b, t, t_ours, t_sdpa, t_sdpa / t_ours, bw, bw / copy_gbs))
-                print(f"bits={bits} B={b:2d} T={t:6d}: ours {t_ours:9.1f} us  sdpa {t_sdpa:9.1f} us  "
-                      f"x{t_sdpa / t_ours:5.2f}  {bw:6.0f} GB/s = {100 * bw / copy_gbs:4.0f}% of copy", flush=True)
+                print(
+                    f"bits={bits} B={b:2d} T={t:6d}: ours {t_ours:9.1f} us  sdpa {t_sdpa:9.1f} us  "
+                    f"x{t_sdpa / t_ours:5.2f}  {bw:6.0f} GB/s = {100 * bw / copy_gbs:4.0f}% of copy",
+                    flush=True,
+                )
     print(f"\n{name}; copy {copy_gbs:.0f} GB/s; Hq={HQ} Hkv={HKV} D={D}, decode S=1, fp16 q/out")
     print("bits   B       T   ours_us   sdpa_us  speedup  %copy")
-    for bits, b, t, to, ts, sp, bw, share in rows:
+    for bits, b, t, to, ts, sp, _bw, share in rows:
         print(f"{bits:4d} {b:3d} {t:7d} {to:9.1f} {ts:9.1f} {sp:8.2f} {100 * share:6.0f}")
 
 

@@ -38,7 +38,7 @@ def main() -> None:
             past = torch.empty((b, HKV, 0, codec.row_bytes), dtype=torch.uint8, device="cuda")
             present = torch.empty((b, HKV, s, codec.row_bytes), dtype=torch.uint8, device="cuda")
 
-            def run(i: int) -> None:
+            def run(i: int, codec=codec, x=x, past=past, rot=rot, cb=cb, qm=qm, present=present) -> None:
                 kern.quantize(codec, x[i], past, rot, cb, qm, present_cache=present)
 
             us = time_graph_us(run, 2)

@@ -1,1 +1,1 @@
-"""ctypes harness over the CUDA launcher API (plugins/kernels/tq_kernels.h) for tests/gpu and bench/*_gpu.py."""
+"""ctypes harness over the CUDA launchers (plugins/kernels/tq_kernels.h) for tests/gpu and bench/*_gpu.py."""

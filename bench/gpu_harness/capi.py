@@ -88,10 +88,25 @@ class Kernels:
         return int(torch.cuda.current_stream().cuda_stream)
 
     # ------------------------------------------------------------------------------------------ quantize
-    def quantize(self, codec: Codec, x, past_cache, rotation, codebook, qjl_matrix=None, past_window=None,
-                 past_lengths=None, *, cache_mode: int = CONCAT, sink_tokens: int = 0, recent_window: int = 0,
-                 present_cache=None, present_window=None, overflow_flag=None):
-        """Returns (present_cache, present_window). Buffer mode may pass present_* = past_* to update in place."""
+    def quantize(
+        self,
+        codec: Codec,
+        x,
+        past_cache,
+        rotation,
+        codebook,
+        qjl_matrix=None,
+        past_window=None,
+        past_lengths=None,
+        *,
+        cache_mode: int = CONCAT,
+        sink_tokens: int = 0,
+        recent_window: int = 0,
+        present_cache=None,
+        present_window=None,
+        overflow_flag=None,
+    ):
+        """Returns (present_cache, present_window); buffer mode may pass present_* = past_* (in place)."""
         import torch
 
         b, h, s, d = x.shape
@@ -109,19 +124,63 @@ class Kernels:
             present_cache = torch.empty((b, h, rows, rb), dtype=torch.uint8, device=x.device)
         if present_window is None and w > 0:
             present_window = torch.empty((b, h, wrows, d), dtype=x.dtype, device=x.device)
-        args = [d, *codec.fields(), codec.qjl, codec.norm_correction, _dtype_code(x), b, h, s, _ptr(x),
-                _ptr(past_cache), past_cache.shape[2], _ptr(present_cache), present_cache.shape[2],
-                _ptr(rotation), rotation.shape[0], _ptr(codebook), _ptr(qjl_matrix), _ptr(past_window), wd_old,
-                _ptr(present_window), present_window.shape[2] if present_window is not None else 0,
-                _ptr(past_lengths), cache_mode, sink_tokens, recent_window, _ptr(overflow_flag)]
+        args = [
+            d,
+            *codec.fields(),
+            codec.qjl,
+            codec.norm_correction,
+            _dtype_code(x),
+            b,
+            h,
+            s,
+            _ptr(x),
+            _ptr(past_cache),
+            past_cache.shape[2],
+            _ptr(present_cache),
+            present_cache.shape[2],
+            _ptr(rotation),
+            rotation.shape[0],
+            _ptr(codebook),
+            _ptr(qjl_matrix),
+            _ptr(past_window),
+            wd_old,
+            _ptr(present_window),
+            present_window.shape[2] if present_window is not None else 0,
+            _ptr(past_lengths),
+            cache_mode,
+            sink_tokens,
+            recent_window,
+            _ptr(overflow_flag),
+        ]
         arr = (ctypes.c_int64 * len(args))(*args)
         self._check(self.lib.tqh_quantize(arr, ctypes.c_void_p(self._stream())), "launch_quantize")
         return present_cache, present_window
 
     # ------------------------------------------------------------------------------------------ attention
-    def _attention_args(self, k_codec: Codec, v_codec: Codec, q, k_cache, v_cache, mask, k_rotation, k_codebook,
-                        v_rotation, v_codebook, k_qjl_matrix, k_window, v_window, past_lengths, out, scale,
-                        softcap, cache_mode, sink_tokens, recent_window, force_splits):
+    def _attention_args(
+        self,
+        k_codec: Codec,
+        v_codec: Codec,
+        q,
+        k_cache,
+        v_cache,
+        mask,
+        k_rotation,
+        k_codebook,
+        v_rotation,
+        v_codebook,
+        k_qjl_matrix,
+        k_window,
+        v_window,
+        past_lengths,
+        out,
+        scale,
+        softcap,
+        cache_mode,
+        sink_tokens,
+        recent_window,
+        force_splits,
+    ):
         import torch
 
         b, hq, s, d = q.shape
@@ -131,37 +190,116 @@ class Kernels:
             mtype = MASK_F16
         else:
             mtype = MASK_F32
-        args = [d, *k_codec.fields(), k_codec.qjl, k_codec.norm_correction, *v_codec.fields(), v_codec.norm_correction,
-                _dtype_code(q), b, hq, k_cache.shape[1], s, _ptr(q), _ptr(k_cache), _ptr(v_cache), k_cache.shape[2],
-                _ptr(mask), mtype, mask.shape[0], mask.shape[1], mask.shape[3], _ptr(k_rotation),
-                k_rotation.shape[0], _ptr(k_codebook), _ptr(v_rotation), v_rotation.shape[0], _ptr(v_codebook),
-                _ptr(k_qjl_matrix), _ptr(k_window), _ptr(v_window),
-                k_window.shape[2] if k_window is not None else 0, _ptr(past_lengths), cache_mode, sink_tokens,
-                recent_window, _ptr(out), force_splits]
+        args = [
+            d,
+            *k_codec.fields(),
+            k_codec.qjl,
+            k_codec.norm_correction,
+            *v_codec.fields(),
+            v_codec.norm_correction,
+            _dtype_code(q),
+            b,
+            hq,
+            k_cache.shape[1],
+            s,
+            _ptr(q),
+            _ptr(k_cache),
+            _ptr(v_cache),
+            k_cache.shape[2],
+            _ptr(mask),
+            mtype,
+            mask.shape[0],
+            mask.shape[1],
+            mask.shape[3],
+            _ptr(k_rotation),
+            k_rotation.shape[0],
+            _ptr(k_codebook),
+            _ptr(v_rotation),
+            v_rotation.shape[0],
+            _ptr(v_codebook),
+            _ptr(k_qjl_matrix),
+            _ptr(k_window),
+            _ptr(v_window),
+            k_window.shape[2] if k_window is not None else 0,
+            _ptr(past_lengths),
+            cache_mode,
+            sink_tokens,
+            recent_window,
+            _ptr(out),
+            force_splits,
+        ]
         return (ctypes.c_int64 * len(args))(*args), (ctypes.c_double * 2)(scale, softcap)
 
-    def attention(self, k_codec: Codec, v_codec: Codec, q, k_cache, v_cache, mask, k_rotation, k_codebook,
-                  v_rotation, v_codebook, k_qjl_matrix=None, k_window=None, v_window=None, past_lengths=None, *,
-                  scale: float, softcap: float = 0.0, cache_mode: int = CONCAT, sink_tokens: int = 0,
-                  recent_window: int = 0, force_splits: int = 0, out=None, workspace=None):
+    def attention(
+        self,
+        k_codec: Codec,
+        v_codec: Codec,
+        q,
+        k_cache,
+        v_cache,
+        mask,
+        k_rotation,
+        k_codebook,
+        v_rotation,
+        v_codebook,
+        k_qjl_matrix=None,
+        k_window=None,
+        v_window=None,
+        past_lengths=None,
+        *,
+        scale: float,
+        softcap: float = 0.0,
+        cache_mode: int = CONCAT,
+        sink_tokens: int = 0,
+        recent_window: int = 0,
+        force_splits: int = 0,
+        out=None,
+        workspace=None,
+    ):
         import torch
 
         if out is None:
             out = torch.empty_like(q)
-        args, fargs = self._attention_args(k_codec, v_codec, q, k_cache, v_cache, mask, k_rotation, k_codebook,
-                                           v_rotation, v_codebook, k_qjl_matrix, k_window, v_window, past_lengths,
-                                           out, scale, softcap, cache_mode, sink_tokens, recent_window, force_splits)
+        args, fargs = self._attention_args(
+            k_codec,
+            v_codec,
+            q,
+            k_cache,
+            v_cache,
+            mask,
+            k_rotation,
+            k_codebook,
+            v_rotation,
+            v_codebook,
+            k_qjl_matrix,
+            k_window,
+            v_window,
+            past_lengths,
+            out,
+            scale,
+            softcap,
+            cache_mode,
+            sink_tokens,
+            recent_window,
+            force_splits,
+        )
         need = self.lib.tqh_attention_workspace(args, fargs)
         if need <= 0:
-            self._check(self.lib.tqh_attention(args, fargs, None, ctypes.c_void_p(self._stream())), "launch_attention")
+            self._check(
+                self.lib.tqh_attention(args, fargs, None, ctypes.c_void_p(self._stream())), "launch_attention"
+            )
         if workspace is None or workspace.numel() < need:
             cached = getattr(self, "_workspace", None)
             if cached is None or cached.numel() < need:
                 cached = torch.empty(int(need), dtype=torch.uint8, device=q.device)
                 self._workspace = cached
             workspace = cached
-        self._check(self.lib.tqh_attention(args, fargs, ctypes.c_void_p(workspace.data_ptr()),
-                                           ctypes.c_void_p(self._stream())), "launch_attention")
+        self._check(
+            self.lib.tqh_attention(
+                args, fargs, ctypes.c_void_p(workspace.data_ptr()), ctypes.c_void_p(self._stream())
+            ),
+            "launch_attention",
+        )
         return out
 
 

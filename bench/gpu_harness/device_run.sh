@@ -11,5 +11,13 @@ for tool in memcheck racecheck; do
   compute-sanitizer --tool "$tool" --print-limit 20 python3 tests/gpu/sanitize_cases.py >"$out/sanitize_$tool.log" 2>&1
   echo "compute-sanitizer $tool: rc=$? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/sanitize_$tool.log" | tail -1)"
 done
-python3 bench/quantize_gpu.py 2>&1 | tee "$out/quantize_gpu.log" | tail -16
+if [ "${1:-}" = quick ]; then
+  ncu --kernel-name regex:split_kernel --launch-skip 1 --launch-count 1 --section SpeedOfLight \
+    --section WarpStateStats --section Occupancy --section LaunchStats \
+    python3 bench/attention_gpu.py --profile >"$out/ncu_split.txt" 2>&1
+  grep -E "Duration|Throughput|Achieved Occupancy|Theoretical Occupancy|Registers|Stall|Warp Cycles|Block Limit" \
+    "$out/ncu_split.txt" | head -30
+else
+  python3 bench/quantize_gpu.py 2>&1 | tee "$out/quantize_gpu.log" | tail -16
+fi
 python3 bench/attention_gpu.py ${1:+--quick} 2>&1 | tee "$out/attention_gpu.log" | tail -30

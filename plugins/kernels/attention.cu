@@ -693,11 +693,13 @@ __global__ void __launch_bounds__(kThreads) tq_attention_reduce_kernel(const Att
   __syncthreads();
   const float* po = a.part_o + grow * a.nsp * d;
   for (int i = threadIdx.x; i < d; i += kThreads) {
+    // Independent loads (no data-dependent branch around them); partials of weight 0 may hold garbage: select.
     float r = 0.0f, w = 0.0f;
+#pragma unroll 4
     for (int sp = 0; sp < a.nsp; ++sp) {
       const float f = weight[sp];
-      if (f == 0.0f) continue;
-      const float v = po[static_cast<int64_t>(sp) * d + i] * f;
+      const float raw = po[static_cast<int64_t>(sp) * d + i];
+      const float v = f != 0.0f ? raw * f : 0.0f;
       if (sp < a.nsplit) {
         r += v;
       } else {
@@ -712,9 +714,14 @@ __global__ void __launch_bounds__(kThreads) tq_attention_reduce_kernel(const Att
   const int rh = p.v_rotation_heads == 1 ? 0 : g;
   const float* rot = p.v_rotation + static_cast<int64_t>(rh) * d * d;
   for (int i = threadIdx.x; i < d; i += kThreads) {
-    float acc = 0.0f;
-    for (int k = 0; k < d; ++k) acc = fmaf(rot[static_cast<int64_t>(k) * d + i], orot[k], acc);
-    const float out = l > 0.0f ? (acc + owin[i]) / l : 0.0f;
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll 4
+    for (int k = 0; k < d; k += 4) {  // d is a multiple of 16
+#pragma unroll
+      for (int u = 0; u < 4; ++u) acc[u] = fmaf(rot[static_cast<int64_t>(k + u) * d + i], orot[k + u], acc[u]);
+    }
+    const float sum = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    const float out = l > 0.0f ? (sum + owin[i]) / l : 0.0f;
     dev::store_from_float(p.out, p.dtype, grow * d + i, out);
   }
 }

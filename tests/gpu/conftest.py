@@ -1,7 +1,8 @@
 """Kernel tests need a CUDA device, torch with CUDA, and the harness library; not onnxruntime's CUDA provider.
 
-The project conftest skips every `gpu` test when ORT has no CUDAExecutionProvider; for the kernel tests in this
-folder (which call the launchers through ctypes, not ORT) that skip is replaced by this folder's own reason.
+The project conftest skips every `gpu` test when ORT has no CUDAExecutionProvider; for the kernel tests in
+this folder (which call the launchers through ctypes, not ORT) that skip is replaced by this folder's own
+reason.
 """
 
 from __future__ import annotations
@@ -38,8 +39,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if "tests/gpu/" not in str(item.path).replace("\\", "/") or "ort_cuda" in item.name:
             continue
         item.own_markers = [
-            m for m in item.own_markers
-            if not (m.name == "skip" and str(m.kwargs.get("reason", "")).startswith("gpu test skipped: onnxruntime"))
+            m
+            for m in item.own_markers
+            if not (
+                m.name == "skip"
+                and str(m.kwargs.get("reason", "")).startswith("gpu test skipped: onnxruntime")
+            )
         ]
         if reason := kernel_unavailable_reason():
             item.add_marker(pytest.mark.skip(reason=f"gpu kernel test skipped: {reason}"))

@@ -1,4 +1,4 @@
-"""Small TQQuantize and TQAttention launches for compute-sanitizer (memcheck, racecheck). Exit 0 when they ran."""
+"""Small TQQuantize and TQAttention launches for compute-sanitizer (memcheck, racecheck); exit 0 if ran."""
 
 from __future__ import annotations
 
@@ -35,8 +35,25 @@ def main() -> None:
         total = t
         q = torch.randn((b, hkv * group, s, d), device="cuda", dtype=torch.float16)
         mask = torch.zeros((b, 1, s, total), device="cuda")
-        out = k.attention(c, vc, q, cache, vcache, mask, rot, cb, vrot, vcb, qm, win, vwin,
-                          scale=0.1, sink_tokens=ns, recent_window=rw, force_splits=2)
+        out = k.attention(
+            c,
+            vc,
+            q,
+            cache,
+            vcache,
+            mask,
+            rot,
+            cb,
+            vrot,
+            vcb,
+            qm,
+            win,
+            vwin,
+            scale=0.1,
+            sink_tokens=ns,
+            recent_window=rw,
+            force_splits=2,
+        )
         torch.cuda.synchronize()
         assert torch.isfinite(out).all()
     print("sanitize cases ran", np.__version__)
