@@ -99,9 +99,10 @@ class TQAttention(OpRun):
 
 
 class ConvertedRunner:
-    def __init__(self, model: onnx.ModelProto) -> None:
+    def __init__(self, model: onnx.ModelProto, reference: bool = True) -> None:
         self.model = model
-        self.session = ReferenceEvaluator(model, new_ops=[TQQuantize, TQAttention])
+        if reference:
+            self.session = ReferenceEvaluator(model, new_ops=[TQQuantize, TQAttention])
         self.config = json.loads({p.key: p.value for p in model.metadata_props}["tqexport.config"])
         self.inputs = {v.name: v for v in model.graph.input}
         self.output_names = [o.name for o in model.graph.output]
@@ -109,7 +110,7 @@ class ConvertedRunner:
     def empty_cache(self, batch: int) -> dict[str, np.ndarray]:
         feeds = {}
         for name, value in self.inputs.items():
-            if name in ("input_ids", "attention_mask"):
+            if name in ("input_ids", "attention_mask", "position_ids"):
                 continue
             dims = [d.dim_value if d.HasField("dim_value") else 0 for d in value.type.tensor_type.shape.dim]
             dims[0] = batch
@@ -122,15 +123,18 @@ class ConvertedRunner:
 
 
 class OriginalRunner:
-    def __init__(self, model: onnx.ModelProto) -> None:
-        self.session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    def __init__(self, model: onnx.ModelProto | str) -> None:
+        source = model if isinstance(model, str) else model.SerializeToString()
+        self.session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
+        if isinstance(model, str):
+            model = onnx.load(model, load_external_data=False)
         self.inputs = {v.name: v for v in model.graph.input}
         self.output_names = [o.name for o in model.graph.output]
 
     def empty_cache(self, batch: int) -> dict[str, np.ndarray]:
         feeds = {}
         for name, value in self.inputs.items():
-            if name in ("input_ids", "attention_mask"):
+            if name in ("input_ids", "attention_mask", "position_ids"):
                 continue
             dims = [d.dim_value if d.HasField("dim_value") else 0 for d in value.type.tensor_type.shape.dim]
             dims[0] = batch
@@ -139,6 +143,11 @@ class OriginalRunner:
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(self.output_names, self.session.run(None, feeds), strict=True))
+
+
+def _positions(mask: np.ndarray) -> np.ndarray:
+    positions = np.cumsum(mask, axis=-1) - 1
+    return np.where(mask == 0, 1, positions).astype(np.int64)
 
 
 def teacher_forced_logits(
@@ -152,7 +161,10 @@ def teacher_forced_logits(
     mask = np.ones((batch, prefill), dtype=np.int64)
     for b, p in enumerate(pad):
         mask[b, :p] = 0
+    wants_positions = "position_ids" in runner.inputs
     feeds = {"input_ids": token_ids[:, :prefill], "attention_mask": mask, **runner.empty_cache(batch)}
+    if wants_positions:
+        feeds["position_ids"] = _positions(mask)
     collected = []
     for step in range(steps + 1):
         outputs = runner.run(feeds)
@@ -161,9 +173,45 @@ def teacher_forced_logits(
             break
         mask = np.concatenate([mask, np.ones((batch, 1), dtype=np.int64)], axis=1)
         feeds = {"input_ids": token_ids[:, prefill + step : prefill + step + 1], "attention_mask": mask}
+        if wants_positions:
+            feeds["position_ids"] = _positions(mask)[:, -1:]
         for name in runner.inputs:
-            if name in ("input_ids", "attention_mask"):
+            if name in ("input_ids", "attention_mask", "position_ids"):
                 continue
-            present = name.replace("past_key_values", "present")
-            feeds[name] = outputs[present]
+            feeds[name] = outputs[_present_name(name, runner.output_names)]
     return np.stack(collected, axis=1)
+
+
+def _present_name(past: str, outputs: list[str]) -> str:
+    for prefix in ("present", "present_key_values"):
+        for old in ("past_key_values", "past"):
+            if past.startswith(old + "."):
+                candidate = prefix + past[len(old) :]
+                if candidate in outputs:
+                    return candidate
+    raise KeyError(f"no present output pairs with {past}")
+
+
+class OrtConvertedRunner(ConvertedRunner):
+    """The converted model in ONNX Runtime with the tqexport custom-op library (helper "build")."""
+
+    def __init__(self, path: str) -> None:
+        from tqexport.runtime import register_with
+
+        super().__init__(onnx.load(path, load_external_data=False), reference=False)
+        options = ort.SessionOptions()
+        register_with(options)
+        self.ort_session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self.output_names, self.ort_session.run(None, feeds), strict=True))
+
+
+def ort_library_available() -> bool:
+    try:
+        from tqexport.runtime import ort_library_path
+
+        ort_library_path()
+    except Exception:  # noqa: BLE001 - any failure means: not available
+        return False
+    return True

@@ -34,12 +34,13 @@ def layer_report(layer: LayerMatch) -> dict:
                 "softcap": read.softcap,
                 "mask": {
                     "tensor": read.mask,
+                    "terms": [list(term) for term in read.mask_terms],
                     "kind": read.mask_kind,
                     "rank": read.mask_rank,
                     "shared_with_layers": layer.mask_shared_with,
                 },
                 "window": "own mask (sliding window or local attention kept through the mask)"
-                if not layer.mask_shared_with and read.mask
+                if not layer.mask_shared_with and read.mask_terms
                 else "shared mask",
                 "gqa_repeat": read.gqa_repeat,
                 "k_transpose": read.k_transpose,

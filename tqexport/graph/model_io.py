@@ -1,9 +1,8 @@
 """Load, save and check ONNX models without ever reading external weights into memory.
 
-Initializers stored as external data keep their `location` (relative to the model's folder). When the
-output goes
-to another folder, each referenced data file is hard-linked there (copied when links are impossible), so a
-converted model sits beside its weights like the original and the checker's path rules (no `..`) hold.
+Initializers stored as external data keep their `location` (relative to the model's folder). When the output
+goes to another folder, each referenced data file is copied there (sparse-aware) as `<output name>.data`: the
+ONNX checker refuses hard links and paths that leave the model's folder, so neither shortcut is possible.
 """
 
 from __future__ import annotations
@@ -60,28 +59,61 @@ def external_data_locations(model: onnx.ModelProto) -> set[str]:
     return locations
 
 
-def _place_data_file(source: Path, target: Path) -> None:
-    if target.exists():
-        if target.samefile(source):
-            return
-        raise ValidationError(f"{target} exists and is not the original external data file {source}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
+def copy_sparse(source: Path, target: Path) -> None:
+    """Copy a file keeping its holes (SEEK_DATA/SEEK_HOLE), so multi-GiB sparse weight files copy quickly."""
+    size = source.stat().st_size
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        fd = src.fileno()
+        offset = 0
+        try:
+            while offset < size:
+                data = os.lseek(fd, offset, os.SEEK_DATA)
+                hole = os.lseek(fd, data, os.SEEK_HOLE)
+                src.seek(data)
+                dst.seek(data)
+                remaining = hole - data
+                while remaining:
+                    chunk = src.read(min(remaining, 1 << 24))
+                    dst.write(chunk)
+                    remaining -= len(chunk)
+                offset = hole
+        except OSError:  # no data past `offset` (ENXIO) or no SEEK_DATA support: finish with a plain copy
+            if offset == 0:
+                src.seek(0)
+                dst.seek(0)
+                shutil.copyfileobj(src, dst, 1 << 24)
+        dst.truncate(size)
+
+
+def _relocate_external_data(model: onnx.ModelProto, source_dir: Path, out: Path) -> None:
+    """Copy each external data file next to `out` as `<out name>.data[.N]` and point the tensors at it.
+
+    A copy, not a link: the ONNX checker refuses files with several hard links, and paths leaving the model's
+    folder."""
+    renames: dict[str, str] = {}
+    for i, location in enumerate(sorted(external_data_locations(model))):
+        new_location = f"{out.name}.data" + (f".{i}" if i else "")
+        target = out.parent / new_location
+        if target.exists():
+            target.unlink()
+        copy_sparse(source_dir / location, target)
+        renames[location] = new_location
+    for tensor in all_tensors(model.graph):
+        if uses_external_data(tensor):
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    entry.value = renames[entry.value]
 
 
 def save_model(
     model: onnx.ModelProto, out_path: str | os.PathLike[str], source_dir: str | os.PathLike[str]
 ) -> Path:
-    """Write `model` to `out_path`; external data files referenced from `source_dir` are linked beside it."""
+    """Write `model` to `out_path`; external data files are copied beside it unless it shares their folder."""
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     source = Path(source_dir)
     if out.parent.resolve() != source.resolve():
-        for location in external_data_locations(model):
-            _place_data_file(source / location, out.parent / location)
+        _relocate_external_data(model, source, out)
     if model.ByteSize() >= TWO_GIB:
         raise ValidationError(
             f"the rewritten graph proto is {model.ByteSize()} bytes (>= 2 GiB) even with external weights"

@@ -21,6 +21,7 @@ Rewrite: TQAttention(q, k_cache, v_cache, mask, ...) takes over the attention ou
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -60,6 +61,15 @@ def _axes(index: GraphIndex, node: onnx.NodeProto) -> list[int] | None:
     return None if axes is None else list(axes)
 
 
+@dataclass
+class ShapeRead:
+    """A Shape node reading a tensor on a replaced K/V path, and that tensor's layout in letters."""
+
+    node: onnx.NodeProto
+    layout: tuple[str, ...]  # letters from {B, Hkv, Hq, G, 1, T, D, BHkv, BHq}
+    kind: str  # "key" | "value": whose present cache gives T
+
+
 class _CachePath:
     """Walk from a cache Concat output to its consumer (scores MatMul, probs MatMul, or ONNX Attention)."""
 
@@ -71,6 +81,14 @@ class _CachePath:
         self.scale = 1.0
         self.k_transpose = ""
         self.steps: list[str] = []
+        # Shape reads of path tensors, with the tensor's layout in letters (rewritten to the logical shape).
+        self.shape_reads: list[ShapeRead] = []
+        self.layout: tuple[str, ...] = ("B", "Hkv", "T", "D")
+
+    def _note(self, name: str, layout: tuple[str, ...]) -> None:
+        for use in self.index.uses(name):
+            if use.node.op_type == "Shape":
+                self.shape_reads.append(ShapeRead(use.node, layout, self.write.kind))
 
     def _single_use(self, name: str):
         uses = _data_uses(self.index, name, self.write)
@@ -93,6 +111,7 @@ class _CachePath:
             if op in _PASS_THROUGH:
                 self.steps.append(op)
                 name = node.output[0]
+                self._note(name, self.layout)
                 continue
             if op == "Unsqueeze":
                 if _axes(self.index, node) != [2]:
@@ -112,7 +131,12 @@ class _CachePath:
                     raise Mismatch.at_node("GQA repeat: Expand not followed by Reshape", reshape, progress)
                 self.gqa_repeat = True
                 self.steps += ["Unsqueeze", "Expand", "Reshape"]
+                b, _h, t, d = self.layout
+                self._note(node.output[0], (b, "Hkv", "1", t, d))
+                self._note(expand.output[0], (b, "Hkv", "G", t, d))
+                self.layout = (b, "Hq", t, d)
                 name = reshape.output[0]
+                self._note(name, self.layout)
                 continue
             if op == "Transpose":
                 perm = list(attribute(node, "perm", []) or [])
@@ -123,7 +147,9 @@ class _CachePath:
                 self.transposed = not self.transposed
                 self.k_transpose = "Transpose[0,1,3,2]"
                 self.steps.append("Transpose")
+                self.layout = (*self.layout[:2], self.layout[3], self.layout[2])
                 name = node.output[0]
+                self._note(name, self.layout)
                 continue
             if op == "Reshape":
                 transpose = self._single_use(node.output[0]).node
@@ -143,7 +169,12 @@ class _CachePath:
                 self.transposed = not self.transposed
                 self.k_transpose = "Reshape->Transpose[0,2,1]->Reshape"
                 self.steps += ["Reshape", "Transpose", "Reshape"]
+                b, h, t, d = self.layout
+                self._note(node.output[0], ("B" + h, t, d))
+                self._note(transpose.output[0], ("B" + h, d, t))
+                self.layout = (b, h, d, t)
                 name = back.output[0]
+                self._note(name, self.layout)
                 continue
             if op in ("Mul", "Div") and use.index in (0, 1):
                 if op == "Div" and use.index != 0:
@@ -156,6 +187,7 @@ class _CachePath:
                 self.scale *= value if op == "Mul" else 1.0 / value
                 self.steps.append(op)
                 name = node.output[0]
+                self._note(name, self.layout)
                 continue
             return use
         raise Mismatch(f"{self.write.kind} path too long", name, 20)
@@ -201,7 +233,8 @@ def _nan_guard(index: GraphIndex, uses: list) -> list:
 
 def _match_scores_to_probs_matmul(index: GraphIndex, scores: str, progress: int):
     """Forward from the QK MatMul output; returns (probs MatMul use, scale, softcap, mask, kind, steps)."""
-    scale, softcap, mask, kind, steps = 1.0, 0.0, "", "additive", []
+    scale, softcap, steps = 1.0, 0.0, []
+    terms: list[tuple[str, str]] = []  # (kind, tensor) of each mask applied before Softmax, in order
     name = scores
     softmax_seen = False
     for _ in range(16):
@@ -219,7 +252,7 @@ def _match_scores_to_probs_matmul(index: GraphIndex, scores: str, progress: int)
             continue
         if softmax_seen:
             if op == "MatMul" and use.index == 0:
-                return use, scale, softcap, mask, kind, steps
+                return use, scale, softcap, terms, steps
             if op == "Where" and use.index == 2:
                 cond = index.producer.get(node.input[0])
                 zero = fold_scalar(index, node.input[1])
@@ -248,7 +281,7 @@ def _match_scores_to_probs_matmul(index: GraphIndex, scores: str, progress: int)
                     raise Mismatch.at_node(
                         "softcap Div(c)->Tanh->Mul(c) with different constants", tanh, progress
                     )
-                if mask:
+                if terms:
                     raise Mismatch.at_node(
                         "softcap after the mask; TQAttention caps before masking", tanh, progress
                     )
@@ -258,7 +291,7 @@ def _match_scores_to_probs_matmul(index: GraphIndex, scores: str, progress: int)
                 continue
             if value is None:
                 raise Mismatch.at_node(f"{op} on the scores by a non-constant", node, progress)
-            if softcap or mask:
+            if softcap or terms:
                 raise Mismatch.at_node(
                     f"scale {op} after the softcap or mask; TQAttention scales first", node, progress
                 )
@@ -267,9 +300,7 @@ def _match_scores_to_probs_matmul(index: GraphIndex, scores: str, progress: int)
             name = node.output[0]
             continue
         if op == "Add":
-            if mask:
-                raise Mismatch.at_node("a second Add on the scores (two masks/biases)", node, progress)
-            mask, kind = node.input[1 - use.index], "additive"
+            terms.append(("additive", node.input[1 - use.index]))
             steps.append("Add(mask)")
             name = node.output[0]
             continue
@@ -277,9 +308,7 @@ def _match_scores_to_probs_matmul(index: GraphIndex, scores: str, progress: int)
             other = node.input[3 - use.index]
             if not _is_minus_inf(index, other):
                 raise Mismatch.at_node("Where on the scores with a fill that is not -inf", node, progress)
-            if mask:
-                raise Mismatch.at_node("a second mask on the scores", node, progress)
-            mask, kind = node.input[0], ("bool" if use.index == 1 else "bool_inverted")
+            terms.append(("bool" if use.index == 1 else "bool_inverted", node.input[0]))
             steps.append("Where(mask)")
             name = node.output[0]
             continue
@@ -316,7 +345,7 @@ def match_attention_read(index: GraphIndex, key: CacheWrite, value: CacheWrite) 
     k_node, v_node = k_use.node, v_use.node
     progress = 8 + len(k_path.steps)
     if k_node.op_type == "Attention" and k_node.domain in ("", "ai.onnx"):
-        return _match_onnx_attention(index, key, value, k_path, k_use, v_use, progress)
+        return _match_onnx_attention(index, key, value, k_path, v_path, k_use, v_use, progress)
     if k_node.op_type != "MatMul" or k_use.index != 1:
         raise Mismatch.at_node(
             f"the K path ends at {k_node.op_type} input {k_use.index}, expected MatMul input B",
@@ -328,7 +357,7 @@ def match_attention_read(index: GraphIndex, key: CacheWrite, value: CacheWrite) 
     if v_path.transposed or v_path.scale != 1.0:
         raise Mismatch.at_node("the V path is transposed or scaled", v_node, progress)
     q, q_scale, q_steps = _peel_q(index, k_node.input[0])
-    probs_use, s_scale, softcap, mask, kind, s_steps = _match_scores_to_probs_matmul(
+    probs_use, s_scale, softcap, terms, s_steps = _match_scores_to_probs_matmul(
         index, k_node.output[0], progress + 1
     )
     progress += 2 + len(s_steps)
@@ -337,7 +366,11 @@ def match_attention_read(index: GraphIndex, key: CacheWrite, value: CacheWrite) 
         raise Mismatch.at_node(
             f"the V path ends at {v_node.op_type}, not at the probs MatMul input B", v_node, progress
         )
-    mask_rank = _check_mask(index, mask, progress)
+    if not terms:
+        _check_mask(index, "", progress)
+    ranks = [_check_mask(index, tensor, progress) for _kind, tensor in terms]
+    mask_rank = None if None in ranks else max(ranks)
+    (kind, mask) = terms[0] if len(terms) == 1 else ("combined", "")
     q_shape = index.shape(q)
     if q_shape is not None and len(q_shape) != 4:
         raise Mismatch(f"q {q!r} has shape {q_shape}, expected [B, Hq, S, D]", q, progress)
@@ -356,17 +389,19 @@ def match_attention_read(index: GraphIndex, key: CacheWrite, value: CacheWrite) 
         out_elem_type=index.dtypes.get(probs.output[0]),
         q_elem_type=index.dtypes.get(q),
         nodes=q_steps + ["MatMul"] + s_steps + ["MatMul"],
+        mask_terms=terms,
+        shape_reads=k_path.shape_reads + v_path.shape_reads,
         gqa_repeat=k_path.gqa_repeat,
         k_transpose=k_path.k_transpose,
     )
 
 
-def _match_onnx_attention(index, key, value, k_path, k_use, v_use, progress) -> AttentionRead:
+def _match_onnx_attention(index, key, value, k_path, v_path, k_use, v_use, progress) -> AttentionRead:
     node = k_use.node
     if k_use.index != 1 or v_use.node is not node or v_use.index != 2:
         raise Mismatch.at_node("K/V caches do not feed Attention inputs 1 and 2", node, progress)
-    if k_path.transposed or k_path.scale != 1.0 or k_path.gqa_repeat:
-        raise Mismatch.at_node("K path into Attention is transposed, scaled or repeated", node, progress)
+    if k_path.transposed or k_path.scale != 1.0:
+        raise Mismatch.at_node("K path into Attention is transposed or scaled", node, progress)
     inputs = list(node.input) + [""] * (7 - len(node.input))
     if inputs[4] or inputs[5]:
         raise Mismatch.at_node(
@@ -413,7 +448,59 @@ def _match_onnx_attention(index, key, value, k_path, k_use, v_use, progress) -> 
         out_elem_type=index.dtypes.get(node.output[0]),
         q_elem_type=index.dtypes.get(q),
         nodes=["Attention"],
+        mask_terms=[(kind, mask)],
+        gqa_repeat=k_path.gqa_repeat,
+        shape_reads=k_path.shape_reads + v_path.shape_reads,
     )
+
+
+def _combine_masks(nodes: list[onnx.NodeProto], layer: int, terms: list[tuple[str, str]]) -> str:
+    """One additive mask equal in effect to several: additive terms summed; where a bool term excludes a
+    position, the float32 minimum (as the exporters' own fill) takes the place of the sum."""
+    p = f"tq_mask_{layer}"
+    additive = [tensor for kind, tensor in terms if kind == "additive"]
+    acc = ""
+    for i, tensor in enumerate(additive):
+        if not acc:
+            acc = tensor
+            continue
+        nodes.append(helper.make_node("Add", [acc, tensor], [f"{p}_sum{i}"], name=f"{p}_sum{i}"))
+        acc = f"{p}_sum{i}"
+    fill = f"{p}_fill"
+    nodes.append(
+        helper.make_node(
+            "Constant",
+            [],
+            [fill],
+            name=fill,
+            value=helper.make_tensor(fill, onnx.TensorProto.FLOAT, [], [float(np.finfo(np.float32).min)]),
+        )
+    )
+    if not acc:
+        zero = f"{p}_zero"
+        nodes.append(
+            helper.make_node(
+                "Constant",
+                [],
+                [zero],
+                name=zero,
+                value=helper.make_tensor(zero, onnx.TensorProto.FLOAT, [], [0.0]),
+            )
+        )
+        acc = zero
+    else:
+        nodes.append(helper.make_node("CastLike", [fill, acc], [f"{fill}_like"], name=f"{fill}_like"))
+        fill = f"{fill}_like"
+    for i, (kind, tensor) in enumerate(terms):
+        if kind == "additive":
+            continue
+        cond = tensor
+        if kind == "bool_inverted":
+            nodes.append(helper.make_node("Not", [tensor], [f"{p}_not{i}"], name=f"{p}_not{i}"))
+            cond = f"{p}_not{i}"
+        nodes.append(helper.make_node("Where", [cond, acc, fill], [f"{p}_where{i}"], name=f"{p}_where{i}"))
+        acc = f"{p}_where{i}"
+    return acc
 
 
 def build_attention_nodes(
@@ -428,6 +515,8 @@ def build_attention_nodes(
 ) -> list[onnx.NodeProto]:
     nodes: list[onnx.NodeProto] = []
     mask = read.mask
+    if read.mask_kind == "combined":
+        mask = _combine_masks(nodes, layer, read.mask_terms)
     if read.mask_kind == "bool_inverted":
         nodes.append(helper.make_node("Not", [mask], [f"tq_mask_{layer}"], name=f"tq_mask_not_{layer}"))
         mask = f"tq_mask_{layer}"

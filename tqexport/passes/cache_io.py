@@ -104,44 +104,97 @@ def _const_ints(name: str, values: list[int]) -> onnx.NodeProto:
     )
 
 
+class _ShapeBuilder:
+    """Builds `Shape(x)` replacements from letters: B and Hq from Shape(q), T from the present cache (+ window),
+    Hkv, D and 1 as constants, G = Hq / Hkv, BHkv/BHq products."""
+
+    def __init__(self, tag: str, num_kv_heads: int, head_dim: int) -> None:
+        self.prefix = f"tq_logical_shape_{tag}"
+        self.nodes: list[onnx.NodeProto] = []
+        self.num_kv_heads = num_kv_heads
+        self.head_dim = head_dim
+        self.count = 0
+
+    def _name(self, what: str) -> str:
+        self.count += 1
+        return f"{self.prefix}_{what}_{self.count}"
+
+    def const(self, values: list[int]) -> str:
+        name = self._name("c")
+        self.nodes.append(_const_ints(name, values))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], **attrs) -> str:
+        name = self._name(op_type.lower())
+        self.nodes.append(helper.make_node(op_type, inputs, [name], name=name, **attrs))
+        return name
+
+    def dims(self, tensor: str, start: int, end: int) -> str:
+        return self.op("Slice", [self.op("Shape", [tensor]), self.const([start]), self.const([end])])
+
+    def tokens(self, cache: str, window: str) -> str:
+        tokens = self.dims(cache, 2, 3)
+        return self.op("Add", [tokens, self.dims(window, 2, 3)]) if window else tokens
+
+    def finish(self, pieces: list[str], shape_node: onnx.NodeProto, rank: int) -> None:
+        full = self.op("Concat", pieces, axis=0)
+        start = int(attribute(shape_node, "start", 0))
+        end = attribute(shape_node, "end", None)
+        end = rank if end is None else int(end)
+        name = f"{self.prefix}_slice"
+        self.nodes.append(
+            helper.make_node(
+                "Slice", [full, self.const([start]), self.const([end])], [shape_node.output[0]], name=name
+            )
+        )
+
+
 def logical_shape_nodes(
     shape_node: onnx.NodeProto, cache: str, window: str, head_dim: int, tag: str
 ) -> list[onnx.NodeProto]:
     """Nodes computing Shape(cache)'s logical value [B, Hkv, Tc + Wd, D] (sliced like the original Shape)."""
-    p = f"tq_logical_shape_{tag}"
-    nodes = [
-        helper.make_node("Shape", [cache], [f"{p}_raw"], name=f"{p}_raw"),
-        _const_ints(f"{p}_c0", [0]),
-        _const_ints(f"{p}_c2", [2]),
-        _const_ints(f"{p}_c3", [3]),
-        _const_ints(f"{p}_d", [head_dim]),
-        helper.make_node("Slice", [f"{p}_raw", f"{p}_c0", f"{p}_c2"], [f"{p}_bh"], name=f"{p}_bh"),
-        helper.make_node("Slice", [f"{p}_raw", f"{p}_c2", f"{p}_c3"], [f"{p}_tc"], name=f"{p}_tc"),
-    ]
-    tokens = f"{p}_tc"
-    if window:
-        nodes += [
-            helper.make_node("Shape", [window], [f"{p}_wraw"], name=f"{p}_wraw"),
-            helper.make_node("Slice", [f"{p}_wraw", f"{p}_c2", f"{p}_c3"], [f"{p}_wd"], name=f"{p}_wd"),
-            helper.make_node("Add", [f"{p}_tc", f"{p}_wd"], [f"{p}_t"], name=f"{p}_t"),
-        ]
-        tokens = f"{p}_t"
-    nodes.append(
-        helper.make_node("Concat", [f"{p}_bh", tokens, f"{p}_d"], [f"{p}_full"], name=f"{p}_full", axis=0)
-    )
-    start = int(attribute(shape_node, "start", 0))
-    end = attribute(shape_node, "end", None)
-    nodes += [
-        _const_ints(f"{p}_start", [start]),
-        _const_ints(f"{p}_end", [4 if end is None else int(end)]),
-        helper.make_node(
-            "Slice", [f"{p}_full", f"{p}_start", f"{p}_end"], [shape_node.output[0]], name=f"{p}_slice"
-        ),
-    ]
-    return nodes
+    builder = _ShapeBuilder(tag, 0, head_dim)
+    pieces = [builder.dims(cache, 0, 2), builder.tokens(cache, window), builder.const([head_dim])]
+    builder.finish(pieces, shape_node, 4)
+    return builder.nodes
 
 
-def _needs_logical_shape(shape_node: onnx.NodeProto, window: WindowConfig) -> bool:
+def path_shape_nodes(
+    read, q: str, cache: str, window: str, num_kv_heads: int, head_dim: int, tag: str
+) -> list[onnx.NodeProto]:
+    """Nodes computing Shape(x) for a tensor x on a replaced K/V path, from its layout letters."""
+    builder = _ShapeBuilder(tag, num_kv_heads, head_dim)
+    cached: dict[str, str] = {}
+
+    def letter(name: str) -> str:
+        if name in cached:
+            return cached[name]
+        if name == "B":
+            value = builder.dims(q, 0, 1)
+        elif name == "Hq":
+            value = builder.dims(q, 1, 2)
+        elif name == "Hkv":
+            value = builder.const([num_kv_heads])
+        elif name == "D":
+            value = builder.const([head_dim])
+        elif name == "1":
+            value = builder.const([1])
+        elif name == "T":
+            value = builder.tokens(cache, window)
+        elif name == "G":
+            value = builder.op("Div", [letter("Hq"), letter("Hkv")])
+        elif name.startswith("B"):
+            value = builder.op("Mul", [letter("B"), letter(name[1:])])
+        else:
+            raise ValueError(f"unknown layout letter {name!r}")
+        cached[name] = value
+        return value
+
+    builder.finish([letter(name) for name in read.layout], read.node, len(read.layout))
+    return builder.nodes
+
+
+def needs_logical_shape(shape_node: onnx.NodeProto, window: WindowConfig) -> bool:
     if window.size:
         return True
     end = attribute(shape_node, "end", None)
@@ -164,11 +217,38 @@ def fuse_cache_shapes(
             ("present", write.present_shape_uses, write.concat_output, window_name(write.present_output)),
         ):
             for i, shape_node in enumerate(uses):
-                if shape_node.output[0] in live and _needs_logical_shape(shape_node, window):
+                if shape_node.output[0] in live and needs_logical_shape(shape_node, window):
                     tag = f"{write.layer}_{write.kind}_{role}_{i}"
                     nodes += logical_shape_nodes(
                         shape_node, cache, win if window.size else "", write.head_dim, tag
                     )
     replace_subgraph(graph, nodes)
-    toposort(graph)
     return sum(1 for node in nodes if node.name.endswith("_slice"))
+
+
+def fuse_path_shapes(graph: onnx.GraphProto, layers: list, window: WindowConfig) -> int:
+    """Rewrite Shape reads of replaced K/V path tensors (mask slicing, reshapes) from their layout letters.
+
+    `layers` holds (key CacheWrite, value CacheWrite, AttentionRead) triples.
+    """
+    live = {node.output[0] for node in graph.node if node.output}
+    nodes: list[onnx.NodeProto] = []
+    count = 0
+    for key, value, read in layers:
+        for i, shape_read in enumerate(read.shape_reads):
+            if shape_read.node.output[0] not in live:
+                continue
+            write = key if shape_read.kind == "key" else value
+            win = window_name(write.present_output) if window.size else ""
+            nodes += path_shape_nodes(
+                shape_read,
+                read.q_BHqSD,
+                write.concat_output,
+                win,
+                write.num_kv_heads,
+                write.head_dim,
+                f"{write.layer}_{write.kind}_path_{i}",
+            )
+            count += 1
+    replace_subgraph(graph, nodes)
+    return count

@@ -58,14 +58,25 @@ def _follow_identity_to_output(index: GraphIndex, name: str) -> str | None:
     return None
 
 
+def _past_aliases(index: GraphIndex, past: str) -> tuple[set[str], list]:
+    """Names carrying the past cache unchanged (Identity, one-input Concat: TorchScript emits those), and the
+    uses of all of them that are not such aliases."""
+    aliases, frontier, uses = {past}, [past], []
+    while frontier:
+        name = frontier.pop()
+        for use in index.uses(name):
+            node = use.node
+            is_alias = node.op_type == "Identity" or (node.op_type == "Concat" and len(node.input) == 1)
+            if is_alias and use.index == 0:
+                aliases.add(node.output[0])
+                frontier.append(node.output[0])
+            else:
+                uses.append(use)
+    return aliases, uses
+
+
 def match_kv_write(index: GraphIndex, anchor: CacheAnchor) -> CacheWrite:
     past = anchor.past_input
-    shape = index.shape(past)
-    if shape is None or len(shape) != 4:
-        raise Mismatch(f"cache input has shape {shape}, expected rank 4 [B, Hkv, T, D]", past, 1)
-    num_kv_heads, head_dim = shape[1], shape[3]
-    if not isinstance(num_kv_heads, int) or not isinstance(head_dim, int):
-        raise Mismatch(f"cache input {past} needs static Hkv and D, got {shape}", past, 1)
     uses = index.uses(past)
     contrib = [
         u.node
@@ -82,6 +93,13 @@ def match_kv_write(index: GraphIndex, anchor: CacheAnchor) -> CacheWrite:
             node,
             2,
         )
+    shape = index.shape(past)
+    if shape is None or len(shape) != 4:
+        raise Mismatch(f"cache input has shape {shape}, expected rank 4 [B, Hkv, T, D]", past, 1)
+    num_kv_heads, head_dim = shape[1], shape[3]
+    if not isinstance(num_kv_heads, int) or not isinstance(head_dim, int):
+        raise Mismatch(f"cache input {past} needs static Hkv and D, got {shape}", past, 1)
+    aliases, uses = _past_aliases(index, past)
     implicit = [u.node for u in uses if u.index < 0]
     if implicit:
         raise Mismatch.at_node(
@@ -100,7 +118,7 @@ def match_kv_write(index: GraphIndex, anchor: CacheAnchor) -> CacheWrite:
     axis = int(attribute(concat, "axis", 0))
     if axis not in (2, -2):
         raise Mismatch.at_node(f"cache Concat has axis={axis}, expected 2 or -2 (the token axis)", concat, 3)
-    if len(concat.input) != 2 or concat.input[0] != past:
+    if len(concat.input) != 2 or concat.input[0] not in aliases:
         raise Mismatch.at_node(f"cache Concat inputs {list(concat.input)}: expected [past, new]", concat, 3)
     new = concat.input[1]
     elem_type = index.dtypes.get(past, 0)

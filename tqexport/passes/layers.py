@@ -103,12 +103,12 @@ def _analyze_layer(index: GraphIndex, layer_id: int, anchors: dict[str, CacheAnc
 
 
 def _note_shared_masks(analysis: ModelAnalysis) -> None:
-    by_mask: dict[str, list[int]] = {}
+    by_mask: dict[tuple, list[int]] = {}
     for layer in analysis.layers:
         if layer.attention is not None:
-            by_mask.setdefault(layer.attention.mask, []).append(layer.layer)
+            by_mask.setdefault(tuple(layer.attention.mask_terms), []).append(layer.layer)
     for layer in analysis.layers:
         if layer.attention is not None:
             layer.mask_shared_with = [
-                other for other in by_mask[layer.attention.mask] if other != layer.layer
+                other for other in by_mask[tuple(layer.attention.mask_terms)] if other != layer.layer
             ]

@@ -17,7 +17,7 @@ import onnx
 from tqexport.graph.index import node_label
 
 CacheKind = Literal["key", "value"]
-MaskKind = Literal["additive", "bool", "bool_inverted"]
+MaskKind = Literal["additive", "bool", "bool_inverted", "combined"]
 
 
 class Mismatch(Exception):  # noqa: N818 - it is a match result, not an error the user sees directly
@@ -73,6 +73,8 @@ class AttentionRead:
     nodes: list[str] = field(default_factory=list)  # op types along the matched path, for reports
     gqa_repeat: bool = False
     k_transpose: str = ""
+    shape_reads: list = field(default_factory=list)  # attention_read.ShapeRead
+    mask_terms: list[tuple[str, str]] = field(default_factory=list)  # every mask before Softmax, in order
 
 
 @dataclass

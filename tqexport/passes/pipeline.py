@@ -16,7 +16,7 @@ from tqexport.errors import UnsupportedError
 from tqexport.graph.edit import cleanup, replace_subgraph, toposort
 from tqexport.graph.index import GraphIndex, node_label
 from tqexport.passes.attention_read import build_attention_nodes
-from tqexport.passes.cache_io import fuse_cache_io, fuse_cache_shapes
+from tqexport.passes.cache_io import needs_logical_shape, fuse_cache_io, fuse_cache_shapes, fuse_path_shapes
 from tqexport.passes.kv_write import TQ_DOMAIN, CacheCodecTensors, WindowConfig, fuse_kv_write
 from tqexport.passes.match import LayerMatch
 
@@ -60,7 +60,13 @@ def _cache_io(graph: onnx.GraphProto, plan: RewritePlan) -> int:
 
 
 def _cache_shapes(graph: onnx.GraphProto, plan: RewritePlan) -> int:
-    return fuse_cache_shapes(graph, list(plan.cache_writes()), plan.window)
+    """Shape reads of the caches and of the replaced K/V paths become logical shapes; then dead code goes."""
+    count = fuse_cache_shapes(graph, list(plan.cache_writes()), plan.window)
+    triples = [(p.match.key, p.match.value, p.match.attention) for p in plan.layers]
+    count += fuse_path_shapes(graph, triples, plan.window)
+    cleanup(graph)
+    toposort(graph)
+    return count
 
 
 def _cleanup(graph: onnx.GraphProto, plan: RewritePlan) -> int:
@@ -80,6 +86,8 @@ def verify_cache_uses(graph: onnx.GraphProto, plan: RewritePlan) -> int:
                 node = use.node
                 if node.op_type in allowed or node.name.startswith("tq_logical_shape_"):
                     continue
+                if node.op_type == "Shape" and not needs_logical_shape(node, plan.window):
+                    continue  # B, Hkv and T keep their values when there is no window
                 raise UnsupportedError(
                     f"layer {write.layer} {write.kind}: {node_label(node)} still reads the compressed cache "
                     f"{name!r} after the rewrite (its float value was used outside attention)"
