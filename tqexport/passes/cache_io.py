@@ -13,7 +13,7 @@ from __future__ import annotations
 import onnx
 from onnx import helper
 
-from tqexport.graph.edit import replace_subgraph, toposort
+from tqexport.graph.edit import replace_subgraph
 from tqexport.graph.index import attribute
 from tqexport.passes.kv_write import CacheCodecTensors, WindowConfig, window_name
 from tqexport.passes.match import CacheWrite
@@ -105,8 +105,8 @@ def _const_ints(name: str, values: list[int]) -> onnx.NodeProto:
 
 
 class _ShapeBuilder:
-    """Builds `Shape(x)` replacements from letters: B and Hq from Shape(q), T from the present cache (+ window),
-    Hkv, D and 1 as constants, G = Hq / Hkv, BHkv/BHq products."""
+    """Builds `Shape(x)` replacements from letters: B and Hq from Shape(q), T from the present cache (plus
+    window), Hkv, D and 1 as constants, G = Hq / Hkv, BHkv/BHq products."""
 
     def __init__(self, tag: str, num_kv_heads: int, head_dim: int) -> None:
         self.prefix = f"tq_logical_shape_{tag}"

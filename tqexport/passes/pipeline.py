@@ -16,7 +16,7 @@ from tqexport.errors import UnsupportedError
 from tqexport.graph.edit import cleanup, replace_subgraph, toposort
 from tqexport.graph.index import GraphIndex, node_label
 from tqexport.passes.attention_read import build_attention_nodes
-from tqexport.passes.cache_io import needs_logical_shape, fuse_cache_io, fuse_cache_shapes, fuse_path_shapes
+from tqexport.passes.cache_io import fuse_cache_io, fuse_cache_shapes, fuse_path_shapes, needs_logical_shape
 from tqexport.passes.kv_write import TQ_DOMAIN, CacheCodecTensors, WindowConfig, fuse_kv_write
 from tqexport.passes.match import LayerMatch
 
