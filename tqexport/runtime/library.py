@@ -56,7 +56,9 @@ def _find(name: str, env: str) -> Path:
     if override:
         path = Path(override).expanduser()
         if not path.is_file():
-            raise NativeLibraryNotFoundError(f"{env}={override} is not a file; unset it or {_BUILD_HINT.format(env=env, name=name)}")
+            raise NativeLibraryNotFoundError(
+                f"{env}={override} is not a file; unset it or {_BUILD_HINT.format(env=env, name=name)}"
+            )
         return path.resolve()
     tried: list[str] = []
     for path in _candidates(name):
@@ -64,12 +66,13 @@ def _find(name: str, env: str) -> Path:
             return path.resolve()
         tried.append(str(path))
     raise NativeLibraryNotFoundError(
-        f"{name} not found (looked in: {', '.join(tried) or 'nowhere'}); {_BUILD_HINT.format(env=env, name=name)}"
+        f"{name} not found (looked in: {', '.join(tried) or 'nowhere'}); "
+        f"{_BUILD_HINT.format(env=env, name=name)}"
     )
 
 
 def ort_library_path() -> Path:
-    """Path of the ONNX Runtime custom-op library; raises NativeLibraryNotFoundError saying how to build it."""
+    """Path of the ORT custom-op library; raises NativeLibraryNotFoundError saying how to build it."""
     return _find(ORT_LIBRARY_NAME, ORT_LIBRARY_ENV)
 
 

@@ -1,0 +1,8 @@
+"""ORT-level op tests: one-node TQQuantize / TQAttention models run through the custom-op library."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
