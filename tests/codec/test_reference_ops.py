@@ -61,12 +61,12 @@ def _causal_left_padded_mask(s: int, total: int, pad: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize(("sinks", "recent"), [(0, 0), (2, 3)])
-@pytest.mark.parametrize("softcap", [0.0, 5.0])
+@pytest.mark.parametrize(("softcap", "qjl"), [(0.0, False), (5.0, False), (0.0, True)])
 def test_attention_concat_equals_buffer_and_tracks_float_attention(
-    sinks: int, recent: int, softcap: float
+    sinks: int, recent: int, softcap: float, qjl: bool
 ) -> None:
     rng = np.random.default_rng(7)
-    kc, vc = _codecs(bits=8)
+    kc, vc = _codecs(bits=8, qjl=qjl)
     w = sinks + recent
     cap = 64
     k_cat = np.zeros((B, HKV, 0, kc.row_bytes), np.uint8)
@@ -93,20 +93,29 @@ def test_attention_concat_equals_buffer_and_tracks_float_attention(
         values.append(v)
         lengths = np.full(B, total, np.int64)
         k_cat, kw = ops.tq_quantize(
-            k, k_cat, kc.rotation, kc.codebook, None, kw, **kc.onnx_attributes(), **qa
+            k, k_cat, kc.rotation, kc.codebook, kc.qjl_matrix, kw, **kc.onnx_attributes(), **qa
         )
         v_cat, vw = ops.tq_quantize(
             v, v_cat, vc.rotation, vc.codebook, None, vw, **vc.onnx_attributes(), **qa
         )
         k_buf, kbw = ops.tq_quantize(
-            k, k_buf, kc.rotation, kc.codebook, None, kbw, lengths, cache_mode=1, **kc.onnx_attributes(), **qa
+            k,
+            k_buf,
+            kc.rotation,
+            kc.codebook,
+            kc.qjl_matrix,
+            kbw,
+            lengths,
+            cache_mode=1,
+            **kc.onnx_attributes(),
+            **qa,
         )
         v_buf, vbw = ops.tq_quantize(
             v, v_buf, vc.rotation, vc.codebook, None, vbw, lengths, cache_mode=1, **vc.onnx_attributes(), **qa
         )
         total += s
         mask = _causal_left_padded_mask(s, total, pad=2)
-        args = (kc.rotation, kc.codebook, vc.rotation, vc.codebook, None)
+        args = (kc.rotation, kc.codebook, vc.rotation, vc.codebook, kc.qjl_matrix)
         out = ops.tq_attention(q, k_cat, v_cat, mask, *args, kw, vw, **attn)
         out_buf = ops.tq_attention(q, k_buf, v_buf, mask, *args, kbw, vbw, lengths, cache_mode=1, **attn)
         assert np.array_equal(out, out_buf)

@@ -175,8 +175,8 @@ def qjl_correction(
     assert dec.qjl_bits is not None and dec.residual_norms is not None
     sq = q_rot @ qjl_matrix.astype(np.float64).T  # (Sq qr)_i
     signs = 2.0 * dec.qjl_bits - 1.0
-    total = np.zeros(rows.shape[:-1])
+    total: np.ndarray | float = 0.0
     for p, (o, d) in enumerate(zip(config.part_offsets, config.part_sizes, strict=True)):
         dots = np.einsum("...d,...td->...t", sq[..., o : o + d], signs[..., o : o + d])
-        total += dec.residual_norms[..., p].astype(np.float64) * np.sqrt(np.pi / 2) / d * dots
-    return total
+        total = total + dec.residual_norms[..., p].astype(np.float64) * np.sqrt(np.pi / 2) / d * dots
+    return np.asarray(total)

@@ -260,7 +260,7 @@ def tq_attention(
                     sc = qr @ yk.T
                     if k_cfg.qjl:
                         assert k_qjl_matrix is not None
-                        sc = sc + qjl_correction(qr[:, None, :], k_rows[None], k_cfg, k_qjl_matrix)[:, 0, :]
+                        sc = sc + qjl_correction(qr, k_rows[None], k_cfg, k_qjl_matrix)
                     scores[:, comp_t] = sc
                 if win_t:
                     assert k_window is not None
