@@ -7,6 +7,7 @@ ONNX checker refuses hard links and paths that leave the model's folder, so neit
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from pathlib import Path
@@ -77,8 +78,8 @@ def copy_sparse(source: Path, target: Path) -> None:
                     dst.write(chunk)
                     remaining -= len(chunk)
                 offset = hole
-        except OSError:  # no data past `offset` (ENXIO) or no SEEK_DATA support: finish with a plain copy
-            if offset == 0:
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:  # ENXIO: no data past `offset`; anything else: no SEEK_DATA support
                 src.seek(0)
                 dst.seek(0)
                 shutil.copyfileobj(src, dst, 1 << 24)
