@@ -35,6 +35,7 @@ class TinySpec:
     present_prefix: str = "present"
     past_shape_reader: bool = False  # Shape(past_key) feeds the mask length (dynamo style)
     seed: int = 0
+    dtype: str = "float32"  # "float16": weights, activations and caches in half precision
 
 
 class _Builder:
@@ -57,7 +58,16 @@ class _Builder:
         self.nodes.append(helper.make_node(op_type, inputs, outs, name=node_name, domain=domain, **attrs))
         return outs[0] if n_out == 1 else outs
 
-    def const(self, value, dtype=np.float32) -> str:
+    @property
+    def float_type(self):
+        return np.float16 if self.spec.dtype == "float16" else np.float32
+
+    @property
+    def onnx_float(self) -> int:
+        return TensorProto.FLOAT16 if self.spec.dtype == "float16" else TensorProto.FLOAT
+
+    def const(self, value, dtype=None) -> str:
+        dtype = self.float_type if dtype is None else dtype
         name = self.name("const")
         self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
         return name
@@ -84,7 +94,7 @@ def _mask_bool(b: _Builder, attention_mask: str, t_source: str, s_len: str, wind
 
 
 def _to_additive(b: _Builder, mask_bool: str) -> str:
-    return b.op("Where", [mask_bool, b.const(0.0), b.const(np.finfo(np.float32).min)])
+    return b.op("Where", [mask_bool, b.const(0.0), b.const(np.finfo(b.float_type).min)])
 
 
 def _heads(b: _Builder, x: str, batch: str, seq: str, heads: int, d: int) -> str:
@@ -121,7 +131,7 @@ def _scale(b: _Builder, q: str) -> tuple[str, float]:
     d = b.spec.head_dim
     if b.spec.scale_from_shape:
         dim = b.op("Gather", [b.op("Shape", [q]), b.const(3, np.int64)], axis=0)
-        root = b.op("Sqrt", [b.op("Cast", [dim], to=TensorProto.FLOAT)])
+        root = b.op("Sqrt", [b.op("Cast", [dim], to=b.onnx_float)])
         return b.op("Div", [b.const(1.0), root]), 1.0 / np.sqrt(d)
     return b.const(1.0 / np.sqrt(d)), 1.0 / np.sqrt(d)
 
@@ -134,7 +144,7 @@ def build_tiny_llm(spec: TinySpec) -> onnx.ModelProto:
         helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "total"]),
     ]
-    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", spec.vocab])]
+    outputs = [helper.make_tensor_value_info("logits", b.onnx_float, ["batch", "seq", spec.vocab])]
     embed = b.weight([spec.vocab, hidden])
     h = b.op("Gather", [embed, "input_ids"], axis=0)
     ids_shape = b.op("Shape", ["input_ids"])
@@ -147,11 +157,9 @@ def build_tiny_llm(spec: TinySpec) -> onnx.ModelProto:
         past_k, past_v = f"{spec.cache_prefix}.{layer}.key", f"{spec.cache_prefix}.{layer}.value"
         pres_k, pres_v = f"{spec.present_prefix}.{layer}.key", f"{spec.present_prefix}.{layer}.value"
         for name in (past_k, past_v):
-            inputs.append(
-                helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", hkv, "past_len", d])
-            )
+            inputs.append(helper.make_tensor_value_info(name, b.onnx_float, ["batch", hkv, "past_len", d]))
         for name in (pres_k, pres_v):
-            outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", hkv, "total", d]))
+            outputs.append(helper.make_tensor_value_info(name, b.onnx_float, ["batch", hkv, "total", d]))
         window = spec.sliding_window if spec.sliding_window and layer % 2 == 1 else 0
         if window not in masks:
             source = t_source
@@ -195,7 +203,7 @@ def build_tiny_llm(spec: TinySpec) -> onnx.ModelProto:
                 cap = b.const(spec.softcap)
                 scores = b.op("Mul", [b.op("Tanh", [b.op("Div", [scores, cap])]), cap])
             if spec.form == "bool_where":
-                scores = b.op("Where", [mask_bool, scores, b.const(np.finfo(np.float32).min)])
+                scores = b.op("Where", [mask_bool, scores, b.const(np.finfo(b.float_type).min)])
             else:
                 if window not in additive:
                     additive[window] = _to_additive(b, mask_bool)

@@ -138,7 +138,8 @@ class OriginalRunner:
                 continue
             dims = [d.dim_value if d.HasField("dim_value") else 0 for d in value.type.tensor_type.shape.dim]
             dims[0] = batch
-            feeds[name] = np.zeros(dims, dtype=np.float32)
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
+            feeds[name] = np.zeros(dims, dtype=dtype)
         return feeds
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -189,3 +189,39 @@ def test_buffer_mode_is_refused_clearly(save_tiny, tmp_path: Path) -> None:
         convert_model(
             save_tiny(TinySpec()), tmp_path / "o.onnx", ConvertOptions(cache_mode="buffer"), log=_quiet
         )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("form", ["eager", "onnx_attention"])
+def test_float16_model_keeps_float16_windows_and_output(form: str, save_tiny, tmp_path: Path) -> None:
+    spec = TinySpec(form=form, dtype="float16")
+    source = save_tiny(spec)
+    options = ConvertOptions(key_bits=8, value_bits=8, sink_tokens=1, recent_window=2)
+    out = convert_model(source, tmp_path / "out.onnx", options, log=_quiet)
+    model = onnx.load(out.output)
+    window = next(v for v in model.graph.input if v.name == "past_key_values.0.key_window")
+    assert window.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    original = _decode(OriginalRunner(onnx.load(source)), spec).astype(np.float64)
+    converted = _decode(ConvertedRunner(model), spec).astype(np.float64)
+    error = np.abs(original - converted).max() / np.abs(original).max()
+    assert error < 1e-2, f"float16 8-bit: {error:.4f} x max|logit|"
+
+
+def test_cache_read_inside_an_if_branch_is_refused(save_tiny, tmp_path: Path) -> None:
+    model = onnx.load(save_tiny(TinySpec(num_layers=1)))
+    branch = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["past_key_values.0.key"], ["peek"])],
+        "peek_branch",
+        [],
+        [onnx.helper.make_tensor_value_info("peek", onnx.TensorProto.FLOAT, None)],
+    )
+    cond = onnx.helper.make_tensor_value_info("use_cache_branch", onnx.TensorProto.BOOL, [])
+    model.graph.input.append(cond)
+    model.graph.node.append(
+        onnx.helper.make_node("If", ["use_cache_branch"], ["peeked"], then_branch=branch, else_branch=branch)
+    )
+    model.graph.output.append(onnx.helper.make_tensor_value_info("peeked", onnx.TensorProto.FLOAT, None))
+    path = tmp_path / "if.onnx"
+    onnx.save(model, path)
+    with pytest.raises(NotConvertibleError, match="inside a subgraph"):
+        convert_model(path, tmp_path / "o.onnx", ConvertOptions(), log=_quiet)
