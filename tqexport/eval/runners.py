@@ -90,7 +90,7 @@ class DecodeRunner(BaseRunner):
         if self.progress:
             from tqdm import tqdm
 
-            positions = tqdm(positions, desc=f"{self.name} decode", unit="tok", leave=False)
+            positions = tqdm(positions, desc=f"{self.name} decode", unit="tok", leave=False, disable=None)
         for position in positions:
             step_logits.append(self.decode.step(ids[:, position]))
         self.inference_time = time.time() - start
