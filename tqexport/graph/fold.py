@@ -17,6 +17,18 @@ def _ints(value: object) -> list[int]:
     return [int(v) for v in np.asarray(value).reshape(-1)]
 
 
+def fold_partial(index: GraphIndex, name: str) -> list[int | None] | None:
+    """A 1-D integer tensor (a shape) whose known entries are ints and unknown ones None."""
+    try:
+        value = _fold(index, name, 1)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if value is None:
+        return None
+    flat = np.asarray(value).reshape(-1)
+    return [None if v is None else int(v) for v in flat]
+
+
 def fold_constant(index: GraphIndex, name: str, depth: int = 0) -> np.ndarray | None:
     """The value of tensor `name` when it is computable without graph inputs; None otherwise."""
     try:
@@ -102,6 +114,10 @@ def _fold(index: GraphIndex, name: str, depth: int) -> np.ndarray | None:
             "Max": np.maximum,
             "Min": np.minimum,
         }[op]
+        if a.dtype == object or b.dtype == object:  # partially known shapes: None stays None
+            int_fn = {"Div": lambda x, y: x // y}.get(op, fn)
+            both = np.frompyfunc(lambda x, y: None if x is None or y is None else int(int_fn(x, y)), 2, 1)
+            return both(a, b)
         result = fn(a.astype(np.float64), b.astype(np.float64))
         if op == "Div" and np.issubdtype(a.dtype, np.integer):
             return (a // b).astype(a.dtype)

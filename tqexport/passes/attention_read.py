@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from tqexport.graph.fold import fold_constant, fold_scalar
+from tqexport.graph.fold import fold_constant, fold_partial, fold_scalar
 from tqexport.graph.index import GraphIndex, attribute
 from tqexport.passes.kv_write import TQ_DOMAIN, CacheCodecTensors, WindowConfig, window_name
 from tqexport.passes.match import AttentionRead, CacheWrite, Mismatch
@@ -84,6 +84,7 @@ class _CachePath:
         # Shape reads of path tensors, with the tensor's layout in letters (rewritten to the logical shape).
         self.shape_reads: list[ShapeRead] = []
         self.layout: tuple[str, ...] = ("B", "Hkv", "T", "D")
+        self.group: int | None = None  # G from a GQA repeat's Expand shape, when static
 
     def _note(self, name: str, layout: tuple[str, ...]) -> None:
         for use in self.index.uses(name):
@@ -130,6 +131,9 @@ class _CachePath:
                 if reshape.op_type != "Reshape":
                     raise Mismatch.at_node("GQA repeat: Expand not followed by Reshape", reshape, progress)
                 self.gqa_repeat = True
+                expand_shape = fold_partial(self.index, expand.input[1]) if len(expand.input) > 1 else None
+                if expand_shape and len(expand_shape) == 5 and expand_shape[2]:
+                    self.group = expand_shape[2]
                 self.steps += ["Unsqueeze", "Expand", "Reshape"]
                 b, _h, t, d = self.layout
                 self._note(node.output[0], (b, "Hkv", "1", t, d))
@@ -374,7 +378,7 @@ def match_attention_read(index: GraphIndex, key: CacheWrite, value: CacheWrite) 
     q_shape = index.shape(q)
     if q_shape is not None and len(q_shape) != 4:
         raise Mismatch(f"q {q!r} has shape {q_shape}, expected [B, Hq, S, D]", q, progress)
-    num_q_heads = q_shape[1] if q_shape and isinstance(q_shape[1], int) else None
+    num_q_heads = _num_q_heads(index, q_shape, probs.output[0], key, k_path)
     form = "decomposed-sdpa" if "Where(IsNaN)" in s_steps or k_path.scale != 1.0 else "eager"
     return AttentionRead(
         form=form,
@@ -394,6 +398,16 @@ def match_attention_read(index: GraphIndex, key: CacheWrite, value: CacheWrite) 
         gqa_repeat=k_path.gqa_repeat,
         k_transpose=k_path.k_transpose,
     )
+
+
+def _num_q_heads(index: GraphIndex, q_shape, out: str, key: CacheWrite, k_path: _CachePath) -> int | None:
+    """Hq from q's static shape, else the attention output's, else Hkv * G of the GQA repeat (or Hkv)."""
+    for shape in (q_shape, index.shape(out)):
+        if shape and len(shape) == 4 and isinstance(shape[1], int):
+            return shape[1]
+    if k_path.gqa_repeat:
+        return key.num_kv_heads * k_path.group if k_path.group else None
+    return key.num_kv_heads if key.num_kv_heads > 1 else None  # Hkv = 1 may broadcast over any Hq (MQA)
 
 
 def _match_onnx_attention(index, key, value, k_path, v_path, k_use, v_use, progress) -> AttentionRead:
