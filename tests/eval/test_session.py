@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,8 @@ import pytest
 from tqexport.eval.cache_io import CacheLayoutError
 from tqexport.eval.session import DecodeSession, position_ids_from_mask
 
-FIXTURES = sorted((Path(__file__).parents[2] / "graphs" / "fixtures").glob("*/model.onnx"))
+FIXTURE_ROOT = Path(__file__).parents[2] / "graphs" / "fixtures"
+FIXTURES = sorted(p for p in FIXTURE_ROOT.glob("*/*/model.onnx") if p.parts[-3] != "negative")
 
 # float32 logits of the same math computed with a different sequence split: reductions change order only.
 ATOL = 1e-4
@@ -90,59 +92,30 @@ def test_unknown_input_is_named():
         DecodeSession(FakeSession())
 
 
-@pytest.mark.skipif(not FIXTURES, reason="no exported fixtures under graphs/fixtures/*/model.onnx yet")
-@pytest.mark.parametrize("model", FIXTURES, ids=[p.parent.name for p in FIXTURES])
+@pytest.mark.skipif(not FIXTURES, reason="no exported fixtures under graphs/fixtures/<exporter>/<arch>/ yet")
+@pytest.mark.parametrize("model", FIXTURES, ids=["/".join(p.parts[-3:-1]) for p in FIXTURES])
 def test_fixture_cached_decode_matches_full_sequence(model):
+    if model.parts[-3] == "genai" and model.parts[-2] == "gemma2":
+        pytest.xfail("genai's sliding-window GroupQueryAttention needs a preallocated cache of at least the window "
+                     "(past_present_share_buffer); the decode session grows caches from empty")
     session = DecodeSession.from_path(model)
-    vocab_guess = 256  # graphs/tiny_models.py: VOCAB
-    ids = np.random.default_rng(11).integers(0, vocab_guess, size=(2, 16))
+    vocab = json.loads((model.parent / "config.json").read_text())["vocab_size"]
+    ids = np.random.default_rng(11).integers(0, vocab, size=(2, 16))
     mask = np.ones_like(ids)
-    mask[1, :3] = 0
+    # com.microsoft.GroupQueryAttention (onnxruntime-genai graphs) takes positions from the mask sum and does
+    # not support left padding in a batch, so genai fixtures run unpadded.
+    if model.parts[-3] != "genai":
+        mask[1, :3] = 0
     full = session.prefill(ids, mask)
     session.prefill(ids[:, :8], mask[:, :8])
     stepped = np.stack([session.step(ids[:, t]) for t in range(8, 16)], axis=1)
     real = mask[:, 8:].astype(bool)
-    np.testing.assert_allclose(stepped[real], full[:, 8:][real], atol=ATOL * 10)
+    np.testing.assert_allclose(stepped[real], full[:, 8:][real], atol=ATOL)
 
 
-def _custom_ops_or_skip():
-    try:
-        from tqexport.runtime import ort_library_path
-
-        ort_library_path()
-    except Exception as exc:  # noqa: BLE001
-        pytest.skip(f"tqexport ORT custom-op library not available: {exc}")
-
-
-def test_hand_converted_model_decodes_like_its_full_sequence(tmp_path):
-    """TQ ops, no window: every token is compressed once from the same values, cached or not."""
-    _custom_ops_or_skip()
-    from tiny_decoder import TqCache, build_tiny_decoder
-
-    session = DecodeSession.from_path(build_tiny_decoder(tmp_path / "tq.onnx", tq=TqCache(4, 4)))
-    assert session.layout.is_converted and not session.layout.window_slots
-    ids = np.random.default_rng(4).integers(0, 64, size=(2, 24))
-    full = session.prefill(ids)
-    session.prefill(ids[:, :10])
-    stepped = np.stack([session.step(ids[:, t]) for t in range(10, 24)], axis=1)
-    np.testing.assert_allclose(stepped, full[:, 10:], atol=1e-3)
-    row_bytes = 16 * 4 // 8 + 2  # format.md section 4: 4-bit codes of D = 16, one float16 norm
-    assert all(a.shape == (2, 2, 24, row_bytes) and a.dtype == np.uint8 for a in session.past.values())
-
-
-def test_hand_converted_model_window_shapes(tmp_path):
-    """Windows are paired by name and grow to W = sinks + recent; compressed rows hold the rest."""
-    _custom_ops_or_skip()
-    from tiny_decoder import TqCache, build_tiny_decoder
-
-    session = DecodeSession.from_path(build_tiny_decoder(tmp_path / "tqw.onnx", tq=TqCache(4, 4, 2, 6)))
-    assert len(session.layout.window_slots) == 4 and session.config["recent_window"] == 6
-    ids = np.random.default_rng(4).integers(0, 64, size=(1, 20))
-    session.prefill(ids[:, :5])
-    assert session.past["past_key_values.0.key_window"].shape == (1, 2, 5, 16)
-    assert session.past["past_key_values.0.key"].shape[2] == 0
-    for t in range(5, 20):
-        logits = session.step(ids[:, t])
-        assert np.isfinite(logits).all()
-    assert session.past["past_key_values.1.value_window"].shape == (1, 2, 8, 16)
-    assert session.past["past_key_values.1.value"].shape[2] == 20 - 8
+def test_model_without_cache_is_refused():
+    model = FIXTURE_ROOT / "negative" / "llama_no_cache" / "model.onnx"
+    if not model.is_file():
+        pytest.skip("no negative/llama_no_cache fixture")
+    with pytest.raises(CacheLayoutError, match="no past_key_values"):
+        DecodeSession.from_path(model)

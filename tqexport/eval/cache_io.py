@@ -71,15 +71,20 @@ class CacheSlot:
         dim = self.shape[axis]
         return dim if isinstance(dim, int) and dim >= 0 else None
 
-    def empty(self, batch: int) -> np.ndarray:
-        """The initial past: [B, Hkv, T0, last], T0 = 0 unless the time axis is static (buffer mode)."""
+    def empty(self, batch: int, head_dim_hint: int | None = None) -> np.ndarray:
+        """The initial past: [B, Hkv, T0, last], T0 = 0 unless the time axis is static (buffer mode).
+
+        A symbolic last axis (onnxruntime-genai names it kv_cache_dim) of a float cache takes `head_dim_hint`.
+        """
         if len(self.shape) != 4:
             raise CacheLayoutError(f"cache input {self.past_name!r} has rank {len(self.shape)}, expected 4")
         heads, last = self.static_dim(1), self.static_dim(3)
+        if last is None and not self.is_compressed:
+            last = head_dim_hint
         if heads is None or last is None:
             raise CacheLayoutError(
                 f"cache input {self.past_name!r} shape {list(self.shape)}: axes 1 (Hkv) and 3 "
-                "(D or row_bytes) must be static"
+                "(D or row_bytes) must be static (or D given by the model folder's config.json)"
             )
         time = self.static_dim(2) or 0
         return np.zeros((batch, heads, time, last), dtype=self.dtype)
@@ -136,5 +141,5 @@ class CacheLayout:
     def is_converted(self) -> bool:
         return any(s.is_compressed for s in self.slots)
 
-    def empty_past(self, batch: int) -> dict[str, np.ndarray]:
-        return {slot.past_name: slot.empty(batch) for slot in self.slots}
+    def empty_past(self, batch: int, head_dim_hint: int | None = None) -> dict[str, np.ndarray]:
+        return {slot.past_name: slot.empty(batch, head_dim_hint) for slot in self.slots}

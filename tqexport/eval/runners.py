@@ -24,7 +24,7 @@ from polygraphy.datatype import DataType
 
 from tqexport.eval.cache_io import CacheLayout
 from tqexport.eval.ort_session import make_session
-from tqexport.eval.session import DecodeSession
+from tqexport.eval.session import DecodeSession, head_dim_from_config
 
 
 class TqSessionLoader:
@@ -70,7 +70,8 @@ class DecodeRunner(BaseRunner):
         return self.prefill + self.steps + 1
 
     def activate_impl(self) -> None:
-        self.decode = DecodeSession(self.session_loader())
+        folder = Path(self.session_loader.model_path).parent
+        self.decode = DecodeSession(self.session_loader(), head_dim_from_config(folder))
         self.layout, self.config = self.decode.layout, self.decode.config
 
     def get_input_metadata_impl(self) -> TensorMetadata:

@@ -10,6 +10,7 @@ Letters: B batch, S new tokens of a step, T total tokens, V vocabulary.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,11 +30,28 @@ def position_ids_from_mask(mask_BT: np.ndarray) -> np.ndarray:
     return positions
 
 
+def head_dim_from_config(folder: Path) -> int | None:
+    """Head dim from a Hugging Face config.json next to the model (head_dim, else hidden_size / heads)."""
+    path = folder / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if isinstance(config.get("head_dim"), int):
+        return config["head_dim"]
+    hidden = config.get("hidden_size") or config.get("n_embd")
+    heads = config.get("num_attention_heads") or config.get("n_head")
+    return hidden // heads if isinstance(hidden, int) and isinstance(heads, int) and heads else None
+
+
 class DecodeSession:
     """Stateful wrapper around one InferenceSession of a decoder with a KV cache."""
 
-    def __init__(self, session: Any):
+    def __init__(self, session: Any, head_dim_hint: int | None = None):
         self.session = session
+        self.head_dim_hint = head_dim_hint
         self.layout = CacheLayout.from_io(session.get_inputs(), session.get_outputs())
         self.config = tqexport_config(session)
         self._lengths_input = None
@@ -49,12 +67,17 @@ class DecodeSession:
             )
         if "input_ids" not in self.layout.other_inputs:
             raise CacheLayoutError("model has no input_ids input")
+        if not self.layout.slots:
+            raise CacheLayoutError(
+                f"model has no past_key_values.* cache inputs (inputs: {list(self.layout.other_inputs)}); "
+                "a decode session needs a KV cache"
+            )
         self.past: dict[str, np.ndarray] = {}
         self.mask_BT = np.zeros((0, 0), dtype=np.int64)
 
     @classmethod
     def from_path(cls, model_path: str | Path, providers: Sequence[str] | None = None) -> DecodeSession:
-        return cls(make_session(model_path, providers))
+        return cls(make_session(model_path, providers), head_dim_from_config(Path(model_path).parent))
 
     @property
     def batch(self) -> int:
@@ -66,7 +89,7 @@ class DecodeSession:
         return self.mask_BT.shape[1]
 
     def reset(self, batch: int) -> None:
-        self.past = self.layout.empty_past(batch)
+        self.past = self.layout.empty_past(batch, self.head_dim_hint)
         self.mask_BT = np.zeros((batch, 0), dtype=np.int64)
 
     def feed(self, ids_BS: np.ndarray, mask_BS: np.ndarray | None = None) -> np.ndarray:
