@@ -96,8 +96,10 @@ def test_unknown_input_is_named():
 @pytest.mark.parametrize("model", FIXTURES, ids=["/".join(p.parts[-3:-1]) for p in FIXTURES])
 def test_fixture_cached_decode_matches_full_sequence(model):
     if model.parts[-3] == "genai" and model.parts[-2] == "gemma2":
-        pytest.xfail("genai's sliding-window GroupQueryAttention needs a preallocated cache of at least the window "
-                     "(past_present_share_buffer); the decode session grows caches from empty")
+        pytest.xfail(
+            "genai's sliding-window GroupQueryAttention needs a preallocated cache of at least the window "
+            "(past_present_share_buffer); the decode session grows caches from empty"
+        )
     session = DecodeSession.from_path(model)
     vocab = json.loads((model.parent / "config.json").read_text())["vocab_size"]
     ids = np.random.default_rng(11).integers(0, vocab, size=(2, 16))
