@@ -63,12 +63,17 @@ def torch_decode(model: torch.nn.Module, tokens: np.ndarray, mask: np.ndarray) -
 
 
 def compare(
-    model: torch.nn.Module, onnx_path: Path, num_kv_heads: int, head_dim: int, pad_row1: int = PAD_ROW1
+    model: torch.nn.Module,
+    onnx_path: Path,
+    num_kv_heads: int,
+    head_dim: int,
+    pad_row1: int = PAD_ROW1,
+    buffer_len: int | None = None,
 ) -> CheckResult:
     tokens, mask = check_inputs(pad_row1=pad_row1)
     ref = torch_decode(model, tokens, mask)
     session = open_session(onnx_path)
-    got = teacher_forced_decode(session, tokens, mask, PREFILL, num_kv_heads, head_dim)
+    got = teacher_forced_decode(session, tokens, mask, PREFILL, num_kv_heads, head_dim, buffer_len)
     worst, scale, agree = 0.0, 0.0, True
     offsets = [0] + list(range(PREFILL, tokens.shape[1]))
     for r, g, start in zip(ref, got, offsets, strict=True):

@@ -31,8 +31,19 @@ def export_genai(arch: str, out_dir: Path, timeout_s: int = 600) -> None:
         save_model_dir(arch, hf_dir)
         save_tiny_tokenizer(hf_dir)
         cmd = [
-            str(GENAI_PYTHON), "-m", "onnxruntime_genai.models.builder", "-i", str(hf_dir),
-            "-o", str(onnx_dir), "-p", "fp32", "-e", "cpu", "-c", str(Path(tmp) / "cache"),
+            str(GENAI_PYTHON),
+            "-m",
+            "onnxruntime_genai.models.builder",
+            "-i",
+            str(hf_dir),
+            "-o",
+            str(onnx_dir),
+            "-p",
+            "fp32",
+            "-e",
+            "cpu",
+            "-c",
+            str(Path(tmp) / "cache"),
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, cwd=tmp)
         if proc.returncode != 0 or not (onnx_dir / "model.onnx").exists():

@@ -23,7 +23,11 @@ def export_optimum(model: torch.nn.Module, out_dir: Path) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         onnx_export_from_model(
-            model, output=tmp, task="text-generation-with-past", do_validation=False, device="cpu",
+            model,
+            output=tmp,
+            task="text-generation-with-past",
+            do_validation=False,
+            device="cpu",
         )
         out_dir.mkdir(parents=True, exist_ok=True)
         for f in sorted(Path(tmp).iterdir()):

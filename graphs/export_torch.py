@@ -14,8 +14,8 @@ from typing import Any
 import torch
 
 from graphs.flat_cache import FlatCacheLM, cache_input_names, cache_output_names
-from graphs.traceable_masks import broadcast_masks
 from graphs.tiny_models import ARCHS, HEAD_DIM, NUM_LAYERS, VOCAB
+from graphs.traceable_masks import broadcast_masks
 
 EXAMPLE_BATCH = 2
 EXAMPLE_NEW = 3
@@ -56,8 +56,14 @@ def export_dynamo(model: torch.nn.Module, arch: str, out_path: Path, opset: int)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         program = torch.onnx.export(
-            wrapper, args, dynamo=True, opset_version=opset, dynamic_shapes=dynamic_shapes,
-            input_names=input_names, output_names=output_names, optimize=True,
+            wrapper,
+            args,
+            dynamo=True,
+            opset_version=opset,
+            dynamic_shapes=dynamic_shapes,
+            input_names=input_names,
+            output_names=output_names,
+            optimize=True,
         )
     program.save(str(out_path), external_data=True)
 
@@ -78,6 +84,12 @@ def export_torchscript(model: torch.nn.Module, arch: str, out_path: Path, opset:
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad(), broadcast_masks():
         torch.onnx.export(
-            wrapper, args, str(out_path), dynamo=False, opset_version=opset,
-            input_names=input_names, output_names=output_names, dynamic_axes=axes,
+            wrapper,
+            args,
+            str(out_path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_axes=axes,
         )

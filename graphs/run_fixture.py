@@ -22,8 +22,11 @@ import numpy as np
 _PAST_RE = re.compile(r"^past(?:_key_values)?[._](\d+)[._](key|value)$")
 _PRESENT_RE = re.compile(r"^present(?:_key_values)?[._](\d+)[._](key|value)$")
 _ORT_TO_NUMPY = {
-    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
-    "tensor(int32)": np.int32, "tensor(bool)": np.bool_,
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(bool)": np.bool_,
 }
 
 
@@ -68,11 +71,20 @@ def position_ids_from_mask(attention_mask: np.ndarray, num_new: int) -> np.ndarr
     return pos[:, -num_new:]
 
 
-def empty_past(session, batch: int, num_kv_heads: int, head_dim: int) -> list[np.ndarray]:
-    """A zero-length past cache (T = 0) with the dtype the graph declares."""
+def empty_past(
+    session, batch: int, num_kv_heads: int, head_dim: int, buffer_len: int | None = None
+) -> list[np.ndarray]:
+    """An empty past cache with the dtype the graph declares.
+
+    buffer_len None: T = 0, and each step's present (T grown by S) is fed back as the next past.
+    buffer_len N: a preallocated [B, Hkv, N, Dh] zero buffer, for graphs whose present aliases
+    the past buffer (onnxruntime-genai's `past_present_share_buffer`; GroupQueryAttention then
+    reads the valid length from attention_mask, and a sliding-window layer needs N >= window).
+    """
     types = {i.name: i.type for i in session.get_inputs()}
+    length = 0 if buffer_len is None else buffer_len
     return [
-        np.zeros((batch, num_kv_heads, 0, head_dim), dtype=_ORT_TO_NUMPY[types[name]])
+        np.zeros((batch, num_kv_heads, length, head_dim), dtype=_ORT_TO_NUMPY[types[name]])
         for name in cache_input_names(session)
     ]
 
@@ -117,14 +129,15 @@ def teacher_forced_decode(
     prefill_len: int,
     num_kv_heads: int,
     head_dim: int,
+    buffer_len: int | None = None,
 ) -> list[np.ndarray]:
     """Prefill tokens[:, :prefill_len], then feed the rest one token at a time.
 
     tokens [B, N] int, pad_mask [B, N] (0 on left padding). Returns logits per step:
-    [B, prefill_len, V] first, then [B, 1, V] for each decode step.
+    [B, prefill_len, V] first, then [B, 1, V] for each decode step. buffer_len: see empty_past.
     """
     batch, total = tokens.shape
-    past = empty_past(session, batch, num_kv_heads, head_dim)
+    past = empty_past(session, batch, num_kv_heads, head_dim, buffer_len)
     logits: list[np.ndarray] = []
     step = run_step(session, tokens[:, :prefill_len], pad_mask[:, :prefill_len], past)
     logits.append(step.logits)

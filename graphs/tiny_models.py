@@ -18,7 +18,9 @@ HEAD_DIM = 32
 NUM_HEADS = HIDDEN // HEAD_DIM  # 4
 NUM_KV_HEADS_GQA = 2
 INTERMEDIATE = 64
-VOCAB = 160  # != any Linear width: the genai builder takes any Linear with out_features == vocab for the LM head
+VOCAB = (
+    160  # != any Linear width: the genai builder takes any Linear with out_features == vocab for the LM head
+)
 MAX_POSITIONS = 64
 GEMMA2_SLIDING_WINDOW = 8
 SEED = 1234
@@ -41,9 +43,13 @@ def _llama() -> Any:
     from transformers import LlamaConfig
 
     return LlamaConfig(
-        vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=INTERMEDIATE,
-        num_hidden_layers=NUM_LAYERS, num_attention_heads=NUM_HEADS,
-        num_key_value_heads=NUM_KV_HEADS_GQA, max_position_embeddings=MAX_POSITIONS,
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        intermediate_size=INTERMEDIATE,
+        num_hidden_layers=NUM_LAYERS,
+        num_attention_heads=NUM_HEADS,
+        num_key_value_heads=NUM_KV_HEADS_GQA,
+        max_position_embeddings=MAX_POSITIONS,
         tie_word_embeddings=True,
     )
 
@@ -52,10 +58,15 @@ def _qwen2() -> Any:
     from transformers import Qwen2Config
 
     return Qwen2Config(
-        vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=INTERMEDIATE,
-        num_hidden_layers=NUM_LAYERS, num_attention_heads=NUM_HEADS,
-        num_key_value_heads=NUM_KV_HEADS_GQA, max_position_embeddings=MAX_POSITIONS,
-        tie_word_embeddings=True, use_sliding_window=False,
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        intermediate_size=INTERMEDIATE,
+        num_hidden_layers=NUM_LAYERS,
+        num_attention_heads=NUM_HEADS,
+        num_key_value_heads=NUM_KV_HEADS_GQA,
+        max_position_embeddings=MAX_POSITIONS,
+        tie_word_embeddings=True,
+        use_sliding_window=False,
     )
 
 
@@ -63,10 +74,15 @@ def _mistral() -> Any:
     from transformers import MistralConfig
 
     return MistralConfig(
-        vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=INTERMEDIATE,
-        num_hidden_layers=NUM_LAYERS, num_attention_heads=NUM_HEADS,
-        num_key_value_heads=NUM_KV_HEADS_GQA, max_position_embeddings=MAX_POSITIONS,
-        tie_word_embeddings=True, sliding_window=None,
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        intermediate_size=INTERMEDIATE,
+        num_hidden_layers=NUM_LAYERS,
+        num_attention_heads=NUM_HEADS,
+        num_key_value_heads=NUM_KV_HEADS_GQA,
+        max_position_embeddings=MAX_POSITIONS,
+        tie_word_embeddings=True,
+        sliding_window=None,
     )
 
 
@@ -74,11 +90,19 @@ def _phi3() -> Any:
     from transformers import Phi3Config
 
     return Phi3Config(
-        vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=INTERMEDIATE,
-        num_hidden_layers=NUM_LAYERS, num_attention_heads=NUM_HEADS,
-        num_key_value_heads=NUM_KV_HEADS_GQA, max_position_embeddings=MAX_POSITIONS,
-        original_max_position_embeddings=MAX_POSITIONS, tie_word_embeddings=True,
-        sliding_window=None, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        intermediate_size=INTERMEDIATE,
+        num_hidden_layers=NUM_LAYERS,
+        num_attention_heads=NUM_HEADS,
+        num_key_value_heads=NUM_KV_HEADS_GQA,
+        max_position_embeddings=MAX_POSITIONS,
+        original_max_position_embeddings=MAX_POSITIONS,
+        tie_word_embeddings=True,
+        sliding_window=None,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
     )
 
 
@@ -86,12 +110,19 @@ def _gemma2() -> Any:
     from transformers import Gemma2Config
 
     return Gemma2Config(
-        vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=INTERMEDIATE,
-        num_hidden_layers=NUM_LAYERS, num_attention_heads=NUM_HEADS,
-        num_key_value_heads=NUM_KV_HEADS_GQA, head_dim=HEAD_DIM,
-        max_position_embeddings=MAX_POSITIONS, query_pre_attn_scalar=HEAD_DIM,
-        sliding_window=GEMMA2_SLIDING_WINDOW, attn_logit_softcapping=50.0,
-        final_logit_softcapping=30.0, layer_types=["sliding_attention", "full_attention"],
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        intermediate_size=INTERMEDIATE,
+        num_hidden_layers=NUM_LAYERS,
+        num_attention_heads=NUM_HEADS,
+        num_key_value_heads=NUM_KV_HEADS_GQA,
+        head_dim=HEAD_DIM,
+        max_position_embeddings=MAX_POSITIONS,
+        query_pre_attn_scalar=HEAD_DIM,
+        sliding_window=GEMMA2_SLIDING_WINDOW,
+        attn_logit_softcapping=50.0,
+        final_logit_softcapping=30.0,
+        layer_types=["sliding_attention", "full_attention"],
         attn_implementation="eager",
     )
 
@@ -100,8 +131,14 @@ def _gpt2() -> Any:
     from transformers import GPT2Config
 
     return GPT2Config(
-        vocab_size=VOCAB, n_embd=HIDDEN, n_layer=NUM_LAYERS, n_head=NUM_HEADS,
-        n_inner=INTERMEDIATE, n_positions=MAX_POSITIONS, bos_token_id=1, eos_token_id=2,
+        vocab_size=VOCAB,
+        n_embd=HIDDEN,
+        n_layer=NUM_LAYERS,
+        n_head=NUM_HEADS,
+        n_inner=INTERMEDIATE,
+        n_positions=MAX_POSITIONS,
+        bos_token_id=1,
+        eos_token_id=2,
     )
 
 
@@ -109,10 +146,17 @@ def _gpt_neox() -> Any:
     from transformers import GPTNeoXConfig
 
     return GPTNeoXConfig(
-        vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=INTERMEDIATE,
-        num_hidden_layers=NUM_LAYERS, num_attention_heads=NUM_HEADS, rotary_pct=0.25,
-        max_position_embeddings=MAX_POSITIONS, tie_word_embeddings=False,
-        use_parallel_residual=True, bos_token_id=1, eos_token_id=2,
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        intermediate_size=INTERMEDIATE,
+        num_hidden_layers=NUM_LAYERS,
+        num_attention_heads=NUM_HEADS,
+        rotary_pct=0.25,
+        max_position_embeddings=MAX_POSITIONS,
+        tie_word_embeddings=False,
+        use_parallel_residual=True,
+        bos_token_id=1,
+        eos_token_id=2,
     )
 
 
@@ -120,9 +164,16 @@ def _opt() -> Any:
     from transformers import OPTConfig
 
     return OPTConfig(
-        vocab_size=VOCAB, hidden_size=HIDDEN, word_embed_proj_dim=HIDDEN, ffn_dim=INTERMEDIATE,
-        num_hidden_layers=NUM_LAYERS, num_attention_heads=NUM_HEADS,
-        max_position_embeddings=MAX_POSITIONS, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        word_embed_proj_dim=HIDDEN,
+        ffn_dim=INTERMEDIATE,
+        num_hidden_layers=NUM_LAYERS,
+        num_attention_heads=NUM_HEADS,
+        max_position_embeddings=MAX_POSITIONS,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
     )
 
 
@@ -131,14 +182,35 @@ ARCHS: dict[str, TinyArch] = {
     for a in [
         TinyArch("llama", "llama", NUM_KV_HEADS_GQA, False, None, _llama, "GQA 4q/2kv, RoPE"),
         TinyArch("qwen2", "qwen2", NUM_KV_HEADS_GQA, False, None, _qwen2, "GQA, q/k/v bias"),
-        TinyArch("mistral", "mistral", NUM_KV_HEADS_GQA, False, None, _mistral,
-                 "GQA, sliding_window=None (Llama-like)"),
+        TinyArch(
+            "mistral",
+            "mistral",
+            NUM_KV_HEADS_GQA,
+            False,
+            None,
+            _mistral,
+            "GQA, sliding_window=None (Llama-like)",
+        ),
         TinyArch("phi3", "phi3", NUM_KV_HEADS_GQA, False, None, _phi3, "GQA, fused qkv_proj"),
-        TinyArch("gemma2", "gemma2", NUM_KV_HEADS_GQA, True, GEMMA2_SLIDING_WINDOW, _gemma2,
-                 "GQA, attn softcap 50, final softcap 30, layer 0 sliding window 8, eager"),
+        TinyArch(
+            "gemma2",
+            "gemma2",
+            NUM_KV_HEADS_GQA,
+            True,
+            GEMMA2_SLIDING_WINDOW,
+            _gemma2,
+            "GQA, attn softcap 50, final softcap 30, layer 0 sliding window 8, eager",
+        ),
         TinyArch("gpt2", "gpt2", NUM_HEADS, False, None, _gpt2, "MHA, fused c_attn, learned positions"),
-        TinyArch("gpt_neox", "gpt_neox", NUM_HEADS, False, None, _gpt_neox,
-                 "MHA, fused qkv, partial rotary (8 of 32 dims)"),
+        TinyArch(
+            "gpt_neox",
+            "gpt_neox",
+            NUM_HEADS,
+            False,
+            None,
+            _gpt_neox,
+            "MHA, fused qkv, partial rotary (8 of 32 dims)",
+        ),
         TinyArch("opt", "opt", NUM_HEADS, False, None, _opt, "MHA, learned positions offset 2"),
     ]
 }

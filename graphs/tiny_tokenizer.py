@@ -21,7 +21,10 @@ def save_tiny_tokenizer(out_dir: Path) -> None:
     tok.save(str(out_dir / "tokenizer.json"))
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
-        "pad_token": SPECIAL[0], "bos_token": SPECIAL[1], "eos_token": SPECIAL[2], "unk_token": SPECIAL[0],
+        "pad_token": SPECIAL[0],
+        "bos_token": SPECIAL[1],
+        "eos_token": SPECIAL[2],
+        "unk_token": SPECIAL[0],
         "model_max_length": 64,
     }
     (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
