@@ -74,3 +74,12 @@ def test_inspect_prints_the_near_miss(tmp_path: Path, capsys) -> None:
     onnx.save(model, path)
     assert main(["inspect", str(path)]) == 0
     assert "layer   0: NOT convertible: Softmax axis 1 is not the last axis" in capsys.readouterr().out
+
+
+def test_plugins_prints_a_path_or_explains(capsys) -> None:
+    code = main(["plugins", "--ort"])
+    captured = capsys.readouterr()
+    if code == 0:
+        assert Path(captured.out.strip()).is_file()
+    else:
+        assert code == 7 and captured.err.startswith("tqexport plugins: error:")

@@ -225,3 +225,26 @@ def test_cache_read_inside_an_if_branch_is_refused(save_tiny, tmp_path: Path) ->
     onnx.save(model, path)
     with pytest.raises(NotConvertibleError, match="inside a subgraph"):
         convert_model(path, tmp_path / "o.onnx", ConvertOptions(), log=_quiet)
+
+
+def test_calibration_scores_choose_the_outlier_channels(save_tiny, tmp_path: Path) -> None:
+    spec = TinySpec(head_dim=64, num_q_heads=2, num_kv_heads=1, num_layers=1)
+    source = save_tiny(spec)
+    scores = np.zeros((1, 64))
+    scores[0, 48:] = 1.0  # channels 48..63 are the outliers
+    calibration = tmp_path / "cal.json"
+    calibration.write_text(json.dumps({"layers": {"0": {"key": scores.tolist(), "value": scores.tolist()}}}))
+    options = ConvertOptions(preset="3.5", calibration=str(calibration))
+    result = convert_model(source, tmp_path / "o.onnx", options, log=_quiet)
+    config = json.loads({p.key: p.value for p in onnx.load(result.output).metadata_props}["tqexport.config"])
+    key = config["layers"]["0"]["key"]
+    assert key["outlier_channels"] == "calibration"
+    assert key["channels"][0][0] == list(range(48, 64)) and key["bits"] == [5, 3]
+
+
+def test_output_over_the_input_is_refused(save_tiny) -> None:
+    from tqexport.errors import UsageError
+
+    source = save_tiny(TinySpec())
+    with pytest.raises(UsageError, match="overwrite the input"):
+        convert_model(source, source, ConvertOptions(), log=_quiet)

@@ -200,6 +200,8 @@ def convert_model(
 ) -> ConvertResult:
     options.validate()
     source = Path(path)
+    if out_path is not None and Path(out_path).resolve() == source.resolve():
+        raise UsageError(f"-o {out_path} would overwrite the input model; choose another output path")
     model = load_model(source)
     index = GraphIndex.build(model, source.parent)
     analysis = analyze(index)
