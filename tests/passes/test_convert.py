@@ -248,3 +248,14 @@ def test_output_over_the_input_is_refused(save_tiny) -> None:
     source = save_tiny(TinySpec())
     with pytest.raises(UsageError, match="overwrite the input"):
         convert_model(source, source, ConvertOptions(), log=_quiet)
+
+
+def test_trt_absent_windows_take_the_cache_dtype(save_tiny, tmp_path: Path) -> None:
+    source = save_tiny(TinySpec(dtype="float16", num_layers=1))
+    result = convert_model(source, tmp_path / "o.onnx", ConvertOptions(target="trt"), log=_quiet)
+    model = onnx.load(result.output)
+    initializers = {t.name: t for t in model.graph.initializer}
+    attention = next(n for n in model.graph.node if n.op_type == "TQAttention")
+    assert initializers[attention.input[9]].data_type == onnx.TensorProto.FLOAT16  # k_window
+    assert initializers[attention.input[8]].data_type == onnx.TensorProto.FLOAT  # k_qjl_matrix
+    assert initializers[attention.input[11]].data_type == onnx.TensorProto.INT64  # past_lengths

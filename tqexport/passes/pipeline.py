@@ -106,6 +106,12 @@ def trt_plugin_fields(graph: onnx.GraphProto, plan: RewritePlan) -> int:
         return 0
     index = GraphIndex(graph)
     absent: dict[int, str] = {}
+    cache_types: dict[str, int] = {}  # node name -> K/V dtype, for zero-element windows of the right type
+    for layer in plan.layers:
+        m = layer.match
+        cache_types[f"tq_attention_{m.layer}"] = m.key.elem_type
+        for write in (m.key, m.value):
+            cache_types[f"tq_quantize_{write.layer}_{write.kind}"] = write.elem_type
 
     def absent_tensor(elem_type: int) -> str:
         if elem_type not in absent:
@@ -118,7 +124,7 @@ def trt_plugin_fields(graph: onnx.GraphProto, plan: RewritePlan) -> int:
     for node in graph.node:
         if node.domain != TQ_DOMAIN:
             continue
-        data_type = index.dtypes.get(node.input[0], onnx.TensorProto.FLOAT)
+        data_type = cache_types.get(node.name) or index.dtypes.get(node.input[0], onnx.TensorProto.FLOAT)
         inputs = list(node.input) + [""] * (_TQ_ARITY[node.op_type] - len(node.input))
         for slot, name in enumerate(inputs):
             if name:
