@@ -87,3 +87,33 @@ def test_compare_many_decodes_the_original_once(tiny_models):
     assert reports[0].result.decode.kl_max == 0.0
     assert reports[1].storage.converted_bits_per_element == 8.0
     assert reports[2].result.decode.kl_mean > reports[1].result.decode.kl_mean > 0.0
+
+
+def test_converted_fixture_end_to_end(tmp_path, capsys):
+    """tqexport convert (8-bit, 2 sinks + 4 recent) then tqexport compare on a committed fixture."""
+    from pathlib import Path
+
+    fixture = Path(__file__).parents[2] / "graphs" / "fixtures" / "optimum" / "llama" / "model.onnx"
+    if not fixture.is_file():
+        pytest.skip("no graphs/fixtures/optimum/llama fixture")
+    try:
+        from tqexport.runtime import ort_library_path
+
+        ort_library_path()
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"tqexport ORT custom-op library not available: {exc}")
+    converted = tmp_path / "model.onnx"
+    flags = "--preset 8 --sink-tokens 2 --recent-window 4".split()
+    assert main(["convert", str(fixture), "-o", str(converted), *flags]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    ids = ",".join(str(i) for i in np.random.default_rng(3).integers(0, 160, 80))
+    common = ["--ids", ids, "--prefill", "40", "--steps", "30", "--batch", "2", "--json", "--no-progress"]
+    models = [str(fixture), str(converted)]
+    assert main(["compare", *models, *common, "--max-kl", "1e-3", "--min-top1", "0.95"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    storage = report["storage"]
+    assert storage["window_tokens"] == 6 and storage["context_tokens"] == 70
+    # 8-bit codes of D = 32 plus one float16 norm: 34-byte rows, 8.5 bits/elem once the window is amortized.
+    assert storage["converted_bits_per_element_long"] == pytest.approx(8.5)
+    assert 8.5 < storage["converted_bits_per_element"] < 32.0
+    assert main(["compare", *models, *common, "--max-kl", "1e-12"]) == 1
