@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnx
 from onnx import helper, numpy_helper
 
 from tqexport.codec import Codec, CodecConfig
@@ -218,6 +219,15 @@ def convert_model(
     convertible: list[LayerMatch] = analysis.convertible_layers
     if not convertible:
         raise NotConvertibleError("no layer can convert; see `tqexport inspect`")
+    if options.sink_tokens + options.recent_window:
+        for layer in convertible:
+            q_type = layer.attention.q_elem_type
+            if q_type and q_type != layer.key.elem_type:
+                raise UnsupportedError(
+                    f"layer {layer.layer}: q is {onnx.TensorProto.DataType.Name(q_type)} but the cache is "
+                    f"{onnx.TensorProto.DataType.Name(layer.key.elem_type)}; TQAttention windows take q's "
+                    "dtype (format.md 8.2), so --sink-tokens/--recent-window need them equal"
+                )
     calibration = load_calibration(options.calibration) if options.calibration else None
     key_bits, value_bits = options.resolved_bits()
     notes: list[str] = []

@@ -250,6 +250,10 @@ def _match_scores_to_probs_matmul(index: GraphIndex, scores: str, progress: int)
         use = uses[0]
         node, op = use.node, use.node.op_type
         progress += 1
+        if op == "Dropout" and len(node.input) > 2 and node.input[2]:
+            training = fold_scalar(index, node.input[2])
+            if training is None or training:
+                raise Mismatch.at_node("Dropout with training_mode not constant false", node, progress)
         if op in _PASS_THROUGH or op == "Dropout":
             steps.append(op)
             name = node.output[0]
