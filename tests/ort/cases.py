@@ -201,3 +201,68 @@ def small_attention_case(
         sink_tokens=sink_tokens,
         recent_window=recent_window,
     )
+
+
+def special_vectors(rng: np.random.Generator, shape: tuple[int, ...], dtype) -> np.ndarray:
+    """Gaussian vectors with a few special rows: an all-zero vector, a tiny and a huge one."""
+    x = rng.standard_normal(shape)
+    x[0, 0, 0] = 0.0
+    if shape[2] > 2:
+        x[-1, -1, 1] *= 1e-3
+        x[-1, 0, 2] *= 50.0
+    return x.astype(dtype)
+
+
+def buffer_attention_case(
+    dtype,
+    sink_tokens: int,
+    recent_window: int,
+    new_tokens: int,
+    lengths: list[int],
+    capacity: int,
+    group: int = 2,
+    seed: int = 0,
+    head_dim: int = 32,
+) -> tuple[dict, dict]:
+    """Buffer-mode caches built per sequence from concat-mode ones; unused rows / slots are poisoned."""
+    rng = np.random.default_rng(seed)
+    b, hkv, d = len(lengths), 2, head_dim
+    w = sink_tokens + recent_window
+    k_codec = make_codec(d, bits=(3,), qjl=True, kv_heads=hkv)
+    v_codec = make_codec(d, bits=(4,), kv_heads=hkv, seed=3)
+    totals = [n + new_tokens for n in lengths]
+    k_cache = rng.integers(0, 256, (b, hkv, capacity, k_codec.config.row_bytes), dtype=np.uint8)
+    v_cache = rng.integers(0, 256, (b, hkv, capacity, v_codec.config.row_bytes), dtype=np.uint8)
+    k_window = np.full((b, hkv, w, d), np.nan, dtype) if w else None
+    v_window = np.full((b, hkv, w, d), np.nan, dtype) if w else None
+    for i, total in enumerate(totals):
+        keys = rng.standard_normal((1, hkv, total, d)).astype(dtype)
+        values = rng.standard_normal((1, hkv, total, d)).astype(dtype)
+        for cache, window, codec, kv in (
+            (k_cache, k_window, k_codec, keys),
+            (v_cache, v_window, v_codec, values),
+        ):
+            c, wnd = concat_caches(kv, codec, sink_tokens, recent_window)
+            cache[i, :, : c.shape[2]] = c[0]
+            if w:
+                window[i, :, : wnd.shape[2]] = wnd[0]
+    q = rng.standard_normal((b, hkv * group, new_tokens, d)).astype(dtype)
+    t_mask = max(totals) + 2
+    mask = np.zeros((b, 1, new_tokens, t_mask), np.float32)
+    for i, n in enumerate(lengths):
+        pos = n + np.arange(new_tokens)[:, None]
+        mask[i, 0] = np.where(np.arange(t_mask)[None, :] <= pos, 0.0, -np.inf)
+    return attention_inputs(
+        q,
+        k_codec,
+        v_codec,
+        k_cache,
+        v_cache,
+        mask,
+        k_window,
+        v_window,
+        np.array(lengths, np.int64),
+        cache_mode=BUFFER,
+        sink_tokens=sink_tokens,
+        recent_window=recent_window,
+    )

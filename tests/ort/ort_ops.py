@@ -59,12 +59,21 @@ def one_node_model(
     )
 
 
-def session(model: onnx.ModelProto) -> ort.InferenceSession:
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+
+
+def session(model: onnx.ModelProto, provider: str = CPU) -> ort.InferenceSession:
+    """A session running every node on `provider` (with CUDA, falling back to the CPU is an error)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.log_severity_level = 4  # the tests read the errors from the exceptions
     register_with(options)
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    providers = [provider]
+    if provider == CUDA:
+        options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+        providers = [(CUDA, {"use_tf32": "0"}), CPU]
+    return ort.InferenceSession(model.SerializeToString(), options, providers=providers)
 
 
 def _feeds(input_names: tuple[str, ...], inputs: dict[str, np.ndarray | None]) -> dict[str, np.ndarray]:
@@ -72,7 +81,10 @@ def _feeds(input_names: tuple[str, ...], inputs: dict[str, np.ndarray | None]) -
 
 
 def run_quantize(
-    inputs: dict[str, np.ndarray | None], attributes: dict[str, Any], with_window_output: bool | None = None
+    inputs: dict[str, np.ndarray | None],
+    attributes: dict[str, Any],
+    with_window_output: bool | None = None,
+    provider: str = CPU,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """present_cache, present_window (None without a window output) of one TQQuantize node."""
     x = inputs["x"]
@@ -82,13 +94,15 @@ def run_quantize(
     if with_window_output:
         outputs.append(("present_window", _elem_type(x)))
     model = one_node_model("TQQuantize", QUANTIZE_INPUTS, inputs, outputs, attributes)
-    results = session(model).run(None, _feeds(QUANTIZE_INPUTS, inputs))
+    results = session(model, provider).run(None, _feeds(QUANTIZE_INPUTS, inputs))
     return results[0], (results[1] if with_window_output else None)
 
 
-def run_attention(inputs: dict[str, np.ndarray | None], attributes: dict[str, Any]) -> np.ndarray:
+def run_attention(
+    inputs: dict[str, np.ndarray | None], attributes: dict[str, Any], provider: str = CPU
+) -> np.ndarray:
     """The output of one TQAttention node."""
     model = one_node_model(
         "TQAttention", ATTENTION_INPUTS, inputs, [("out", _elem_type(inputs["q"]))], attributes
     )
-    return session(model).run(None, _feeds(ATTENTION_INPUTS, inputs))[0]
+    return session(model, provider).run(None, _feeds(ATTENTION_INPUTS, inputs))[0]

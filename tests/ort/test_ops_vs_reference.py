@@ -15,12 +15,14 @@ import pytest
 from cases import (
     BUFFER,
     attention_inputs,
+    buffer_attention_case,
     causal_mask,
     concat_caches,
     empty_cache,
     make_codec,
     quantize_inputs,
     small_attention_case,
+    special_vectors,
     window_rows,
 )
 from ort_ops import run_attention, run_quantize
@@ -34,16 +36,6 @@ from tqexport.codec.reference_ops import decoded_attention_reference
 # are rounded to float16 (half an ulp is 2^-11 ~ 4.9e-4 of the value) and the inputs are float16 too.
 ATTENTION_RTOL = {np.float32: 1e-4, np.float16: 2e-3}
 DTYPES = [np.float32, np.float16]
-
-
-def _x(rng: np.random.Generator, shape: tuple[int, ...], dtype) -> np.ndarray:
-    """Gaussian vectors with a few special rows: an all-zero vector, a tiny and a huge one."""
-    x = rng.standard_normal(shape)
-    x[0, 0, 0] = 0.0
-    if shape[2] > 2:
-        x[-1, -1, 1] *= 1e-3
-        x[-1, 0, 2] *= 50.0
-    return x.astype(dtype)
 
 
 def _assert_same_bytes(ours: np.ndarray, ref: np.ndarray, what: str) -> None:
@@ -75,7 +67,7 @@ def test_quantize_codes_bit_identical(bits: int, rotation: str, qjl: bool, dtype
     codec = make_codec(
         32, bits=(bits,), qjl=qjl, rotation=rotation, kv_heads=2, per_head_rotation=bits % 2 == 0
     )
-    x = _x(rng, (2, 2, 5, 32), dtype)
+    x = special_vectors(rng, (2, 2, 5, 32), dtype)
     inputs, attrs = quantize_inputs(x, codec, empty_cache(2, 2, codec))
     ours, _ = run_quantize(inputs, attrs)
     ref, _ = reference_ops.tq_quantize(**inputs, **attrs)
@@ -107,7 +99,7 @@ def test_quantize_fractional_splits_bit_identical(part_sizes, bits, qjl, norm_co
         kv_heads=3,
         per_head_rotation=True,
     )
-    x = _x(rng, (1, 3, 6, d), dtype)
+    x = special_vectors(rng, (1, 3, 6, d), dtype)
     inputs, attrs = quantize_inputs(x, codec, empty_cache(1, 3, codec))
     ours, _ = run_quantize(inputs, attrs)
     ref, _ = reference_ops.tq_quantize(**inputs, **attrs)
@@ -129,7 +121,7 @@ def test_quantize_concat_steps_with_window(sink_tokens: int, recent_window: int,
     window = np.zeros((b, h, 0, d), dtype) if w else None
     total = 0
     for step, s in enumerate([2, 1, 1, 4, 1, 3]):
-        x = _x(rng, (b, h, s, d), dtype)
+        x = special_vectors(rng, (b, h, s, d), dtype)
         cache_attrs = {"sink_tokens": sink_tokens, "recent_window": recent_window}
         inputs, attrs = quantize_inputs(x, codec, cache, window, **cache_attrs)
         ours_cache, ours_window = run_quantize(inputs, attrs)
@@ -155,7 +147,7 @@ def test_quantize_buffer_mode(sink_tokens: int, recent_window: int, dtype) -> No
     window = rng.standard_normal((b, h, w, d)).astype(dtype) if w else None
     lengths = np.array([0, 4], np.int64)
     for step, s in enumerate([3, 1, 2, 1]):
-        x = _x(rng, (b, h, s, d), dtype)
+        x = special_vectors(rng, (b, h, s, d), dtype)
         inputs, attrs = quantize_inputs(
             x,
             codec,
@@ -290,65 +282,11 @@ def test_attention_concat_sink_and_window(
     _attention_check(inputs, attrs, dtype, f"concat Ns={sink_tokens} Rw={recent_window}")
 
 
-def _buffer_case(
-    dtype,
-    sink_tokens: int,
-    recent_window: int,
-    new_tokens: int,
-    lengths: list[int],
-    capacity: int,
-    group: int = 2,
-    seed: int = 0,
-) -> tuple[dict, dict]:
-    """Buffer-mode caches built per sequence from concat-mode ones; unused rows / slots are poisoned."""
-    rng = np.random.default_rng(seed)
-    b, hkv, d = len(lengths), 2, 32
-    w = sink_tokens + recent_window
-    k_codec = make_codec(d, bits=(3,), qjl=True, kv_heads=hkv)
-    v_codec = make_codec(d, bits=(4,), kv_heads=hkv, seed=3)
-    totals = [n + new_tokens for n in lengths]
-    k_cache = rng.integers(0, 256, (b, hkv, capacity, k_codec.config.row_bytes), dtype=np.uint8)
-    v_cache = rng.integers(0, 256, (b, hkv, capacity, v_codec.config.row_bytes), dtype=np.uint8)
-    k_window = np.full((b, hkv, w, d), np.nan, dtype) if w else None
-    v_window = np.full((b, hkv, w, d), np.nan, dtype) if w else None
-    for i, total in enumerate(totals):
-        keys = rng.standard_normal((1, hkv, total, d)).astype(dtype)
-        values = rng.standard_normal((1, hkv, total, d)).astype(dtype)
-        for cache, window, codec, kv in (
-            (k_cache, k_window, k_codec, keys),
-            (v_cache, v_window, v_codec, values),
-        ):
-            c, wnd = concat_caches(kv, codec, sink_tokens, recent_window)
-            cache[i, :, : c.shape[2]] = c[0]
-            if w:
-                window[i, :, : wnd.shape[2]] = wnd[0]
-    q = rng.standard_normal((b, hkv * group, new_tokens, d)).astype(dtype)
-    t_mask = max(totals) + 2
-    mask = np.zeros((b, 1, new_tokens, t_mask), np.float32)
-    for i, n in enumerate(lengths):
-        pos = n + np.arange(new_tokens)[:, None]
-        mask[i, 0] = np.where(np.arange(t_mask)[None, :] <= pos, 0.0, -np.inf)
-    return attention_inputs(
-        q,
-        k_codec,
-        v_codec,
-        k_cache,
-        v_cache,
-        mask,
-        k_window,
-        v_window,
-        np.array(lengths, np.int64),
-        cache_mode=BUFFER,
-        sink_tokens=sink_tokens,
-        recent_window=recent_window,
-    )
-
-
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f16"])
 @pytest.mark.parametrize(("sink_tokens", "recent_window"), [(0, 0), (2, 0), (0, 3), (2, 3)])
 @pytest.mark.parametrize("new_tokens", [1, 2], ids=["decode", "prefill_chunk"])
 def test_attention_buffer_mode(new_tokens: int, sink_tokens: int, recent_window: int, dtype) -> None:
-    inputs, attrs = _buffer_case(
+    inputs, attrs = buffer_attention_case(
         dtype, sink_tokens, recent_window, new_tokens, lengths=[3, 9, 0], capacity=14, seed=new_tokens
     )
     _attention_check(inputs, attrs, dtype, f"buffer Ns={sink_tokens} Rw={recent_window}")

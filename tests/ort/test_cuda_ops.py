@@ -1,0 +1,150 @@
+"""The ORT CUDA ops (a TQ_WITH_CUDA build) against the NumPy reference and the ORT CPU ops.
+
+Every node must run on the CUDA provider (CPU fallback disabled). TQQuantize must be bit-identical to the
+reference; TQAttention within CUDA_RTOL of the float64 reference over the decoded cache. Bad inputs fail with
+the same messages as on the CPU (the checks are shared: plugins/ort/op_contract.cc).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from cases import (
+    BUFFER,
+    buffer_attention_case,
+    empty_cache,
+    make_codec,
+    quantize_inputs,
+    small_attention_case,
+    special_vectors,
+)
+from ort_ops import CUDA, run_attention, run_quantize
+
+from tqexport.codec import reference_ops
+
+pytestmark = pytest.mark.gpu
+
+# Relative error bound (max abs error / max abs reference). The CUDA kernels run the score and value
+# products on tensor cores in half precision (plugins/kernels), so float32 models also see float16 rounding
+# of the operands.
+CUDA_RTOL = {np.float32: 5e-3, np.float16: 5e-3}
+
+
+def _rel_err(ours: np.ndarray, ref: np.ndarray) -> float:
+    ours64, ref64 = ours.astype(np.float64), ref.astype(np.float64)
+    return float(np.max(np.abs(ours64 - ref64)) / max(np.max(np.abs(ref64)), 1e-30))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["f32", "f16"])
+@pytest.mark.parametrize(
+    ("bits", "part_sizes", "qjl", "rotation"),
+    [
+        ((1,), (64,), False, "hadamard"),
+        ((4,), (64,), False, "dense"),
+        ((3,), (64,), True, "hadamard"),
+        ((3, 2), (32, 32), True, "dense"),
+        ((8,), (64,), False, "hadamard"),
+        ((5, 2), (16, 48), False, "dense"),
+    ],
+)
+def test_cuda_quantize_bit_identical(bits, part_sizes, qjl, rotation, dtype) -> None:
+    rng = np.random.default_rng(sum(bits))
+    codec = make_codec(
+        64, bits=bits, part_sizes=part_sizes, qjl=qjl, rotation=rotation, kv_heads=2, per_head_rotation=True
+    )
+    x = special_vectors(rng, (2, 2, 7, 64), dtype)
+    inputs, attrs = quantize_inputs(x, codec, empty_cache(2, 2, codec))
+    ours, _ = run_quantize(inputs, attrs, provider=CUDA)
+    ref, _ = reference_ops.tq_quantize(**inputs, **attrs)
+    assert np.array_equal(ours, ref), f"{int(np.sum(ours != ref))} bytes differ"
+
+
+@pytest.mark.parametrize(("cache_mode", "sink_tokens", "recent_window"), [(0, 2, 3), (1, 2, 3), (1, 0, 0)])
+def test_cuda_quantize_steps(cache_mode: int, sink_tokens: int, recent_window: int) -> None:
+    rng = np.random.default_rng(1)
+    codec = make_codec(64, bits=(4,), kv_heads=2)
+    w = sink_tokens + recent_window
+    capacity = 16 if cache_mode == BUFFER else 0
+    cache = empty_cache(2, 2, codec, capacity)
+    window = np.zeros((2, 2, w if cache_mode == BUFFER else 0, 64), np.float32) if w else None
+    lengths = np.array([0, 3], np.int64) if cache_mode == BUFFER else None
+    for s in [3, 1, 1, 4]:
+        x = special_vectors(rng, (2, 2, s, 64), np.float32)
+        inputs, attrs = quantize_inputs(
+            x,
+            codec,
+            cache,
+            window,
+            lengths,
+            cache_mode=cache_mode,
+            sink_tokens=sink_tokens,
+            recent_window=recent_window,
+        )
+        ours_cache, ours_window = run_quantize(inputs, attrs, provider=CUDA)
+        ref_cache, ref_window = reference_ops.tq_quantize(**inputs, **attrs)
+        assert np.array_equal(ours_cache, ref_cache)
+        if w:
+            assert np.array_equal(ours_window, ref_window)
+        cache, window = ours_cache, ours_window
+        lengths = lengths + s if lengths is not None else None
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["f32", "f16"])
+@pytest.mark.parametrize("group", [1, 4, 8])
+@pytest.mark.parametrize("new_tokens", [1, 5], ids=["decode", "prefill_chunk"])
+@pytest.mark.parametrize(("sink_tokens", "recent_window", "k_qjl"), [(0, 0, False), (2, 4, True)])
+def test_cuda_attention_concat(new_tokens, group, dtype, sink_tokens, recent_window, k_qjl) -> None:
+    inputs, attrs = small_attention_case(
+        dtype,
+        batch=2,
+        kv_heads=2,
+        group=group,
+        new_tokens=new_tokens,
+        total=40,
+        head_dim=64,
+        sink_tokens=sink_tokens,
+        recent_window=recent_window,
+        k_qjl=k_qjl,
+        seed=group,
+    )
+    ours = run_attention(inputs, attrs, provider=CUDA)
+    ref = reference_ops.tq_attention(**inputs, **attrs)
+    assert ours.dtype == np.dtype(dtype) and np.all(np.isfinite(ours))
+    assert _rel_err(ours, ref) <= CUDA_RTOL[dtype]
+
+
+@pytest.mark.parametrize("new_tokens", [1, 2], ids=["decode", "prefill_chunk"])
+def test_cuda_attention_buffer_mode(new_tokens: int) -> None:
+    inputs, attrs = buffer_attention_case(
+        np.float32, 2, 3, new_tokens, lengths=[3, 9, 0], capacity=14, head_dim=64
+    )
+    ours = run_attention(inputs, attrs, provider=CUDA)
+    ref = reference_ops.tq_attention(**inputs, **attrs)
+    assert np.all(np.isfinite(ours))
+    assert _rel_err(ours, ref) <= CUDA_RTOL[np.float32]
+
+
+def test_cuda_matches_cpu_op() -> None:
+    inputs, attrs = small_attention_case(
+        np.float16, batch=1, kv_heads=2, group=4, new_tokens=3, total=33, head_dim=64, seed=5
+    )
+    cpu = run_attention(inputs, attrs)
+    gpu = run_attention(inputs, attrs, provider=CUDA)
+    assert _rel_err(gpu, cpu) <= CUDA_RTOL[np.float16]
+
+
+def test_cuda_buffer_overflow_fails_before_launch() -> None:
+    codec = make_codec(64, bits=(4,), kv_heads=2)
+    x = np.zeros((2, 2, 3, 64), np.float32)
+    inputs, attrs = quantize_inputs(
+        x, codec, empty_cache(2, 2, codec, 4), None, np.array([0, 2], np.int64), cache_mode=BUFFER
+    )
+    with pytest.raises(Exception, match="buffer overflow: sequence 1"):
+        run_quantize(inputs, attrs, provider=CUDA)
+
+
+def test_cuda_attention_heads_do_not_divide() -> None:
+    inputs, attrs = small_attention_case(np.float32, kv_heads=2, group=2, head_dim=64)
+    inputs["q"] = inputs["q"][:, :3].copy()
+    with pytest.raises(Exception, match="query heads Hq=3 .* is not a multiple of kv heads Hkv=2"):
+        run_attention(inputs, attrs, provider=CUDA)
