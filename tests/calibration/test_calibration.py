@@ -75,3 +75,40 @@ def test_capture_and_sensitivity_are_deterministic() -> None:
     assert s1 == s2
     for curve in s1.values():
         assert curve[2] > curve[4] > 0  # fewer bits, more divergence
+
+
+@pytest.mark.skipif(not FIXTURE.exists(), reason="fixture graphs/fixtures/optimum/llama is not committed")
+def test_convert_with_bits_budget_records_an_allocation_within_budget(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    import json
+
+    from tqexport.converter import ConvertOptions, convert_model
+
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text(" ".join(str(i) for i in np.random.default_rng(1).integers(3, 150, 96)))
+    options = ConvertOptions(
+        calibration=str(ids_file), bits_budget=3.5, sink_tokens=2, recent_window=4, budget_context=1024
+    )
+    result = convert_model(FIXTURE, tmp_path / "m.onnx", options, log=lambda _: None)
+    model = onnx.load(str(result.output), load_external_data=False)
+    meta = json.loads({p.key: p.value for p in model.metadata_props}["tqexport.config"])
+    allocation = meta["bit_allocation"]
+    assert allocation["achieved_bits_per_element"] <= 3.5
+    chosen = {
+        (int(layer), kind): rec[kind]["bits"][0]
+        for layer, rec in meta["layers"].items()
+        for kind in ("key", "value")
+    }
+    storage = StorageModel(head_dim=32, context=1024, sink_tokens=2, recent_window=4)
+    assert mean_cost(chosen, {k: storage for k in chosen}) == pytest.approx(
+        allocation["achieved_bits_per_element"], abs=1e-4
+    )
+    assert all(rec["key"]["outlier_channels"] == "n/a (one part)" for rec in meta["layers"].values())
+
+
+def test_bits_budget_without_calibration_text_is_refused(tmp_path: Path) -> None:
+    from tqexport.converter import ConvertOptions, convert_model
+    from tqexport.errors import UsageError
+
+    with pytest.raises(UsageError, match="--bits-budget needs --calibration"):
+        convert_model(FIXTURE, tmp_path / "m.onnx", ConvertOptions(bits_budget=3.0), log=lambda _: None)

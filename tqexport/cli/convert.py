@@ -32,7 +32,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     bits.add_argument(
         "--seed", type=int, default=0, help="base seed; per layer, per K/V seeds derive from it"
     )
-    bits.add_argument("--calibration", help="JSON {'layers': {'<layer>': {'key': [[score]*D]*Hkv, ...}}}")
+    bits.add_argument(
+        "--calibration",
+        metavar="FILE",
+        help="calibration text (run through the original model: outlier channels by K/V RMS, and the "
+        "sensitivities --bits-budget needs), or a JSON of channel scores {'layers': ...}",
+    )
+    bits.add_argument("--calibration-tokens", type=int, default=256, help="tokens of calibration text used")
+    bits.add_argument(
+        "--bits-budget",
+        type=float,
+        help="average bits per K/V element (norms, sinks and window counted at --budget-context): bit "
+        "widths per layer and K/V are chosen from measured sensitivity (needs --calibration text)",
+    )
+    bits.add_argument(
+        "--budget-context", type=int, default=2048, help="context length the budget is counted at"
+    )
     cache = parser.add_argument_group("cache")
     cache.add_argument("--cache-mode", choices=("concat", "buffer"), default="concat")
     cache.add_argument("--sink-tokens", type=int, default=0, help="first N tokens kept in full precision")
@@ -60,6 +75,9 @@ def run(args: argparse.Namespace) -> int:
         sink_tokens=args.sink_tokens,
         recent_window=args.recent_window,
         calibration=args.calibration,
+        calibration_tokens=args.calibration_tokens,
+        bits_budget=args.bits_budget,
+        budget_context=args.budget_context,
         target=args.target,
         allow_partial=args.allow_partial,
         check=not args.no_check,

@@ -18,7 +18,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from tqexport.codec import Codec, CodecConfig
-from tqexport.converter.outliers import channel_scores, choose_channels, load_calibration
+from tqexport.converter.outliers import channel_scores, choose_channels
 from tqexport.converter.presets import part_split, resolve_preset
 from tqexport.converter.report import analysis_report, layer_report
 from tqexport.errors import NotConvertibleError, UnsupportedError, UsageError, ValidationError
@@ -45,6 +45,9 @@ class ConvertOptions:
     sink_tokens: int = 0
     recent_window: int = 0
     calibration: str | None = None
+    calibration_tokens: int = 256
+    bits_budget: float | None = None
+    budget_context: int = 2048
     target: str = "ort"
     allow_partial: bool = False
     check: bool = True
@@ -72,6 +75,13 @@ class ConvertOptions:
         for bits in self.resolved_bits():
             if not 1 <= bits <= 8:
                 raise UsageError(f"bit width {bits} outside 1..8")
+        if self.bits_budget is not None:
+            if not self.calibration:
+                raise UsageError("--bits-budget needs --calibration TEXT (sensitivity is measured on it)")
+            if self.qjl:
+                raise UsageError("--bits-budget allocates MSE bit widths; it does not combine with --qjl")
+            if self.budget_context <= 0 or self.calibration_tokens < 16:
+                raise UsageError("--budget-context must be > 0 and --calibration-tokens >= 16")
 
 
 @dataclass
@@ -186,6 +196,29 @@ def _build_cache_codec(
     return _CodecBuild(tensors, record)
 
 
+def _plan_calibration(source: Path, options: ConvertOptions, log: Callable[[str], None]):
+    """Outlier scores (and bits per layer under --bits-budget) from the --calibration file."""
+    from tqexport.calibration.budget import StorageModel
+    from tqexport.calibration.plan import plan_calibration
+
+    def storage(head_dim: int, _: int) -> StorageModel:
+        return StorageModel(
+            head_dim=head_dim,
+            context=options.budget_context,
+            sink_tokens=options.sink_tokens,
+            recent_window=options.recent_window,
+        )
+
+    return plan_calibration(
+        source,
+        options.calibration,
+        tokens=options.calibration_tokens,
+        bits_budget=options.bits_budget,
+        storage=storage,
+        log=log,
+    )
+
+
 def inspect_model(path: str | os.PathLike[str]) -> dict:
     model = load_model(path)
     index = GraphIndex.build(model, Path(path).parent)
@@ -228,19 +261,31 @@ def convert_model(
                     f"{onnx.TensorProto.DataType.Name(layer.key.elem_type)}; TQAttention windows take q's "
                     "dtype (format.md 8.2), so --sink-tokens/--recent-window need them equal"
                 )
-    calibration = load_calibration(options.calibration) if options.calibration else None
     key_bits, value_bits = options.resolved_bits()
     notes: list[str] = []
+    calibration, layer_bits, allocation = None, {}, None
+    if options.calibration:
+        planned = _plan_calibration(source, options, log)
+        calibration, layer_bits, allocation = planned.scores, planned.layer_bits or {}, planned.allocation
+        notes.extend(planned.notes)
     plans, config_layers = [], {}
     for layer in _progress(convertible, progress and len(convertible) > 4, "codecs"):
+        layer_key_bits, layer_value_bits = layer_bits.get(layer.layer, (key_bits, value_bits))
         key = _build_cache_codec(
-            model.graph, index, layer.key, key_bits, options, calibration, layer.attention.num_q_heads, notes
+            model.graph,
+            index,
+            layer.key,
+            layer_key_bits,
+            options,
+            calibration,
+            layer.attention.num_q_heads,
+            notes,
         )
         value = _build_cache_codec(
             model.graph,
             index,
             layer.value,
-            value_bits,
+            layer_value_bits,
             options,
             calibration,
             layer.attention.num_q_heads,
@@ -268,6 +313,7 @@ def convert_model(
         "target": options.target,
         "base_seed": options.seed,
         "calibration": options.calibration or "",
+        "bit_allocation": allocation or {},
         "layers": config_layers,
         "unconverted_layers": [layer.layer for layer in failing],
     }

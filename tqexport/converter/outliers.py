@@ -1,30 +1,18 @@
 """Per-(layer, kv head) outlier channels for the outlier split.
 
-Sources, in order: a calibration file (JSON `{"layers": {"<layer>": {"key": [[score per channel] per kv head],
-"value": [...]}}}`, scores such as per-channel RMS); else the projection weights: walking back from the
-new K/V
-tensor to the MatMul whose weight initializer has Hkv * D (or a fused Hq * D + 2 * Hkv * D) output columns, a
-channel's score is its weight column's L2 norm; else the first channels (recorded as "none").
+Sources, in order: calibration scores (`tqexport.calibration`: per-channel RMS of the new K/V on text, or a
+JSON `{"layers": {"<layer>": {"key": [[score per channel] per kv head], "value": [...]}}}`); else the
+projection weights: walking back from the new K/V tensor to the MatMul whose weight initializer has Hkv * D
+(or a fused Hq * D + 2 * Hkv * D) output columns, a channel's score is its weight column's L2 norm; else the
+first channels (recorded as "none").
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 
-from tqexport.errors import UsageError
 from tqexport.graph.index import GraphIndex
 from tqexport.passes.match import CacheWrite
-
-
-def load_calibration(path: str | Path) -> dict:
-    try:
-        data = json.loads(Path(path).read_text())
-        return data["layers"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UsageError(f"calibration file {path}: cannot read {{'layers': ...}} JSON: {exc}") from exc
 
 
 def _projection_weight(index: GraphIndex, write: CacheWrite) -> np.ndarray | None:
