@@ -39,6 +39,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--profile", action="store_true", help="one call at B=8 T=32K 4-bit (for ncu), no timing")
+    ap.add_argument("--skip-sdpa", action="store_true", help="time only the TQ kernels (A/B of builds)")
     args = ap.parse_args()
     kern = Kernels()
     if args.profile:
@@ -91,6 +92,12 @@ def main() -> None:
                     t_ours = time_graph_us(ours, copies)
                     kc = vc = ours = None
                     torch.cuda.empty_cache()
+                    if args.skip_sdpa:
+                        bw = comp_bytes / (t_ours * 1e-6) / 1e9
+                        nan = float("nan")
+                        rows.append((bits, b, t, t_ours, nan, nan, bw, bw / copy_gbs))
+                        print(f"bits={bits} B={b:2d} T={t:6d}: ours {t_ours:9.1f} us {bw:6.0f} GB/s")
+                        continue
                     k16 = [
                         torch.randn((b, HKV, t, D), dtype=torch.float16, device="cuda")
                         for _ in range(sdpa_copies)

@@ -48,6 +48,9 @@ struct AttnArgs {
   int window;           // W
   // shared memory carve (bytes)
   int off_k, off_v, off_raw, raw_k_bytes, raw_stage_bytes, off_tab_k, off_tab_v, smem_bytes;
+  // fast decode kernel (attention_decode.cuh): 0 = generic split kernel, else its stage layout
+  int fast;
+  int fast_k_bytes, fast_stage_bytes;
   // workspace
   __half* qbuf;         // [B*Hq*S][kd]
   float* part_o;        // [B*Hq*S][nsp][D]
@@ -285,6 +288,9 @@ __device__ void window_block(const AttnArgs& a, int b, int g, int rowblock, int 
     if (lane == 0) a.part_ml[grow * a.nsp + split] = make_float2(m_run, l_run);
   }
 }
+
+// ------------------------------------------------------------------------------------ fast decode path
+#include "kernels/attention_decode.cuh"
 
 // ------------------------------------------------------------------------------------ compressed splits
 template <int D, int WM>
@@ -590,11 +596,11 @@ __global__ void __launch_bounds__(kThreads) tq_attention_split_kernel(const Attn
 __global__ void __launch_bounds__(kThreads) tq_rotate_q_kernel(const AttnArgs a) {
   const AttentionParams& p = a.p;
   const int d = p.k_codec.head_dim;
-  const int dp1 = d + 1;
+  const int qstride = d + 4;  // 16-byte aligned rows
   extern __shared__ __align__(16) char smem[];
-  float* qsm = reinterpret_cast<float*>(smem);  // [kRotateRows][d+1]
-  float* msm = qsm + kRotateRows * dp1;         // [32][d+1] staged matrix rows
-  float* rsm = msm + 32 * dp1;                  // [kRotateRows][d+1] qr
+  float* qsm = reinterpret_cast<float*>(smem);  // [kRotateRows][d+4]
+  float* rsm = qsm + kRotateRows * qstride;     // [kRotateRows][d+4] qr
+  float* msm = rsm + kRotateRows * qstride;     // [32][kThreads+1] staged matrix columns
   const int rhead = blockIdx.y;
   const bool per_head = p.k_rotation_heads != 1;
   const int64_t rows_in_head =
@@ -626,33 +632,47 @@ __global__ void __launch_bounds__(kThreads) tq_rotate_q_kernel(const AttnArgs a)
 #pragma unroll
     for (int r = 0; r < kRotateRows; ++r)
       if (r == i) gr = grows[r];
-    qsm[i * dp1 + k] = gr >= 0 ? dev::load_as_float(p.q, p.dtype, gr * d + k) : 0.0f;
+    qsm[i * qstride + k] = gr >= 0 ? dev::load_as_float(p.q, p.dtype, gr * d + k) : 0.0f;
   }
   const float* mats[2] = {p.k_rotation + static_cast<int64_t>(rhead) * d * d, p.k_qjl_matrix};
   const int passes = p.k_codec.qjl ? 2 : 1;
   for (int pass = 0; pass < passes; ++pass) {
     const float* m = mats[pass];
     const float* in = pass == 0 ? qsm : rsm;
-    for (int k0 = 0; k0 < d; k0 += 32) {
-      __syncthreads();
-      for (int idx = threadIdx.x; idx < 32 * d; idx += kThreads) {
-        const int kk = idx / d;
-        const int c = idx % d;
-        msm[kk * dp1 + c] = (k0 + kk < d) ? m[static_cast<int64_t>(k0 + kk) * d + c] : 0.0f;
-      }
-      __syncthreads();
-      for (int idx = threadIdx.x; idx < kRotateRows * 32; idx += kThreads) {
-        const int i = idx / 32;
-        const int kk = idx % 32;
-        if (k0 + kk >= d) continue;
-        float acc = 0.0f;
-        for (int c = 0; c < d; ++c) acc = fmaf(msm[kk * dp1 + c], in[i * dp1 + c], acc);
-        int64_t gr = -1;
+    // Thread = output coordinate i, all kRotateRows rows at once (independent accumulators); matrix columns
+    // staged 32 at a time, transposed, so msm[cc][i] = m[i][c0 + cc].
+    for (int i0 = 0; i0 < d; i0 += kThreads) {
+      const int i = i0 + static_cast<int>(threadIdx.x);
+      float acc[kRotateRows];
 #pragma unroll
-        for (int r = 0; r < kRotateRows; ++r)
-          if (r == i) gr = grows[r];
-        if (pass == 0) rsm[i * dp1 + k0 + kk] = acc;
-        if (gr >= 0) a.qbuf[gr * a.kd + pass * d + k0 + kk] = __float2half_rn(acc * p.scale);
+      for (int r = 0; r < kRotateRows; ++r) acc[r] = 0.0f;
+      for (int c0 = 0; c0 < d; c0 += 32) {
+        __syncthreads();
+        for (int idx = threadIdx.x; idx < 32 * kThreads; idx += kThreads) {
+          const int ii = idx / 32;
+          const int cc = idx % 32;
+          msm[cc * (kThreads + 1) + ii] = i0 + ii < d ? m[static_cast<int64_t>(i0 + ii) * d + c0 + cc] : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll 2
+        for (int cc = 0; cc < 32; cc += 4) {
+          const float r0 = msm[(cc + 0) * (kThreads + 1) + threadIdx.x];
+          const float r1 = msm[(cc + 1) * (kThreads + 1) + threadIdx.x];
+          const float r2 = msm[(cc + 2) * (kThreads + 1) + threadIdx.x];
+          const float r3 = msm[(cc + 3) * (kThreads + 1) + threadIdx.x];
+#pragma unroll
+          for (int r = 0; r < kRotateRows; ++r) {
+            const float4 v = *reinterpret_cast<const float4*>(in + r * qstride + c0 + cc);
+            acc[r] = fmaf(r0, v.x, fmaf(r1, v.y, fmaf(r2, v.z, fmaf(r3, v.w, acc[r]))));
+          }
+        }
+      }
+      if (i < d) {
+#pragma unroll
+        for (int r = 0; r < kRotateRows; ++r) {
+          if (pass == 0) rsm[r * qstride + i] = acc[r];
+          if (grows[r] >= 0) a.qbuf[grows[r] * a.kd + pass * d + i] = __float2half_rn(acc[r] * p.scale);
+        }
       }
     }
     __syncthreads();
@@ -737,6 +757,38 @@ struct Plan {
 
 size_t align256(size_t v) { return (v + 255) & ~static_cast<size_t>(255); }
 
+// Blocks of the decode kernel resident on the whole device at once (one "wave").
+int fast_wave(FastKernel kernel, int smem_bytes) {
+  int per_sm = 0;
+  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes) != cudaSuccess ||
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kFastWarps * 32, smem_bytes) != cudaSuccess ||
+      per_sm <= 0) {
+    cudaGetLastError();  // a failed query only degrades the split choice
+    per_sm = 2;
+  }
+  return per_sm * multiprocessor_count();
+}
+
+// Splits of `tiles` tiles over bh (batch x kv head) rows of blocks: least estimated time, counting whole waves
+// of blocks and a fixed cost of about two tiles per block (prologue, pipeline fill, merge); ties -> fewer splits.
+int64_t choose_fast_splits(int64_t tiles, int64_t bh, int wave) {
+  int64_t best = 1;
+  double best_cost = 1e300;
+  const int64_t max_ns = std::min<int64_t>(tiles, kMaxSplits);
+  for (int64_t ns = 1; ns <= max_ns; ++ns) {
+    const int64_t per = (tiles + ns - 1) / ns;
+    if ((tiles + per - 1) / per != ns) continue;  // same tiles per split as a smaller count
+    const int64_t blocks = bh * ns;
+    const double waves = static_cast<double>((blocks + wave - 1) / wave);
+    const double cost = waves * (static_cast<double>(per) + 2.0);
+    if (cost < best_cost - 1e-9) {
+      best_cost = cost;
+      best = ns;
+    }
+  }
+  return best;
+}
+
 cudaError_t make_plan(const AttentionParams& p, Plan* plan) {
   char err[256];
   if (!validate(p.k_codec, err, sizeof(err))) return invalid("TQAttention: K codec: %s", err);
@@ -803,14 +855,23 @@ cudaError_t make_plan(const AttentionParams& p, Plan* plan) {
   plan->rowblocks = (a.rows + rb - 1) / rb;
   if (plan->rowblocks > 65535) return invalid("TQAttention: G * S=%d query rows per kv head: too many", a.rows);
 
-  const int64_t tiles = (p.cache_rows + kTileTokens - 1) / kTileTokens;
+  a.fast = fast_decode_eligible(p, a.klay, a.vlay, a.rows) ? 1 : 0;
+  const int tile_tokens = a.fast ? kFastTile : kTileTokens;
+  const int64_t tiles = (p.cache_rows + tile_tokens - 1) / tile_tokens;
   const int64_t base = static_cast<int64_t>(p.batch) * p.kv_heads * plan->rowblocks;
-  int64_t nsplit = p.force_splits > 0 ? p.force_splits
-                                      : (4LL * multiprocessor_count() + std::max<int64_t>(base, 1) - 1) /
-                                            std::max<int64_t>(base, 1);
+  int64_t nsplit = 0;
+  if (p.force_splits > 0) {
+    nsplit = p.force_splits;
+  } else if (a.fast) {
+    fast_smem_layout(a);
+    nsplit = choose_fast_splits(std::max<int64_t>(tiles, 1), std::max<int64_t>(base, 1),
+                                fast_wave(fast_kernel(a.klay.mse_bits[0], a.vlay.mse_bits[0]), a.smem_bytes));
+  } else {
+    nsplit = (4LL * multiprocessor_count() + std::max<int64_t>(base, 1) - 1) / std::max<int64_t>(base, 1);
+  }
   nsplit = std::max<int64_t>(1, std::min<int64_t>({nsplit, std::max<int64_t>(tiles, 1), kMaxSplits}));
   const int64_t tiles_per_split = std::max<int64_t>(1, (tiles + nsplit - 1) / nsplit);
-  a.split_tokens = tiles_per_split * kTileTokens;
+  a.split_tokens = tiles_per_split * tile_tokens;
   a.nsplit = static_cast<int>(std::max<int64_t>(1, (tiles + tiles_per_split - 1) / tiles_per_split));
   const int64_t wd = w > 0 ? p.window_rows : 0;
   a.nwin = wd > 0 ? static_cast<int>(std::min<int64_t>((wd + kWindowChunk - 1) / kWindowChunk, kMaxWindowSplits)) : 0;
@@ -833,12 +894,13 @@ cudaError_t make_plan(const AttentionParams& p, Plan* plan) {
   a.off_tab_v = static_cast<int>(off);
   off += static_cast<size_t>(p.v_codec.num_parts) * 256 * 4;
   a.smem_bytes = static_cast<int>(off);
+  if (a.fast) fast_smem_layout(a);
 
   const size_t rows_all = static_cast<size_t>(p.batch) * p.q_heads * p.new_tokens;
   plan->qbuf_bytes = align256(rows_all * a.kd * 2);
   plan->part_o_bytes = align256(rows_all * a.nsp * d * 4);
   plan->part_ml_bytes = align256(rows_all * a.nsp * 8);
-  plan->rotate_smem = static_cast<size_t>(2 * kRotateRows + 32) * (d + 1) * 4;
+  plan->rotate_smem = (static_cast<size_t>(2 * kRotateRows) * (d + 4) + 32 * (kThreads + 1)) * 4;
   return cudaSuccess;
 }
 
@@ -905,12 +967,22 @@ cudaError_t launch_attention(const AttentionParams& p, void* workspace, cudaStre
     if (e != cudaSuccess) return cuda_failed(e, "TQAttention: tq_rotate_q_kernel launch");
   }
   // 2. Splits.
-  switch (d) {
-    case 64: e = launch_split_d<64>(plan, stream); break;
-    case 128: e = launch_split_d<128>(plan, stream); break;
-    default: e = launch_split_d<256>(plan, stream); break;
+  if (a.fast) {
+    const FastKernel kernel = fast_kernel(a.klay.mse_bits[0], a.vlay.mse_bits[0]);
+    e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, a.smem_bytes);
+    if (e != cudaSuccess) return cuda_failed(e, "TQAttention: shared memory attribute of the decode kernel");
+    const dim3 grid(a.nsp, 1, p.batch * p.kv_heads);
+    kernel<<<grid, kFastWarps * 32, a.smem_bytes, stream>>>(a);
+    e = cudaGetLastError();
+    if (e != cudaSuccess) return cuda_failed(e, "TQAttention: tq_attention_decode_kernel launch");
+  } else {
+    switch (d) {
+      case 64: e = launch_split_d<64>(plan, stream); break;
+      case 128: e = launch_split_d<128>(plan, stream); break;
+      default: e = launch_split_d<256>(plan, stream); break;
+    }
+    if (e != cudaSuccess) return e;
   }
-  if (e != cudaSuccess) return e;
   // 3. Reduce and un-rotate.
   const int64_t rows_all = static_cast<int64_t>(p.batch) * p.q_heads * p.new_tokens;
   if (rows_all > 0x7fffffffLL) return invalid("TQAttention: too many query rows");

@@ -17,7 +17,13 @@ from tqexport.codec import CodecConfig  # noqa: E402
 
 def main() -> None:
     k = Kernels()
-    for d, bits, qjl, s, group in ((128, 4, 1, 1, 4), (64, 3, 0, 9, 8), (256, 4, 0, 1, 1)):
+    for d, bits, qjl, s, group in (
+        (128, 4, 1, 1, 4),
+        (64, 3, 0, 9, 8),
+        (256, 4, 0, 1, 1),
+        (128, 3, 0, 1, 4),
+        (128, 4, 0, 1, 16),
+    ):
         ref = RefCodec.build(CodecConfig(head_dim=d, bits=(bits,), qjl=bool(qjl)))
         c = Codec(d, (d,), (bits,), qjl)
         rot, cb = torch.from_numpy(ref.rotation).cuda(), torch.from_numpy(ref.codebook).cuda()

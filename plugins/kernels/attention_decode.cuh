@@ -1,0 +1,468 @@
+// Fast decode path of TQAttention (S == 1, D == 128, one part per cache, no QJL, 2..4 MSE bits for K and V).
+// Included by attention.cu inside its anonymous namespace (it shares AttnArgs, window_block, mask_add, ...);
+// everything else goes through the generic split kernel there.
+//
+// Design (bench/NOTES.md, attention v2):
+// - Norms are folded out of the inner loops: score_t = gamma_t * <q_rot, c[codes_t]> and the PV operand is
+//   p_t * gamma_t, so dequantization is a pure code -> centroid lookup.
+// - The lookup runs in registers with byte permutes (prmt): the fp16 centroid table is split into a low-byte and
+//   a high-byte plane (8 entries = 2 registers per plane); one prmt per plane looks up 4 codes, one or two more
+//   interleave the planes into half2. 4-bit codes look up both 8-entry halves and select on bit 3 (a byte mask
+//   made by prmt's sign-replicate mode); 3-bit codes merge the 2-bit and 1-bit segments into prmt selectors.
+// - Tensor cores for Q K^T and P V (mma.m16n8k16, fp32 accumulation) with the decoded K/V fragments built
+//   straight in registers. The order of the D coordinates inside a dot product is free, so each thread decodes a
+//   contiguous chunk of a row (K: chunk lane%4 of D/4 coordinates; V: chunk lane/4 of D/8 coordinates) and the
+//   query fragments (and the output columns) are permuted to match, once per block.
+// - Whole 128-token tiles of both caches stream global -> shared with 16-byte cp.async, 4 stages deep; each of
+//   the 4 warps owns 32 tokens of a tile and keeps its own online softmax; warps merge once at the end.
+#pragma once
+
+constexpr int kFastWarps = 4;
+constexpr int kFastTile = 128;                // tokens per block tile (32 per warp)
+constexpr int kFastStages = 4;
+constexpr int kFastD = 128;
+constexpr int kFastRows = 16;                 // query rows per block (G <= 16)
+#ifndef TQ_FAST_MIN_BLOCKS
+#define TQ_FAST_MIN_BLOCKS 3
+#endif
+constexpr int kFastMinBlocks = TQ_FAST_MIN_BLOCKS;  // register cap: blocks per SM (bench A/B: 2 or 3)
+
+__device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
+  uint32_t d;
+  asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(d) : "r"(a), "r"(b), "r"(sel));
+  return d;
+}
+
+template <int M>
+constexpr int lut_words() {
+  return M == 4 ? 8 : (M == 3 ? 4 : 2);
+}
+
+// Byte planes of the fp16 centroid table: words [0, n/4) low bytes of entries 4k..4k+3, then the high bytes.
+template <int M>
+__device__ __forceinline__ void make_lut(const float* codebook, uint32_t (&t)[lut_words<M>()]) {
+  constexpr int kWords = lut_words<M>() / 2;
+#pragma unroll
+  for (int k = 0; k < kWords; ++k) {
+    uint32_t lo = 0, hi = 0;
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const uint32_t h = __half_as_ushort(__float2half_rn(codebook[4 * k + e]));
+      lo |= (h & 0xffu) << (8 * e);
+      hi |= (h >> 8) << (8 * e);
+    }
+    t[k] = lo;
+    t[kWords + k] = hi;
+  }
+}
+
+// Four lookups: selector nibbles (low 16 bits of sel) are 3-bit indexes; msk (4-bit only) picks entries 8..15.
+template <int M>
+__device__ __forceinline__ void lut_lookup(const uint32_t (&t)[lut_words<M>()], uint32_t sel, uint32_t msk,
+                                           uint32_t& lo, uint32_t& hi) {
+  if constexpr (M == 4) {
+    const uint32_t l0 = prmt(t[0], t[1], sel), l1 = prmt(t[2], t[3], sel);
+    const uint32_t h0 = prmt(t[4], t[5], sel), h1 = prmt(t[6], t[7], sel);
+    lo = (l0 & ~msk) | (l1 & msk);
+    hi = (h0 & ~msk) | (h1 & msk);
+  } else if constexpr (M == 3) {
+    lo = prmt(t[0], t[1], sel);
+    hi = prmt(t[2], t[3], sel);
+  } else {
+    lo = prmt(t[0], t[0], sel);
+    hi = prmt(t[1], t[1], sel);
+  }
+}
+
+// A unit is 8 coordinates (4-bit: one word) or 16 (2/3-bit: one 2-bit word and 16 bits of the 1-bit segment).
+template <int M>
+constexpr int unit_coords() {
+  return M == 4 ? 8 : 16;
+}
+
+// Position p of a unit's decoded groups -> coordinate inside the unit. 4-bit: identity. 2/3-bit: groups hold
+// coordinates {0,2,4,6}, {8,...,14}, {1,...,7}, {9,...,15}.
+template <int M>
+__host__ __device__ constexpr int unit_coord(int p) {
+  if constexpr (M == 4) {
+    return p;
+  } else {
+    return ((p / 4) & 2 ? 1 : 0) + ((p / 4) & 1 ? 8 : 0) + 2 * (p % 4);
+  }
+}
+
+template <int M>
+__device__ __forceinline__ void decode_unit(const uint32_t (&t)[lut_words<M>()], uint32_t w2, uint32_t w1,
+                                            uint32_t* lo, uint32_t* hi) {
+  if constexpr (M == 4) {
+    const uint32_t sel = w2 & 0x77777777u;
+    const uint32_t wl = w2 << 4;
+    lut_lookup<4>(t, sel, prmt(wl, w2, 0xD9C8u), lo[0], hi[0]);
+    lut_lookup<4>(t, sel >> 16, prmt(wl, w2, 0xFBEAu), lo[1], hi[1]);
+  } else {
+    uint32_t s0 = w2 & 0x33333333u;
+    uint32_t s1 = (w2 >> 2) & 0x33333333u;
+    if constexpr (M == 3) {
+      // Spread the 16 one-bit fields: coordinate c -> bit 2c; then coordinate s + 2k sits at bit 4k + 2s.
+      uint32_t x = w1 & 0xffffu;
+      x = (x | (x << 8)) & 0x00ff00ffu;
+      x = (x | (x << 4)) & 0x0f0f0f0fu;
+      x = (x | (x << 2)) & 0x33333333u;
+      x = (x | (x << 1)) & 0x55555555u;
+      s0 |= (x << 2) & 0x44444444u;
+      s1 |= x & 0x44444444u;
+    }
+    lut_lookup<M>(t, s0, 0u, lo[0], hi[0]);
+    lut_lookup<M>(t, s0 >> 16, 0u, lo[1], hi[1]);
+    lut_lookup<M>(t, s1, 0u, lo[2], hi[2]);
+    lut_lookup<M>(t, s1 >> 16, 0u, lo[3], hi[3]);
+  }
+}
+
+// N little-endian words from a 2-byte aligned shared-memory address (reads one word past the end).
+template <int N>
+__device__ __forceinline__ void load_words(const uint8_t* p, uint32_t (&w)[N]) {
+  const uintptr_t addr = reinterpret_cast<uintptr_t>(p);
+  const uint32_t* a = reinterpret_cast<const uint32_t*>(addr & ~static_cast<uintptr_t>(3));
+  const uint32_t sh = static_cast<uint32_t>(addr & 3) * 8;
+  uint32_t x[N + 1];
+#pragma unroll
+  for (int i = 0; i <= N; ++i) x[i] = a[i];
+#pragma unroll
+  for (int i = 0; i < N; ++i) w[i] = __funnelshift_r(x[i], x[i + 1], sh);
+}
+
+// Decodes CS coordinates [c0, c0 + CS) of one row (codes start at `row`) into CS/4 groups of byte planes.
+template <int M, int CS>
+__device__ __forceinline__ void decode_chunk(const uint32_t (&t)[lut_words<M>()], const uint8_t* row, int c0,
+                                             uint32_t (&lo)[CS / 4], uint32_t (&hi)[CS / 4]) {
+  if constexpr (M == 4) {
+    uint32_t w[CS / 8];
+    load_words<CS / 8>(row + c0 / 2, w);
+#pragma unroll
+    for (int u = 0; u < CS / 8; ++u) decode_unit<4>(t, w[u], 0u, lo + 2 * u, hi + 2 * u);
+  } else {
+    uint32_t w[CS / 16];
+    load_words<CS / 16>(row + c0 / 4, w);
+    uint32_t w1[(CS + 31) / 32] = {};
+    if constexpr (M == 3) {
+      const uint8_t* seg1 = row + kFastD / 4 + c0 / 8;
+      if constexpr (CS == 16) {
+        w1[0] = *reinterpret_cast<const uint16_t*>(seg1);
+      } else {
+        load_words<CS / 32>(seg1, w1);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < CS / 16; ++u) decode_unit<M>(t, w[u], w1[u / 2] >> (16 * (u % 2)), lo + 4 * u, hi + 4 * u);
+  }
+}
+
+// Coordinate of position p in a chunk.
+template <int M>
+__host__ __device__ constexpr int chunk_coord(int p) {
+  return (p / unit_coords<M>()) * unit_coords<M>() + unit_coord<M>(p % unit_coords<M>());
+}
+
+__device__ __forceinline__ uint32_t half2_bits(__half lo, __half hi) {
+  return static_cast<uint32_t>(__half_as_ushort(lo)) | (static_cast<uint32_t>(__half_as_ushort(hi)) << 16);
+}
+
+template <int MK, int MV>
+__global__ void __launch_bounds__(kFastWarps * 32, kFastMinBlocks) tq_attention_decode_kernel(const AttnArgs a) {
+  constexpr int D = kFastD;
+  constexpr int CSK = D / 4;    // K coordinates per thread per token
+  constexpr int CSV = D / 8;    // V coordinates per thread per token (= n-tiles of P V)
+  constexpr int KSTEPS = D / 16;
+  const AttentionParams& p = a.p;
+  const int split = blockIdx.x;
+  const int b = blockIdx.z / p.kv_heads;
+  const int g = blockIdx.z % p.kv_heads;
+  if (split >= a.nsplit) {
+    window_block<D>(a, b, g, 0, kFastRows, split - a.nsplit);
+    return;
+  }
+  extern __shared__ __align__(16) char smem[];
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int qr = lane / 4;  // fragment row group
+  const int qc = lane % 4;  // fragment column pair
+
+  const int64_t total = total_tokens(p, b);
+  int64_t n_valid = total - a.window;
+  n_valid = n_valid < 0 ? 0 : (n_valid > p.cache_rows ? p.cache_rows : n_valid);
+  const int64_t c0 = static_cast<int64_t>(split) * a.split_tokens;
+  const int64_t c1 = min(c0 + a.split_tokens, n_valid);
+  if (c0 >= c1) {
+    for (int r = threadIdx.x; r < a.rows; r += blockDim.x)
+      a.part_ml[global_row(a, b, g, r) * a.nsp + split] = make_float2(kNegInf, 0.0f);
+    return;
+  }
+  const int64_t bg = static_cast<int64_t>(b) * p.kv_heads + g;
+  const int krb = a.klay.row_bytes;
+  const int vrb = a.vlay.row_bytes;
+  const int knorm = a.klay.norm_offset;
+  const int vnorm = a.vlay.norm_offset;
+  const uint8_t* kslice = p.k_cache + bg * p.cache_rows * krb;
+  const uint8_t* vslice = p.v_cache + bg * p.cache_rows * vrb;
+  const int64_t all_rows = static_cast<int64_t>(p.batch) * p.kv_heads * p.cache_rows;
+  const uint8_t* kend = p.k_cache + all_rows * krb;
+  const uint8_t* vend = p.v_cache + all_rows * vrb;
+  const int64_t ntiles = (c1 - c0 + kFastTile - 1) / kFastTile;
+
+  // Prologue: stages 0 .. kFastStages-2 in flight. (A tile's unaligned head is recomputed when it is read.)
+#pragma unroll
+  for (int s = 0; s < kFastStages - 1; ++s) {
+    if (s < ntiles) {
+      const int64_t ct = c0 + static_cast<int64_t>(s) * kFastTile;
+      const int64_t n = min(static_cast<int64_t>(kFastTile), c1 - ct);
+      uint8_t* dst = reinterpret_cast<uint8_t*>(smem) + s * a.fast_stage_bytes;
+      load_raw_tile(dst, kslice, ct, n, krb, kend);
+      load_raw_tile(dst + a.fast_k_bytes, vslice, ct, n, vrb, vend);
+    }
+    dev::cp_async_commit();
+  }
+
+  uint32_t tk[lut_words<MK>()], tv[lut_words<MV>()];
+  make_lut<MK>(p.k_codebook, tk);
+  make_lut<MV>(p.v_codebook, tv);
+
+  // Query fragments (A operand, rows = query heads), columns permuted to this thread's K chunk order.
+  uint32_t qf[KSTEPS][4];
+  {
+    const int r0 = qr, r1 = qr + 8;
+    const __half* q0 = r0 < a.rows ? a.qbuf + global_row(a, b, g, r0) * a.kd : nullptr;
+    const __half* q1 = r1 < a.rows ? a.qbuf + global_row(a, b, g, r1) * a.kd : nullptr;
+    const __half zero = __ushort_as_half(0);
+#pragma unroll
+    for (int kk = 0; kk < KSTEPS; ++kk) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {  // h = 0: logical k 2qc, 2qc+1 (a0/a1); h = 1: 8 + ... (a2/a3)
+        const int ca = qc * CSK + chunk_coord<MK>(4 * kk + 2 * h);
+        const int cb = qc * CSK + chunk_coord<MK>(4 * kk + 2 * h + 1);
+        qf[kk][2 * h] = q0 ? half2_bits(q0[ca], q0[cb]) : half2_bits(zero, zero);
+        qf[kk][2 * h + 1] = q1 ? half2_bits(q1[ca], q1[cb]) : half2_bits(zero, zero);
+      }
+    }
+  }
+  const int64_t mrow0 = mask_row(a, b, g, qr);
+  const int64_t mrow1 = mask_row(a, b, g, qr + 8);
+
+  float oacc[CSV][4];
+#pragma unroll
+  for (int i = 0; i < CSV; ++i) oacc[i][0] = oacc[i][1] = oacc[i][2] = oacc[i][3] = 0.0f;
+  float m_run[2] = {kNegInf, kNegInf};
+  float l_run[2] = {0.0f, 0.0f};
+
+  for (int64_t it = 0; it < ntiles; ++it) {
+    const int stage = static_cast<int>(it % kFastStages);
+    dev::cp_async_wait<kFastStages - 2>();
+    __syncthreads();
+    {
+      const int64_t nt = it + kFastStages - 1;
+      const int ns = static_cast<int>(nt % kFastStages);
+      if (nt < ntiles) {
+        const int64_t ct = c0 + nt * kFastTile;
+        const int64_t n = min(static_cast<int64_t>(kFastTile), c1 - ct);
+        uint8_t* dst = reinterpret_cast<uint8_t*>(smem) + ns * a.fast_stage_bytes;
+        load_raw_tile(dst, kslice, ct, n, krb, kend);
+        load_raw_tile(dst + a.fast_k_bytes, vslice, ct, n, vrb, vend);
+      }
+      dev::cp_async_commit();
+    }
+    const int64_t tile0 = c0 + it * kFastTile;
+    const int64_t ct = tile0 + 32 * warp;  // this warp's first token
+    const int nvalid = static_cast<int>(min(static_cast<int64_t>(32), c1 - ct));
+    if (nvalid <= 0) continue;  // warp-uniform
+    const uint8_t* sbase = reinterpret_cast<const uint8_t*>(smem) + stage * a.fast_stage_bytes;
+    const int hk = static_cast<int>(reinterpret_cast<uintptr_t>(kslice + tile0 * krb) & 15);
+    const int hv = static_cast<int>(reinterpret_cast<uintptr_t>(vslice + tile0 * vrb) & 15);
+    const uint8_t* krows = sbase + hk + 32 * warp * krb;
+    const uint8_t* vrows = sbase + a.fast_k_bytes + hv + 32 * warp * vrb;
+
+    // S = Q K^T: n-tile u covers tokens 8u..8u+7; this thread decodes token 8u + qr, chunk qc.
+    float sacc[4][4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      sacc[u][0] = sacc[u][1] = sacc[u][2] = sacc[u][3] = 0.0f;
+      uint32_t lo[CSK / 4], hi[CSK / 4];
+      decode_chunk<MK, CSK>(tk, krows + (8 * u + qr) * krb, qc * CSK, lo, hi);
+#pragma unroll
+      for (int kk = 0; kk < KSTEPS; ++kk) {
+        dev::mma_16816(sacc[u], qf[kk], prmt(lo[kk], hi[kk], 0x5140u), prmt(lo[kk], hi[kk], 0x7362u));
+      }
+    }
+    // Columns held by this thread: tokens 8u + 2qc + e. Scale by gamma_K, soft-cap, mask, validity.
+    float tile_max[2] = {kNegInf, kNegInf};
+    float vn[4][2];
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int col = 8 * u + 2 * qc + e;
+        const float kn = dev::half_bits_to_float(*reinterpret_cast<const uint16_t*>(krows + col * krb + knorm));
+        vn[u][e] = dev::half_bits_to_float(*reinterpret_cast<const uint16_t*>(vrows + col * vrb + vnorm));
+        const int64_t t = ct + col + p.sink_tokens;
+        const bool ok = col < nvalid && t < p.mask_tokens;
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int64_t mr = h == 0 ? mrow0 : mrow1;
+          float sc = sacc[u][2 * h + e] * kn;
+          if (!ok || mr < 0) {
+            sc = kNegInf;
+          } else {
+            if (p.softcap > 0.0f) sc = p.softcap * tanhf(sc / p.softcap);
+            sc += mask_add(p, mr + t);
+            if (sc != sc) sc = kNegInf;
+          }
+          sacc[u][2 * h + e] = sc;
+          tile_max[h] = fmaxf(tile_max[h], sc);
+        }
+        if (!ok) vn[u][e] = 0.0f;  // rows past the end may hold NaN norms
+      }
+    }
+    float alpha[2], m_use[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 1));
+      tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 2));
+      const float m_new = fmaxf(m_run[h], tile_max[h]);
+      m_use[h] = m_new == kNegInf ? 0.0f : m_new;
+      alpha[h] = __expf(m_run[h] - m_use[h]);
+      m_run[h] = m_new;
+      l_run[h] *= alpha[h];
+    }
+    if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {  // the running max moved
+#pragma unroll
+      for (int i = 0; i < CSV; ++i) {
+        oacc[i][0] *= alpha[0];
+        oacc[i][1] *= alpha[0];
+        oacc[i][2] *= alpha[1];
+        oacc[i][3] *= alpha[1];
+      }
+    }
+    uint32_t pf[4][2];  // P * gamma_V as half2, per n-tile u and row half h
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const float p0 = __expf(sacc[u][2 * h] - m_use[h]);
+        const float p1 = __expf(sacc[u][2 * h + 1] - m_use[h]);
+        l_run[h] += p0 + p1;
+        pf[u][h] = dev::pack_half2(p0 * vn[u][0], p1 * vn[u][1]);
+      }
+    }
+    // O += P V, two 16-token k-steps. V tokens of this thread: 16s + 2qc + {0, 1} (b0), + 8 (b1); chunk qr.
+#pragma unroll
+    for (int s = 0; s < 2; ++s) {
+      const uint32_t af[4] = {pf[2 * s][0], pf[2 * s][1], pf[2 * s + 1][0], pf[2 * s + 1][1]};
+      uint32_t lo[4][CSV / 4], hi[4][CSV / 4];
+#pragma unroll
+      for (int tk4 = 0; tk4 < 4; ++tk4) {
+        const int tok = 16 * s + 2 * qc + (tk4 & 1) + 8 * (tk4 >> 1);
+        decode_chunk<MV, CSV>(tv, vrows + tok * vrb, qr * CSV, lo[tk4], hi[tk4]);
+      }
+#pragma unroll
+      for (int gq = 0; gq < CSV / 4; ++gq) {
+        uint32_t bf[2][4];  // [b0/b1][coordinate of the group]
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const uint32_t t0 = prmt(lo[2 * h][gq], lo[2 * h + 1][gq], 0x5140u);
+          const uint32_t t1 = prmt(hi[2 * h][gq], hi[2 * h + 1][gq], 0x5140u);
+          const uint32_t t2 = prmt(lo[2 * h][gq], lo[2 * h + 1][gq], 0x7362u);
+          const uint32_t t3 = prmt(hi[2 * h][gq], hi[2 * h + 1][gq], 0x7362u);
+          bf[h][0] = prmt(t0, t1, 0x5140u);
+          bf[h][1] = prmt(t0, t1, 0x7362u);
+          bf[h][2] = prmt(t2, t3, 0x5140u);
+          bf[h][3] = prmt(t2, t3, 0x7362u);
+        }
+#pragma unroll
+        for (int e = 0; e < 4; ++e) dev::mma_16816(oacc[4 * gq + e], af, bf[0][e], bf[1][e]);
+      }
+    }
+  }
+  dev::cp_async_wait<0>();
+  __syncthreads();
+
+  // Merge the warps through shared memory (stage space is free now), un-permuting the output columns.
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    l_run[h] += __shfl_xor_sync(0xffffffffu, l_run[h], 1);
+    l_run[h] += __shfl_xor_sync(0xffffffffu, l_run[h], 2);
+  }
+  float* cb_o = reinterpret_cast<float*>(smem);  // [warps][16][D]
+  float* cb_m = cb_o + kFastWarps * kFastRows * D;
+  float* cb_l = cb_m + kFastWarps * kFastRows;
+#pragma unroll
+  for (int nt = 0; nt < CSV; ++nt) {
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int col = (2 * qc + e) * CSV + chunk_coord<MV>(nt);
+      cb_o[(warp * kFastRows + qr) * D + col] = oacc[nt][e];
+      cb_o[(warp * kFastRows + qr + 8) * D + col] = oacc[nt][2 + e];
+    }
+  }
+  if (qc == 0) {
+    cb_m[warp * kFastRows + qr] = m_run[0];
+    cb_m[warp * kFastRows + qr + 8] = m_run[1];
+    cb_l[warp * kFastRows + qr] = l_run[0];
+    cb_l[warp * kFastRows + qr + 8] = l_run[1];
+  }
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < a.rows * D; idx += blockDim.x) {
+    const int r = idx / D;
+    const int d = idx % D;
+    float mx = kNegInf;
+#pragma unroll
+    for (int w = 0; w < kFastWarps; ++w) mx = fmaxf(mx, cb_m[w * kFastRows + r]);
+    float o = 0.0f, l = 0.0f;
+    if (mx != kNegInf) {
+#pragma unroll
+      for (int w = 0; w < kFastWarps; ++w) {
+        const float f = __expf(cb_m[w * kFastRows + r] - mx);
+        o += f * cb_o[(w * kFastRows + r) * D + d];
+        l += f * cb_l[w * kFastRows + r];
+      }
+    }
+    const int64_t grow = global_row(a, b, g, r);
+    a.part_o[(grow * a.nsp + split) * D + d] = o;
+    if (d == 0) a.part_ml[grow * a.nsp + split] = make_float2(mx, l);
+  }
+}
+
+// Stage and merge shared memory of the decode kernel.
+inline void fast_smem_layout(AttnArgs& a) {
+  a.fast_k_bytes = static_cast<int>((static_cast<size_t>(kFastTile) * a.klay.row_bytes + 32 + 15) & ~size_t{15});
+  const int v_bytes = static_cast<int>((static_cast<size_t>(kFastTile) * a.vlay.row_bytes + 32 + 15) & ~size_t{15});
+  a.fast_stage_bytes = a.fast_k_bytes + v_bytes;
+  const int merge = (kFastWarps * kFastRows * kFastD + 2 * kFastWarps * kFastRows) * 4;
+  a.smem_bytes = std::max(kFastStages * a.fast_stage_bytes, merge);
+}
+
+// True when the fast decode kernel serves these parameters.
+inline bool fast_decode_eligible(const AttentionParams& p, const RowLayout& kl, const RowLayout& vl, int rows) {
+  auto ok = [](const CodecConfig& c, const RowLayout& l) {
+    return c.num_parts == 1 && c.qjl == 0 && l.mse_bits[0] >= 2 && l.mse_bits[0] <= 4;
+  };
+  return p.new_tokens == 1 && p.k_codec.head_dim == kFastD && rows <= kFastRows && ok(p.k_codec, kl) &&
+         ok(p.v_codec, vl);
+}
+
+using FastKernel = void (*)(AttnArgs);
+
+template <int MK>
+FastKernel fast_kernel_v(int mv) {
+  switch (mv) {
+    case 2: return tq_attention_decode_kernel<MK, 2>;
+    case 3: return tq_attention_decode_kernel<MK, 3>;
+    default: return tq_attention_decode_kernel<MK, 4>;
+  }
+}
+
+inline FastKernel fast_kernel(int mk, int mv) {
+  switch (mk) {
+    case 2: return fast_kernel_v<2>(mv);
+    case 3: return fast_kernel_v<3>(mv);
+    default: return fast_kernel_v<4>(mv);
+  }
+}
