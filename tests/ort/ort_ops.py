@@ -54,9 +54,9 @@ def one_node_model(
     graph_inputs = [helper.make_tensor_value_info(n, _elem_type(inputs[n]), None) for n in names if n]
     graph_outputs = [helper.make_tensor_value_info(n, t, None) for n, t in outputs]
     graph = helper.make_graph([node], f"one_{op}", graph_inputs, graph_outputs)
-    return helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("tqexport", 1)]
-    )
+    # IR 10 (onnx 1.16): every onnxruntime the package accepts loads it, whatever onnx writes by default.
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("tqexport", 1)]
+    return helper.make_model(graph, ir_version=10, opset_imports=opsets)
 
 
 CPU = "CPUExecutionProvider"
