@@ -72,7 +72,7 @@ def session(model: onnx.ModelProto, provider: str = CPU) -> ort.InferenceSession
     providers = [provider]
     if provider == CUDA:
         options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
-        providers = [(CUDA, {"use_tf32": "0"}), CPU]
+        providers = [(CUDA, {"use_tf32": "0"})]
     return ort.InferenceSession(model.SerializeToString(), options, providers=providers)
 
 
