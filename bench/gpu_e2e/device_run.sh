@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The one device call of the ORT CUDA end-to-end run (nothing is built there). Before it, the onnxruntime-gpu
+# wheel parts part00..part06 of .device/ortgpu-e2e were copied into /root/ortgpu-e2e by one call each
+# (bench/gpu_e2e/README.md); this call carries part07, build/e2e (CUDA custom-op library + graphs without
+# weights) and runs: install ORT-GPU, fill weights, the CUDA-vs-CPU test, the decode benchmark (table last).
+#   bash bench/gpu_e2e/device_run.sh [--quick]
+set -uo pipefail
+here=$PWD
+out="${OUT:-/tmp/out}"
+mkdir -p "$out" /root/ortgpu-e2e
+export PYTHONUNBUFFERED=1
+
+if ! PYTHONPATH=/root/ortsite-e2e python3 -c "import onnxruntime as o; assert 'CUDAExecutionProvider' in o.get_available_providers()" 2>/dev/null; then
+  cp .device/ortgpu-e2e/part07/* /root/ortgpu-e2e/ || exit 1
+  cd /root/ortgpu-e2e || exit 1
+  name=$(awk '{print $2}' SHA256)
+  ls p?? | sort | xargs cat > "$name"
+  sha256sum -c SHA256 || { ls -la; echo "device_run: wheel parts incomplete (machine replaced?)"; exit 3; }
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /root/ortsite-e2e "$name" || exit 1
+  cd "$here"
+fi
+export PYTHONPATH="/root/ortsite-e2e:$here"
+export TQEXPORT_ORT_LIBRARY="$here/build/e2e/lib/libtqexport_ort.so" TQEXPORT_E2E_MODELS="$here/build/e2e/models"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+python3 -c "import onnxruntime as o; print('onnxruntime', o.__version__, o.get_available_providers())"
+
+start=$SECONDS
+python3 -m bench.gpu_e2e.fill_weights build/e2e/models/smol/model.onnx \
+  --share-with build/e2e/models/smol-tq4/model.onnx build/e2e/models/smol-tq4-w/model.onnx
+python3 -m bench.gpu_e2e.fill_weights build/e2e/models/llama8b/model.onnx \
+  --share-with build/e2e/models/llama8b-tq4/model.onnx build/e2e/models/llama8b-tq3/model.onnx
+echo "weights filled in $((SECONDS - start)) s"
+
+timeout 240 python3 -m pytest -p no:cacheprovider -rA -s --tb=short tests/gpu/test_converted_model_cuda.py \
+  2>&1 | tee "$out/test_e2e.log" | grep -E "max\||passed|failed|PASSED|FAILED|SKIPPED|Error|error" | tail -20
+steps=30
+[ "${1:-}" = --quick ] && steps=10
+timeout 280 python3 bench/decode_ort_gpu.py --models build/e2e/models --steps "$steps" 2>&1 | tee "$out/bench.log" | tail -22
