@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call for a kernel version: tests, sanitizers, then the decode bench of the default build
 # (build/gpu) against torch SDPA and of an A/B build (build/gpu_ab, TQ kernels only). Nothing is built here.
-# Usage on the device: bash bench/gpu_harness/device_ab.sh
+# Usage on the device: bash bench/gpu_harness/device_ab.sh [full]   (full: every bench row, else --quick)
 set -uo pipefail
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 out="${OUT:-/tmp/out}"
@@ -18,4 +18,5 @@ if [ -e build/gpu_ab/libtq_kernels_harness.so ]; then
   TQ_KERNELS_LIB=build/gpu_ab/libtq_kernels_harness.so timeout 120 python3 bench/attention_gpu.py --quick \
     --skip-sdpa 2>&1 | tee "$out/attention_ab.log" | tail -14
 fi
-timeout 240 python3 bench/attention_gpu.py --quick 2>&1 | tee "$out/attention_gpu.log" | tail -16
+timeout 300 python3 bench/attention_gpu.py $([ "${1:-}" = full ] || echo --quick) 2>&1 \
+  | tee "$out/attention_gpu.log" | tail -28

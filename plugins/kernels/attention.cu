@@ -600,7 +600,6 @@ __global__ void __launch_bounds__(kThreads) tq_rotate_q_kernel(const AttnArgs a)
   extern __shared__ __align__(16) char smem[];
   float* qsm = reinterpret_cast<float*>(smem);  // [kRotateRows][d+4]
   float* rsm = qsm + kRotateRows * qstride;     // [kRotateRows][d+4] qr
-  float* msm = rsm + kRotateRows * qstride;     // [32][kThreads+1] staged matrix columns
   const int rhead = blockIdx.y;
   const bool per_head = p.k_rotation_heads != 1;
   const int64_t rows_in_head =
@@ -636,43 +635,48 @@ __global__ void __launch_bounds__(kThreads) tq_rotate_q_kernel(const AttnArgs a)
   }
   const float* mats[2] = {p.k_rotation + static_cast<int64_t>(rhead) * d * d, p.k_qjl_matrix};
   const int passes = p.k_codec.qjl ? 2 : 1;
+  __syncthreads();
   for (int pass = 0; pass < passes; ++pass) {
     const float* m = mats[pass];
     const float* in = pass == 0 ? qsm : rsm;
-    // Thread = output coordinate i, all kRotateRows rows at once (independent accumulators); matrix columns
-    // staged 32 at a time, transposed, so msm[cc][i] = m[i][c0 + cc].
+    // Thread = output coordinate i, all kRotateRows rows at once (independent accumulators); the thread reads
+    // its matrix row straight from global memory (16-byte loads, all in flight), the queries from shared memory.
+    const bool vec = (reinterpret_cast<uintptr_t>(m) & 15) == 0;
     for (int i0 = 0; i0 < d; i0 += kThreads) {
       const int i = i0 + static_cast<int>(threadIdx.x);
+      if (i >= d) continue;
+      const float* mrow = m + static_cast<int64_t>(i) * d;
       float acc[kRotateRows];
 #pragma unroll
       for (int r = 0; r < kRotateRows; ++r) acc[r] = 0.0f;
-      for (int c0 = 0; c0 < d; c0 += 32) {
-        __syncthreads();
-        for (int idx = threadIdx.x; idx < 32 * kThreads; idx += kThreads) {
-          const int ii = idx / 32;
-          const int cc = idx % 32;
-          msm[cc * (kThreads + 1) + ii] = i0 + ii < d ? m[static_cast<int64_t>(i0 + ii) * d + c0 + cc] : 0.0f;
-        }
-        __syncthreads();
-#pragma unroll 2
-        for (int cc = 0; cc < 32; cc += 4) {
-          const float r0 = msm[(cc + 0) * (kThreads + 1) + threadIdx.x];
-          const float r1 = msm[(cc + 1) * (kThreads + 1) + threadIdx.x];
-          const float r2 = msm[(cc + 2) * (kThreads + 1) + threadIdx.x];
-          const float r3 = msm[(cc + 3) * (kThreads + 1) + threadIdx.x];
+      for (int c0 = 0; c0 < d; c0 += 32) {  // d is a multiple of 16: 32 or a tail of 16
+        const int nk = d - c0 >= 32 ? 8 : 4;
+        float4 rv[8];
+        if (vec) {
 #pragma unroll
-          for (int r = 0; r < kRotateRows; ++r) {
-            const float4 v = *reinterpret_cast<const float4*>(in + r * qstride + c0 + cc);
-            acc[r] = fmaf(r0, v.x, fmaf(r1, v.y, fmaf(r2, v.z, fmaf(r3, v.w, acc[r]))));
+          for (int k = 0; k < 8; ++k)
+            rv[k] = k < nk ? __ldg(reinterpret_cast<const float4*>(mrow + c0) + k) : make_float4(0, 0, 0, 0);
+        } else {
+#pragma unroll
+          for (int k = 0; k < 8; ++k)
+            rv[k] = k < nk ? make_float4(mrow[c0 + 4 * k], mrow[c0 + 4 * k + 1], mrow[c0 + 4 * k + 2],
+                                         mrow[c0 + 4 * k + 3])
+                           : make_float4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int r = 0; r < kRotateRows; ++r) {
+#pragma unroll
+          for (int k = 0; k < 8; ++k) {
+            if (k >= nk) break;
+            const float4 v = *reinterpret_cast<const float4*>(in + r * qstride + c0 + 4 * k);
+            acc[r] = fmaf(rv[k].x, v.x, fmaf(rv[k].y, v.y, fmaf(rv[k].z, v.z, fmaf(rv[k].w, v.w, acc[r]))));
           }
         }
       }
-      if (i < d) {
 #pragma unroll
-        for (int r = 0; r < kRotateRows; ++r) {
-          if (pass == 0) rsm[r * qstride + i] = acc[r];
-          if (grows[r] >= 0) a.qbuf[grows[r] * a.kd + pass * d + i] = __float2half_rn(acc[r] * p.scale);
-        }
+      for (int r = 0; r < kRotateRows; ++r) {
+        if (pass == 0) rsm[r * qstride + i] = acc[r];
+        if (grows[r] >= 0) a.qbuf[grows[r] * a.kd + pass * d + i] = __float2half_rn(acc[r] * p.scale);
       }
     }
     __syncthreads();
@@ -900,7 +904,7 @@ cudaError_t make_plan(const AttentionParams& p, Plan* plan) {
   plan->qbuf_bytes = align256(rows_all * a.kd * 2);
   plan->part_o_bytes = align256(rows_all * a.nsp * d * 4);
   plan->part_ml_bytes = align256(rows_all * a.nsp * 8);
-  plan->rotate_smem = (static_cast<size_t>(2 * kRotateRows) * (d + 4) + 32 * (kThreads + 1)) * 4;
+  plan->rotate_smem = static_cast<size_t>(2 * kRotateRows) * (d + 4) * 4;
   return cudaSuccess;
 }
 

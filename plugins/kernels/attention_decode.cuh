@@ -119,12 +119,11 @@ __device__ __forceinline__ void decode_unit(const uint32_t (&t)[lut_words<M>()],
   }
 }
 
-// N little-endian words from a 2-byte aligned shared-memory address (reads one word past the end).
+// N little-endian words starting `al` (0 or 2) bytes past a 4-byte aligned shared-memory pointer (reads N + 1).
 template <int N>
-__device__ __forceinline__ void load_words(const uint8_t* p, uint32_t (&w)[N]) {
-  const uintptr_t addr = reinterpret_cast<uintptr_t>(p);
-  const uint32_t* a = reinterpret_cast<const uint32_t*>(addr & ~static_cast<uintptr_t>(3));
-  const uint32_t sh = static_cast<uint32_t>(addr & 3) * 8;
+__device__ __forceinline__ void load_words_at(const uint8_t* aligned, int al, uint32_t (&w)[N]) {
+  const uint32_t* a = reinterpret_cast<const uint32_t*>(aligned);
+  const uint32_t sh = static_cast<uint32_t>(al) * 8;
   uint32_t x[N + 1];
 #pragma unroll
   for (int i = 0; i <= N; ++i) x[i] = a[i];
@@ -132,25 +131,26 @@ __device__ __forceinline__ void load_words(const uint8_t* p, uint32_t (&w)[N]) {
   for (int i = 0; i < N; ++i) w[i] = __funnelshift_r(x[i], x[i + 1], sh);
 }
 
-// Decodes CS coordinates [c0, c0 + CS) of one row (codes start at `row`) into CS/4 groups of byte planes.
+// Decodes a thread's CS-coordinate chunk of one row into CS/4 groups of byte planes. codes: the chunk's first code
+// byte (2-bit segment for M < 4) minus al; seg1: its first byte of the 1-bit segment (M == 3, unshifted).
 template <int M, int CS>
-__device__ __forceinline__ void decode_chunk(const uint32_t (&t)[lut_words<M>()], const uint8_t* row, int c0,
-                                             uint32_t (&lo)[CS / 4], uint32_t (&hi)[CS / 4]) {
+__device__ __forceinline__ void decode_chunk_at(const uint32_t (&t)[lut_words<M>()], const uint8_t* codes,
+                                                const uint8_t* seg1, int al, uint32_t (&lo)[CS / 4],
+                                                uint32_t (&hi)[CS / 4]) {
   if constexpr (M == 4) {
     uint32_t w[CS / 8];
-    load_words<CS / 8>(row + c0 / 2, w);
+    load_words_at<CS / 8>(codes, al, w);
 #pragma unroll
     for (int u = 0; u < CS / 8; ++u) decode_unit<4>(t, w[u], 0u, lo + 2 * u, hi + 2 * u);
   } else {
     uint32_t w[CS / 16];
-    load_words<CS / 16>(row + c0 / 4, w);
+    load_words_at<CS / 16>(codes, al, w);
     uint32_t w1[(CS + 31) / 32] = {};
     if constexpr (M == 3) {
-      const uint8_t* seg1 = row + kFastD / 4 + c0 / 8;
       if constexpr (CS == 16) {
         w1[0] = *reinterpret_cast<const uint16_t*>(seg1);
       } else {
-        load_words<CS / 32>(seg1, w1);
+        load_words_at<CS / 32>(seg1 - al, al, w1);
       }
     }
 #pragma unroll
@@ -166,6 +166,20 @@ __host__ __device__ constexpr int chunk_coord(int p) {
 
 __device__ __forceinline__ uint32_t half2_bits(__half lo, __half hi) {
   return static_cast<uint32_t>(__half_as_ushort(lo)) | (static_cast<uint32_t>(__half_as_ushort(hi)) << 16);
+}
+
+// load_raw_tile without per-chunk bounds arithmetic when the whole aligned range lies inside the allocation.
+__device__ __forceinline__ void load_tile_fast(uint8_t* dst, const uint8_t* cache, int64_t row0, int64_t n, int rb,
+                                               const uint8_t* alloc_end) {
+  const uint8_t* start = cache + row0 * rb;
+  const int head = static_cast<int>(reinterpret_cast<uintptr_t>(start) & 15);
+  const uint8_t* aligned = start - head;
+  const int chunks = static_cast<int>((head + n * rb + 15) / 16);
+  if (alloc_end - aligned >= static_cast<int64_t>(chunks) * 16) {
+    for (int k = threadIdx.x; k < chunks; k += blockDim.x) dev::cp_async_16(dst + 16 * k, aligned + 16 * k, 16);
+  } else {
+    load_raw_tile(dst, cache, row0, n, rb, alloc_end);
+  }
 }
 
 template <int MK, int MV>
@@ -201,8 +215,6 @@ __global__ void __launch_bounds__(kFastWarps * 32, kFastMinBlocks) tq_attention_
   const int64_t bg = static_cast<int64_t>(b) * p.kv_heads + g;
   const int krb = a.klay.row_bytes;
   const int vrb = a.vlay.row_bytes;
-  const int knorm = a.klay.norm_offset;
-  const int vnorm = a.vlay.norm_offset;
   const uint8_t* kslice = p.k_cache + bg * p.cache_rows * krb;
   const uint8_t* vslice = p.v_cache + bg * p.cache_rows * vrb;
   const int64_t all_rows = static_cast<int64_t>(p.batch) * p.kv_heads * p.cache_rows;
@@ -217,8 +229,8 @@ __global__ void __launch_bounds__(kFastWarps * 32, kFastMinBlocks) tq_attention_
       const int64_t ct = c0 + static_cast<int64_t>(s) * kFastTile;
       const int64_t n = min(static_cast<int64_t>(kFastTile), c1 - ct);
       uint8_t* dst = reinterpret_cast<uint8_t*>(smem) + s * a.fast_stage_bytes;
-      load_raw_tile(dst, kslice, ct, n, krb, kend);
-      load_raw_tile(dst + a.fast_k_bytes, vslice, ct, n, vrb, vend);
+      load_tile_fast(dst, kslice, ct, n, krb, kend);
+      load_tile_fast(dst + a.fast_k_bytes, vslice, ct, n, vrb, vend);
     }
     dev::cp_async_commit();
   }
@@ -254,6 +266,26 @@ __global__ void __launch_bounds__(kFastWarps * 32, kFastMinBlocks) tq_attention_
   float m_run[2] = {kNegInf, kNegInf};
   float l_run[2] = {0.0f, 0.0f};
 
+  // Per-thread shared-memory offsets inside a stage. The unaligned head of a tile (hk, hv) is the same for every
+  // tile of this split (128 rows of an even row size are a multiple of 16 bytes), rows alternate between two
+  // 2-byte alignments, and every chunk start is a multiple of 4 bytes from its row start, so the word alignment
+  // of each load is fixed per thread: K rows 8u + qr share qr's parity, V rows alternate with tk4 & 1.
+  constexpr int KRB = MK * D / 8 + 2;
+  constexpr int VRB = MV * D / 8 + 2;
+  const int hk = static_cast<int>(reinterpret_cast<uintptr_t>(kslice + c0 * KRB) & 15);
+  const int hv = static_cast<int>(reinterpret_cast<uintptr_t>(vslice + c0 * VRB) & 15);
+  const int kal = (hk + 2 * (qr & 1)) & 3;
+  const int koff = hk + (32 * warp + qr) * KRB + qc * (CSK * (MK == 4 ? 4 : 2) / 8) - kal;  // codes (2-bit seg)
+  const int k1off = hk + (32 * warp + qr) * KRB + D / 4 + qc * (CSK / 8);  // 1-bit segment (unshifted)
+  const int val0 = hv & 3;
+  const int val1 = (hv + 2) & 3;
+  const int voff = hv + (32 * warp + 2 * qc) * VRB + qr * (CSV * (MV == 4 ? 4 : 2) / 8);
+  const int v1off = hv + (32 * warp + 2 * qc) * VRB + D / 4 + qr * (CSV / 8);
+  const int knoff = hk + (32 * warp + 2 * qc) * KRB + KRB - 2;  // gamma of column 2qc (then + col * KRB)
+  const int vnoff = hv + (32 * warp + 2 * qc) * VRB + VRB - 2;
+  const bool two_halves = a.rows > 8;  // query rows 8..15 exist (G > 8)
+  const bool one_mask_row = p.mask_heads == 1;
+
   for (int64_t it = 0; it < ntiles; ++it) {
     const int stage = static_cast<int>(it % kFastStages);
     dev::cp_async_wait<kFastStages - 2>();
@@ -265,20 +297,16 @@ __global__ void __launch_bounds__(kFastWarps * 32, kFastMinBlocks) tq_attention_
         const int64_t ct = c0 + nt * kFastTile;
         const int64_t n = min(static_cast<int64_t>(kFastTile), c1 - ct);
         uint8_t* dst = reinterpret_cast<uint8_t*>(smem) + ns * a.fast_stage_bytes;
-        load_raw_tile(dst, kslice, ct, n, krb, kend);
-        load_raw_tile(dst + a.fast_k_bytes, vslice, ct, n, vrb, vend);
+        load_tile_fast(dst, kslice, ct, n, KRB, kend);
+        load_tile_fast(dst + a.fast_k_bytes, vslice, ct, n, VRB, vend);
       }
       dev::cp_async_commit();
     }
-    const int64_t tile0 = c0 + it * kFastTile;
-    const int64_t ct = tile0 + 32 * warp;  // this warp's first token
+    const int64_t ct = c0 + it * kFastTile + 32 * warp;  // this warp's first token
     const int nvalid = static_cast<int>(min(static_cast<int64_t>(32), c1 - ct));
     if (nvalid <= 0) continue;  // warp-uniform
-    const uint8_t* sbase = reinterpret_cast<const uint8_t*>(smem) + stage * a.fast_stage_bytes;
-    const int hk = static_cast<int>(reinterpret_cast<uintptr_t>(kslice + tile0 * krb) & 15);
-    const int hv = static_cast<int>(reinterpret_cast<uintptr_t>(vslice + tile0 * vrb) & 15);
-    const uint8_t* krows = sbase + hk + 32 * warp * krb;
-    const uint8_t* vrows = sbase + a.fast_k_bytes + hv + 32 * warp * vrb;
+    const uint8_t* ks = reinterpret_cast<const uint8_t*>(smem) + stage * a.fast_stage_bytes;
+    const uint8_t* vs = ks + a.fast_k_bytes;
 
     // S = Q K^T: n-tile u covers tokens 8u..8u+7; this thread decodes token 8u + qr, chunk qc.
     float sacc[4][4];
@@ -286,41 +314,69 @@ __global__ void __launch_bounds__(kFastWarps * 32, kFastMinBlocks) tq_attention_
     for (int u = 0; u < 4; ++u) {
       sacc[u][0] = sacc[u][1] = sacc[u][2] = sacc[u][3] = 0.0f;
       uint32_t lo[CSK / 4], hi[CSK / 4];
-      decode_chunk<MK, CSK>(tk, krows + (8 * u + qr) * krb, qc * CSK, lo, hi);
+      decode_chunk_at<MK, CSK>(tk, ks + koff + 8 * u * KRB, ks + k1off + 8 * u * KRB, kal, lo, hi);
 #pragma unroll
       for (int kk = 0; kk < KSTEPS; ++kk) {
         dev::mma_16816(sacc[u], qf[kk], prmt(lo[kk], hi[kk], 0x5140u), prmt(lo[kk], hi[kk], 0x7362u));
       }
     }
-    // Columns held by this thread: tokens 8u + 2qc + e. Scale by gamma_K, soft-cap, mask, validity.
-    float tile_max[2] = {kNegInf, kNegInf};
-    float vn[4][2];
+    // Columns held by this thread: tokens 8u + 2qc + e. gamma_K, soft-cap, mask, validity.
+    float vn[4][2], madd[2][4][2];
 #pragma unroll
     for (int u = 0; u < 4; ++u) {
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
         const int col = 8 * u + 2 * qc + e;
-        const float kn = dev::half_bits_to_float(*reinterpret_cast<const uint16_t*>(krows + col * krb + knorm));
-        vn[u][e] = dev::half_bits_to_float(*reinterpret_cast<const uint16_t*>(vrows + col * vrb + vnorm));
-        const int64_t t = ct + col + p.sink_tokens;
-        const bool ok = col < nvalid && t < p.mask_tokens;
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int64_t mr = h == 0 ? mrow0 : mrow1;
-          float sc = sacc[u][2 * h + e] * kn;
-          if (!ok || mr < 0) {
-            sc = kNegInf;
-          } else {
-            if (p.softcap > 0.0f) sc = p.softcap * tanhf(sc / p.softcap);
-            sc += mask_add(p, mr + t);
-            if (sc != sc) sc = kNegInf;
-          }
-          sacc[u][2 * h + e] = sc;
-          tile_max[h] = fmaxf(tile_max[h], sc);
-        }
+        const float kn = __half2float(*reinterpret_cast<const __half*>(ks + knoff + (8 * u + e) * KRB));
+        vn[u][e] = __half2float(*reinterpret_cast<const __half*>(vs + vnoff + (8 * u + e) * VRB));
+        sacc[u][e] *= kn;
+        sacc[u][2 + e] *= kn;
+        const bool ok = col < nvalid && ct + col + p.sink_tokens < p.mask_tokens;
         if (!ok) vn[u][e] = 0.0f;  // rows past the end may hold NaN norms
+        madd[0][u][e] = ok && mrow0 >= 0 ? 0.0f : kNegInf;
+        madd[1][u][e] = ok && mrow1 >= 0 && two_halves ? 0.0f : kNegInf;
       }
     }
+    if (p.softcap > 0.0f) {
+#pragma unroll
+      for (int u = 0; u < 4; ++u)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) sacc[u][i] = p.softcap * tanhf(sacc[u][i] / p.softcap);
+    }
+    {
+      const int64_t t0 = ct + 2 * qc + p.sink_tokens;  // token of column 2qc
+      auto add_mask = [&](auto load) {
+#pragma unroll
+        for (int u = 0; u < 4; ++u)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int64_t t = t0 + 8 * u + e;
+            if (madd[0][u][e] == 0.0f) madd[0][u][e] = load(mrow0 + t);
+            if (madd[1][u][e] == 0.0f) madd[1][u][e] = one_mask_row ? madd[0][u][e] : load(mrow1 + t);
+          }
+      };
+      switch (p.mask_type) {  // block-uniform
+        case MaskType::kFloat16:
+          add_mask([&](int64_t o) { return __half2float(static_cast<const __half*>(p.mask)[o]); });
+          break;
+        case MaskType::kBool:
+          add_mask([&](int64_t o) { return static_cast<const uint8_t*>(p.mask)[o] ? 0.0f : kNegInf; });
+          break;
+        default:
+          add_mask([&](int64_t o) { return static_cast<const float*>(p.mask)[o]; });
+          break;
+      }
+    }
+    float tile_max[2] = {kNegInf, kNegInf};
+#pragma unroll
+    for (int u = 0; u < 4; ++u)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        float sc = sacc[u][i] + madd[i >> 1][u][i & 1];
+        if (sc != sc) sc = kNegInf;
+        sacc[u][i] = sc;
+        tile_max[i >> 1] = fmaxf(tile_max[i >> 1], sc);
+      }
     float alpha[2], m_use[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
@@ -344,12 +400,19 @@ __global__ void __launch_bounds__(kFastWarps * 32, kFastMinBlocks) tq_attention_
     uint32_t pf[4][2];  // P * gamma_V as half2, per n-tile u and row half h
 #pragma unroll
     for (int u = 0; u < 4; ++u) {
+      const float p0 = __expf(sacc[u][0] - m_use[0]);
+      const float p1 = __expf(sacc[u][1] - m_use[0]);
+      l_run[0] += p0 + p1;
+      pf[u][0] = dev::pack_half2(p0 * vn[u][0], p1 * vn[u][1]);
+      pf[u][1] = 0u;
+    }
+    if (two_halves) {
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const float p0 = __expf(sacc[u][2 * h] - m_use[h]);
-        const float p1 = __expf(sacc[u][2 * h + 1] - m_use[h]);
-        l_run[h] += p0 + p1;
-        pf[u][h] = dev::pack_half2(p0 * vn[u][0], p1 * vn[u][1]);
+      for (int u = 0; u < 4; ++u) {
+        const float p0 = __expf(sacc[u][2] - m_use[1]);
+        const float p1 = __expf(sacc[u][3] - m_use[1]);
+        l_run[1] += p0 + p1;
+        pf[u][1] = dev::pack_half2(p0 * vn[u][0], p1 * vn[u][1]);
       }
     }
     // O += P V, two 16-token k-steps. V tokens of this thread: 16s + 2qc + {0, 1} (b0), + 8 (b1); chunk qr.
@@ -359,8 +422,9 @@ __global__ void __launch_bounds__(kFastWarps * 32, kFastMinBlocks) tq_attention_
       uint32_t lo[4][CSV / 4], hi[4][CSV / 4];
 #pragma unroll
       for (int tk4 = 0; tk4 < 4; ++tk4) {
-        const int tok = 16 * s + 2 * qc + (tk4 & 1) + 8 * (tk4 >> 1);
-        decode_chunk<MV, CSV>(tv, vrows + tok * vrb, qr * CSV, lo[tk4], hi[tk4]);
+        const int tok = 16 * s + (tk4 & 1) + 8 * (tk4 >> 1);  // relative to column 2qc
+        const int al = (tk4 & 1) ? val1 : val0;
+        decode_chunk_at<MV, CSV>(tv, vs + voff + tok * VRB - al, vs + v1off + tok * VRB, al, lo[tk4], hi[tk4]);
       }
 #pragma unroll
       for (int gq = 0; gq < CSV / 4; ++gq) {
