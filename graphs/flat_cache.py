@@ -30,12 +30,23 @@ def cache_output_names(num_layers: int) -> list[str]:
 
 
 def make_dynamic_cache(flat_past: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> Any:
-    """A DynamicCache holding full-length layers (a sliding window is then enforced by the mask)."""
+    """A DynamicCache holding full-length layers (a sliding window is then enforced by the mask).
+
+    The layers are filled directly rather than through `cache.update`, which would concatenate
+    the past onto an empty tensor and leave an extra Concat per cache input in traced graphs.
+    """
     from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
 
     cache = DynamicCache()
+    layers = []
     for layer in range(len(flat_past) // 2):
-        cache.update(flat_past[2 * layer], flat_past[2 * layer + 1], layer)
+        entry = DynamicLayer()
+        entry.lazy_initialization(flat_past[2 * layer])
+        entry.keys, entry.values = flat_past[2 * layer], flat_past[2 * layer + 1]
+        layers.append(entry)
+    if layers:
+        cache.layers = layers
     return cache
 
 
