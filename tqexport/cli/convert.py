@@ -52,6 +52,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     cache.add_argument("--cache-mode", choices=("concat", "buffer"), default="concat")
     cache.add_argument("--sink-tokens", type=int, default=0, help="first N tokens kept in full precision")
     cache.add_argument("--recent-window", type=int, default=0, help="last R tokens kept in full precision")
+    cache.add_argument(
+        "--window-dtype",
+        choices=("float16", "model"),
+        default="float16",
+        help="storage of sink/window tokens: float16 (float32 graphs cast K/V/q around the ops) or the "
+        "model's own K/V dtype",
+    )
     parser.add_argument("--target", choices=("ort", "trt"), default="ort")
     parser.add_argument("--allow-partial", action="store_true", help="convert the layers that match")
     parser.add_argument(
@@ -74,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         sink_tokens=args.sink_tokens,
         recent_window=args.recent_window,
+        window_dtype=args.window_dtype,
         calibration=args.calibration,
         calibration_tokens=args.calibration_tokens,
         bits_budget=args.bits_budget,

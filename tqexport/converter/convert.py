@@ -44,6 +44,7 @@ class ConvertOptions:
     seed: int = 0
     sink_tokens: int = 0
     recent_window: int = 0
+    window_dtype: str = "float16"
     calibration: str | None = None
     calibration_tokens: int = 256
     bits_budget: float | None = None
@@ -60,6 +61,8 @@ class ConvertOptions:
             raise UsageError(f"--rotation {self.rotation!r}: choose hadamard or dense")
         if self.target not in ("ort", "trt"):
             raise UsageError(f"--target {self.target!r}: choose ort or trt")
+        if self.window_dtype not in ("float16", "model"):
+            raise UsageError(f"--window-dtype {self.window_dtype!r}: choose float16 or model")
         if self.sink_tokens < 0 or self.recent_window < 0:
             raise UsageError("--sink-tokens and --recent-window must be >= 0")
         if self.cache_mode == "buffer":
@@ -302,7 +305,12 @@ def convert_model(
         notes.append("outlier channels chosen from the k_proj/v_proj weight column norms (no calibration)")
     if any(s.startswith("none") for s in sources):
         notes.append("outlier split without calibration or findable projection weights: first channels used")
-    window = WindowConfig(cache_mode=0, sink_tokens=options.sink_tokens, recent_window=options.recent_window)
+    window = WindowConfig(
+        cache_mode=0,
+        sink_tokens=options.sink_tokens,
+        recent_window=options.recent_window,
+        elem_type=onnx.TensorProto.FLOAT16 if options.window_dtype == "float16" else 0,
+    )
     plan = RewritePlan(plans, window, options.target)
     counts = run_pipeline(model, plan)
     metadata = {
@@ -310,6 +318,7 @@ def convert_model(
         "cache_mode": options.cache_mode,
         "sink_tokens": options.sink_tokens,
         "recent_window": options.recent_window,
+        "window_dtype": options.window_dtype,
         "target": options.target,
         "base_seed": options.seed,
         "calibration": options.calibration or "",

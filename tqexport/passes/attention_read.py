@@ -556,14 +556,17 @@ def build_attention_nodes(
             )
         )
         mask = f"tq_mask4_{layer}"
-    cast_output = (
-        read.out_elem_type is not None
-        and read.q_elem_type is not None
-        and read.out_elem_type != read.q_elem_type
-    )
+    q_name, op_type = read.q_BHqSD, read.q_elem_type
+    if read.q_elem_type is not None and window.casts(read.q_elem_type):
+        op_type = window.window_type(read.q_elem_type)  # windows and q share one dtype (format.md 8.2)
+        q_name = f"tq_q_{layer}"
+        nodes.append(
+            helper.make_node("Cast", [read.q_BHqSD], [q_name], name=f"tq_cast_q_{layer}", to=op_type)
+        )
+    cast_output = read.out_elem_type is not None and op_type is not None and read.out_elem_type != op_type
     out = f"tq_attention_out_{layer}" if cast_output else read.out_BHqSD
     inputs = [
-        read.q_BHqSD,
+        q_name,
         key.concat_output,
         value.concat_output,
         mask,

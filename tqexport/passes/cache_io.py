@@ -78,14 +78,14 @@ def fuse_cache_io(
             new_inputs.append(
                 helper.make_tensor_value_info(
                     window_name(write.past_input),
-                    write.elem_type,
+                    window.window_type(write.elem_type),
                     [batch, write.num_kv_heads, "past_window_length", write.head_dim],
                 )
             )
             new_outputs.append(
                 helper.make_tensor_value_info(
                     window_name(write.present_output),
-                    write.elem_type,
+                    window.window_type(write.elem_type),
                     [present_dims[0], write.num_kv_heads, "present_window_length", write.head_dim],
                 )
             )

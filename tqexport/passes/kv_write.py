@@ -175,10 +175,18 @@ class WindowConfig:
     cache_mode: int = 0  # 0 concat, 1 buffer
     sink_tokens: int = 0
     recent_window: int = 0
+    elem_type: int = 0  # window dtype (onnx TensorProto type); 0 = the model's K/V dtype
 
     @property
     def size(self) -> int:
         return self.sink_tokens + self.recent_window
+
+    def window_type(self, model_type: int) -> int:
+        return self.elem_type or model_type
+
+    def casts(self, model_type: int) -> bool:
+        """True when the ops run in the window dtype and the graph's K/V/q must be cast to it."""
+        return bool(self.size) and self.window_type(model_type) != model_type
 
 
 def window_name(cache_name: str) -> str:
@@ -186,10 +194,14 @@ def window_name(cache_name: str) -> str:
 
 
 def build_quantize_node(
-    write: CacheWrite, codec: CacheCodecTensors, window: WindowConfig, past_lengths: str = ""
+    write: CacheWrite,
+    codec: CacheCodecTensors,
+    window: WindowConfig,
+    past_lengths: str = "",
+    x_name: str = "",
 ) -> onnx.NodeProto:
     inputs = [
-        write.new_BHkvSD,
+        x_name or write.new_BHkvSD,
         write.past_input,
         codec.rotation,
         codec.codebook,
@@ -226,6 +238,20 @@ def fuse_kv_write(
     """Replace each planned cache Concat by a TQQuantize node. Returns the number of rewrites."""
     from tqexport.graph.edit import replace_subgraph
 
-    nodes = [build_quantize_node(write, codec, window) for write, codec in planned]
+    nodes = []
+    for write, codec in planned:
+        x_name = ""
+        if window.casts(write.elem_type):  # the window (and so x) is stored in another dtype than the graph's
+            x_name = f"tq_x_{write.layer}_{write.kind}"
+            nodes.append(
+                helper.make_node(
+                    "Cast",
+                    [write.new_BHkvSD],
+                    [x_name],
+                    name=f"tq_cast_x_{write.layer}_{write.kind}",
+                    to=window.window_type(write.elem_type),
+                )
+            )
+        nodes.append(build_quantize_node(write, codec, window, x_name=x_name))
     replace_subgraph(graph, nodes)
-    return len(nodes)
+    return len(planned)
