@@ -3,9 +3,10 @@
 For x [B, Hkv, S, D] (one part, codebook of 2**m centroids, format.md section 5 in float32):
   y = x @ R^T; n = ||y||; u = y / n; c = c_0 + sum_j (c_j - c_{j-1}) * [u > beta_j]; yhat = fp16(n) * c;
   xhat = yhat @ R; out = Where(enable, xhat, x).
-Boundaries and steps are graph inputs [D, 255] (padded with +inf and 0), so one session evaluates any bit
-width at any layer; `enable` is a bool scalar input. The result matches the reference codec up to float32
-rounding (codes can differ only for coordinates within float32 rounding of a boundary).
+Boundaries and steps are graph inputs [D, 2**m - 1] (their second dim is symbolic), so one session evaluates
+any bit width at any layer, and a disabled cache costs one comparison per element; `enable` is a bool
+scalar. The result matches the reference codec up to float32 rounding (codes can differ only for coordinates
+within float32 rounding of a boundary).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from onnx import TensorProto, helper, numpy_helper
 from tqexport.codec import Codec, CodecConfig
 from tqexport.codec.codebook import boundaries
 
-MAX_STEPS = 255
 PREFIX = "tqcal"
 
 
@@ -39,15 +39,13 @@ def input_names(layer: int, kind: str) -> FakeQuantInputs:
 
 
 def codebook_feeds(head_dim: int, bits: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(bounds [D, 255], steps [D, 255], base [D]) float32 for a one-part `bits`-bit codebook."""
+    """(bounds [D, 2**m - 1], steps [D, 2**m - 1], base [D]) float32 for a one-part `bits`-bit codebook."""
     codec = Codec.build(CodecConfig(head_dim=head_dim, bits=(bits,), seed=seed))
     row = codec.codebook[0]
     beta = boundaries(row, bits).astype(np.float32)
     cents = row[: 2**bits].astype(np.float32)
-    bounds = np.full((head_dim, MAX_STEPS), np.inf, np.float32)
-    steps = np.zeros((head_dim, MAX_STEPS), np.float32)
-    bounds[:, : beta.size] = beta
-    steps[:, : beta.size] = np.diff(cents)
+    bounds = np.ascontiguousarray(np.broadcast_to(beta, (head_dim, beta.size)))
+    steps = np.ascontiguousarray(np.broadcast_to(np.diff(cents), (head_dim, beta.size)))
     base = np.full(head_dim, cents[0], np.float32)
     return bounds, steps, base
 
@@ -79,8 +77,8 @@ def fake_quant_nodes(
     graph.input.extend(
         [
             helper.make_tensor_value_info(names.enable, TensorProto.BOOL, []),
-            helper.make_tensor_value_info(names.bounds, TensorProto.FLOAT, [head_dim, MAX_STEPS]),
-            helper.make_tensor_value_info(names.steps, TensorProto.FLOAT, [head_dim, MAX_STEPS]),
+            helper.make_tensor_value_info(names.bounds, TensorProto.FLOAT, [head_dim, f"{stem}.cells"]),
+            helper.make_tensor_value_info(names.steps, TensorProto.FLOAT, [head_dim, f"{stem}.cells"]),
             helper.make_tensor_value_info(names.base, TensorProto.FLOAT, [head_dim]),
         ]
     )
