@@ -121,6 +121,27 @@ def plan_calibration(
     return result
 
 
+def calibrate_to_json(
+    model_path: str | Path,
+    text_path: str | Path,
+    tokens: int = 256,
+    sensitivity: bool = False,
+    candidates: tuple[int, ...] = DEFAULT_CANDIDATES,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """The JSON `--calibration` accepts: channel scores, max norms and optionally sensitivities."""
+    ids = calibration_ids(Path(model_path), Path(text_path), tokens)
+    log(f"calibration: {ids.size} tokens of {Path(text_path).name} through the original model")
+    stats = capture_stats(model_path, ids)
+    data = stats.to_json(Path(text_path).name)
+    data["warnings"] = stats.norm_warnings()
+    if sensitivity:
+        log(f"calibration: per-layer sensitivity for bits {list(candidates)} (one prefill each)")
+        sens = measure_sensitivity(model_path, ids, candidates, progress=_progress_printer(log))
+        data["sensitivity"] = {f"{layer}.{kind}": curve for (layer, kind), curve in sorted(sens.items())}
+    return data
+
+
 def _default_storage(head_dim: int, _: int) -> StorageModel:
     return StorageModel(head_dim=head_dim, context=2048)
 

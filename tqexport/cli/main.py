@@ -16,7 +16,15 @@ from typing import Protocol
 
 from tqexport.errors import TqexportError
 
-SUBCOMMAND_MODULES: tuple[str, ...] = ("inspect", "convert", "plugins", "generate", "compare", "build")
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "inspect",
+    "calibrate",
+    "convert",
+    "plugins",
+    "generate",
+    "compare",
+    "build",
+)
 
 
 class Tool(Protocol):
