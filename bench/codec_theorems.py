@@ -21,7 +21,8 @@ PAPER_PROD_VARIANCE = {1: 1.57, 2: 0.56, 3: 0.18, 4: 0.047}  # times 1/D, for ||
 
 def main() -> None:
     rng = np.random.default_rng(0)
-    print(f"{'bits':>4} {'mse (ours)':>11} {'mse (paper)':>11} {'prod var*D':>11} {'paper':>7} {'prod bias/SE':>12}")
+    head = ("bits", "mse (ours)", "mse (paper)", "prod var*D", "paper", "prod bias/SE")
+    print(f"{head[0]:>4} {head[1]:>11} {head[2]:>11} {head[3]:>11} {head[4]:>7} {head[5]:>12}")
     for bits in (1, 2, 3, 4):
         mse = _mse_distortion(bits, rng)
         var_d, bias_se = float("nan"), float("nan")

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from tqexport.codec import Codec, CodecConfig, reference_ops
-from tqexport.codec.codec import unpack_rows
 
 KERNELS = ["simd", "scalar"]
 CODECS = {  # name: (K config kwargs, V config kwargs)
@@ -26,27 +25,6 @@ CODECS = {  # name: (K config kwargs, V config kwargs)
         dict(part_sizes=(128,), bits=(7,), rotation="dense"),
     ),
 }
-
-
-def _qjl_correction_S1T(q_rot, rows, config, qjl_matrix):
-    """QJL term for q_rot [S, 1, D] against rows [1, T, R] -> [S, 1, T] (format.md section 6).
-
-    reference_ops.tq_attention calls codec.qjl_correction with these shapes, which it cannot broadcast
-    (ValueError: output (1, T) vs (1, 1, T)); until the reference is fixed the tests use this equivalent.
-    """
-    dec = unpack_rows(rows[0], config)
-    sq = q_rot[:, 0, :] @ qjl_matrix.astype(np.float64).T  # [S, D]
-    signs = 2.0 * dec.qjl_bits - 1.0  # [T, D]
-    total = np.zeros((sq.shape[0], signs.shape[0]))
-    for p, (o, d) in enumerate(zip(config.part_offsets, config.part_sizes, strict=True)):
-        rho = dec.residual_norms[:, p].astype(np.float64)
-        total += (sq[:, o : o + d] @ signs[:, o : o + d].T) * rho[None, :] * np.sqrt(np.pi / 2) / d
-    return total[:, None, :]
-
-
-@pytest.fixture(autouse=True)
-def _reference_qjl_shapes(monkeypatch):
-    monkeypatch.setattr(reference_ops, "qjl_correction", _qjl_correction_S1T)
 
 
 @pytest.fixture(params=KERNELS)
