@@ -7,12 +7,12 @@ and converted with `tqexport convert --preset 4` / `--preset 3`. Weights are wri
 bench/gpu_e2e/fill_weights.py when missing.
 
 Method: IO binding, so caches stay on the GPU between steps (each step's present caches are bound as the
-next step's past). The past at context T is synthetic: the original gets random float16 caches
-[B, Hkv, T, D]; a converted model gets caches made by its own TQQuantize op (a one-node graph with the
-layer's rotation, codebook and attributes, run on the CUDA provider) from random float16 K/V, i.e. valid
-compressed rows [B, Hkv, T, row_bytes]. Then `--warmup` steps, then `--steps` timed steps (the context grows
-by one per step); ms/token is the median wall time of a step (host clock around run_with_iobinding and the
-output synchronisation).
+next step's past). The past at context T is synthetic: the original gets random float caches [B, Hkv, T, D];
+a converted model gets caches made by its own TQQuantize op (a one-node graph with the layer's rotation,
+codebook and attributes, run on the same provider) from random K/V, i.e. valid compressed rows
+[B, Hkv, T, row_bytes]. Then `--warmup` steps, then `--steps` timed steps (the context grows by one per
+step); ms/token is the median wall time of a step (host clock around run_with_iobinding and the output
+synchronisation). `--device cpu` dry-runs the same logic on a small model; its times mean nothing.
 
     python bench/decode_ort_gpu.py --models build/e2e/models [--contexts 4096 32768] [--batch 1]
 """
@@ -33,56 +33,68 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.gpu_e2e.fill_weights import external_tensors, fill, share  # noqa: E402
-from bench.gpu_e2e.ort_cuda import CUDA, card_name, make_session  # noqa: E402
-from tqexport.eval.cache_io import CacheLayout  # noqa: E402
+from bench.gpu_e2e.ort_cuda import CPU, CUDA, card_name, make_session  # noqa: E402
+from tqexport.eval.cache_io import ORT_DTYPES, CacheLayout  # noqa: E402
 
 VARIANTS = (("original", "llama8b"), ("tq4", "llama8b-tq4"), ("tq3", "llama8b-tq3"))
+PROVIDERS = {"cuda": CUDA, "cpu": CPU}
 
 
-def ensure_weights(models: Path) -> None:
-    original = models / "llama8b" / "model.onnx"
+def ensure_weights(models: Path, variants: tuple[tuple[str, str], ...]) -> None:
+    original = models / variants[0][1] / "model.onnx"
     if not all((original.parent / t[3]).is_file() for t in external_tensors(original)):
         fill(original, seed=0)
-    for _, folder in VARIANTS[1:]:
+    for _, folder in variants[1:]:
         converted = models / folder / "model.onnx"
         if converted.is_file() and not (converted.parent / "model.onnx.data").is_file():
             share(original, converted)
 
 
-def quantize_graph(node: Any, inits: dict[str, Any], x_dtype: int) -> bytes:
+def float_dtype(session: Any) -> np.dtype:
+    """The model's activation dtype, read off its logits output."""
+    logits = [o for o in session.get_outputs() if "logits" in o.name][0]
+    return ORT_DTYPES[logits.type]
+
+
+def quantize_graph(node: Any, inits: dict[str, Any], x_type: int) -> bytes:
     """A one-node TQQuantize model: `node`'s attributes and constant inputs; x and past_cache as inputs."""
     from onnx import TensorProto, helper
 
     names = list(node.input)
-    x_name, cache_name = "x", "past_cache"
-    inputs = [x_name, cache_name] + names[2:5]
     if len(names) > 5 and names[5]:
         raise ValueError("quantize_graph: windows (sink/recent) are not benchmarked here")
-    constants = [inits[n] for n in names[2:5] if n]
     quantize = helper.make_node(
-        "TQQuantize", inputs, ["present_cache"], domain="tqexport", attribute=list(node.attribute)
+        "TQQuantize", ["x", "past_cache", *names[2:5]], ["present_cache"], domain="tqexport"
     )
+    quantize.attribute.extend(node.attribute)
     graph = helper.make_graph(
         [quantize],
         "quantize_only",
         [
-            helper.make_tensor_value_info(x_name, x_dtype, ["B", "H", "S", "D"]),
-            helper.make_tensor_value_info(cache_name, TensorProto.UINT8, ["B", "H", 0, "R"]),
+            helper.make_tensor_value_info("x", x_type, ["B", "H", "S", "D"]),
+            helper.make_tensor_value_info("past_cache", TensorProto.UINT8, ["B", "H", 0, "R"]),
         ],
         [helper.make_tensor_value_info("present_cache", TensorProto.UINT8, ["B", "H", "T", "R"])],
-        initializer=constants,
+        initializer=[inits[n] for n in names[2:5] if n],
     )
     opsets = [helper.make_opsetid("", 18), helper.make_opsetid("tqexport", 1)]
-    return helper.make_model(graph, opset_imports=opsets).SerializeToString()
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = 10  # onnx 1.23 writes IR 14; onnxruntime 1.31 reads up to 13
+    return model.SerializeToString()
 
 
 def compressed_pasts(
-    model_path: Path, layout: CacheLayout, batch: int, context: int
+    model_path: Path, session: Any, batch: int, context: int, provider: str
 ) -> dict[str, np.ndarray]:
-    """Past caches for a converted model: random float16 K/V through the model's own TQQuantize nodes."""
+    """Past caches for a converted model: random K/V through the model's own TQQuantize nodes."""
     import onnx
     import onnxruntime as ort
 
+    from tqexport import runtime
+
+    layout = CacheLayout.from_io(session.get_inputs(), session.get_outputs())
+    dtype = float_dtype(session)
+    x_type = onnx.TensorProto.FLOAT16 if dtype == np.float16 else onnx.TensorProto.FLOAT
     model = onnx.load(str(model_path), load_external_data=False)
     inits = {t.name: t for t in model.graph.initializer}
     by_present = {node.output[0]: node for node in model.graph.node if node.op_type == "TQQuantize"}
@@ -91,40 +103,38 @@ def compressed_pasts(
     for slot in layout.cache_slots:
         node = by_present[slot.present_name]
         heads, row_bytes = slot.static_dim(1), slot.static_dim(3)
-        options = ort.SessionOptions()
-        from tqexport import runtime
-
-        runtime.register_with(options)
-        session = ort.InferenceSession(quantize_graph(node, inits, onnx.TensorProto.FLOAT16), options, [CUDA])
         head_dim = int(inits[node.input[2]].dims[-1])
-        x = rng.standard_normal((batch, heads, context, head_dim), dtype=np.float32).astype(np.float16)
+        options = ort.SessionOptions()
+        runtime.register_with(options)
+        quantize = ort.InferenceSession(quantize_graph(node, inits, x_type), options, providers=[provider])
+        x = rng.standard_normal((batch, heads, context, head_dim), dtype=np.float32).astype(dtype)
         empty = np.zeros((batch, heads, 0, row_bytes), dtype=np.uint8)
-        pasts[slot.past_name] = session.run(None, {"x": x, "past_cache": empty})[0]
+        pasts[slot.past_name] = quantize.run(None, {"x": x, "past_cache": empty})[0]
     return pasts
 
 
-def float_pasts(layout: CacheLayout, batch: int, context: int, head_dim: int) -> dict[str, np.ndarray]:
+def float_pasts(session: Any, batch: int, context: int) -> dict[str, np.ndarray]:
+    layout = CacheLayout.from_io(session.get_inputs(), session.get_outputs())
     rng = np.random.default_rng(0)
+    shape = (batch, layout.slots[0].static_dim(1), context, layout.slots[0].static_dim(3))
     return {
-        slot.past_name: rng.standard_normal(
-            (batch, slot.static_dim(1), context, head_dim), dtype=np.float32
-        ).astype(slot.dtype)
+        slot.past_name: rng.standard_normal(shape, dtype=np.float32).astype(slot.dtype)
         for slot in layout.slots
     }
 
 
-def time_decode(
-    session: Any, pasts: dict[str, np.ndarray], batch: int, context: int, warmup: int, steps: int
-) -> float:
-    """Median ms per decode step, caches kept on the GPU through IO binding."""
+def time_decode(session: Any, pasts: dict[str, np.ndarray], context: int, args: argparse.Namespace) -> float:
+    """Median ms per decode step, caches kept on the device through IO binding."""
     import onnxruntime as ort
 
+    device, batch = args.device, args.batch
     layout = CacheLayout.from_io(session.get_inputs(), session.get_outputs())
-    past_values = {name: ort.OrtValue.ortvalue_from_numpy(a, "cuda", 0) for name, a in pasts.items()}
+    names = [layout.logits_name] + [slot.present_name for slot in layout.slots]
+    past_values = {name: ort.OrtValue.ortvalue_from_numpy(a, device, 0) for name, a in pasts.items()}
     inputs = {i.name for i in session.get_inputs()}
     rng = np.random.default_rng(1)
     times = []
-    for step in range(warmup + steps):
+    for step in range(args.warmup + args.steps):
         length = context + step
         binding = session.io_binding()
         binding.bind_cpu_input("input_ids", rng.integers(3, 500, size=(batch, 1), dtype=np.int64))
@@ -134,22 +144,22 @@ def time_decode(
             binding.bind_cpu_input("position_ids", np.full((batch, 1), length, dtype=np.int64))
         for name, value in past_values.items():
             binding.bind_ortvalue_input(name, value)
-        binding.bind_output(layout.logits_name, "cuda")
-        for slot in layout.slots:
-            binding.bind_output(slot.present_name, "cuda")
+        for name in names:
+            binding.bind_output(name, device)
         binding.synchronize_inputs()
         start = time.perf_counter()
         session.run_with_iobinding(binding)
         binding.synchronize_outputs()
         elapsed = time.perf_counter() - start
-        outputs = binding.get_outputs()
-        names = [layout.logits_name] + [slot.present_name for slot in layout.slots]
-        by_name = dict(zip(names, outputs, strict=True))
+        by_name = dict(zip(names, binding.get_outputs(), strict=True))
         past_values = {slot.past_name: by_name[slot.present_name] for slot in layout.slots}
-        if step >= warmup:
+        if step >= args.warmup:
             times.append(elapsed)
-    logits = by_name[layout.logits_name].numpy()
-    if not np.isfinite(logits).all():
+    expected, key = context + args.warmup + args.steps, layout.cache_slots[0]
+    got = by_name[key.present_name].shape()[2]
+    if not layout.window_slots and got != expected:
+        raise RuntimeError(f"{key.present_name} holds {got} tokens after the run, expected {expected}")
+    if not np.isfinite(by_name[layout.logits_name].numpy()).all():
         raise RuntimeError("decode produced non-finite logits")
     return 1e3 * statistics.median(times)
 
@@ -158,42 +168,45 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--models", type=Path, required=True, help="folder with llama8b, llama8b-tq4, llama8b-tq3"
-    )
+    parser.add_argument("--models", type=Path, required=True, help="folder holding the variants' folders")
     parser.add_argument("--contexts", type=int, nargs="+", default=[4096, 32768])
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--device", choices=sorted(PROVIDERS), default="cuda")
+    parser.add_argument(
+        "--variants", nargs="+", help="name=folder pairs, the original first (default: llama8b)"
+    )
     args = parser.parse_args()
-    ensure_weights(args.models)
-    card = card_name()
+    variants = tuple(tuple(v.split("=", 1)) for v in args.variants) if args.variants else VARIANTS
+    ensure_weights(args.models, variants)
+    provider = PROVIDERS[args.device]
     results: dict[tuple[str, int], float] = {}
-    for variant, folder in VARIANTS:
+    for variant, folder in variants:
         path = args.models / folder / "model.onnx"
         if not path.is_file():
             print(f"skip {variant}: {path} missing")
             continue
-        session = make_session(path, CUDA, exact_fp32=False)
-        layout = CacheLayout.from_io(session.get_inputs(), session.get_outputs())
+        session = make_session(path, provider, exact_fp32=False)
+        converted = CacheLayout.from_io(session.get_inputs(), session.get_outputs()).is_converted
         for context in args.contexts:
-            if layout.is_converted:
-                pasts = compressed_pasts(path, layout, args.batch, context)
+            if converted:
+                pasts = compressed_pasts(path, session, args.batch, context, provider)
             else:
-                pasts = float_pasts(layout, args.batch, context, layout.slots[0].static_dim(3))
-            cache_mb = sum(a.nbytes for a in pasts.values()) / 2**20
-            ms = time_decode(session, pasts, args.batch, context, args.warmup, args.steps)
+                pasts = float_pasts(session, args.batch, context)
+            cache_mib = sum(a.nbytes for a in pasts.values()) / 2**20
+            ms = time_decode(session, pasts, context, args)
             results[(variant, context)] = ms
             print(
-                f"{variant:9s} T={context:6d} B={args.batch}: {ms:8.3f} ms/token (caches {cache_mb:.0f} MiB)"
+                f"{variant:9s} T={context:6d} B={args.batch}: {ms:8.3f} ms/token (caches {cache_mib:.0f} MiB)"
             )
         del session
-    print(f"\ncard: {card}; B={args.batch}; median of {args.steps} steps after {args.warmup} warm-up")
-    print("| model | T | ms/token | vs original |")
+    print(f"\ncard: {card_name()}; B={args.batch}; median of {args.steps} steps after {args.warmup} warm-up")
+    print("| model | T | ms/token | original / this |")
     print("|---|---|---|---|")
     for (variant, context), ms in results.items():
-        base = results.get(("original", context))
-        ratio = f"{base / ms:.2f}x faster" if base and variant != "original" else "-"
+        base = results.get((variants[0][0], context))
+        ratio = f"{base / ms:.2f}" if base and variant != variants[0][0] else "-"
         print(f"| {variant} | {context} | {ms:.3f} | {ratio} |")
 
 
