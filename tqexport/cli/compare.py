@@ -31,6 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--text", type=Path, help="text file, tokenized with the original model's tokenizer")
     source.add_argument("--ids", help="token ids, e.g. 1,2,3")
+    parser.add_argument(
+        "--tokenizer",
+        type=Path,
+        default=None,
+        help="folder with tokenizer.json (default: the original's folder)",
+    )
     source.add_argument("--ids-file", type=Path, help="token ids: .npy or text of integers")
     parser.add_argument(
         "--prefill", type=int, default=512, help="prompt tokens run in one prefill (default 512)"
@@ -69,7 +75,9 @@ def load_ids(args: argparse.Namespace) -> np.ndarray:
     if args.text is not None:
         if not args.text.is_file():
             raise UsageError(f"--text {args.text}: no such file")
-        return Tokenizer.for_model(args.original).encode(args.text.read_text(encoding="utf-8"))
+        return Tokenizer.for_model(args.original, args.tokenizer).encode(
+            args.text.read_text(encoding="utf-8")
+        )
     if args.ids is not None:
         return parse_ids(args.ids)
     if args.ids_file is not None:

@@ -28,6 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--prompt", help="prompt text (needs a tokenizer in the model's folder)")
     source.add_argument("--ids", help="prompt token ids, e.g. 1,2,3")
+    parser.add_argument(
+        "--tokenizer",
+        type=Path,
+        default=None,
+        help="folder with tokenizer.json (default: the model's folder)",
+    )
     parser.add_argument("--max-new-tokens", type=int, default=32, help="tokens to generate (default 32)")
     parser.add_argument(
         "--eos-id", type=int, action="append", default=[], help="stop at this token (repeatable)"
@@ -61,12 +67,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     tokenizer = None
     if args.prompt is not None:
-        tokenizer = Tokenizer.for_model(args.model)
+        tokenizer = Tokenizer.for_model(args.model, args.tokenizer)
         prompt_ids = tokenizer.encode(args.prompt)
     else:
         prompt_ids = parse_ids(args.ids)
         try:
-            tokenizer = Tokenizer.for_model(args.model)
+            tokenizer = Tokenizer.for_model(args.model, args.tokenizer)
         except Exception:  # noqa: BLE001 - ids in, ids out is fine without a tokenizer
             tokenizer = None
     if prompt_ids.size == 0:

@@ -41,8 +41,13 @@ class Tokenizer:
         self.kind = kind
 
     @classmethod
-    def for_model(cls, model_path: str | Path) -> Tokenizer:
-        folder = Path(model_path).resolve().parent
+    def for_model(cls, model_path: str | Path, tokenizer: str | Path | None = None) -> Tokenizer:
+        """The tokenizer in `tokenizer` (a folder or a tokenizer.json) or else in the model's folder."""
+        if tokenizer is not None:
+            tokenizer = Path(tokenizer)
+            folder = tokenizer.parent if tokenizer.is_file() else tokenizer
+        else:
+            folder = Path(model_path).resolve().parent
         why = []
         if (folder / TOKENIZER_FILE).is_file():
             try:
