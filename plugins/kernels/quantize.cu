@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/launch_errors.h"
 #include "kernels/tq_device.cuh"
@@ -383,6 +384,8 @@ __global__ void tq_window_kernel(const QuantizeArgs args) {
   }
 }
 
+#include "kernels/quantize_hadamard.cuh"  // fast path; uses the helpers above
+
 }  // namespace
 
 size_t quantize_workspace_bytes(const QuantizeParams&) { return 0; }
@@ -454,7 +457,10 @@ cudaError_t launch_quantize(const QuantizeParams& p, void* /*workspace*/, cudaSt
     if (e != cudaSuccess) return cuda_failed(e, "TQQuantize: copying the past cache rows");
   }
   // 2. Compress.
-  if (p.new_tokens > 0) {
+  if (p.new_tokens > 0 && wht_path_applies(p)) {
+    const cudaError_t e = launch_quantize_wht(args, stream);
+    if (e != cudaSuccess) return e;
+  } else if (p.new_tokens > 0) {
     const size_t smem = quantize_smem_bytes(d, p.codec.num_parts, lay.row_bytes, nullptr, nullptr);
     cudaError_t e = cudaFuncSetAttribute(tq_quantize_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          static_cast<int>(smem));

@@ -1,0 +1,169 @@
+"""TQQuantize fast path (plugins/kernels/quantize_hadamard.cuh) against the NumPy reference op.
+
+Oracle: bytes identical to reference_ops.tq_quantize (format.md section 5). One part with D in {64, 128, 256}
+takes the fast kernel: a Hadamard R (c * H * diag(s)) runs the float64 Walsh-Hadamard transform, any other R
+(dense Haar, or a Hadamard with one entry nudged by one float32 ulp) runs the same kernel's dense branch. The
+present cache is poisoned (0xA5) so an unwritten byte fails. Inputs include exact ties (integer vectors whose
+rotated coordinates are exactly 0, the middle boundary) so the exact-division recount is exercised.
+Run as a script (`python3 tests/gpu/test_quantize_gpu.py`) for the small compute-sanitizer launches.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tqexport.codec import Codec as RefCodec  # noqa: E402
+from tqexport.codec import CodecConfig, reference_ops  # noqa: E402
+
+pytestmark = pytest.mark.gpu
+
+FAST_CONFIGS = [  # (D, bits, qjl, norm_correction)
+    (128, 4, 0, 0),
+    (128, 3, 0, 0),
+    (128, 4, 1, 0),
+    (128, 2, 0, 1),
+    (64, 8, 0, 0),
+    (64, 3, 1, 1),
+    (256, 4, 0, 0),
+    (256, 5, 1, 0),
+    (128, 1, 0, 0),
+]
+
+
+def build(d: int, bits: int, qjl: int, nc: int, rotation: str = "hadamard", heads: int = 1, seed: int = 0):
+    from bench.gpu_harness.capi import Codec
+
+    cfg = CodecConfig(
+        head_dim=d, bits=(bits,), qjl=bool(qjl), norm_correction=bool(nc), rotation=rotation, seed=seed
+    )
+    return RefCodec.build(cfg, num_heads=heads), Codec(d, (d,), (bits,), qjl, nc)
+
+
+def tricky_inputs(
+    rng: np.random.Generator, shape: tuple[int, ...], signs: np.ndarray, dtype: str
+) -> np.ndarray:
+    """Gaussian rows at several scales, plus exact-tie rows: s .* (small integers) and s .* (e_0 + e_1)."""
+    x = rng.standard_normal(shape) * rng.choice([1e-3, 1.0, 40.0], size=shape[:-1] + (1,))
+    flat = x.reshape(-1, shape[-1])
+    n = flat.shape[0]
+    flat[0] = 0.0
+    for i in range(1, n, 7):
+        flat[i] = signs * rng.integers(-2, 3, shape[-1])
+    for i in range(3, n, 11):
+        flat[i] = 0.0
+        flat[i, :2] = signs[:2] * 3.0
+    return x.astype(dtype)
+
+
+def run_case(kernels, ref, codec, x: np.ndarray, rotation: np.ndarray, heads_rot: int) -> None:
+    import torch
+
+    b, h, s, d = x.shape
+    cache = np.zeros((b, h, 0, codec.row_bytes), np.uint8)
+    want, _ = reference_ops.tq_quantize(
+        x,
+        cache,
+        rotation,
+        ref.codebook,
+        ref.qjl_matrix,
+        None,
+        bits=codec.bits,
+        part_sizes=codec.part_sizes,
+        qjl=codec.qjl,
+        norm_correction=codec.norm_correction,
+    )
+    present = torch.full((b, h, s, codec.row_bytes), 0xA5, dtype=torch.uint8, device="cuda")
+    got, _ = kernels.quantize(
+        codec,
+        torch.from_numpy(x).cuda(),
+        torch.from_numpy(cache).cuda(),
+        torch.from_numpy(np.ascontiguousarray(rotation)).cuda(),
+        torch.from_numpy(ref.codebook).cuda(),
+        torch.from_numpy(ref.qjl_matrix).cuda() if codec.qjl else None,
+        present_cache=present,
+    )
+    torch.cuda.synchronize()
+    got = got.cpu().numpy()
+    bad = np.argwhere(got != want)
+    assert bad.size == 0, f"{len(bad)} bytes differ (rotation heads {heads_rot}), first at {bad[:4].tolist()}"
+
+
+@pytest.mark.parametrize("cfg", FAST_CONFIGS, ids=lambda c: f"D{c[0]}-m{c[1]}-qjl{c[2]}-nc{c[3]}")
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_hadamard_fast_path_bit_exact(kernels, cfg, dtype):
+    d, bits, qjl, nc = cfg
+    ref, codec = build(d, bits, qjl, nc)
+    rng = np.random.default_rng(d * 10 + bits)
+    # 16 (b, h) pairs, 700 tokens: more tiles per head than blocks per head, so blocks loop (persistent grid).
+    x = tricky_inputs(rng, (4, 4, 700, d), np.sign(ref.rotation[0, 0]), dtype)
+    run_case(kernels, ref, codec, x, ref.rotation, 1)
+
+
+@pytest.mark.parametrize("rotation", ["dense", "nudged"])
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_non_hadamard_rotation_takes_dense_branch_bit_exact(kernels, rotation, dtype):
+    d, heads = 128, 3
+    rng = np.random.default_rng(5)
+    if rotation == "dense":
+        ref, codec = build(d, 4, 1, 0, rotation="dense", seed=3)
+        rot = np.concatenate(
+            [build(d, 4, 1, 0, rotation="dense", seed=3 + i)[0].rotation for i in range(heads)]
+        )
+    else:
+        ref, codec = build(d, 4, 0, 0)
+        rot = np.repeat(ref.rotation, heads, axis=0)
+        rot[1, 5, 7] = np.nextafter(rot[1, 5, 7], np.float32(2.0))  # head 1 only: its blocks go dense
+    x = tricky_inputs(rng, (2, heads, 300, d), np.sign(ref.rotation[0, 0]), dtype)
+    run_case(kernels, ref, codec, x, rot, rot.shape[0])
+
+
+def sanitize_main() -> None:
+    """Small launches of each branch (Hadamard, dense, QJL, norm correction, window, buffer) to sanitize."""
+    import torch
+
+    from bench.gpu_harness.capi import BUFFER, Kernels
+
+    k = Kernels()
+    for d, bits, qjl, nc, rot_kind, dtype in (
+        (128, 4, 0, 0, "hadamard", torch.float16),
+        (128, 3, 1, 1, "hadamard", torch.float32),
+        (64, 8, 0, 0, "dense", torch.float16),
+        (256, 4, 1, 0, "hadamard", torch.float16),
+    ):
+        ref, codec = build(d, bits, qjl, nc, rotation=rot_kind)
+        rot, cb = torch.from_numpy(ref.rotation).cuda(), torch.from_numpy(ref.codebook).cuda()
+        qm = torch.from_numpy(ref.qjl_matrix).cuda() if qjl else None
+        x = torch.randn((2, 2, 70, d), device="cuda", dtype=dtype)
+        past = torch.empty((2, 2, 0, codec.row_bytes), dtype=torch.uint8, device="cuda")
+        pw = torch.empty((2, 2, 0, d), dtype=dtype, device="cuda")
+        k.quantize(codec, x, past, rot, cb, qm, pw, sink_tokens=2, recent_window=3)
+        cache = torch.zeros((2, 2, 40, codec.row_bytes), dtype=torch.uint8, device="cuda")
+        win = torch.randn((2, 2, 4, d), device="cuda", dtype=dtype)
+        lengths = torch.tensor([3, 30], device="cuda")
+        k.quantize(
+            codec,
+            x[:, :, :5],
+            cache,
+            rot,
+            cb,
+            qm,
+            win,
+            lengths,
+            cache_mode=BUFFER,
+            sink_tokens=1,
+            recent_window=3,
+            present_cache=cache,
+            present_window=win,
+        )
+    torch.cuda.synchronize()
+    print("quantize sanitize cases ran")
+
+
+if __name__ == "__main__":
+    sanitize_main()
