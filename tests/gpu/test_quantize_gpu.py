@@ -1,7 +1,8 @@
 """TQQuantize fast path (plugins/kernels/quantize_hadamard.cuh) against the NumPy reference op.
 
-Oracle: bytes identical to reference_ops.tq_quantize (format.md section 5). One part with D in {64, 128, 256}
-takes the fast kernel: a Hadamard R (c * H * diag(s)) runs the float64 Walsh-Hadamard transform, any other R
+Oracle: bytes identical to reference_ops.tq_quantize (format.md section 5). One part, no QJL, D in
+{64, 128, 256} takes the fast kernel (QJL configs run the v1 kernel since the routing change after the first
+device run): a Hadamard R (c * H * diag(s)) runs the float64 Walsh-Hadamard transform, any other R
 (dense Haar, or a Hadamard with one entry nudged by one float32 ulp) runs the same kernel's dense branch. The
 present cache is poisoned (0xA5) so an unwritten byte fails. Inputs include exact ties (integer vectors whose
 rotated coordinates are exactly 0, the middle boundary) so the exact-division recount is exercised.
