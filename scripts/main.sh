@@ -7,7 +7,8 @@
 #   4. fetch Jane Austen's Emma (Debian r-cran-janeaustenr, cached under ~/.cache/tqexport/text/)
 #   5. tqexport convert at a default preset
 #   6. tqexport compare: prefill 2048 tokens of Emma, then 256 cached decode steps, original vs converted
-# Env: TQ_PRESET (convert preset, default below), TQ_CONVERT_ARGS (extra convert flags, e.g. "--qjl"),
+# Env: TQ_PRESET (convert preset, default 4), TQ_CONVERT_ARGS (other convert flags; default: norm correction,
+#      4 sink tokens and a 64-token recent window kept in full precision; TQ_CONVERT_ARGS= for none),
 #      TQ_PREFILL (2048), TQ_STEPS (256), TQ_OUT (out), TQ_COMPARE_ARGS (extra compare flags, e.g. thresholds).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -16,6 +17,7 @@ out="${TQ_OUT:-out}"
 preset="${TQ_PRESET:-4}"
 prefill="${TQ_PREFILL:-2048}"
 steps="${TQ_STEPS:-256}"
+convert_args="${TQ_CONVERT_ARGS---norm-correction --sink-tokens 4 --recent-window 64}"
 vpy=.venv/bin/python
 epy=.venv-export/bin/python
 stamp() { echo "main: [$((SECONDS - start)) s] $*"; }
@@ -34,10 +36,10 @@ stamp "fetch text -> $out/text/emma.txt"
 "$epy" -m graphs.text.fetch --out "$out/text/emma.txt"
 
 converted="$out/smollm2-$preset/model.onnx"
-stamp "convert (--preset $preset ${TQ_CONVERT_ARGS:-}) -> $converted"
+stamp "convert (--preset $preset $convert_args) -> $converted"
 mkdir -p "$(dirname "$converted")"
 # shellcheck disable=SC2086
-"$vpy" -m tqexport convert "$out/smollm2/model.onnx" -o "$converted" --preset "$preset" ${TQ_CONVERT_ARGS:-}
+"$vpy" -m tqexport convert "$out/smollm2/model.onnx" -o "$converted" --preset "$preset" $convert_args
 
 stamp "compare: prefill $prefill + $steps cached steps"
 # shellcheck disable=SC2086
