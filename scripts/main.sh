@@ -27,8 +27,6 @@ bash scripts/setup.sh
 stamp "setup .venv-export"
 bash scripts/setup_export.sh
 if [[ -f graphs/smollm2/install.sh ]]; then bash graphs/smollm2/install.sh; fi
-# compare --text tokenizes with the model's tokenizer.json; `tokenizers` is not a tqexport dependency.
-"$vpy" -c 'import tokenizers' 2>/dev/null || "$vpy" -m pip install -q --disable-pip-version-check tokenizers
 
 stamp "export SmolLM2 -> $out/smollm2"
 HF_HUB_OFFLINE=1 "$epy" -m graphs.smollm2.export --out "$out/smollm2"

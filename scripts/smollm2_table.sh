@@ -12,6 +12,5 @@ if [[ ! -f "$out/smollm2/model.onnx" || ! -f "$out/text/emma.txt" ]]; then
   HF_HUB_OFFLINE=1 .venv-export/bin/python -m graphs.smollm2.export --out "$out/smollm2"
   .venv-export/bin/python -m graphs.text.fetch --out "$out/text/emma.txt"
 fi
-.venv/bin/python -c 'import tokenizers' 2>/dev/null || .venv/bin/python -m pip install -q tokenizers
 .venv/bin/python scripts/smollm2_table.py --model "$out/smollm2/model.onnx" --text "$out/text/emma.txt" \
   --out "$out/table" "$@"

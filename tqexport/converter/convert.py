@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -357,8 +358,31 @@ def convert_model(
         except ValidationError:
             written.unlink(missing_ok=True)
             raise
+    _copy_model_folder_files(source.parent, written.parent)
     result.output = written
     return result
+
+
+# Files a runtime reads from a model's folder (tokenizer, configs); copied beside the converted model.
+MODEL_FOLDER_FILES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+)
+
+
+def _copy_model_folder_files(source_dir: Path, out_dir: Path) -> None:
+    if source_dir.resolve() == out_dir.resolve():
+        return
+    for name in MODEL_FOLDER_FILES:
+        if (source_dir / name).is_file() and not (out_dir / name).exists():
+            shutil.copyfile(source_dir / name, out_dir / name)
 
 
 __all__ = ["ConvertOptions", "ConvertResult", "asdict", "convert_model", "inspect_model"]
