@@ -40,6 +40,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--profile", action="store_true", help="one call at B=8 T=32K 4-bit (for ncu), no timing")
     ap.add_argument("--skip-sdpa", action="store_true", help="time only the TQ kernels (A/B of builds)")
+    ap.add_argument("--cases", default="", help="only these bits:B:T cases, comma-separated (e.g. 4:1:1024)")
     args = ap.parse_args()
     kern = Kernels()
     if args.profile:
@@ -71,6 +72,8 @@ def main() -> None:
         cb[0, : 2**bits] = torch.linspace(-0.2, 0.2, 2**bits, device="cuda")
         for b in batches:
             for t in lengths:
+                if args.cases and f"{bits}:{b}:{t}" not in args.cases.split(","):
+                    continue
                 comp_bytes = b * HKV * t * 2 * codec.row_bytes
                 fp16_bytes = b * HKV * t * D * 2 * 2
                 copies = int(max(1, min(4, L2_FLUSH_BYTES // max(comp_bytes, 1) + 1)))

@@ -51,6 +51,7 @@ struct AttnArgs {
   // fast decode kernel (attention_decode.cuh): 0 = generic split kernel, else its stage layout
   int fast;
   int fast_k_bytes, fast_stage_bytes;
+  int fast_out;         // decode kernel writes the output itself (one split, no window): no reduce kernel
   // workspace
   __half* qbuf;         // [B*Hq*S][kd]
   float* part_o;        // [B*Hq*S][nsp][D]
@@ -869,7 +870,7 @@ cudaError_t make_plan(const AttentionParams& p, Plan* plan) {
   } else if (a.fast) {
     fast_smem_layout(a);
     nsplit = choose_fast_splits(std::max<int64_t>(tiles, 1), std::max<int64_t>(base, 1),
-                                fast_wave(fast_kernel(a.klay.mse_bits[0], a.vlay.mse_bits[0]), a.smem_bytes));
+                                fast_wave(fast_kernel(a), a.smem_bytes));
   } else {
     nsplit = (4LL * multiprocessor_count() + std::max<int64_t>(base, 1) - 1) / std::max<int64_t>(base, 1);
   }
@@ -881,6 +882,7 @@ cudaError_t make_plan(const AttentionParams& p, Plan* plan) {
   a.nwin = wd > 0 ? static_cast<int>(std::min<int64_t>((wd + kWindowChunk - 1) / kWindowChunk, kMaxWindowSplits)) : 0;
   a.win_chunk = a.nwin > 0 ? static_cast<int>((wd + a.nwin - 1) / a.nwin) : 0;
   a.nsp = a.nsplit + a.nwin;
+  a.fast_out = a.fast && a.nsp == 1 ? 1 : 0;
 
   // Shared memory of the split kernel.
   size_t off = align256(static_cast<size_t>(rb) * (a.kd + 8) * 2);
@@ -955,8 +957,8 @@ cudaError_t launch_attention(const AttentionParams& p, void* workspace, cudaStre
   a.part_ml = reinterpret_cast<float2*>(ws + plan.qbuf_bytes + plan.part_o_bytes);
   const int d = p.k_codec.head_dim;
 
-  // 1. Rotate q.
-  {
+  // 1. Rotate q (the decode kernel rotates its own rows).
+  if (!a.fast) {
     const bool per_head = p.k_rotation_heads != 1;
     const int64_t rows_in_head = per_head ? static_cast<int64_t>(p.batch) * a.group * p.new_tokens
                                           : static_cast<int64_t>(p.batch) * p.q_heads * p.new_tokens;
@@ -972,7 +974,7 @@ cudaError_t launch_attention(const AttentionParams& p, void* workspace, cudaStre
   }
   // 2. Splits.
   if (a.fast) {
-    const FastKernel kernel = fast_kernel(a.klay.mse_bits[0], a.vlay.mse_bits[0]);
+    const FastKernel kernel = fast_kernel(a);
     e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, a.smem_bytes);
     if (e != cudaSuccess) return cuda_failed(e, "TQAttention: shared memory attribute of the decode kernel");
     const dim3 grid(a.nsp, 1, p.batch * p.kv_heads);
@@ -987,7 +989,8 @@ cudaError_t launch_attention(const AttentionParams& p, void* workspace, cudaStre
     }
     if (e != cudaSuccess) return e;
   }
-  // 3. Reduce and un-rotate.
+  // 3. Reduce and un-rotate (unless the decode kernel wrote the output).
+  if (a.fast_out) return cudaSuccess;
   const int64_t rows_all = static_cast<int64_t>(p.batch) * p.q_heads * p.new_tokens;
   if (rows_all > 0x7fffffffLL) return invalid("TQAttention: too many query rows");
   tq_attention_reduce_kernel<<<static_cast<unsigned>(rows_all), kThreads, 0, stream>>>(a);

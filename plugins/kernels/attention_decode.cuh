@@ -91,6 +91,22 @@ __host__ __device__ constexpr int unit_coord(int p) {
   }
 }
 
+// 2/3-bit selector words of one unit: s0 = positions 0..7, s1 = positions 8..15 (see unit_coord), 3-bit nibbles.
+template <int M>
+__device__ __forceinline__ void unit_selectors(uint32_t w2, uint32_t w1, uint32_t& s0, uint32_t& s1) {
+  s0 = w2 & 0x33333333u;
+  s1 = (w2 >> 2) & 0x33333333u;
+  if constexpr (M == 3) {
+    uint32_t x = w1 & 0xffffu;
+    x = (x | (x << 8)) & 0x00ff00ffu;
+    x = (x | (x << 4)) & 0x0f0f0f0fu;
+    x = (x | (x << 2)) & 0x33333333u;
+    x = (x | (x << 1)) & 0x55555555u;
+    s0 |= (x << 2) & 0x44444444u;
+    s1 |= x & 0x44444444u;
+  }
+}
+
 template <int M>
 __device__ __forceinline__ void decode_unit(const uint32_t (&t)[lut_words<M>()], uint32_t w2, uint32_t w1,
                                             uint32_t* lo, uint32_t* hi) {
@@ -100,18 +116,8 @@ __device__ __forceinline__ void decode_unit(const uint32_t (&t)[lut_words<M>()],
     lut_lookup<4>(t, sel, prmt(wl, w2, 0xD9C8u), lo[0], hi[0]);
     lut_lookup<4>(t, sel >> 16, prmt(wl, w2, 0xFBEAu), lo[1], hi[1]);
   } else {
-    uint32_t s0 = w2 & 0x33333333u;
-    uint32_t s1 = (w2 >> 2) & 0x33333333u;
-    if constexpr (M == 3) {
-      // Spread the 16 one-bit fields: coordinate c -> bit 2c; then coordinate s + 2k sits at bit 4k + 2s.
-      uint32_t x = w1 & 0xffffu;
-      x = (x | (x << 8)) & 0x00ff00ffu;
-      x = (x | (x << 4)) & 0x0f0f0f0fu;
-      x = (x | (x << 2)) & 0x33333333u;
-      x = (x | (x << 1)) & 0x55555555u;
-      s0 |= (x << 2) & 0x44444444u;
-      s1 |= x & 0x44444444u;
-    }
+    uint32_t s0, s1;
+    unit_selectors<M>(w2, w1, s0, s1);
     lut_lookup<M>(t, s0, 0u, lo[0], hi[0]);
     lut_lookup<M>(t, s0 >> 16, 0u, lo[1], hi[1]);
     lut_lookup<M>(t, s1, 0u, lo[2], hi[2]);
@@ -131,30 +137,84 @@ __device__ __forceinline__ void load_words_at(const uint8_t* aligned, int al, ui
   for (int i = 0; i < N; ++i) w[i] = __funnelshift_r(x[i], x[i + 1], sh);
 }
 
-// Decodes a thread's CS-coordinate chunk of one row into CS/4 groups of byte planes. codes: the chunk's first code
-// byte (2-bit segment for M < 4) minus al; seg1: its first byte of the 1-bit segment (M == 3, unshifted).
+// Loads a thread's CS-coordinate chunk of one row: w = code words (2-bit segment for M < 4), w1 = 1-bit segment
+// (M == 3). codes: the chunk's first code byte minus al; seg1: its first byte of the 1-bit segment (unshifted).
+template <int M, int CS>
+struct ChunkWords {
+  uint32_t w[M == 4 ? CS / 8 : CS / 16];
+  uint32_t w1[(CS + 31) / 32];
+};
+template <int M, int CS>
+__device__ __forceinline__ ChunkWords<M, CS> load_chunk(const uint8_t* codes, const uint8_t* seg1, int al) {
+  ChunkWords<M, CS> c;
+  load_words_at<M == 4 ? CS / 8 : CS / 16>(codes, al, c.w);
+#pragma unroll
+  for (int i = 0; i < (CS + 31) / 32; ++i) c.w1[i] = 0u;
+  if constexpr (M == 3) {
+    if constexpr (CS == 16) {
+      c.w1[0] = *reinterpret_cast<const uint16_t*>(seg1);
+    } else {
+      load_words_at<CS / 32>(seg1 - al, al, c.w1);
+    }
+  }
+  return c;
+}
+
+// Decodes a thread's CS-coordinate chunk of one row into CS/4 groups of byte planes.
 template <int M, int CS>
 __device__ __forceinline__ void decode_chunk_at(const uint32_t (&t)[lut_words<M>()], const uint8_t* codes,
                                                 const uint8_t* seg1, int al, uint32_t (&lo)[CS / 4],
                                                 uint32_t (&hi)[CS / 4]) {
+  const ChunkWords<M, CS> c = load_chunk<M, CS>(codes, seg1, al);
   if constexpr (M == 4) {
-    uint32_t w[CS / 8];
-    load_words_at<CS / 8>(codes, al, w);
 #pragma unroll
-    for (int u = 0; u < CS / 8; ++u) decode_unit<4>(t, w[u], 0u, lo + 2 * u, hi + 2 * u);
+    for (int u = 0; u < CS / 8; ++u) decode_unit<4>(t, c.w[u], 0u, lo + 2 * u, hi + 2 * u);
   } else {
-    uint32_t w[CS / 16];
-    load_words_at<CS / 16>(codes, al, w);
-    uint32_t w1[(CS + 31) / 32] = {};
-    if constexpr (M == 3) {
-      if constexpr (CS == 16) {
-        w1[0] = *reinterpret_cast<const uint16_t*>(seg1);
-      } else {
-        load_words_at<CS / 32>(seg1 - al, al, w1);
-      }
-    }
 #pragma unroll
-    for (int u = 0; u < CS / 16; ++u) decode_unit<M>(t, w[u], w1[u / 2] >> (16 * (u % 2)), lo + 4 * u, hi + 4 * u);
+    for (int u = 0; u < CS / 16; ++u) decode_unit<M>(t, c.w[u], c.w1[u / 2] >> (16 * (u % 2)), lo + 4 * u, hi + 4 * u);
+  }
+}
+
+// Two tokens' selectors interleaved by bytes: x = nibbles (a_p, a_p+1, b_p, b_p+1, a_p+2, a_p+3, b_p+2, b_p+3).
+// One lookup of 4 nibbles gives bytes (A_p, A_p+1, B_p, B_p+1); prmt 0x6240 / 0x7351 makes half2(A_p, B_p) and
+// half2(A_p+1, B_p+1): the mma B operand of a token pair, without a separate cross-token interleave.
+template <int M>
+__device__ __forceinline__ void pair_lookup(const uint32_t (&t)[lut_words<M>()], uint32_t x, uint32_t* out) {
+  uint32_t lo[2], hi[2];
+  if constexpr (M == 4) {
+    decode_unit<4>(t, x, 0u, lo, hi);
+  } else {
+    lut_lookup<M>(t, x, 0u, lo[0], hi[0]);
+    lut_lookup<M>(t, x >> 16, 0u, lo[1], hi[1]);
+  }
+#pragma unroll
+  for (int j = 0; j < 2; ++j) {
+    out[2 * j] = prmt(lo[j], hi[j], 0x6240u);
+    out[2 * j + 1] = prmt(lo[j], hi[j], 0x7351u);
+  }
+}
+
+// Byte-interleaved selector words of two tokens' chunks: x[j] covers chunk positions 4j .. 4j+3 (pair_lookup).
+template <int M, int CS>
+__device__ __forceinline__ void pair_selectors(const ChunkWords<M, CS>& a, const ChunkWords<M, CS>& b,
+                                               uint32_t (&x)[CS / 4]) {
+  if constexpr (M == 4) {
+#pragma unroll
+    for (int u = 0; u < CS / 8; ++u) {
+      x[2 * u] = prmt(a.w[u], b.w[u], 0x5140u);
+      x[2 * u + 1] = prmt(a.w[u], b.w[u], 0x7362u);
+    }
+  } else {
+#pragma unroll
+    for (int u = 0; u < CS / 16; ++u) {
+      uint32_t a0, a1, b0, b1;
+      unit_selectors<M>(a.w[u], a.w1[u / 2] >> (16 * (u % 2)), a0, a1);
+      unit_selectors<M>(b.w[u], b.w1[u / 2] >> (16 * (u % 2)), b0, b1);
+      x[4 * u] = prmt(a0, b0, 0x5140u);
+      x[4 * u + 1] = prmt(a0, b0, 0x7362u);
+      x[4 * u + 2] = prmt(a1, b1, 0x5140u);
+      x[4 * u + 3] = prmt(a1, b1, 0x7362u);
+    }
   }
 }
 
@@ -182,7 +242,8 @@ __device__ __forceinline__ void load_tile_fast(uint8_t* dst, const uint8_t* cach
   }
 }
 
-template <int MK, int MV>
+// MASK: MaskType as int (the mask load is compiled in); SOFTCAP: scores pass through softcap * tanh(s / softcap).
+template <int MK, int MV, int MASK, bool SOFTCAP>
 __global__ void __launch_bounds__(kFastWarps * 32, kFastMinBlocks) tq_attention_decode_kernel(const AttnArgs a) {
   constexpr int D = kFastD;
   constexpr int CSK = D / 4;    // K coordinates per thread per token
@@ -239,12 +300,54 @@ __global__ void __launch_bounds__(kFastWarps * 32, kFastMinBlocks) tq_attention_
   make_lut<MK>(p.k_codebook, tk);
   make_lut<MV>(p.v_codebook, tv);
 
+  // q rotation (formerly its own kernel): qh[r][i] = fp16(scale * sum_k R_k[i][k] q[r][k]) for this kv head's
+  // rows, staged in stage kFastStages-1: the prologue leaves it empty and the loop refills it only after its
+  // first barrier. Same float32 operation order as tq_rotate_q_kernel.
+  static_assert(kFastWarps * 32 == kFastD, "one thread per rotated coordinate");
+  constexpr int QH = D + 8;  // fp16 row stride of the rotated queries
+  float* qs = reinterpret_cast<float*>(smem + (kFastStages - 1) * a.fast_stage_bytes);  // [rows][D] float32
+  __half* qh = reinterpret_cast<__half*>(qs);                                             // [16][QH] afterwards
+  for (int idx = threadIdx.x; idx < a.rows * D; idx += blockDim.x)
+    qs[idx] = dev::load_as_float(p.q, p.dtype, global_row(a, b, g, idx / D) * D + idx % D);
+  __syncthreads();
+  {
+    const int i = threadIdx.x;
+    const float* rrow = p.k_rotation + (static_cast<int64_t>(p.k_rotation_heads == 1 ? 0 : g) * D + i) * D;
+    const bool vec = (reinterpret_cast<uintptr_t>(p.k_rotation) & 15) == 0;
+    float acc[kFastRows];
+#pragma unroll
+    for (int r = 0; r < kFastRows; ++r) acc[r] = 0.0f;
+#pragma unroll 1
+    for (int c0 = 0; c0 < D; c0 += 32) {
+      float4 rv[8];
+#pragma unroll
+      for (int k = 0; k < 8; ++k)
+        rv[k] = vec ? __ldg(reinterpret_cast<const float4*>(rrow + c0) + k)
+                    : make_float4(rrow[c0 + 4 * k], rrow[c0 + 4 * k + 1], rrow[c0 + 4 * k + 2], rrow[c0 + 4 * k + 3]);
+#pragma unroll
+      for (int r = 0; r < kFastRows; ++r) {
+        if (r < a.rows) {
+#pragma unroll
+          for (int k = 0; k < 8; ++k) {
+            const float4 v = *reinterpret_cast<const float4*>(qs + r * D + c0 + 4 * k);
+            acc[r] = fmaf(rv[k].x, v.x, fmaf(rv[k].y, v.y, fmaf(rv[k].z, v.z, fmaf(rv[k].w, v.w, acc[r]))));
+          }
+        }
+      }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int r = 0; r < kFastRows; ++r)
+      if (r < a.rows) qh[r * QH + i] = __float2half_rn(acc[r] * p.scale);
+  }
+  __syncthreads();
+
   // Query fragments (A operand, rows = query heads), columns permuted to this thread's K chunk order.
   uint32_t qf[KSTEPS][4];
   {
     const int r0 = qr, r1 = qr + 8;
-    const __half* q0 = r0 < a.rows ? a.qbuf + global_row(a, b, g, r0) * a.kd : nullptr;
-    const __half* q1 = r1 < a.rows ? a.qbuf + global_row(a, b, g, r1) * a.kd : nullptr;
+    const __half* q0 = r0 < a.rows ? qh + r0 * QH : nullptr;
+    const __half* q1 = r1 < a.rows ? qh + r1 * QH : nullptr;
     const __half zero = __ushort_as_half(0);
 #pragma unroll
     for (int kk = 0; kk < KSTEPS; ++kk) {
@@ -337,7 +440,7 @@ __global__ void __launch_bounds__(kFastWarps * 32, kFastMinBlocks) tq_attention_
         madd[1][u][e] = ok && mrow1 >= 0 && two_halves ? 0.0f : kNegInf;
       }
     }
-    if (p.softcap > 0.0f) {
+    if constexpr (SOFTCAP) {
 #pragma unroll
       for (int u = 0; u < 4; ++u)
 #pragma unroll
@@ -355,16 +458,12 @@ __global__ void __launch_bounds__(kFastWarps * 32, kFastMinBlocks) tq_attention_
             if (madd[1][u][e] == 0.0f) madd[1][u][e] = one_mask_row ? madd[0][u][e] : load(mrow1 + t);
           }
       };
-      switch (p.mask_type) {  // block-uniform
-        case MaskType::kFloat16:
-          add_mask([&](int64_t o) { return __half2float(static_cast<const __half*>(p.mask)[o]); });
-          break;
-        case MaskType::kBool:
-          add_mask([&](int64_t o) { return static_cast<const uint8_t*>(p.mask)[o] ? 0.0f : kNegInf; });
-          break;
-        default:
-          add_mask([&](int64_t o) { return static_cast<const float*>(p.mask)[o]; });
-          break;
+      if constexpr (MASK == static_cast<int>(MaskType::kFloat16)) {
+        add_mask([&](int64_t o) { return __half2float(static_cast<const __half*>(p.mask)[o]); });
+      } else if constexpr (MASK == static_cast<int>(MaskType::kBool)) {
+        add_mask([&](int64_t o) { return static_cast<const uint8_t*>(p.mask)[o] ? 0.0f : kNegInf; });
+      } else {
+        add_mask([&](int64_t o) { return static_cast<const float*>(p.mask)[o]; });
       }
     }
     float tile_max[2] = {kNegInf, kNegInf};
@@ -419,29 +518,21 @@ __global__ void __launch_bounds__(kFastWarps * 32, kFastMinBlocks) tq_attention_
 #pragma unroll
     for (int s = 0; s < 2; ++s) {
       const uint32_t af[4] = {pf[2 * s][0], pf[2 * s][1], pf[2 * s + 1][0], pf[2 * s + 1][1]};
-      uint32_t lo[4][CSV / 4], hi[4][CSV / 4];
+      uint32_t xs[2][CSV / 4];  // [b0/b1]: selectors of the token pair 2qc (+8), 2qc+1 (+8)
 #pragma unroll
-      for (int tk4 = 0; tk4 < 4; ++tk4) {
-        const int tok = 16 * s + (tk4 & 1) + 8 * (tk4 >> 1);  // relative to column 2qc
-        const int al = (tk4 & 1) ? val1 : val0;
-        decode_chunk_at<MV, CSV>(tv, vs + voff + tok * VRB - al, vs + v1off + tok * VRB, al, lo[tk4], hi[tk4]);
+      for (int h = 0; h < 2; ++h) {
+        const int tok = 16 * s + 8 * h;  // relative to column 2qc; its pair partner is tok + 1
+        const auto wa = load_chunk<MV, CSV>(vs + voff + tok * VRB - val0, vs + v1off + tok * VRB, val0);
+        const auto wb = load_chunk<MV, CSV>(vs + voff + (tok + 1) * VRB - val1, vs + v1off + (tok + 1) * VRB, val1);
+        pair_selectors<MV, CSV>(wa, wb, xs[h]);
       }
 #pragma unroll
-      for (int gq = 0; gq < CSV / 4; ++gq) {
-        uint32_t bf[2][4];  // [b0/b1][coordinate of the group]
+      for (int j = 0; j < CSV / 4; ++j) {  // n-tiles 4j .. 4j+3
+        uint32_t b0[4], b1[4];
+        pair_lookup<MV>(tv, xs[0][j], b0);
+        pair_lookup<MV>(tv, xs[1][j], b1);
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const uint32_t t0 = prmt(lo[2 * h][gq], lo[2 * h + 1][gq], 0x5140u);
-          const uint32_t t1 = prmt(hi[2 * h][gq], hi[2 * h + 1][gq], 0x5140u);
-          const uint32_t t2 = prmt(lo[2 * h][gq], lo[2 * h + 1][gq], 0x7362u);
-          const uint32_t t3 = prmt(hi[2 * h][gq], hi[2 * h + 1][gq], 0x7362u);
-          bf[h][0] = prmt(t0, t1, 0x5140u);
-          bf[h][1] = prmt(t0, t1, 0x7362u);
-          bf[h][2] = prmt(t2, t3, 0x5140u);
-          bf[h][3] = prmt(t2, t3, 0x7362u);
-        }
-#pragma unroll
-        for (int e = 0; e < 4; ++e) dev::mma_16816(oacc[4 * gq + e], af, bf[0][e], bf[1][e]);
+        for (int e = 0; e < 4; ++e) dev::mma_16816(oacc[4 * j + e], af, b0[e], b1[e]);
       }
     }
   }
@@ -473,6 +564,8 @@ __global__ void __launch_bounds__(kFastWarps * 32, kFastMinBlocks) tq_attention_
     cb_l[warp * kFastRows + qr + 8] = l_run[1];
   }
   __syncthreads();
+  float* mo = cb_l + kFastWarps * kFastRows;  // [16][D] merged o (fast_out)
+  float* mol = mo + kFastRows * D;            // [16] merged l (fast_out)
   for (int idx = threadIdx.x; idx < a.rows * D; idx += blockDim.x) {
     const int r = idx / D;
     const int d = idx % D;
@@ -488,9 +581,36 @@ __global__ void __launch_bounds__(kFastWarps * 32, kFastMinBlocks) tq_attention_
         l += f * cb_l[w * kFastRows + r];
       }
     }
-    const int64_t grow = global_row(a, b, g, r);
-    a.part_o[(grow * a.nsp + split) * D + d] = o;
-    if (d == 0) a.part_ml[grow * a.nsp + split] = make_float2(mx, l);
+    if (a.fast_out) {
+      mo[idx] = o;
+      if (d == 0) mol[r] = l;
+    } else {
+      const int64_t grow = global_row(a, b, g, r);
+      a.part_o[(grow * a.nsp + split) * D + d] = o;
+      if (d == 0) a.part_ml[grow * a.nsp + split] = make_float2(mx, l);
+    }
+  }
+  if (!a.fast_out) return;
+  // One split and no window: un-rotate here (x = R_v^T o / l, as tq_attention_reduce_kernel) and skip that kernel.
+  __syncthreads();
+  const int i = threadIdx.x;
+  const float* rot = p.v_rotation + static_cast<int64_t>(p.v_rotation_heads == 1 ? 0 : g) * D * D;
+  float acc[kFastRows];
+#pragma unroll
+  for (int r = 0; r < kFastRows; ++r) acc[r] = 0.0f;
+#pragma unroll 4
+  for (int k = 0; k < D; ++k) {
+    const float rk = rot[k * D + i];
+#pragma unroll
+    for (int r = 0; r < kFastRows; ++r)
+      if (r < a.rows) acc[r] = fmaf(rk, mo[r * D + k], acc[r]);
+  }
+#pragma unroll
+  for (int r = 0; r < kFastRows; ++r) {
+    if (r < a.rows) {
+      const float l = mol[r];
+      dev::store_from_float(p.out, p.dtype, global_row(a, b, g, r) * D + i, l > 0.0f ? acc[r] / l : 0.0f);
+    }
   }
 }
 
@@ -499,7 +619,8 @@ inline void fast_smem_layout(AttnArgs& a) {
   a.fast_k_bytes = static_cast<int>((static_cast<size_t>(kFastTile) * a.klay.row_bytes + 32 + 15) & ~size_t{15});
   const int v_bytes = static_cast<int>((static_cast<size_t>(kFastTile) * a.vlay.row_bytes + 32 + 15) & ~size_t{15});
   a.fast_stage_bytes = a.fast_k_bytes + v_bytes;
-  const int merge = (kFastWarps * kFastRows * kFastD + 2 * kFastWarps * kFastRows) * 4;
+  // warp partials (o, m, l), then the merged o and l of the fused epilogue
+  const int merge = (kFastWarps * kFastRows * kFastD + 2 * kFastWarps * kFastRows + kFastRows * kFastD + kFastRows) * 4;
   a.smem_bytes = std::max(kFastStages * a.fast_stage_bytes, merge);
 }
 
@@ -514,19 +635,36 @@ inline bool fast_decode_eligible(const AttentionParams& p, const RowLayout& kl, 
 
 using FastKernel = void (*)(AttnArgs);
 
-template <int MK>
-FastKernel fast_kernel_v(int mv) {
-  switch (mv) {
-    case 2: return tq_attention_decode_kernel<MK, 2>;
-    case 3: return tq_attention_decode_kernel<MK, 3>;
-    default: return tq_attention_decode_kernel<MK, 4>;
+template <int MK, int MV, int MASK>
+FastKernel fast_kernel_s(bool softcap) {
+  return softcap ? tq_attention_decode_kernel<MK, MV, MASK, true> : tq_attention_decode_kernel<MK, MV, MASK, false>;
+}
+
+template <int MK, int MV>
+FastKernel fast_kernel_m(MaskType mask, bool softcap) {
+  switch (mask) {
+    case MaskType::kFloat16: return fast_kernel_s<MK, MV, static_cast<int>(MaskType::kFloat16)>(softcap);
+    case MaskType::kBool: return fast_kernel_s<MK, MV, static_cast<int>(MaskType::kBool)>(softcap);
+    default: return fast_kernel_s<MK, MV, static_cast<int>(MaskType::kFloat32)>(softcap);
   }
 }
 
-inline FastKernel fast_kernel(int mk, int mv) {
-  switch (mk) {
-    case 2: return fast_kernel_v<2>(mv);
-    case 3: return fast_kernel_v<3>(mv);
-    default: return fast_kernel_v<4>(mv);
+template <int MK>
+FastKernel fast_kernel_v(int mv, MaskType mask, bool softcap) {
+  switch (mv) {
+    case 2: return fast_kernel_m<MK, 2>(mask, softcap);
+    case 3: return fast_kernel_m<MK, 3>(mask, softcap);
+    default: return fast_kernel_m<MK, 4>(mask, softcap);
+  }
+}
+
+// The decode kernel instance for these parameters (fast_decode_eligible must hold).
+inline FastKernel fast_kernel(const AttnArgs& a) {
+  const MaskType mask = a.p.mask_type;
+  const bool softcap = a.p.softcap > 0.0f;
+  switch (a.klay.mse_bits[0]) {
+    case 2: return fast_kernel_v<2>(a.vlay.mse_bits[0], mask, softcap);
+    case 3: return fast_kernel_v<3>(a.vlay.mse_bits[0], mask, softcap);
+    default: return fast_kernel_v<4>(a.vlay.mse_bits[0], mask, softcap);
   }
 }
