@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import onnx
@@ -98,7 +99,29 @@ class TQAttention(OpRun):
         return (out.astype(q.dtype),)
 
 
-class ConvertedRunner:
+class _GraphRunner:
+    """Shared by both runners: the graph's `inputs` / `output_names` and a `session` with run(None, feeds)."""
+
+    inputs: dict[str, onnx.ValueInfoProto]
+    output_names: list[str]
+    session: Any  # onnx ReferenceEvaluator or ort.InferenceSession
+
+    def empty_cache(self, batch: int) -> dict[str, np.ndarray]:
+        feeds = {}
+        for name, value in self.inputs.items():
+            if name in ("input_ids", "attention_mask", "position_ids"):
+                continue
+            dims = [d.dim_value if d.HasField("dim_value") else 0 for d in value.type.tensor_type.shape.dim]
+            dims[0] = batch
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
+            feeds[name] = np.zeros(dims, dtype=dtype)
+        return feeds
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self.output_names, self.session.run(None, feeds), strict=True))
+
+
+class ConvertedRunner(_GraphRunner):
     def __init__(self, model: onnx.ModelProto, reference: bool = True) -> None:
         self.model = model
         if reference:
@@ -107,22 +130,8 @@ class ConvertedRunner:
         self.inputs = {v.name: v for v in model.graph.input}
         self.output_names = [o.name for o in model.graph.output]
 
-    def empty_cache(self, batch: int) -> dict[str, np.ndarray]:
-        feeds = {}
-        for name, value in self.inputs.items():
-            if name in ("input_ids", "attention_mask", "position_ids"):
-                continue
-            dims = [d.dim_value if d.HasField("dim_value") else 0 for d in value.type.tensor_type.shape.dim]
-            dims[0] = batch
-            dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
-            feeds[name] = np.zeros(dims, dtype=dtype)
-        return feeds
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(self.output_names, self.session.run(None, feeds), strict=True))
-
-
-class OriginalRunner:
+class OriginalRunner(_GraphRunner):
     def __init__(self, model: onnx.ModelProto | str) -> None:
         source = model if isinstance(model, str) else model.SerializeToString()
         self.session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
@@ -130,20 +139,6 @@ class OriginalRunner:
             model = onnx.load(model, load_external_data=False)
         self.inputs = {v.name: v for v in model.graph.input}
         self.output_names = [o.name for o in model.graph.output]
-
-    def empty_cache(self, batch: int) -> dict[str, np.ndarray]:
-        feeds = {}
-        for name, value in self.inputs.items():
-            if name in ("input_ids", "attention_mask", "position_ids"):
-                continue
-            dims = [d.dim_value if d.HasField("dim_value") else 0 for d in value.type.tensor_type.shape.dim]
-            dims[0] = batch
-            dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
-            feeds[name] = np.zeros(dims, dtype=dtype)
-        return feeds
-
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(self.output_names, self.session.run(None, feeds), strict=True))
 
 
 def _positions(mask: np.ndarray) -> np.ndarray:
