@@ -40,9 +40,9 @@ def tensorrt_unavailable_reason() -> str | None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if "gpu" in item.keywords and (reason := cuda_unavailable_reason()):
+        if item.get_closest_marker("gpu") and (reason := cuda_unavailable_reason()):
             item.add_marker(pytest.mark.skip(reason=f"gpu test skipped: {reason}"))
-        elif "trt" in item.keywords and (reason := tensorrt_unavailable_reason()):
+        elif item.get_closest_marker("trt") and (reason := tensorrt_unavailable_reason()):
             item.add_marker(pytest.mark.skip(reason=f"TensorRT test skipped: {reason}"))
 
 

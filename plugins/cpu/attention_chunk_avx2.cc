@@ -6,14 +6,13 @@
 //
 // This unit is compiled for AVX2 with a target pragma; it includes only C headers and plain structs before the
 // pragma and instantiates no standard-library templates, so no AVX2 code can leak into shared inline functions.
-#include <immintrin.h>
-
 #include <cstdint>
 #include <cstring>
 
 #include "cpu/attention_chunk.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>  // x86 only: on aarch64 (Jetson) this unit compiles to nothing
 
 namespace tq::cpu {
 

@@ -229,7 +229,7 @@ Status attention(const AttentionArgs& a) {
   const int Ns = a.cache.sink_tokens;
   const int Rw = a.cache.recent_window;
   const int threads = a.num_threads > 0 ? a.num_threads : default_num_threads();
-  const bool simd = simd_enabled();
+  [[maybe_unused]] const bool simd = simd_enabled();  // read only on x86
   const CodecDecode kdec = make_decode(kc, static_cast<const float*>(a.k_codebook.data));
   const CodecDecode vdec = make_decode(vc, static_cast<const float*>(a.v_codebook.data));
   const auto* k_rot = static_cast<const float*>(a.k_rotation.data);
