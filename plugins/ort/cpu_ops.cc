@@ -1,25 +1,21 @@
 // ORT CPU glue for TQQuantize and TQAttention (docs/format.md section 8): read the attributes (op_contract.h),
 // check every input against them, allocate the outputs, call the plain CPU kernels of plugins/cpu/tq_cpu.h.
-// Each op is registered once per dtype of x / q (float32, float16); the mask of TQAttention takes any dtype
-// at registration and is checked here (float32, float16 or bool).
+// Each op is registered once per dtype of x / q (float32, float16) by RegisterTqOps (tq_ops.h); the mask of
+// TQAttention takes any dtype at registration and is checked in op_contract (float32, float16 or bool).
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "cpu/tq_cpu.h"
-#include "ort/custom_op.h"
-#include "ort/op_contract.h"
 #include "ort/register.h"
+#include "ort/tq_ops.h"
 
 namespace tq::ort {
 namespace {
 
-constexpr const char* kCpu = "CPUExecutionProvider";
-constexpr ONNXTensorElementDataType kF32 = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
 constexpr ONNXTensorElementDataType kF16 = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
 constexpr ONNXTensorElementDataType kU8 = ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
 constexpr ONNXTensorElementDataType kI64 = ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64;
-constexpr ONNXTensorElementDataType kAny = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
 
 cpu::DType ToCpu(ONNXTensorElementDataType type) {
   switch (type) {
@@ -59,9 +55,6 @@ cpu::MutableTensorRef AllocateOutput(Ort::KernelContext& ctx, size_t index, cons
 }
 
 // ------------------------------------------------------------------------------------------------ TQQuantize
-const char* const kQuantizeInputNames[kQNumInputs] = {"x",          "past_cache",  "rotation",    "codebook",
-                                                      "qjl_matrix", "past_window", "past_lengths"};
-
 class QuantizeCpu final : public Kernel {
  public:
   QuantizeCpu(const QuantizeAttrs& attrs, ONNXTensorElementDataType x_type) : attrs_(attrs), x_type_(x_type) {}
@@ -70,18 +63,12 @@ class QuantizeCpu final : public Kernel {
     const char* op = kQuantizeOp;
     Ort::KernelContext ctx(context);
     TensorArg in[kQNumInputs];
-    for (int i = 0; i < kQNumInputs; ++i) {
-      if (auto s = ReadInput(ctx, i, kQuantizeInputNames[i], &in[i]); !s.IsOK()) return s;
-    }
-    const int64_t* lengths = in[kQPastLengths].present ? static_cast<const int64_t*>(in[kQPastLengths].data)
-                                                       : nullptr;
+    const int64_t* lengths = nullptr;
     QuantizeShapes shapes;
-    if (auto s = CheckQuantizeInputs(attrs_, x_type_, in, lengths, &shapes); !s.IsOK()) return s;
+    if (auto s = ReadQuantizeNode(ctx, attrs_, x_type_, in, &lengths, &shapes); !s.IsOK()) return s;
 
     const bool has_window = attrs_.window() > 0;
     const size_t outputs = ctx.GetOutputCount();
-    if (has_window && outputs < 2)
-      return Fail(std::string(op) + ": output 'present_window' (1) is required when sink_tokens + recent_window > 0");
 
     cpu::QuantizeArgs args;
     args.codec = attrs_.codec;
@@ -105,37 +92,12 @@ class QuantizeCpu final : public Kernel {
     return FromCpu(op, cpu::quantize(args));
   }
 
-  static Ort::Status Create(ONNXTensorElementDataType x_type, const OrtKernelInfo* info,
-                            std::unique_ptr<Kernel>* kernel) {
-    QuantizeAttrs attrs;
-    if (auto s = ReadQuantizeAttrs(info, &attrs); !s.IsOK()) return s;
-    *kernel = std::make_unique<QuantizeCpu>(attrs, x_type);
-    return Ort::Status{nullptr};
-  }
-
  private:
   QuantizeAttrs attrs_;
   ONNXTensorElementDataType x_type_;
 };
 
-OpSpec QuantizeSpec(ONNXTensorElementDataType t) {
-  return OpSpec{kQuantizeOp,
-                kCpu,
-                {{"x", t},
-                 {"past_cache", kU8},
-                 {"rotation", kF32},
-                 {"codebook", kF32},
-                 {"qjl_matrix", kF32, true},
-                 {"past_window", t, true},
-                 {"past_lengths", kI64, true}},
-                {{"present_cache", kU8}, {"present_window", t, true}}};
-}
-
 // ------------------------------------------------------------------------------------------------ TQAttention
-const char* const kAttentionInputNames[kANumInputs] = {
-    "q",          "k_cache",    "v_cache",      "mask",     "k_rotation", "k_codebook",
-    "v_rotation", "v_codebook", "k_qjl_matrix", "k_window", "v_window",   "past_lengths"};
-
 class AttentionCpu final : public Kernel {
  public:
   AttentionCpu(const AttentionAttrs& attrs, ONNXTensorElementDataType q_type) : attrs_(attrs), q_type_(q_type) {}
@@ -144,13 +106,9 @@ class AttentionCpu final : public Kernel {
     const char* op = kAttentionOp;
     Ort::KernelContext ctx(context);
     TensorArg in[kANumInputs];
-    for (int i = 0; i < kANumInputs; ++i) {
-      if (auto s = ReadInput(ctx, i, kAttentionInputNames[i], &in[i]); !s.IsOK()) return s;
-    }
-    const int64_t* lengths = in[kAPastLengths].present ? static_cast<const int64_t*>(in[kAPastLengths].data)
-                                                       : nullptr;
+    const int64_t* lengths = nullptr;
     AttentionShapes shapes;
-    if (auto s = CheckAttentionInputs(attrs_, q_type_, in, lengths, &shapes); !s.IsOK()) return s;
+    if (auto s = ReadAttentionNode(ctx, attrs_, q_type_, in, &lengths, &shapes); !s.IsOK()) return s;
 
     cpu::AttentionArgs args;
     args.k_codec = attrs_.k_codec;
@@ -177,54 +135,15 @@ class AttentionCpu final : public Kernel {
     return FromCpu(op, cpu::attention(args));
   }
 
-  static Ort::Status Create(ONNXTensorElementDataType q_type, const OrtKernelInfo* info,
-                            std::unique_ptr<Kernel>* kernel) {
-    AttentionAttrs attrs;
-    if (auto s = ReadAttentionAttrs(info, &attrs); !s.IsOK()) return s;
-    *kernel = std::make_unique<AttentionCpu>(attrs, q_type);
-    return Ort::Status{nullptr};
-  }
-
  private:
   AttentionAttrs attrs_;
   ONNXTensorElementDataType q_type_;
 };
 
-OpSpec AttentionSpec(ONNXTensorElementDataType t) {
-  return OpSpec{kAttentionOp,
-                kCpu,
-                {{"q", t},
-                 {"k_cache", kU8},
-                 {"v_cache", kU8},
-                 {"mask", kAny},
-                 {"k_rotation", kF32},
-                 {"k_codebook", kF32},
-                 {"v_rotation", kF32},
-                 {"v_codebook", kF32},
-                 {"k_qjl_matrix", kF32, true},
-                 {"k_window", t, true},
-                 {"v_window", t, true},
-                 {"past_lengths", kI64, true}},
-                {{"out", t}}};
-}
-
-template <ONNXTensorElementDataType T>
-Ort::Status CreateQuantize(const OrtKernelInfo* info, std::unique_ptr<Kernel>* kernel) {
-  return QuantizeCpu::Create(T, info, kernel);
-}
-template <ONNXTensorElementDataType T>
-Ort::Status CreateAttention(const OrtKernelInfo* info, std::unique_ptr<Kernel>* kernel) {
-  return AttentionCpu::Create(T, info, kernel);
-}
-
 }  // namespace
 
 void RegisterCpuOps(Ort::CustomOpDomain& domain) {
-  static CustomOp quantize_f32(QuantizeSpec(kF32), &CreateQuantize<kF32>);
-  static CustomOp quantize_f16(QuantizeSpec(kF16), &CreateQuantize<kF16>);
-  static CustomOp attention_f32(AttentionSpec(kF32), &CreateAttention<kF32>);
-  static CustomOp attention_f16(AttentionSpec(kF16), &CreateAttention<kF16>);
-  for (CustomOp* op : {&quantize_f32, &quantize_f16, &attention_f32, &attention_f16}) domain.Add(op);
+  RegisterTqOps<QuantizeCpu, AttentionCpu>(domain, "CPUExecutionProvider", OrtMemTypeDefault);
 }
 
 }  // namespace tq::ort

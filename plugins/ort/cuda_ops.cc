@@ -17,18 +17,12 @@
 #include <vector>
 
 #include "kernels/tq_kernels.h"
-#include "ort/custom_op.h"
-#include "ort/op_contract.h"
+#include "ort/tq_ops.h"
 
 namespace tq::ort {
 namespace {
 
-constexpr const char* kCuda = "CUDAExecutionProvider";
-constexpr ONNXTensorElementDataType kF32 = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
 constexpr ONNXTensorElementDataType kF16 = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
-constexpr ONNXTensorElementDataType kU8 = ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
-constexpr ONNXTensorElementDataType kI64 = ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64;
-constexpr ONNXTensorElementDataType kAny = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
 constexpr size_t kAlign = 256;
 
 kernels::DType KernelDtype(ONNXTensorElementDataType t) {
@@ -73,9 +67,6 @@ class Scratch {
 };
 
 // ------------------------------------------------------------------------------------------------ TQQuantize
-const char* const kQuantizeInputNames[kQNumInputs] = {"x",          "past_cache",  "rotation",    "codebook",
-                                                      "qjl_matrix", "past_window", "past_lengths"};
-
 class QuantizeCuda final : public Kernel {
  public:
   QuantizeCuda(const QuantizeAttrs& attrs, ONNXTensorElementDataType x_type) : attrs_(attrs), x_type_(x_type) {}
@@ -84,18 +75,12 @@ class QuantizeCuda final : public Kernel {
     const char* op = kQuantizeOp;
     Ort::KernelContext ctx(context);
     TensorArg in[kQNumInputs];
-    for (int i = 0; i < kQNumInputs; ++i) {
-      if (auto s = ReadInput(ctx, i, kQuantizeInputNames[i], &in[i]); !s.IsOK()) return s;
-    }
-    const bool buffer = attrs_.cache_mode == kBuffer;
-    const int64_t* lengths =
-        buffer && in[kQPastLengths].present ? static_cast<const int64_t*>(in[kQPastLengths].data) : nullptr;
+    const int64_t* lengths = nullptr;  // past_lengths on the host, buffer mode only
     QuantizeShapes sh;
-    if (auto s = CheckQuantizeInputs(attrs_, x_type_, in, lengths, &sh); !s.IsOK()) return s;
+    if (auto s = ReadQuantizeNode(ctx, attrs_, x_type_, in, &lengths, &sh); !s.IsOK()) return s;
+    const bool buffer = attrs_.cache_mode == kBuffer;
     const bool has_window = attrs_.window() > 0;
     const size_t outputs = ctx.GetOutputCount();
-    if (has_window && outputs < 2)
-      return Fail(std::string(op) + ": output 'present_window' (1) is required when sink_tokens + recent_window > 0");
 
     Ort::UnownedValue cache_out =
         ctx.GetOutput(kQPresentCache, {sh.batch, sh.kv_heads, sh.present_rows, sh.row_bytes});
@@ -140,37 +125,12 @@ class QuantizeCuda final : public Kernel {
     return Ort::Status{nullptr};
   }
 
-  static Ort::Status Create(ONNXTensorElementDataType x_type, const OrtKernelInfo* info,
-                            std::unique_ptr<Kernel>* kernel) {
-    QuantizeAttrs attrs;
-    if (auto s = ReadQuantizeAttrs(info, &attrs); !s.IsOK()) return s;
-    *kernel = std::make_unique<QuantizeCuda>(attrs, x_type);
-    return Ort::Status{nullptr};
-  }
-
  private:
   QuantizeAttrs attrs_;
   ONNXTensorElementDataType x_type_;
 };
 
-OpSpec QuantizeSpec(ONNXTensorElementDataType t) {
-  return OpSpec{kQuantizeOp,
-                kCuda,
-                {{"x", t},
-                 {"past_cache", kU8},
-                 {"rotation", kF32},
-                 {"codebook", kF32},
-                 {"qjl_matrix", kF32, true},
-                 {"past_window", t, true},
-                 {"past_lengths", kI64, true, OrtMemTypeCPUInput}},
-                {{"present_cache", kU8}, {"present_window", t, true}}};
-}
-
 // ------------------------------------------------------------------------------------------------ TQAttention
-const char* const kAttentionInputNames[kANumInputs] = {
-    "q",          "k_cache",    "v_cache",      "mask",     "k_rotation", "k_codebook",
-    "v_rotation", "v_codebook", "k_qjl_matrix", "k_window", "v_window",   "past_lengths"};
-
 kernels::MaskType KernelMaskType(ONNXTensorElementDataType t) {
   if (t == kF16) return kernels::MaskType::kFloat16;
   if (t == ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL) return kernels::MaskType::kBool;
@@ -185,14 +145,10 @@ class AttentionCuda final : public Kernel {
     const char* op = kAttentionOp;
     Ort::KernelContext ctx(context);
     TensorArg in[kANumInputs];
-    for (int i = 0; i < kANumInputs; ++i) {
-      if (auto s = ReadInput(ctx, i, kAttentionInputNames[i], &in[i]); !s.IsOK()) return s;
-    }
-    const bool buffer = attrs_.cache_mode == kBuffer;
-    const int64_t* lengths =
-        buffer && in[kAPastLengths].present ? static_cast<const int64_t*>(in[kAPastLengths].data) : nullptr;
+    const int64_t* lengths = nullptr;  // past_lengths on the host, buffer mode only
     AttentionShapes sh;
-    if (auto s = CheckAttentionInputs(attrs_, q_type_, in, lengths, &sh); !s.IsOK()) return s;
+    if (auto s = ReadAttentionNode(ctx, attrs_, q_type_, in, &lengths, &sh); !s.IsOK()) return s;
+    const bool buffer = attrs_.cache_mode == kBuffer;
     if (!kernels::attention_head_dim_supported(static_cast<int>(sh.head_dim))) {
       return Fail(std::string(op) + ": head dim D=" + std::to_string(sh.head_dim) +
                   " has no compiled CUDA attention kernel (see plugins/kernels)");
@@ -245,54 +201,15 @@ class AttentionCuda final : public Kernel {
     return Ort::Status{nullptr};
   }
 
-  static Ort::Status Create(ONNXTensorElementDataType q_type, const OrtKernelInfo* info,
-                            std::unique_ptr<Kernel>* kernel) {
-    AttentionAttrs attrs;
-    if (auto s = ReadAttentionAttrs(info, &attrs); !s.IsOK()) return s;
-    *kernel = std::make_unique<AttentionCuda>(attrs, q_type);
-    return Ort::Status{nullptr};
-  }
-
  private:
   AttentionAttrs attrs_;
   ONNXTensorElementDataType q_type_;
 };
 
-OpSpec AttentionSpec(ONNXTensorElementDataType t) {
-  return OpSpec{kAttentionOp,
-                kCuda,
-                {{"q", t},
-                 {"k_cache", kU8},
-                 {"v_cache", kU8},
-                 {"mask", kAny},
-                 {"k_rotation", kF32},
-                 {"k_codebook", kF32},
-                 {"v_rotation", kF32},
-                 {"v_codebook", kF32},
-                 {"k_qjl_matrix", kF32, true},
-                 {"k_window", t, true},
-                 {"v_window", t, true},
-                 {"past_lengths", kI64, true, OrtMemTypeCPUInput}},
-                {{"out", t}}};
-}
-
-template <ONNXTensorElementDataType T>
-Ort::Status CreateQuantize(const OrtKernelInfo* info, std::unique_ptr<Kernel>* kernel) {
-  return QuantizeCuda::Create(T, info, kernel);
-}
-template <ONNXTensorElementDataType T>
-Ort::Status CreateAttention(const OrtKernelInfo* info, std::unique_ptr<Kernel>* kernel) {
-  return AttentionCuda::Create(T, info, kernel);
-}
-
 }  // namespace
 
 void RegisterCudaOps(Ort::CustomOpDomain& domain) {
-  static CustomOp quantize_f32(QuantizeSpec(kF32), &CreateQuantize<kF32>);
-  static CustomOp quantize_f16(QuantizeSpec(kF16), &CreateQuantize<kF16>);
-  static CustomOp attention_f32(AttentionSpec(kF32), &CreateAttention<kF32>);
-  static CustomOp attention_f16(AttentionSpec(kF16), &CreateAttention<kF16>);
-  for (CustomOp* op : {&quantize_f32, &quantize_f16, &attention_f32, &attention_f16}) domain.Add(op);
+  RegisterTqOps<QuantizeCuda, AttentionCuda>(domain, "CUDAExecutionProvider", OrtMemTypeCPUInput);
 }
 
 }  // namespace tq::ort

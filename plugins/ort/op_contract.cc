@@ -346,6 +346,22 @@ Ort::Status CheckQuantizeInputs(const QuantizeAttrs& attrs, ONNXTensorElementDat
   return Ort::Status{nullptr};
 }
 
+Ort::Status ReadQuantizeNode(const Ort::KernelContext& ctx, const QuantizeAttrs& attrs,
+                             ONNXTensorElementDataType x_type, TensorArg* in, const int64_t** host_past_lengths,
+                             QuantizeShapes* sh) {
+  for (int i = 0; i < kQNumInputs; ++i) {
+    if (auto s = ReadInput(ctx, i, kQuantizeInputNames[i], &in[i]); !s.IsOK()) return s;
+  }
+  const TensorArg& lengths = in[kQPastLengths];
+  *host_past_lengths =
+      attrs.cache_mode == kBuffer && lengths.present ? static_cast<const int64_t*>(lengths.data) : nullptr;
+  if (auto s = CheckQuantizeInputs(attrs, x_type, in, *host_past_lengths, sh); !s.IsOK()) return s;
+  if (attrs.window() > 0 && ctx.GetOutputCount() < 2)
+    return Fail(std::string(kQuantizeOp) +
+                ": output 'present_window' (1) is required when sink_tokens + recent_window > 0");
+  return Ort::Status{nullptr};
+}
+
 // ---------------------------------------------------------------- TQAttention
 
 Ort::Status ReadAttentionAttrs(const OrtKernelInfo* info, AttentionAttrs* attrs) {
@@ -491,6 +507,18 @@ Ort::Status CheckAttentionInputs(const AttentionAttrs& attrs, ONNXTensorElementD
     }
   }
   return Ort::Status{nullptr};
+}
+
+Ort::Status ReadAttentionNode(const Ort::KernelContext& ctx, const AttentionAttrs& attrs,
+                              ONNXTensorElementDataType q_type, TensorArg* in, const int64_t** host_past_lengths,
+                              AttentionShapes* sh) {
+  for (int i = 0; i < kANumInputs; ++i) {
+    if (auto s = ReadInput(ctx, i, kAttentionInputNames[i], &in[i]); !s.IsOK()) return s;
+  }
+  const TensorArg& lengths = in[kAPastLengths];
+  *host_past_lengths =
+      attrs.cache_mode == kBuffer && lengths.present ? static_cast<const int64_t*>(lengths.data) : nullptr;
+  return CheckAttentionInputs(attrs, q_type, in, *host_past_lengths, sh);
 }
 
 }  // namespace tq::ort

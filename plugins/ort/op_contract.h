@@ -55,12 +55,22 @@ struct QuantizeShapes {
   int64_t present_total = 0;    // concat mode: T_new = T_old + S
 };
 
+// Input names in index order, as both providers register them.
+inline constexpr const char* kQuantizeInputNames[kQNumInputs] = {
+    "x", "past_cache", "rotation", "codebook", "qjl_matrix", "past_window", "past_lengths"};
+
 Ort::Status ReadQuantizeAttrs(const OrtKernelInfo* info, QuantizeAttrs* attrs);
 // inputs: kQNumInputs entries read with ReadInput. x_type is the registered dtype of x and the windows.
 // host_past_lengths: past_lengths readable on the host (nullptr: skip the data-dependent overflow check).
 Ort::Status CheckQuantizeInputs(const QuantizeAttrs& attrs, ONNXTensorElementDataType x_type,
                                 const TensorArg* inputs, const int64_t* host_past_lengths,
                                 QuantizeShapes* shapes);
+// What every provider does first in Compute: read all inputs into `inputs` (kQNumInputs entries), check them
+// with CheckQuantizeInputs, and require output 1 when W > 0. *host_past_lengths is past_lengths' data in buffer
+// mode when given (so the provider must register it as host memory), else nullptr.
+Ort::Status ReadQuantizeNode(const Ort::KernelContext& ctx, const QuantizeAttrs& attrs,
+                             ONNXTensorElementDataType x_type, TensorArg* inputs,
+                             const int64_t** host_past_lengths, QuantizeShapes* shapes);
 
 // ------------------------------------------------------------------ TQAttention
 struct AttentionAttrs {
@@ -89,9 +99,17 @@ struct AttentionShapes {
   ONNXTensorElementDataType mask_type = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
 };
 
+inline constexpr const char* kAttentionInputNames[kANumInputs] = {
+    "q",          "k_cache",    "v_cache",      "mask",     "k_rotation", "k_codebook",
+    "v_rotation", "v_codebook", "k_qjl_matrix", "k_window", "v_window",   "past_lengths"};
+
 Ort::Status ReadAttentionAttrs(const OrtKernelInfo* info, AttentionAttrs* attrs);
 Ort::Status CheckAttentionInputs(const AttentionAttrs& attrs, ONNXTensorElementDataType q_type,
                                  const TensorArg* inputs, const int64_t* host_past_lengths,
                                  AttentionShapes* shapes);
+// ReadQuantizeNode for TQAttention: read all kANumInputs inputs, then CheckAttentionInputs.
+Ort::Status ReadAttentionNode(const Ort::KernelContext& ctx, const AttentionAttrs& attrs,
+                              ONNXTensorElementDataType q_type, TensorArg* inputs,
+                              const int64_t** host_past_lengths, AttentionShapes* shapes);
 
 }  // namespace tq::ort
