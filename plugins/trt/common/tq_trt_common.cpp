@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstring>
 #include <sstream>
+#include <utility>
 
 namespace tq::trt {
 
@@ -200,11 +201,10 @@ const PluginFieldCollection* FieldWriter::collection() {
   return &fc_;
 }
 
-PluginFieldCollection make_field_names(std::vector<PluginField>& storage) {
-  PluginFieldCollection fc;
-  fc.nbFields = static_cast<int32_t>(storage.size());
-  fc.fields = storage.data();
-  return fc;
+PluginCreatorBase::PluginCreatorBase(const char* name, std::vector<PluginField> fields)
+    : name_(name), fields_(std::move(fields)) {
+  fc_.nbFields = static_cast<int32_t>(fields_.size());
+  fc_.fields = fields_.data();
 }
 
 CodecConfig read_codec(const FieldReader& r, const char* op, const std::string& prefix, bool with_qjl,
@@ -231,6 +231,22 @@ CodecConfig read_codec(const FieldReader& r, const char* op, const std::string& 
   if (!validate(c, err, sizeof(err)))
     throw PluginError(std::string(op) + ": " + prefix + "codec: " + err);
   return c;
+}
+
+void read_cache_fields(const FieldReader& r, const char* op, int* cache_mode, int* sink_tokens, int* recent_window) {
+  *cache_mode = r.get_int("cache_mode", kConcat, kConcat, kBuffer);
+  *sink_tokens = r.get_int("sink_tokens", 0, 0, kMaxTokens);
+  *recent_window = r.get_int("recent_window", 0, 0, kMaxTokens);
+  r.get_int("format_version", kFormatVersion, kFormatVersion, kFormatVersion);
+  if (static_cast<int64_t>(*sink_tokens) + *recent_window > kMaxTokens)
+    throw PluginError(std::string(op) + ": sink_tokens + recent_window is too large");
+}
+
+void write_cache_fields(FieldWriter& w, int cache_mode, int sink_tokens, int recent_window) {
+  w.add_int("cache_mode", cache_mode);
+  w.add_int("sink_tokens", sink_tokens);
+  w.add_int("recent_window", recent_window);
+  w.add_int("format_version", kFormatVersion);
 }
 
 // --------------------------------------------------------------------------------------------- types
@@ -271,6 +287,16 @@ std::string dims_str(const nvinfer1::Dims& d) {
   for (int i = 0; i < d.nbDims; ++i) s << (i ? ", " : "") << d.d[i];
   s << "]";
   return s.str();
+}
+
+std::vector<nvinfer1::PluginTensorDesc> tensor_descs(const nvinfer1::DynamicPluginTensorDesc* in, int32_t count,
+                                                     bool use_max) {
+  std::vector<nvinfer1::PluginTensorDesc> descs;
+  for (int i = 0; i < count; ++i) {
+    descs.push_back(in[i].desc);
+    if (use_max) descs.back().dims = in[i].max;
+  }
+  return descs;
 }
 
 void ShapeCheck::rank(const nvinfer1::Dims& d, int rank, const char* what) {

@@ -75,13 +75,35 @@ class FieldWriter {
   nvinfer1::PluginFieldCollection fc_{};
 };
 
-// Fills a creator's getFieldNames() list (names and types only).
-nvinfer1::PluginFieldCollection make_field_names(std::vector<nvinfer1::PluginField>& storage);
+// The IPluginCreatorV3One half every tqexport creator shares: its op name, version kPluginVersion, namespace
+// kPluginNamespace and the getFieldNames() list (names and types only). A plugin's creator adds createPlugin.
+class PluginCreatorBase : public nvinfer1::IPluginCreatorV3One {
+ public:
+  PluginCreatorBase(const char* name, std::vector<nvinfer1::PluginField> fields);
+  PluginCreatorBase(const PluginCreatorBase&) = delete;  // fc_ points into fields_
+  PluginCreatorBase& operator=(const PluginCreatorBase&) = delete;
+  const char* getPluginName() const noexcept override { return name_; }
+  const char* getPluginVersion() const noexcept override { return kPluginVersion; }
+  const char* getPluginNamespace() const noexcept override { return kPluginNamespace; }
+  const nvinfer1::PluginFieldCollection* getFieldNames() noexcept override { return &fc_; }
+
+ private:
+  const char* name_;
+  std::vector<nvinfer1::PluginField> fields_;
+  nvinfer1::PluginFieldCollection fc_{};
+};
 
 // Codec parameters from `<prefix>bits`, `<prefix>part_sizes` (and `<prefix>qjl` when with_qjl), validated with
 // tq::validate against head_dim = sum(part_sizes). Throws PluginError naming the attribute.
 CodecConfig read_codec(const FieldReader& r, const char* op, const std::string& prefix, bool with_qjl,
                        bool with_norm_correction);
+
+// Cache fields of both ops: cache_mode, sink_tokens, recent_window (each in [0, kMaxTokens], and so their sum)
+// and format_version (must be kFormatVersion). Throws PluginError naming the attribute.
+constexpr int kMaxTokens = 1 << 30;
+void read_cache_fields(const FieldReader& r, const char* op, int* cache_mode, int* sink_tokens, int* recent_window);
+// Writes the same four fields, in that order, for getFieldsToSerialize.
+void write_cache_fields(FieldWriter& w, int cache_mode, int sink_tokens, int recent_window);
 
 // ------------------------------------------------------------------------------------------------- types
 bool is_float_io(nvinfer1::DataType t);   // kFLOAT or kHALF: the activation dtypes of the contract
@@ -109,6 +131,10 @@ class ShapeCheck {
   std::string op_;
   std::vector<std::string> errors_;
 };
+
+// The PluginTensorDescs of `in` (configurePlugin, getWorkspaceSize), with each `max` dims when use_max.
+std::vector<nvinfer1::PluginTensorDesc> tensor_descs(const nvinfer1::DynamicPluginTensorDesc* in, int32_t count,
+                                                     bool use_max);
 
 // An optional input is present when it was passed and has at least one element (docs/format.md section 8).
 inline bool present(const nvinfer1::PluginTensorDesc* in, int nb_inputs, int index) {

@@ -18,7 +18,6 @@ constexpr const char* kOp = "TQAttention";
 const std::vector<std::string> kFieldNames = {"k_bits", "k_part_sizes", "k_qjl",       "v_bits",
                                               "v_part_sizes", "scale",   "softcap",     "cache_mode",
                                               "sink_tokens",  "recent_window", "format_version"};
-constexpr int kMaxTokens = 1 << 30;
 }  // namespace
 
 AttentionAttrs parse_attention_fields(const PluginFieldCollection* fc) {
@@ -39,12 +38,7 @@ AttentionAttrs parse_attention_fields(const PluginFieldCollection* fc) {
   if (a.softcap < 0.0f)
     throw PluginError(std::string(kOp) + ": attribute 'softcap' = " + std::to_string(a.softcap) +
                       " must be >= 0 (0 = off)");
-  a.cache_mode = r.get_int("cache_mode", kConcat, kConcat, kBuffer);
-  a.sink_tokens = r.get_int("sink_tokens", 0, 0, kMaxTokens);
-  a.recent_window = r.get_int("recent_window", 0, 0, kMaxTokens);
-  r.get_int("format_version", kFormatVersion, kFormatVersion, kFormatVersion);
-  if (static_cast<int64_t>(a.sink_tokens) + a.recent_window > kMaxTokens)
-    throw PluginError(std::string(kOp) + ": sink_tokens + recent_window is too large");
+  read_cache_fields(r, kOp, &a.cache_mode, &a.sink_tokens, &a.recent_window);
   return a;
 }
 
@@ -223,8 +217,7 @@ int32_t TQAttentionPlugin::configurePlugin(const DynamicPluginTensorDesc* in, in
       log_error(std::string(kOp) + " configurePlugin: expected 1 output");
       return -1;
     }
-    std::vector<PluginTensorDesc> descs;
-    for (int i = 0; i < nb_inputs; ++i) descs.push_back(in[i].desc);
+    const std::vector<PluginTensorDesc> descs = tensor_descs(in, nb_inputs, /*use_max=*/false);
     nb_inputs_ = nb_inputs;
     return check_shapes(descs.data(), nb_inputs, "configurePlugin");
   } catch (const std::exception& e) {
@@ -281,11 +274,7 @@ kernels::AttentionParams TQAttentionPlugin::make_params(const PluginTensorDesc* 
 size_t TQAttentionPlugin::getWorkspaceSize(const DynamicPluginTensorDesc* inputs, int32_t nb_inputs,
                                            const DynamicPluginTensorDesc*, int32_t) const noexcept {
   try {
-    std::vector<PluginTensorDesc> descs;
-    for (int i = 0; i < nb_inputs; ++i) {
-      descs.push_back(inputs[i].desc);
-      descs.back().dims = inputs[i].max;
-    }
+    const std::vector<PluginTensorDesc> descs = tensor_descs(inputs, nb_inputs, /*use_max=*/true);
     const kernels::AttentionParams p = make_params(descs.data(), nb_inputs, nullptr, nullptr);
     return align_up(kernels::attention_workspace_bytes(p));
   } catch (const std::exception& e) {
@@ -357,10 +346,7 @@ const PluginFieldCollection* TQAttentionPlugin::getFieldsToSerialize() noexcept 
     serialized_.add_ints("v_part_sizes", attrs_.v_codec.part_sizes, attrs_.v_codec.num_parts);
     serialized_.add_float("scale", attrs_.scale);
     serialized_.add_float("softcap", attrs_.softcap);
-    serialized_.add_int("cache_mode", attrs_.cache_mode);
-    serialized_.add_int("sink_tokens", attrs_.sink_tokens);
-    serialized_.add_int("recent_window", attrs_.recent_window);
-    serialized_.add_int("format_version", kFormatVersion);
+    write_cache_fields(serialized_, attrs_.cache_mode, attrs_.sink_tokens, attrs_.recent_window);
     return serialized_.collection();
   } catch (const std::exception& e) {
     caught_error("TQAttention getFieldsToSerialize", e);
@@ -369,22 +355,20 @@ const PluginFieldCollection* TQAttentionPlugin::getFieldsToSerialize() noexcept 
 }
 
 // ------------------------------------------------------------------------------------------------- creator
-TQAttentionPluginCreator::TQAttentionPluginCreator() {
-  const PluginFieldType i32 = PluginFieldType::kINT32;
-  const PluginFieldType f32 = PluginFieldType::kFLOAT32;
-  fields_ = {PluginField("k_bits", nullptr, i32, kMaxParts), PluginField("k_part_sizes", nullptr, i32, kMaxParts),
-             PluginField("k_qjl", nullptr, i32, 1),          PluginField("v_bits", nullptr, i32, kMaxParts),
-             PluginField("v_part_sizes", nullptr, i32, kMaxParts), PluginField("scale", nullptr, f32, 1),
-             PluginField("softcap", nullptr, f32, 1),        PluginField("cache_mode", nullptr, i32, 1),
-             PluginField("sink_tokens", nullptr, i32, 1),    PluginField("recent_window", nullptr, i32, 1),
-             PluginField("format_version", nullptr, i32, 1)};
-  fc_ = make_field_names(fields_);
-}
+namespace {
+constexpr PluginFieldType kI32 = PluginFieldType::kINT32;
+constexpr PluginFieldType kF32 = PluginFieldType::kFLOAT32;
+}  // namespace
 
-const char* TQAttentionPluginCreator::getPluginName() const noexcept { return kAttentionOp; }
-const char* TQAttentionPluginCreator::getPluginVersion() const noexcept { return kPluginVersion; }
-const char* TQAttentionPluginCreator::getPluginNamespace() const noexcept { return kPluginNamespace; }
-const PluginFieldCollection* TQAttentionPluginCreator::getFieldNames() noexcept { return &fc_; }
+TQAttentionPluginCreator::TQAttentionPluginCreator()
+    : PluginCreatorBase(
+          kAttentionOp,
+          {PluginField("k_bits", nullptr, kI32, kMaxParts), PluginField("k_part_sizes", nullptr, kI32, kMaxParts),
+           PluginField("k_qjl", nullptr, kI32, 1), PluginField("v_bits", nullptr, kI32, kMaxParts),
+           PluginField("v_part_sizes", nullptr, kI32, kMaxParts), PluginField("scale", nullptr, kF32, 1),
+           PluginField("softcap", nullptr, kF32, 1), PluginField("cache_mode", nullptr, kI32, 1),
+           PluginField("sink_tokens", nullptr, kI32, 1), PluginField("recent_window", nullptr, kI32, 1),
+           PluginField("format_version", nullptr, kI32, 1)}) {}
 
 nvinfer1::IPluginV3* TQAttentionPluginCreator::createPlugin(const char* name, const PluginFieldCollection* fc,
                                                            nvinfer1::TensorRTPhase) noexcept {

@@ -95,19 +95,11 @@ class TQAttentionPlugin : public nvinfer1::IPluginV3,
   std::string metadata_;
 };
 
-class TQAttentionPluginCreator : public nvinfer1::IPluginCreatorV3One {
+class TQAttentionPluginCreator : public PluginCreatorBase {
  public:
   TQAttentionPluginCreator();
-  const char* getPluginName() const noexcept override;
-  const char* getPluginVersion() const noexcept override;
-  const char* getPluginNamespace() const noexcept override;
-  const nvinfer1::PluginFieldCollection* getFieldNames() noexcept override;
   nvinfer1::IPluginV3* createPlugin(const char* name, const nvinfer1::PluginFieldCollection* fc,
                                     nvinfer1::TensorRTPhase phase) noexcept override;
-
- private:
-  std::vector<nvinfer1::PluginField> fields_;
-  nvinfer1::PluginFieldCollection fc_{};
 };
 
 }  // namespace tq::trt

@@ -21,7 +21,6 @@ constexpr const char* kOp = "TQQuantize";
 const std::vector<std::string> kFieldNames = {"bits",       "part_sizes",  "qjl",           "norm_correction",
                                               "rotation_kind", "cache_mode", "sink_tokens", "recent_window",
                                               "format_version"};
-constexpr int kMaxTokens = 1 << 30;
 
 bool check_overflow_enabled() {
   const char* v = std::getenv("TQEXPORT_TRT_CHECK_OVERFLOW");
@@ -34,12 +33,7 @@ QuantizeAttrs parse_quantize_fields(const PluginFieldCollection* fc) {
   QuantizeAttrs a;
   a.codec = read_codec(r, kOp, "", /*with_qjl=*/true, /*with_norm_correction=*/true);
   a.codec.rotation_kind = r.get_int("rotation_kind", kHadamard, kDense, kHadamard);
-  a.cache_mode = r.get_int("cache_mode", kConcat, kConcat, kBuffer);
-  a.sink_tokens = r.get_int("sink_tokens", 0, 0, kMaxTokens);
-  a.recent_window = r.get_int("recent_window", 0, 0, kMaxTokens);
-  r.get_int("format_version", kFormatVersion, kFormatVersion, kFormatVersion);
-  if (static_cast<int64_t>(a.sink_tokens) + a.recent_window > kMaxTokens)
-    throw PluginError(std::string(kOp) + ": sink_tokens + recent_window is too large");
+  read_cache_fields(r, kOp, &a.cache_mode, &a.sink_tokens, &a.recent_window);
   return a;
 }
 
@@ -224,8 +218,7 @@ int32_t TQQuantizePlugin::configurePlugin(const DynamicPluginTensorDesc* in, int
       log_error(std::string(kOp) + " configurePlugin: expected " + std::to_string(getNbOutputs()) + " outputs");
       return -1;
     }
-    std::vector<PluginTensorDesc> descs;
-    for (int i = 0; i < nb_inputs; ++i) descs.push_back(in[i].desc);
+    const std::vector<PluginTensorDesc> descs = tensor_descs(in, nb_inputs, /*use_max=*/false);
     nb_inputs_ = nb_inputs;
     return check_shapes(descs.data(), nb_inputs, "configurePlugin");
   } catch (const std::exception& e) {
@@ -278,11 +271,7 @@ kernels::QuantizeParams TQQuantizePlugin::make_params(const PluginTensorDesc* in
 size_t TQQuantizePlugin::getWorkspaceSize(const DynamicPluginTensorDesc* inputs, int32_t nb_inputs,
                                           const DynamicPluginTensorDesc*, int32_t) const noexcept {
   try {
-    std::vector<PluginTensorDesc> descs;
-    for (int i = 0; i < nb_inputs; ++i) {
-      descs.push_back(inputs[i].desc);
-      descs.back().dims = inputs[i].max;
-    }
+    const std::vector<PluginTensorDesc> descs = tensor_descs(inputs, nb_inputs, /*use_max=*/true);
     const kernels::QuantizeParams p = make_params(descs.data(), nb_inputs, nullptr, nullptr);
     return kWorkspaceAlign + align_up(kernels::quantize_workspace_bytes(p));
   } catch (const std::exception& e) {
@@ -394,10 +383,7 @@ const PluginFieldCollection* TQQuantizePlugin::getFieldsToSerialize() noexcept {
     serialized_.add_int("qjl", attrs_.codec.qjl);
     serialized_.add_int("norm_correction", attrs_.codec.norm_correction);
     serialized_.add_int("rotation_kind", attrs_.codec.rotation_kind);
-    serialized_.add_int("cache_mode", attrs_.cache_mode);
-    serialized_.add_int("sink_tokens", attrs_.sink_tokens);
-    serialized_.add_int("recent_window", attrs_.recent_window);
-    serialized_.add_int("format_version", kFormatVersion);
+    write_cache_fields(serialized_, attrs_.cache_mode, attrs_.sink_tokens, attrs_.recent_window);
     return serialized_.collection();
   } catch (const std::exception& e) {
     caught_error("TQQuantize getFieldsToSerialize", e);
@@ -406,20 +392,18 @@ const PluginFieldCollection* TQQuantizePlugin::getFieldsToSerialize() noexcept {
 }
 
 // ------------------------------------------------------------------------------------------------- creator
-TQQuantizePluginCreator::TQQuantizePluginCreator() {
-  const PluginFieldType i32 = PluginFieldType::kINT32;
-  fields_ = {PluginField("bits", nullptr, i32, kMaxParts),       PluginField("part_sizes", nullptr, i32, kMaxParts),
-             PluginField("qjl", nullptr, i32, 1),                PluginField("norm_correction", nullptr, i32, 1),
-             PluginField("rotation_kind", nullptr, i32, 1),      PluginField("cache_mode", nullptr, i32, 1),
-             PluginField("sink_tokens", nullptr, i32, 1),        PluginField("recent_window", nullptr, i32, 1),
-             PluginField("format_version", nullptr, i32, 1)};
-  fc_ = make_field_names(fields_);
-}
+namespace {
+constexpr PluginFieldType kI32 = PluginFieldType::kINT32;
+}  // namespace
 
-const char* TQQuantizePluginCreator::getPluginName() const noexcept { return kQuantizeOp; }
-const char* TQQuantizePluginCreator::getPluginVersion() const noexcept { return kPluginVersion; }
-const char* TQQuantizePluginCreator::getPluginNamespace() const noexcept { return kPluginNamespace; }
-const PluginFieldCollection* TQQuantizePluginCreator::getFieldNames() noexcept { return &fc_; }
+TQQuantizePluginCreator::TQQuantizePluginCreator()
+    : PluginCreatorBase(
+          kQuantizeOp,
+          {PluginField("bits", nullptr, kI32, kMaxParts), PluginField("part_sizes", nullptr, kI32, kMaxParts),
+           PluginField("qjl", nullptr, kI32, 1), PluginField("norm_correction", nullptr, kI32, 1),
+           PluginField("rotation_kind", nullptr, kI32, 1), PluginField("cache_mode", nullptr, kI32, 1),
+           PluginField("sink_tokens", nullptr, kI32, 1), PluginField("recent_window", nullptr, kI32, 1),
+           PluginField("format_version", nullptr, kI32, 1)}) {}
 
 nvinfer1::IPluginV3* TQQuantizePluginCreator::createPlugin(const char* name, const PluginFieldCollection* fc,
                                                           nvinfer1::TensorRTPhase) noexcept {

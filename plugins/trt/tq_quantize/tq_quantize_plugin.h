@@ -91,19 +91,11 @@ class TQQuantizePlugin : public nvinfer1::IPluginV3,
   std::string metadata_;
 };
 
-class TQQuantizePluginCreator : public nvinfer1::IPluginCreatorV3One {
+class TQQuantizePluginCreator : public PluginCreatorBase {
  public:
   TQQuantizePluginCreator();
-  const char* getPluginName() const noexcept override;
-  const char* getPluginVersion() const noexcept override;
-  const char* getPluginNamespace() const noexcept override;
-  const nvinfer1::PluginFieldCollection* getFieldNames() noexcept override;
   nvinfer1::IPluginV3* createPlugin(const char* name, const nvinfer1::PluginFieldCollection* fc,
                                     nvinfer1::TensorRTPhase phase) noexcept override;
-
- private:
-  std::vector<nvinfer1::PluginField> fields_;
-  nvinfer1::PluginFieldCollection fc_{};
 };
 
 }  // namespace tq::trt
