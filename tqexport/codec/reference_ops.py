@@ -265,19 +265,7 @@ def tq_attention(
                 if win_t:
                     assert k_window is not None
                     scores[:, win_t] = qh @ k_window[b, g, win_slots].astype(np.float64).T
-                scores = scores * scale
-                if softcap > 0:
-                    scores = softcap * np.tanh(scores / softcap)
-                mh = m[min(h, m.shape[0] - 1), :, :total]
-                if mh.dtype == np.bool_:
-                    scores = np.where(mh, scores, -np.inf)
-                else:
-                    scores = scores + mh.astype(np.float64)
-                peak = np.max(scores, axis=-1, keepdims=True)
-                finite = np.isfinite(peak)
-                e = np.where(finite, np.exp(scores - np.where(finite, peak, 0.0)), 0.0)
-                denom = np.sum(e, axis=-1, keepdims=True)
-                p = np.divide(e, denom, out=np.zeros_like(e), where=denom > 0)
+                p = attention_probabilities(scores, m[min(h, m.shape[0] - 1), :, :total], scale, softcap)
                 acc = np.zeros((s, d))
                 if comp_t:
                     acc += (p[:, comp_t] @ yv) @ rv
@@ -296,7 +284,17 @@ def decoded_attention_reference(
     group = hq // keys.shape[1]
     k = np.repeat(keys.astype(np.float64), group, axis=1)
     v = np.repeat(values.astype(np.float64), group, axis=1)
-    scores = np.einsum("bhsd,bhtd->bhst", q.astype(np.float64), k) * scale
+    scores = np.einsum("bhsd,bhtd->bhst", q.astype(np.float64), k)
+    p = attention_probabilities(scores, mask, scale, softcap)
+    return np.einsum("bhst,bhtd->bhsd", p, v)
+
+
+def attention_probabilities(scores: np.ndarray, mask: np.ndarray, scale: float, softcap: float) -> np.ndarray:
+    """Softmax of scale * scores (soft-capped, then masked) over the last axis; all-excluded rows give 0.
+
+    The mask is additive (float) or a keep-mask (bool) broadcast against the scores (format.md section 8.2).
+    """
+    scores = scores * scale
     if softcap > 0:
         scores = softcap * np.tanh(scores / softcap)
     if mask.dtype == np.bool_:
@@ -307,5 +305,4 @@ def decoded_attention_reference(
     finite = np.isfinite(peak)
     e = np.where(finite, np.exp(scores - np.where(finite, peak, 0.0)), 0.0)
     denom = np.sum(e, axis=-1, keepdims=True)
-    p = np.divide(e, denom, out=np.zeros_like(e), where=denom > 0)
-    return np.einsum("bhst,bhtd->bhsd", p, v)
+    return np.divide(e, denom, out=np.zeros_like(e), where=denom > 0)
