@@ -794,7 +794,9 @@ int64_t choose_fast_splits(int64_t tiles, int64_t bh, int wave) {
   return best;
 }
 
-cudaError_t make_plan(const AttentionParams& p, Plan* plan) {
+// sizing_only: the workspace size is wanted before the device pointers exist (ORT before past_lengths is on the
+// device, TensorRT getWorkspaceSize): the plan depends on shapes alone, so the pointer checks are skipped.
+cudaError_t make_plan(const AttentionParams& p, Plan* plan, bool sizing_only = false) {
   char err[256];
   if (!validate(p.k_codec, err, sizeof(err))) return invalid("TQAttention: K codec: %s", err);
   if (!validate(p.v_codec, err, sizeof(err))) return invalid("TQAttention: V codec: %s", err);
@@ -820,11 +822,12 @@ cudaError_t make_plan(const AttentionParams& p, Plan* plan) {
     return invalid("TQAttention: mask batch=%d: must be 1 or B=%d", p.mask_batch, p.batch);
   if (p.mask_heads != 1 && p.mask_heads != p.q_heads)
     return invalid("TQAttention: mask heads=%d: must be 1 or Hq=%d", p.mask_heads, p.q_heads);
-  if (p.k_codec.qjl && p.k_qjl_matrix == nullptr) return invalid("TQAttention: k_qjl=1 needs k_qjl_matrix");
+  if (!sizing_only && p.k_codec.qjl && p.k_qjl_matrix == nullptr)
+    return invalid("TQAttention: k_qjl=1 needs k_qjl_matrix");
   const int w = p.sink_tokens + p.recent_window;
   if (p.sink_tokens < 0 || p.recent_window < 0)
     return invalid("TQAttention: sink_tokens=%d recent_window=%d: must be >= 0", p.sink_tokens, p.recent_window);
-  if (w > 0 && p.window_rows > 0 && (p.k_window == nullptr || p.v_window == nullptr))
+  if (!sizing_only && w > 0 && p.window_rows > 0 && (p.k_window == nullptr || p.v_window == nullptr))
     return invalid("TQAttention: W=%d > 0 needs k_window and v_window", w);
   if (p.cache_mode == kConcat) {
     const int64_t wd = std::min<int64_t>(p.mask_tokens, w);
@@ -836,14 +839,16 @@ cudaError_t make_plan(const AttentionParams& p, Plan* plan) {
       return invalid("TQAttention: concat mode: window rows=%lld must equal min(T, W)=%lld",
                      static_cast<long long>(p.window_rows), static_cast<long long>(wd));
   } else if (p.cache_mode == kBuffer) {
-    if (p.past_lengths == nullptr) return invalid("TQAttention: cache_mode=1 (buffer) needs past_lengths");
+    if (!sizing_only && p.past_lengths == nullptr)
+      return invalid("TQAttention: cache_mode=1 (buffer) needs past_lengths");
     if (w > 0 && p.window_rows != w)
       return invalid("TQAttention: buffer mode: window rows=%lld must equal W=%d", static_cast<long long>(p.window_rows),
                      w);
   } else {
     return invalid("TQAttention: cache_mode=%d: must be 0 (concat) or 1 (buffer)", p.cache_mode);
   }
-  if (p.cache_rows > 0 && ((reinterpret_cast<uintptr_t>(p.k_cache) | reinterpret_cast<uintptr_t>(p.v_cache)) & 15))
+  const uintptr_t cache_bits = reinterpret_cast<uintptr_t>(p.k_cache) | reinterpret_cast<uintptr_t>(p.v_cache);
+  if (!sizing_only && p.cache_rows > 0 && (cache_bits & 15))
     return invalid("TQAttention: k_cache and v_cache must be 16-byte aligned");
 
   AttnArgs& a = plan->args;
@@ -937,7 +942,7 @@ bool attention_head_dim_supported(int head_dim) { return head_dim == 64 || head_
 
 size_t attention_workspace_bytes(const AttentionParams& p) {
   Plan plan;
-  if (make_plan(p, &plan) != cudaSuccess) return 0;
+  if (make_plan(p, &plan, /*sizing_only=*/true) != cudaSuccess) return 0;
   return plan.qbuf_bytes + plan.part_o_bytes + plan.part_ml_bytes;
 }
 

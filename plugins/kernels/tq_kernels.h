@@ -97,6 +97,7 @@ struct AttentionParams {
   int force_splits = 0;
 };
 
+// From shapes and attributes alone: the data pointers (past_lengths, windows, k_qjl_matrix) may still be null.
 size_t attention_workspace_bytes(const AttentionParams& p);
 cudaError_t launch_attention(const AttentionParams& p, void* workspace, cudaStream_t stream);
 

@@ -4,8 +4,8 @@
 // registers nothing and the CPU ops serve every node.
 //
 // past_lengths is taken on the host (OrtMemTypeCPUInput) so a buffer overflow fails the node before any launch,
-// exactly as on the CPU; it is copied into the scratch buffer for the kernels. Scratch memory is stream-ordered
-// (cudaMallocAsync / cudaFreeAsync on the compute stream), so nothing here synchronizes.
+// exactly as on the CPU; it is copied to the device (Scratch) before the launcher's workspace is sized. Scratch
+// memory is stream-ordered (cudaMallocAsync / cudaFreeAsync on the compute stream).
 #include "ort/register.h"
 
 #if defined(TQ_HAVE_CUDA_KERNELS)
@@ -36,34 +36,44 @@ Ort::Status CudaFail(const char* op, const char* what, cudaError_t err) {
   return Ort::Status(message.c_str(), ORT_RUNTIME_EXCEPTION);
 }
 
-// Stream-ordered scratch: `bytes` for the launcher plus room for a copy of past_lengths.
+// Stream-ordered device scratch of one Compute: the copy of past_lengths and the launcher's workspace, two
+// separate allocations so neither can run into the other. past_lengths goes first because the launchers'
+// parameters must point at it before the workspace is sized (a size from incomplete parameters was the cause
+// of buffer-mode attention reading garbage lengths: the workspace came out 0 bytes and the kernels' partials
+// overwrote the lengths). The lengths are first copied into a pageable host vector: from pageable memory
+// cudaMemcpyAsync has staged the bytes before it returns, so the copy cannot outlive its source, whichever
+// allocator (pinned or not) ORT gave the CPU input.
 class Scratch {
  public:
-  Scratch(cudaStream_t stream) : stream_(stream) {}
+  explicit Scratch(cudaStream_t stream) : stream_(stream) {}
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
   ~Scratch() {
-    if (base_ != nullptr) cudaFreeAsync(base_, stream_);
+    if (workspace_ != nullptr) cudaFreeAsync(workspace_, stream_);
+    if (lengths_ != nullptr) cudaFreeAsync(lengths_, stream_);
   }
-  cudaError_t Allocate(size_t workspace_bytes, const int64_t* host_lengths, int64_t batch) {
-    lengths_offset_ = (workspace_bytes + kAlign - 1) / kAlign * kAlign;
-    const size_t lengths_bytes = host_lengths != nullptr ? static_cast<size_t>(batch) * sizeof(int64_t) : 0;
-    const size_t total = lengths_offset_ + lengths_bytes;
-    if (total == 0) return cudaSuccess;
-    cudaError_t err = cudaMallocAsync(&base_, total, stream_);
+  // Copies host_lengths[0, batch) to the device; nothing when host_lengths is null.
+  cudaError_t UploadLengths(const int64_t* host_lengths, int64_t batch) {
+    if (host_lengths == nullptr || batch <= 0) return cudaSuccess;
+    const std::vector<int64_t> host_copy(host_lengths, host_lengths + batch);
+    const size_t bytes = host_copy.size() * sizeof(int64_t);
+    void* base = nullptr;
+    cudaError_t err = cudaMallocAsync(&base, bytes, stream_);
     if (err != cudaSuccess) return err;
-    if (lengths_bytes > 0)
-      return cudaMemcpyAsync(static_cast<char*>(base_) + lengths_offset_, host_lengths, lengths_bytes,
-                             cudaMemcpyHostToDevice, stream_);
-    return cudaSuccess;
+    lengths_ = static_cast<int64_t*>(base);
+    return cudaMemcpyAsync(lengths_, host_copy.data(), bytes, cudaMemcpyHostToDevice, stream_);
   }
-  void* workspace() const { return base_; }
-  const int64_t* lengths() const {
-    return base_ != nullptr ? reinterpret_cast<const int64_t*>(static_cast<char*>(base_) + lengths_offset_) : nullptr;
+  cudaError_t AllocateWorkspace(size_t bytes) {
+    if (bytes == 0) return cudaSuccess;
+    return cudaMallocAsync(&workspace_, (bytes + kAlign - 1) / kAlign * kAlign, stream_);
   }
+  void* workspace() const { return workspace_; }
+  const int64_t* lengths() const { return lengths_; }
 
  private:
   cudaStream_t stream_;
-  void* base_ = nullptr;
-  size_t lengths_offset_ = 0;
+  int64_t* lengths_ = nullptr;
+  void* workspace_ = nullptr;
 };
 
 // ------------------------------------------------------------------------------------------------ TQQuantize
@@ -116,10 +126,11 @@ class QuantizeCuda final : public Kernel {
 
     cudaStream_t stream = static_cast<cudaStream_t>(ctx.GetGPUComputeStream());
     Scratch scratch(stream);
-    if (cudaError_t err = scratch.Allocate(kernels::quantize_workspace_bytes(p), lengths, sh.batch);
-        err != cudaSuccess)
-      return CudaFail(op, "scratch allocation", err);
-    p.past_lengths = buffer ? scratch.lengths() : nullptr;
+    if (cudaError_t err = scratch.UploadLengths(buffer ? lengths : nullptr, sh.batch); err != cudaSuccess)
+      return CudaFail(op, "past_lengths upload", err);
+    p.past_lengths = scratch.lengths();  // set before sizing: the workspace depends on every field of p
+    if (cudaError_t err = scratch.AllocateWorkspace(kernels::quantize_workspace_bytes(p)); err != cudaSuccess)
+      return CudaFail(op, "workspace allocation", err);
     if (cudaError_t err = kernels::launch_quantize(p, scratch.workspace(), stream); err != cudaSuccess)
       return CudaFail(op, "launch_quantize", err);
     return Ort::Status{nullptr};
@@ -192,10 +203,11 @@ class AttentionCuda final : public Kernel {
 
     cudaStream_t stream = static_cast<cudaStream_t>(ctx.GetGPUComputeStream());
     Scratch scratch(stream);
-    if (cudaError_t err = scratch.Allocate(kernels::attention_workspace_bytes(p), lengths, sh.batch);
-        err != cudaSuccess)
-      return CudaFail(op, "scratch allocation", err);
-    p.past_lengths = buffer ? scratch.lengths() : nullptr;
+    if (cudaError_t err = scratch.UploadLengths(buffer ? lengths : nullptr, sh.batch); err != cudaSuccess)
+      return CudaFail(op, "past_lengths upload", err);
+    p.past_lengths = scratch.lengths();  // set before sizing: the workspace depends on every field of p
+    if (cudaError_t err = scratch.AllocateWorkspace(kernels::attention_workspace_bytes(p)); err != cudaSuccess)
+      return CudaFail(op, "workspace allocation", err);
     if (cudaError_t err = kernels::launch_attention(p, scratch.workspace(), stream); err != cudaSuccess)
       return CudaFail(op, "launch_attention", err);
     return Ort::Status{nullptr};
