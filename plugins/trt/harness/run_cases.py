@@ -26,25 +26,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 from tqexport.codec import Codec, CodecConfig, reference_ops  # noqa: E402
 
-_reference_qjl_correction = reference_ops.qjl_correction
-
-
-def _qjl_correction_per_query(q_rot, rows, config, qjl_matrix):
-    """reference_ops.tq_attention calls qjl_correction(q [S, 1, D], rows [1, T, R]), which the codec's
-    preallocated [1, T] accumulator cannot broadcast to [S, 1, T] (reported to the lead); evaluate per
-    query."""
-    if q_rot.ndim == 3 and rows.ndim == 3 and q_rot.shape[1] == 1 and rows.shape[0] == 1:
-        return np.stack(
-            [
-                _reference_qjl_correction(q_rot[i, 0], rows[0], config, qjl_matrix)[None]
-                for i in range(q_rot.shape[0])
-            ]
-        )
-    return _reference_qjl_correction(q_rot, rows, config, qjl_matrix)
-
-
-reference_ops.qjl_correction = _qjl_correction_per_query
-
 DTYPES = {
     np.float32: "f32",
     np.float16: "f16",
