@@ -32,6 +32,7 @@ def rows(calibration: str, context: int) -> list[tuple[str, list[str]]]:
     cal = ["--calibration", calibration]
     budget = ["--budget-context", str(context)]
     combo = ["--norm-correction", "--sink-tokens", "4", "--recent-window", "32", *cal, *budget]
+    three = ["--norm-correction", *cal, *budget, "--bits-budget", "3.0"]
     return [
         ("TurboQuant K4 V4", ["--key-bits", "4", "--value-bits", "4"]),
         ("TurboQuant K3 V3", ["--key-bits", "3", "--value-bits", "3"]),
@@ -43,6 +44,10 @@ def rows(calibration: str, context: int) -> list[tuple[str, list[str]]]:
         ("combination, budget 4.0", [*combo, "--bits-budget", "4.0"]),
         ("combination, budget 3.5", [*combo, "--bits-budget", "3.5"]),
         ("combination, budget 3.0", [*combo, "--bits-budget", "3.0"]),
+        # other windows under the 3.0 budget (below ~3 bits the float16 window competes with the codes)
+        ("budget 3.0, 4 sinks + 16 recent", [*three, "--sink-tokens", "4", "--recent-window", "16"]),
+        ("budget 3.0, 8 sinks + 24 recent", [*three, "--sink-tokens", "8", "--recent-window", "24"]),
+        ("budget 3.0, 4 sinks + 64 recent", [*three, "--sink-tokens", "4", "--recent-window", "64"]),
     ]
 
 
