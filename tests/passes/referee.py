@@ -178,6 +178,56 @@ def teacher_forced_logits(
     return np.stack(collected, axis=1)
 
 
+def right_padded_logits(
+    runner, token_ids: np.ndarray, lengths: list[int], prefill: int, steps: int
+) -> np.ndarray:
+    """GroupQueryAttention's own padding convention: row b's lengths[b] tokens come first in the prefill
+    (right padding), then each step appends one token per row (token_ids[b, lengths[b] + step]) and a 1 to
+    the mask. Returns logits [B, steps + 1, V]: each row's last real prefill position, then each step."""
+    batch = token_ids.shape[0]
+    mask = np.zeros((batch, prefill), dtype=np.int64)
+    prompt = np.zeros((batch, prefill), dtype=token_ids.dtype)
+    for b, length in enumerate(lengths):
+        mask[b, :length] = 1
+        prompt[b, :length] = token_ids[b, :length]
+    outputs = runner.run({"input_ids": prompt, "attention_mask": mask, **runner.empty_cache(batch)})
+    collected = [outputs["logits"][np.arange(batch), np.asarray(lengths) - 1]]
+    for step in range(steps):
+        mask = np.concatenate([mask, np.ones((batch, 1), dtype=np.int64)], axis=1)
+        tokens = np.stack([token_ids[b, length + step] for b, length in enumerate(lengths)])[:, None]
+        feeds = {"input_ids": tokens, "attention_mask": mask}
+        for name in runner.inputs:
+            if name not in ("input_ids", "attention_mask"):
+                feeds[name] = outputs[_present_name(name, runner.output_names)]
+        outputs = runner.run(feeds)
+        collected.append(outputs["logits"][:, -1])
+    return np.stack(collected, axis=1)
+
+
+class GqaOriginalRunner(OriginalRunner):
+    """An onnxruntime-genai original (GroupQueryAttention): its cache inputs declare D as a symbol, so the
+    empty past gets `head_dim`; layers with sliding_window_cache=1 take a window-sized cache, so theirs gets
+    `local_window_size` slots (ORT refuses a smaller capacity) and is fed back like any other."""
+
+    def __init__(self, path: str, head_dim: int) -> None:
+        super().__init__(path)
+        self.head_dim = head_dim
+        model = onnx.load(path, load_external_data=False)
+        self.capacity: dict[str, int] = {}
+        for node in model.graph.node:
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            if node.op_type == "GroupQueryAttention" and attrs.get("sliding_window_cache", 0):
+                for name in node.input[3:5]:
+                    self.capacity[name] = int(attrs["local_window_size"])
+
+    def empty_cache(self, batch: int) -> dict[str, np.ndarray]:
+        feeds = super().empty_cache(batch)
+        for name, cache in feeds.items():
+            shape = [*cache.shape[:2], self.capacity.get(name, 0), self.head_dim]
+            feeds[name] = np.zeros(shape, dtype=cache.dtype)
+        return feeds
+
+
 def _present_name(past: str, outputs: list[str]) -> str:
     for prefix in ("present", "present_key_values"):
         for old in ("past_key_values", "past"):

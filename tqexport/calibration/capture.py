@@ -19,6 +19,7 @@ from tqexport.calibration.runner import PrefillRunner
 from tqexport.errors import NotConvertibleError
 from tqexport.graph.index import GraphIndex
 from tqexport.graph.model_io import load_model
+from tqexport.passes.group_query_attention import unfuse_group_query_attention
 from tqexport.passes.layers import ModelAnalysis, analyze
 
 FLOAT16_HEADROOM = 65504.0 / 16  # warn when a vector norm comes within 16x of float16's largest value
@@ -51,7 +52,9 @@ class ChannelStats:
 
 
 def analyze_model(model: onnx.ModelProto, base_dir: Path) -> ModelAnalysis:
-    analysis = analyze(GraphIndex.build(model, base_dir))
+    """Also unfuses GroupQueryAttention in place, so the new K/V of genai graphs become tensors to tap."""
+    group_query_attention = unfuse_group_query_attention(model)
+    analysis = analyze(GraphIndex.build(model, base_dir), group_query_attention)
     if not analysis.convertible_layers:
         reason = analysis.problem or "; ".join(f"layer {x.layer}: {x.reason()}" for x in analysis.layers)
         raise NotConvertibleError(f"calibration found no convertible layer: {reason}")

@@ -47,6 +47,11 @@ def layer_report(layer: LayerMatch) -> dict:
                 "path": read.nodes,
             }
         )
+    if layer.contrib:
+        report["group_query_attention"] = layer.contrib
+        if read is not None:
+            window = layer.contrib["local_window_size"]
+            report["window"] = f"local_window_size={window} (in the mask)" if window > 0 else "none"
     if layer.failure is not None:
         report["reason"] = str(layer.failure)
         if layer.form_hint:
@@ -74,5 +79,15 @@ def layer_line(report: dict) -> str:
         f"D={report['head_dim']} {report['cache']['dtype']}, scale={report['scale']:.6g}, "
         f"softcap={report['softcap']:g}, mask={mask['kind']} rank {mask['rank']} ({shared}), "
         f"gqa_repeat={report['gqa_repeat']}, cache {report['cache']['past_key']} -> "
-        f"{report['cache']['present_key']}"
+        f"{report['cache']['present_key']}" + _contrib_note(report)
     )
+
+
+def _contrib_note(report: dict) -> str:
+    contrib = report.get("group_query_attention")
+    if not contrib:
+        return ""
+    note = f", window={report['window']}, rotary={contrib['rotary']}"
+    if contrib["sliding_window_cache"]:
+        note += " (sliding_window_cache: unfused to a full-length cache)"
+    return note

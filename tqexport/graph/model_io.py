@@ -124,10 +124,42 @@ def save_model(
     return out
 
 
-def check_model_file(path: str | os.PathLike[str]) -> None:
-    """`onnx.checker.check_model(path, full_check=True)`: the path form works for models beyond 2 GiB."""
+def ops_without_schema(model: onnx.ModelProto) -> set[str]:
+    """Default-domain op types ONNX has no schema for (ONNX Runtime registers some there, e.g. the
+    SimplifiedLayerNormalization of onnxruntime-genai graphs): the checker refuses any graph holding them."""
+    return {
+        node.op_type
+        for node in model.graph.node
+        if node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type)
+    }
+
+
+UNCHECKED_DOMAIN = "tqexport.unchecked"
+
+
+def check_model_file(
+    path: str | os.PathLike[str], unchecked_ops: set[str] | frozenset[str] = frozenset()
+) -> None:
+    """`onnx.checker.check_model(path, full_check=True)`: the path form works for models beyond 2 GiB.
+
+    `unchecked_ops`: default-domain ops without an ONNX schema that the source model already had; the check
+    then runs on a copy (beside `path`, graph only) with those nodes moved to a private domain, so every other
+    node still gets the full check.
+    """
+    target = Path(path)
+    if unchecked_ops:
+        model = onnx.load(str(target), load_external_data=False)
+        for node in model.graph.node:
+            if node.domain in ("", "ai.onnx") and node.op_type in unchecked_ops:
+                node.domain = UNCHECKED_DOMAIN
+        model.opset_import.append(onnx.helper.make_opsetid(UNCHECKED_DOMAIN, 1))
+        target = target.with_name(f".{target.stem}.checked.onnx")
+        onnx.save(model, str(target))
     try:
-        onnx.checker.check_model(str(path), full_check=True)
+        onnx.checker.check_model(str(target), full_check=True)
     except Exception as exc:  # noqa: BLE001 - checker and shape inference raise different types
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValidationError(f"{path} fails the ONNX checker: {first_line}") from exc
+    finally:
+        if target != Path(path):
+            target.unlink(missing_ok=True)

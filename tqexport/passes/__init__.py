@@ -2,7 +2,8 @@
 
 - `kv_write`: cache Concat -> TQQuantize;  - `attention_read`: scores/mask/softmax/PV -> TQAttention;
 - `cache_io`: cache graph I/O retyped to uint8 (+ window I/O), Shape(cache) reads made logical;
-- `layers.analyze`: per-layer matching with near-miss reasons;  - `pipeline.run_pipeline`: the ordered passes.
+- `layers.analyze`: per-layer matching with near-miss reasons;  - `pipeline.run_pipeline`: the ordered passes;
+- `group_query_attention`: unfuses com.microsoft::GroupQueryAttention (genai graphs) first, for the above.
 """
 
 from tqexport.passes.layers import ModelAnalysis, analyze

@@ -6,10 +6,12 @@ near-miss.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from tqexport.graph.index import GraphIndex
 from tqexport.passes.attention_read import match_attention_read
+from tqexport.passes.group_query_attention import GQA_FORM, GqaLayer
 from tqexport.passes.kv_write import CacheAnchor, find_cache_anchors, match_kv_write
 from tqexport.passes.match import LayerMatch, Mismatch, best_failure
 
@@ -40,7 +42,9 @@ def _contrib_hint(index: GraphIndex) -> str:
     return ", ".join(contrib)
 
 
-def analyze(index: GraphIndex) -> ModelAnalysis:
+def analyze(index: GraphIndex, group_query_attention: Sequence[GqaLayer] = ()) -> ModelAnalysis:
+    """`group_query_attention`: the records of `unfuse_group_query_attention`, run on the graph before `index`
+    was built; unfused layers report that form, refused ones their reason."""
     anchors = find_cache_anchors(index)
     if not anchors:
         names = ", ".join(list(index.inputs)[:6])
@@ -52,10 +56,24 @@ def analyze(index: GraphIndex) -> ModelAnalysis:
     for anchor in anchors:
         by_layer.setdefault(anchor.layer, {})[anchor.kind] = anchor
     analysis = ModelAnalysis()
+    gqa = {record.layer: record for record in group_query_attention if record.layer is not None}
     for layer_id in sorted(by_layer):
-        analysis.layers.append(_analyze_layer(index, layer_id, by_layer[layer_id]))
+        layer = _analyze_layer(index, layer_id, by_layer[layer_id])
+        if layer_id in gqa:
+            _note_group_query_attention(layer, gqa[layer_id])
+        analysis.layers.append(layer)
     _note_shared_masks(analysis)
     return analysis
+
+
+def _note_group_query_attention(layer: LayerMatch, record: GqaLayer) -> None:
+    layer.contrib = record.report()
+    layer.form_hint = "GroupQueryAttention"
+    if record.reason:
+        layer.failure = Mismatch(f"com.microsoft::GroupQueryAttention: {record.reason}", record.node, 100)
+        layer.attention = None
+    elif layer.attention is not None:
+        layer.attention.form = GQA_FORM
 
 
 def _analyze_layer(index: GraphIndex, layer_id: int, anchors: dict[str, CacheAnchor]) -> LayerMatch:

@@ -86,6 +86,7 @@ class LayerMatch:
     failure: Mismatch | None = None
     form_hint: str = ""  # e.g. "GroupQueryAttention" when a contrib op owns the cache
     mask_shared_with: list[int] = field(default_factory=list)
+    contrib: dict = field(default_factory=dict)  # the unfused (or refused) contrib op's attributes
 
     @property
     def convertible(self) -> bool:
