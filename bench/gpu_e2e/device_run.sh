@@ -3,10 +3,14 @@
 # wheel parts part00..part06 of .device/ortgpu-e2e were copied into /root/ortgpu-e2e by one call each
 # (bench/gpu_e2e/README.md); this call carries part07, build/e2e (CUDA custom-op library + graphs without
 # weights) and runs: install ORT-GPU, fill weights, the CUDA-vs-CPU test, the decode benchmark (table last).
-#   bash bench/gpu_e2e/device_run.sh [--quick]
+# --real: the real SmolLM2 instead (bench/gpu_e2e/stage_real.sh; its calls in build/e2e-real/calls.md): stash
+# this call's pack part, rebuild model.onnx.data from /root/e2e-real-pack, run the test on build/e2e-real/models.
+#   bash bench/gpu_e2e/device_run.sh [--quick | --real]
 set -uo pipefail
 here=$PWD
 out="${OUT:-/tmp/out}"
+mode=random
+[ "${1:-}" = --real ] && mode=real
 mkdir -p "$out" /root/ortgpu-e2e
 export PYTHONUNBUFFERED=1
 
@@ -23,6 +27,19 @@ export PYTHONPATH="/root/ortsite-e2e:$here"
 export TQEXPORT_ORT_LIBRARY="$here/build/e2e/lib/libtqexport_ort.so" TQEXPORT_E2E_MODELS="$here/build/e2e/models"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c "import onnxruntime as o; print('onnxruntime', o.__version__, o.get_available_providers())"
+
+if [ "$mode" = real ]; then
+  real=build/e2e-real/models
+  bash bench/gpu_e2e/device_stash.sh || exit 1
+  start=$SECONDS
+  python3 -m bench.gpu_e2e.unpack_real_weights --manifest "$real/weights_pack.json" --parts /root/e2e-real-pack \
+    --out "$real/smollm2/model.onnx.data" --link-into "$real/smollm2-tq4" "$real/smollm2-tq4-w" || exit 3
+  echo "weights unpacked in $((SECONDS - start)) s"
+  TQEXPORT_E2E_MODELS="$here/$real" TQEXPORT_E2E_WEIGHTS=real timeout 420 python3 -m pytest -p no:cacheprovider \
+    -rA -s --tb=short tests/gpu/test_converted_model_cuda.py 2>&1 | tee "$out/test_e2e_real.log" \
+    | grep -E "^\||passed|failed|PASSED|FAILED|SKIPPED|Error|error" | tail -24
+  exit "${PIPESTATUS[0]}"
+fi
 
 start=$SECONDS
 python3 -m bench.gpu_e2e.fill_weights build/e2e/models/smol/model.onnx \

@@ -8,6 +8,13 @@ checks it without a GPU: the embedding matrix is scaled by (1 + 1e-6 * N(0, 1)) 
 same tokens with the original and with the nudged weights.
 
     python -m bench.gpu_e2e.sensitivity_cpu --models DIR   (DIR/smol and DIR/smol-tq4 with weights filled)
+
+The real SmolLM2 (bench/gpu_e2e/stage_real.sh; each folder needs model.onnx.data beside its graph, e.g. a hard
+link to out/smollm2's), on Emma's tokens, 64 steps, also one step at a time from the unnudged model's past
+(what tests/gpu/test_converted_model_cuda.py's one-step check replays):
+
+    python -m bench.gpu_e2e.sensitivity_cpu --models DIR --names smollm2 smollm2-tq4 smollm2-tq4-w \
+        --ids build/e2e-real/models/ids.npy --steps 64 --one-step
 """
 
 from __future__ import annotations
@@ -42,9 +49,26 @@ def nudged_copy(model: Path, target_dir: Path, tensor: str, seed: int) -> Path:
 
 
 def decode(model: Path, ids: np.ndarray) -> np.ndarray:
+    return decode_with_states(model, ids)[0]
+
+
+def decode_with_states(model: Path, ids: np.ndarray) -> tuple[np.ndarray, list]:
+    """Logits [steps + 1, B, V] and the decoder state (past, mask) before each step."""
     session = DecodeSession(make_session(model, CPU))
-    logits = [session.prefill(ids[:, :PREFILL])[:, -1, :]]
-    logits += [session.step(ids[:, t]) for t in range(PREFILL, ids.shape[1])]
+    logits, states = [session.prefill(ids[:, :PREFILL])[:, -1, :]], []
+    for t in range(PREFILL, ids.shape[1]):
+        states.append((dict(session.past), session.mask_BT.copy()))
+        logits.append(session.step(ids[:, t]))
+    return np.stack(logits), states
+
+
+def replay(model: Path, ids: np.ndarray, states: list) -> np.ndarray:
+    """One step per given state (logits [steps, B, V]): no difference carried from step to step."""
+    session = DecodeSession(make_session(model, CPU))
+    logits = []
+    for t, (past, mask_BT) in zip(range(PREFILL, ids.shape[1]), states, strict=True):
+        session.past, session.mask_BT = dict(past), mask_BT.copy()
+        logits.append(session.step(ids[:, t]))
     return np.stack(logits)
 
 
@@ -54,17 +78,30 @@ def main() -> None:
     )
     parser.add_argument("--models", type=Path, required=True)
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/tq_sensitivity"))
+    parser.add_argument("--names", nargs="+", default=["smol", "smol-tq4"], help="model folders in DIR")
+    parser.add_argument("--ids", type=Path, help="int64 [B, >= PREFILL + steps] token ids (default random)")
+    parser.add_argument("--steps", type=int, default=STEPS)
+    parser.add_argument("--one-step", action="store_true", help="also each step from the base model's past")
     args = parser.parse_args()
-    ids = np.random.default_rng(7).integers(3, 49152, size=(2, PREFILL + STEPS))
-    for name in ("smol", "smol-tq4"):
+    if args.ids is not None:
+        ids = np.load(args.ids)[:, : PREFILL + args.steps].astype(np.int64)
+    else:
+        ids = np.random.default_rng(7).integers(3, 49152, size=(2, PREFILL + args.steps))
+    for name in args.names:
         model = args.models / name / "model.onnx"
         nudged = nudged_copy(model, args.scratch / name, "model.embed_tokens.weight", seed=1)
-        base, moved = decode(model, ids), decode(nudged, ids)
+        (base, states), moved = decode_with_states(model, ids), decode(nudged, ids)
         per_step = np.max(np.abs(moved - base), axis=(1, 2)) / np.max(np.abs(base))
         print(
             f"{name}: max|nudged - base| / max|base| = {per_step.max():.3e}; "
             f"per step: {' '.join(f'{e:.1e}' for e in per_step)}"
         )
+        if args.one_step:
+            one = np.max(np.abs(replay(nudged, ids, states) - base[1:]), axis=(1, 2)) / np.max(np.abs(base))
+            print(
+                f"{name}: one step from the base past: max {one.max():.3e}, median {np.median(one):.1e}, "
+                f"{int((one > 1e-3).sum())}/{len(one)} steps above 1e-3"
+            )
         shutil.rmtree(args.scratch / name)
 
 

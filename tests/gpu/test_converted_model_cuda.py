@@ -12,12 +12,22 @@ tqexport.eval.session.DecodeSession; CUDA (use_tf32=0) replays each step from th
 logits must agree within STEP_REL_TOL of max|logit|. CUDA also decodes free-running (its own caches),
 held only to a loose bound: see FREE_RUNNING_BOUND. The unconverted graph is the control, held to 1e-3
 free-running.
+
+TQEXPORT_E2E_WEIGHTS=real: the real SmolLM2-135M-Instruct instead (folders `smollm2/`, `smollm2-tq4/`,
+`smollm2-tq4-w/`, staged by bench/gpu_e2e/stage_real.sh; weights rebuilt on the device by
+bench/gpu_e2e/unpack_real_weights.py, never filled at random), decoding Emma's tokens from `ids.npy` when the
+folder holds it. Every bound is then the issue's 1e-3, for one step and free-running over the 64 steps (the
+looser bounds below are the random-weight set's). On the CPU, a 1e-6 relative nudge of the real embedding
+moves the real 4-bit model's logits by 9.8e-2 free-running and 8.5e-3 in one step (sinks/window: 1.4e-2,
+2.5e-4; original: 1.4e-6): bench/gpu_e2e/sensitivity_cpu.py. So the converted real models are expected to
+miss 1e-3 wherever a code flips; the bound is the issue's, kept as asked, not a prediction.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +43,7 @@ from tqexport.eval.session import DecodeSession  # noqa: E402
 pytestmark = pytest.mark.gpu
 
 MODELS_ENV = "TQEXPORT_E2E_MODELS"
+WEIGHTS_ENV = "TQEXPORT_E2E_WEIGHTS"
 BATCH = 2
 PREFILL = 40
 DECODE_STEPS = 64
@@ -53,7 +64,43 @@ STEP_REL_TOL = 1e-2
 # (errors ~1).
 FREE_RUNNING_BOUND = 0.3
 VOCAB = 49152
-VARIANTS = {"tq4": "smol-tq4", "tq4_sink4_window32": "smol-tq4-w"}
+VARIANTS = ("tq4", "tq4_sink4_window32")
+
+
+@dataclass(frozen=True)
+class ModelSet:
+    """Folder names of one model set and the bounds its converted models are held to."""
+
+    original: str
+    folders: dict[str, str]
+    step_tol: float
+    free_bound: float
+    real_weights: bool
+
+
+MODEL_SETS = {
+    "random": ModelSet(
+        "smol",
+        {"tq4": "smol-tq4", "tq4_sink4_window32": "smol-tq4-w"},
+        STEP_REL_TOL,
+        FREE_RUNNING_BOUND,
+        real_weights=False,
+    ),
+    "real": ModelSet(
+        "smollm2",
+        {"tq4": "smollm2-tq4", "tq4_sink4_window32": "smollm2-tq4-w"},
+        REL_TOL,
+        REL_TOL,
+        real_weights=True,
+    ),
+}
+
+
+def _model_set() -> ModelSet:
+    name = os.environ.get(WEIGHTS_ENV, "random")
+    if name not in MODEL_SETS:
+        pytest.fail(f"{WEIGHTS_ENV}={name!r}: expected one of {sorted(MODEL_SETS)}")
+    return MODEL_SETS[name]
 
 
 def _models_dir() -> Path:
@@ -65,16 +112,21 @@ def _models_dir() -> Path:
     return Path(folder)
 
 
-def _ready(model: Path) -> Path:
-    """The model path, with its external weights written when missing (shared with the original's)."""
+def _ready(model: Path, models: ModelSet) -> Path:
+    """The model path, with its external weights written when missing (shared with the original's).
+
+    Real weights are never filled: a missing data file skips with the command that rebuilds it.
+    """
     if not model.is_file():
-        pytest.skip(f"{model} not built (bench/gpu_e2e/export_models.py + tqexport convert)")
+        pytest.skip(f"{model} not built (bench/gpu_e2e/export_models.py or stage_real.sh + tqexport convert)")
     from bench.gpu_e2e.fill_weights import external_tensors, fill, share
 
     if not all((model.parent / t[3]).is_file() for t in external_tensors(model)):
-        original = model.parent.parent / "smol" / "model.onnx"
+        if models.real_weights:
+            pytest.skip(f"{model}: weights missing (bench/gpu_e2e/unpack_real_weights.py rebuilds them)")
+        original = model.parent.parent / models.original / "model.onnx"
         if model != original and original.is_file():
-            _ready(original)
+            _ready(original, models)
             share(original, model)
         else:
             fill(model, seed=0)
@@ -112,8 +164,19 @@ def _rel(ours: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return diff.max(axis=(1, 2)) / np.abs(ref).max()
 
 
+def _token_ids(models_dir: Path) -> np.ndarray:
+    """[BATCH, PREFILL + DECODE_STEPS]: the folder's ids.npy (real text) when present, else random ids."""
+    path = models_dir / "ids.npy"
+    if path.is_file():
+        ids = np.load(path)
+        if ids.shape != (BATCH, PREFILL + DECODE_STEPS):
+            pytest.fail(f"{path}: shape {ids.shape}, expected {(BATCH, PREFILL + DECODE_STEPS)}")
+        return ids.astype(np.int64)
+    return np.random.default_rng(7).integers(3, VOCAB, size=(BATCH, PREFILL + DECODE_STEPS))
+
+
 def _run(model: Path, tmp_path: Path) -> dict:
-    ids = np.random.default_rng(7).integers(3, VOCAB, size=(BATCH, PREFILL + DECODE_STEPS))
+    ids = _token_ids(model.parent.parent)
     cpu, states = _decode(make_session(model, CPU), ids)
     cuda_session = make_session(model, CUDA, exact_fp32=True, profile_prefix=str(tmp_path / "cuda"))
     free, _ = _decode(cuda_session, ids)
@@ -125,27 +188,39 @@ def _run(model: Path, tmp_path: Path) -> dict:
         f"\n{model.parent.name}: max|cuda-cpu|/max|cpu|: one step from the CPU's past {result['step']:.3e}, "
         f"free-running {result['free']:.3e} (prefill {_rel(free, cpu)[0]:.1e}); {providers}"
     )
+    print(
+        f"| {model.parent.name} | step {result['step']:.3e} | free {result['free']:.3e} | max|cpu| "
+        f"{np.abs(cpu).max():.2f} | cpu top-1 = ids {_top1_agreement(cpu, ids):.3f} |"
+    )
     return result
 
 
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def _top1_agreement(logits: np.ndarray, ids: np.ndarray) -> float:
+    """Share of predictions (logits [steps + 1, B, V]) whose argmax is the next id: a sanity check of the
+    weights and ids (a fair share for the real model on real text, ~0 for random weights or ids)."""
+    return float((logits[:-1].argmax(axis=-1) == ids[:, PREFILL:].T).mean())
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_ort_cuda_converted_model_matches_cpu(variant: str, tmp_path: Path) -> None:
-    model = _ready(_models_dir() / VARIANTS[variant] / "model.onnx")
+    models = _model_set()
+    model = _ready(_models_dir() / models.folders[variant] / "model.onnx", models)
     result = _run(model, tmp_path)
     for op in ("TQQuantize", "TQAttention"):
         ran_on = result["providers"].get(op, {})
         assert set(ran_on) == {CUDA}, f"{op} ran on {dict(ran_on)}, not only {CUDA}"
-    assert result["step"] <= STEP_REL_TOL, (
-        f"{variant}: one step from the CPU's past: {result['step']:.3e} x max|logit| (> {STEP_REL_TOL})"
+    assert result["step"] <= models.step_tol, (
+        f"{variant}: one step from the CPU's past: {result['step']:.3e} x max|logit| (> {models.step_tol})"
     )
-    assert result["free"] <= FREE_RUNNING_BOUND, (
-        f"{variant}: free-running logits differ by {result['free']:.3e} x max|logit| (> {FREE_RUNNING_BOUND})"
+    assert result["free"] <= models.free_bound, (
+        f"{variant}: free-running logits differ by {result['free']:.3e} x max|logit| (> {models.free_bound})"
     )
 
 
 def test_ort_cuda_original_model_matches_cpu(tmp_path: Path) -> None:
     """Control: the unconverted graph agrees free-running too (no quantizer to amplify rounding)."""
-    model = _ready(_models_dir() / "smol" / "model.onnx")
+    models = _model_set()
+    model = _ready(_models_dir() / models.original / "model.onnx", models)
     result = _run(model, tmp_path)
     assert result["free"] <= REL_TOL, (
         f"original: CUDA vs CPU logits differ by {result['free']:.3e} x max|logit|"
