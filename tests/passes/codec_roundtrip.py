@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -64,10 +64,13 @@ def _roundtrip_op(transforms: dict[str, Transform]) -> type[OpRun]:
 class RoundTripRunner(_GraphRunner):
     """The original model in onnx.reference; `transforms` maps a past cache input name to its transform.
 
-    Caches without a transform pass through unchanged (so {} runs the original model).
+    Caches without a transform pass through unchanged (so {} runs the original model). `extra_outputs` names
+    intermediate tensors to return beside the graph outputs.
     """
 
-    def __init__(self, original: str | Path, transforms: dict[str, Transform]) -> None:
+    def __init__(
+        self, original: str | Path, transforms: dict[str, Transform], extra_outputs: Sequence[str] = ()
+    ) -> None:
         path = Path(original)
         model = onnx.load(str(path))  # with external weights: onnx.reference reads them in memory
         edited = copy.deepcopy(model)
@@ -89,6 +92,7 @@ class RoundTripRunner(_GraphRunner):
         del edited.graph.node[:]
         edited.graph.node.extend(nodes)
         edited.opset_import.append(helper.make_opsetid(DOMAIN, 1))
+        edited.graph.output.extend(helper.make_empty_tensor_value_info(name) for name in extra_outputs)
         self.session = ReferenceEvaluator(edited, new_ops=[_roundtrip_op(transforms)])
         self.inputs = {v.name: v for v in edited.graph.input}
         self.output_names = [o.name for o in edited.graph.output]
@@ -102,14 +106,14 @@ def _attr(node: onnx.NodeProto, name: str, default: object) -> object:
     return default
 
 
-def codec_roundtrips(converted: str | Path) -> dict[str, Transform]:
-    """Past cache input name -> quantize + dequantize with that cache's codec in the converted model."""
+def converted_codecs(converted: str | Path) -> dict[str, Codec]:
+    """Past cache input name -> that cache's codec (rotation, codebook, attributes) in a converted model."""
     model = load_model(Path(converted))
     config = json.loads({p.key: p.value for p in model.metadata_props}["tqexport.config"])
     if config.get("sink_tokens", 0) or config.get("recent_window", 0) or config.get("cache_mode") != "concat":
         raise ValueError("the round-trip oracle covers concat mode without a sink/recent window")
     inits = {i.name: i for i in model.graph.initializer}
-    transforms: dict[str, Transform] = {}
+    codecs: dict[str, Codec] = {}
     for node in model.graph.node:
         if node.domain != "tqexport" or node.op_type != "TQQuantize":
             continue
@@ -117,19 +121,19 @@ def codec_roundtrips(converted: str | Path) -> dict[str, Transform]:
             raise ValueError(f"{node.name}: QJL keys have no dequantized vector (format.md section 6)")
         rotation = numpy_helper.to_array(inits[node.input[2]])
         codebook = numpy_helper.to_array(inits[node.input[3]])
-        codec = Codec(
-            CodecConfig(
-                head_dim=rotation.shape[-1],
-                part_sizes=tuple(_attr(node, "part_sizes", [])),
-                bits=tuple(_attr(node, "bits", [])),
-                norm_correction=bool(_attr(node, "norm_correction", 0)),
-            ),
-            rotation,
-            codebook,
-            None,
+        codec_config = CodecConfig(
+            head_dim=rotation.shape[-1],
+            part_sizes=tuple(_attr(node, "part_sizes", [])),
+            bits=tuple(_attr(node, "bits", [])),
+            norm_correction=bool(_attr(node, "norm_correction", 0)),
         )
-        transforms[node.input[1]] = _dequantized(codec)
-    return transforms
+        codecs[node.input[1]] = Codec(codec_config, rotation, codebook, None)
+    return codecs
+
+
+def codec_roundtrips(converted: str | Path) -> dict[str, Transform]:
+    """Past cache input name -> quantize + dequantize with that cache's codec in the converted model."""
+    return {past: _dequantized(codec) for past, codec in converted_codecs(converted).items()}
 
 
 def _dequantized(codec: Codec) -> Transform:
