@@ -74,6 +74,17 @@ EXPECTED_COUNTS: dict[tuple[str, str], tuple[int, int]] = {
 # catches semantic breakage (a wrong mask or scale gives errors of order 1).
 EIGHT_BIT_BOUND = 0.05
 
+# Issue 3's target, 8-bit logits within 1e-2 x max|logit|, holds for the architectures below and is asserted
+# for them (every exporter of an architecture has the same weights and measures the same error). llama 0.021,
+# gemma2 0.030, phi3 0.012 and qwen2 0.010 miss it, and the miss is the codec's own 8-bit noise
+# (bench/eight_bit_error_budget.md): the converted graphs compute exactly their codec round trip
+# (test_fixture_roundtrip.py); the codec's error on these K/V is its design value, 0.6% per vector (the
+# float16 norms add nothing measurable); Gaussian noise of that size gives the same logit errors, half of it
+# half of them. These four random-weight models carry 1.7-4.8x the per-vector error into the logits (gemma2:
+# sharp attention), the other four 1.2-1.4x.
+ISSUE_TARGET = 1e-2
+MEETS_ISSUE_TARGET = frozenset({"gpt2", "gpt_neox", "opt", "mistral"})
+
 
 def _ids(fx) -> str:
     return f"{fx.exporter}/{fx.arch}"
@@ -132,6 +143,8 @@ def test_fixture_decode_matches_original(fx, tmp_path: Path) -> None:
         error = np.abs(original - converted).max() / np.abs(original).max()
         if bits == 8:
             assert error < EIGHT_BIT_BOUND, f"8-bit: {error:.4f} x max|logit|"
+            if fx.arch in MEETS_ISSUE_TARGET:
+                assert error < ISSUE_TARGET, f"8-bit: {error:.4f} x max|logit|, issue 3 asks < {ISSUE_TARGET}"
 
 
 @pytest.mark.slow
