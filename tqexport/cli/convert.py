@@ -14,15 +14,21 @@ HELP = "rewrite a model's fp KV cache into TurboQuant-compressed uint8 caches (c
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from tqexport.converter.presets import PRESETS
+    from tqexport.converter.presets import PRESETS, parse_width
 
     parser.add_argument("model", help="input ONNX model (external data stays where it is)")
     parser.add_argument("-o", "--output", required=True, help="output ONNX path")
     bits = parser.add_argument_group("codec")
     bits.add_argument(
-        "--key-bits", type=float, default=4.0, help="bits per K coordinate (x.5 = outlier split)"
+        "--key-bits",
+        type=parse_width,
+        default=4.0,
+        help="bits per K coordinate (x.5 = outlier split), or parts as CHANNELS@BITS, e.g. 16@5+48@2 (the "
+        "16 channels with the largest calibration RMS at 5 bits, the rest at 2)",
     )
-    bits.add_argument("--value-bits", type=float, default=4.0, help="bits per V coordinate")
+    bits.add_argument(
+        "--value-bits", type=parse_width, default=4.0, help="bits per V coordinate (as --key-bits)"
+    )
     bits.add_argument("--preset", choices=sorted(PRESETS), help="named K/V bit widths (overrides --*-bits)")
     bits.add_argument(
         "--qjl", action="store_true", help="keys: last bit is a QJL sign (unbiased inner products)"

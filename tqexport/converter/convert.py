@@ -18,9 +18,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from tqexport.codec import Codec, CodecConfig
-from tqexport.converter.outliers import channel_scores, choose_channels
-from tqexport.converter.presets import part_split, resolve_preset
+from tqexport.converter.cache_codec import build_cache_codec, derive_seed
+from tqexport.converter.outliers import channel_scores
+from tqexport.converter.presets import Width, part_split, resolve_preset, spec_parts, width_label
 from tqexport.converter.report import analysis_report, layer_report
 from tqexport.errors import NotConvertibleError, UnsupportedError, UsageError, ValidationError
 from tqexport.graph.index import GraphIndex
@@ -36,8 +36,8 @@ METADATA_KEY = "tqexport.config"
 
 @dataclass
 class ConvertOptions:
-    key_bits: float = 4.0
-    value_bits: float = 4.0
+    key_bits: Width = 4.0  # a bit width or a part spec ("16@5+48@2", presets.py)
+    value_bits: Width = 4.0
     preset: str | None = None
     qjl: bool = False
     norm_correction: bool = False
@@ -55,8 +55,12 @@ class ConvertOptions:
     allow_partial: bool = False
     check: bool = True
 
-    def resolved_bits(self) -> tuple[float, float]:
-        return resolve_preset(self.preset) if self.preset else (float(self.key_bits), float(self.value_bits))
+    def resolved_bits(self) -> tuple[Width, Width]:
+        if self.preset:
+            return resolve_preset(self.preset)
+        return tuple(  # type: ignore[return-value]
+            w if isinstance(w, str) and "@" in w else float(w) for w in (self.key_bits, self.value_bits)
+        )
 
     def validate(self) -> None:
         if self.rotation not in ("hadamard", "dense"):
@@ -78,7 +82,9 @@ class ConvertOptions:
         if self.cache_mode != "concat":
             raise UsageError(f"--cache-mode {self.cache_mode!r}: choose concat or buffer")
         for bits in self.resolved_bits():
-            if not 1 <= bits <= 8:
+            if isinstance(bits, str):
+                part_split(bits, sum(size for size, _ in spec_parts(bits)))  # checks the spec's parts
+            elif not 1 <= bits <= 8:
                 raise UsageError(f"bit width {bits} outside 1..8")
         if self.bits_budget is not None:
             if not self.calibration:
@@ -97,12 +103,6 @@ class ConvertResult:
     converted_layers: list[int]
     skipped_layers: list[int]
     notes: list[str] = field(default_factory=list)
-
-
-def derive_seed(base_seed: int, layer: int, kind: str) -> int:
-    """Per-layer, per-cache seed: stable, independent streams from one --seed."""
-    state = np.random.SeedSequence([base_seed, layer, 0 if kind == "key" else 1]).generate_state(1, np.uint32)
-    return int(state[0] & 0x7FFFFFFF)
 
 
 def _progress(items: list, enabled: bool, desc: str):
@@ -125,44 +125,28 @@ def _build_cache_codec(
     model_graph,
     index: GraphIndex,
     write: CacheWrite,
-    bits: float,
+    bits: Width,
     options: ConvertOptions,
     calibration: dict | None,
     num_q_heads: int | None,
     notes: list[str],
 ) -> _CodecBuild:
-    split = part_split(bits, write.head_dim)
-    use_qjl = options.qjl and write.kind == "key"
-    if use_qjl and min(split.bits) < 2:
-        raise UsageError(
-            f"--qjl needs >= 2 bits per part (one is the QJL sign); {write.kind} bits {split.bits}"
-        )
-    seed = derive_seed(options.seed, write.layer, write.kind)
-    config = CodecConfig(
-        head_dim=write.head_dim,
-        part_sizes=split.part_sizes,
-        bits=split.bits,
-        qjl=use_qjl,
+    layer_cal = (calibration or {}).get(str(write.layer), {}).get(write.kind) if calibration else None
+    built = build_cache_codec(
+        bits,
+        write.layer,
+        write.kind,
+        write.head_dim,
+        write.num_kv_heads,
+        qjl=options.qjl,
         norm_correction=options.norm_correction,
         rotation=options.rotation,
-        seed=seed,
+        base_seed=options.seed,
+        scores_HD=None if layer_cal is None else np.asarray(layer_cal, dtype=np.float64),
+        fallback_scores=lambda: channel_scores(index, write, num_q_heads),
     )
-    channels, source = None, "n/a (one part)"
-    if split.is_split:
-        scores = None
-        layer_cal = (calibration or {}).get(str(write.layer), {}).get(write.kind) if calibration else None
-        if layer_cal is not None:
-            scores, source = np.asarray(layer_cal, dtype=np.float64), "calibration"
-        else:
-            scores = channel_scores(index, write, num_q_heads)
-            source = "projection-weight-column-norms" if scores is not None else "none (first channels)"
-        if scores is not None and scores.shape != (write.num_kv_heads, write.head_dim):
-            raise UsageError(
-                f"layer {write.layer} {write.kind}: channel scores shape {scores.shape}, expected "
-                f"[Hkv={write.num_kv_heads}, D={write.head_dim}]"
-            )
-        channels = choose_channels(scores, split.part_sizes, write.num_kv_heads, write.head_dim)
-    codec = Codec.build(config, num_heads=write.num_kv_heads, channels=channels)
+    codec, split, channels, source = built.codec, built.split, built.channels, built.channel_source
+    use_qjl, seed = codec.config.qjl, codec.config.seed
     prefix = f"tq_layer{write.layer}_{write.kind}"
     model_graph.initializer.append(
         numpy_helper.from_array(codec.rotation.astype(np.float32), f"{prefix}_rotation")
@@ -186,6 +170,7 @@ def _build_cache_codec(
         row_bytes=codec.row_bytes,
     )
     record = {
+        "width": width_label(bits),
         "bits": list(split.bits),
         "part_sizes": list(split.part_sizes),
         "qjl": int(use_qjl),
@@ -205,6 +190,7 @@ def _plan_calibration(source: Path, options: ConvertOptions, log: Callable[[str]
     """Outlier scores (and bits per layer under --bits-budget) from the --calibration file."""
     from tqexport.calibration.budget import StorageModel
     from tqexport.calibration.plan import plan_calibration
+    from tqexport.calibration.sensitivity import SensitivitySetup
 
     def storage(head_dim: int, _: int) -> StorageModel:
         return StorageModel(
@@ -214,6 +200,12 @@ def _plan_calibration(source: Path, options: ConvertOptions, log: Callable[[str]
             recent_window=options.recent_window,
         )
 
+    setup = SensitivitySetup(
+        norm_correction=options.norm_correction,
+        sink_tokens=options.sink_tokens,
+        recent_window=options.recent_window,
+        base_seed=options.seed,
+    )
     return plan_calibration(
         source,
         options.calibration,
@@ -221,6 +213,7 @@ def _plan_calibration(source: Path, options: ConvertOptions, log: Callable[[str]
         bits_budget=options.bits_budget,
         storage=storage,
         log=log,
+        setup=setup,
     )
 
 
@@ -394,4 +387,4 @@ def _copy_model_folder_files(source_dir: Path, out_dir: Path) -> None:
             shutil.copyfile(source_dir / name, out_dir / name)
 
 
-__all__ = ["ConvertOptions", "ConvertResult", "asdict", "convert_model", "inspect_model"]
+__all__ = ["ConvertOptions", "ConvertResult", "asdict", "convert_model", "derive_seed", "inspect_model"]
