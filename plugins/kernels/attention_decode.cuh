@@ -26,6 +26,12 @@ constexpr int kFastRows = 16;                 // query rows per block (G <= 16)
 #define TQ_FAST_MIN_BLOCKS 3
 #endif
 constexpr int kFastMinBlocks = TQ_FAST_MIN_BLOCKS;  // register cap: blocks per SM (bench A/B: 2 or 3)
+// Timing experiments only (bench/gpu_harness/build_variant.sh; results are wrong when set): bit 1 skips the mask
+// loads, bit 2 the P V decode + mma, bit 4 the Q K decode + mma. 0 in every real build.
+#ifndef TQ_EXP_SKIP
+#define TQ_EXP_SKIP 0
+#endif
+constexpr int kExpSkip = TQ_EXP_SKIP;
 
 __device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
   uint32_t d;
@@ -416,6 +422,7 @@ __global__ void __launch_bounds__(kFastWarps * 32, kFastMinBlocks) tq_attention_
 #pragma unroll
     for (int u = 0; u < 4; ++u) {
       sacc[u][0] = sacc[u][1] = sacc[u][2] = sacc[u][3] = 0.0f;
+      if constexpr ((kExpSkip & 4) != 0) continue;
       uint32_t lo[CSK / 4], hi[CSK / 4];
       decode_chunk_at<MK, CSK>(tk, ks + koff + 8 * u * KRB, ks + k1off + 8 * u * KRB, kal, lo, hi);
 #pragma unroll
@@ -424,6 +431,8 @@ __global__ void __launch_bounds__(kFastWarps * 32, kFastMinBlocks) tq_attention_
       }
     }
     // Columns held by this thread: tokens 8u + 2qc + e. gamma_K, soft-cap, mask, validity.
+    const int ncols = static_cast<int>(
+        min(static_cast<int64_t>(nvalid), max(static_cast<int64_t>(0), p.mask_tokens - p.sink_tokens - ct)));
     float vn[4][2], madd[2][4][2];
 #pragma unroll
     for (int u = 0; u < 4; ++u) {
@@ -434,7 +443,7 @@ __global__ void __launch_bounds__(kFastWarps * 32, kFastMinBlocks) tq_attention_
         vn[u][e] = __half2float(*reinterpret_cast<const __half*>(vs + vnoff + (8 * u + e) * VRB));
         sacc[u][e] *= kn;
         sacc[u][2 + e] *= kn;
-        const bool ok = col < nvalid && ct + col + p.sink_tokens < p.mask_tokens;
+        const bool ok = col < ncols;
         if (!ok) vn[u][e] = 0.0f;  // rows past the end may hold NaN norms
         madd[0][u][e] = ok && mrow0 >= 0 ? 0.0f : kNegInf;
         madd[1][u][e] = ok && mrow1 >= 0 && two_halves ? 0.0f : kNegInf;
@@ -446,7 +455,7 @@ __global__ void __launch_bounds__(kFastWarps * 32, kFastMinBlocks) tq_attention_
 #pragma unroll
         for (int i = 0; i < 4; ++i) sacc[u][i] = p.softcap * tanhf(sacc[u][i] / p.softcap);
     }
-    {
+    if constexpr ((kExpSkip & 1) == 0) {
       const int64_t t0 = ct + 2 * qc + p.sink_tokens;  // token of column 2qc
       auto add_mask = [&](auto load) {
 #pragma unroll
@@ -483,7 +492,9 @@ __global__ void __launch_bounds__(kFastWarps * 32, kFastMinBlocks) tq_attention_
       tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 2));
       const float m_new = fmaxf(m_run[h], tile_max[h]);
       m_use[h] = m_new == kNegInf ? 0.0f : m_new;
-      alpha[h] = __expf(m_run[h] - m_use[h]);
+      // 1 when the running max did not move (also for rows past G, whose max stays -inf): the rescale of the
+      // accumulators below is skipped unless some row's max moved (before, those rows forced it every tile).
+      alpha[h] = m_new == m_run[h] ? 1.0f : __expf(m_run[h] - m_use[h]);
       m_run[h] = m_new;
       l_run[h] *= alpha[h];
     }
@@ -516,7 +527,7 @@ __global__ void __launch_bounds__(kFastWarps * 32, kFastMinBlocks) tq_attention_
     }
     // O += P V, two 16-token k-steps. V tokens of this thread: 16s + 2qc + {0, 1} (b0), + 8 (b1); chunk qr.
 #pragma unroll
-    for (int s = 0; s < 2; ++s) {
+    for (int s = 0; s < ((kExpSkip & 2) != 0 ? 0 : 2); ++s) {
       const uint32_t af[4] = {pf[2 * s][0], pf[2 * s][1], pf[2 * s + 1][0], pf[2 * s + 1][1]};
       uint32_t xs[2][CSV / 4];  // [b0/b1]: selectors of the token pair 2qc (+8), 2qc+1 (+8)
 #pragma unroll
@@ -642,6 +653,11 @@ FastKernel fast_kernel_s(bool softcap) {
 
 template <int MK, int MV>
 FastKernel fast_kernel_m(MaskType mask, bool softcap) {
+#if defined(TQ_EXP_MINIMAL) && TQ_EXP_MINIMAL
+  (void)mask;
+  (void)softcap;
+  return tq_attention_decode_kernel<MK, MV, static_cast<int>(MaskType::kFloat32), false>;  // timing builds only
+#endif
   switch (mask) {
     case MaskType::kFloat16: return fast_kernel_s<MK, MV, static_cast<int>(MaskType::kFloat16)>(softcap);
     case MaskType::kBool: return fast_kernel_s<MK, MV, static_cast<int>(MaskType::kBool)>(softcap);
