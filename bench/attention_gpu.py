@@ -38,19 +38,22 @@ def main() -> None:
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--profile", action="store_true", help="one call at B=8 T=32K 4-bit (for ncu), no timing")
+    ap.add_argument(
+        "--profile", nargs="?", const="4:8:32768", default="", help="bits:B:T: 3 calls, no timing (for ncu)"
+    )
     ap.add_argument("--skip-sdpa", action="store_true", help="time only the TQ kernels (A/B of builds)")
     ap.add_argument("--cases", default="", help="only these bits:B:T cases, comma-separated (e.g. 4:1:1024)")
     args = ap.parse_args()
     kern = Kernels()
     if args.profile:
-        codec = Codec(D, (D,), (4,))
+        pbits, pb, pt = (int(x) for x in args.profile.split(":"))
+        codec = Codec(D, (D,), (pbits,))
         cb = torch.zeros((1, 256), device="cuda")
-        cb[0, :16] = torch.linspace(-0.2, 0.2, 16, device="cuda")
+        cb[0, : 2**pbits] = torch.linspace(-0.2, 0.2, 2**pbits, device="cuda")
         rot = torch.eye(D, device="cuda")[None]
-        q = torch.randn((8, HQ, 1, D), dtype=torch.float16, device="cuda")
-        kc, vc = random_cache(torch, codec, 8, 32768), random_cache(torch, codec, 8, 32768)
-        mask = torch.zeros((1, 1, 1, 32768), device="cuda")
+        q = torch.randn((pb, HQ, 1, D), dtype=torch.float16, device="cuda")
+        kc, vc = random_cache(torch, codec, pb, pt), random_cache(torch, codec, pb, pt)
+        mask = torch.zeros((1, 1, 1, pt), device="cuda")
         for _ in range(3):
             kern.attention(codec, codec, q, kc, vc, mask, rot, cb, rot, cb, scale=0.088)
         torch.cuda.synchronize()
