@@ -316,14 +316,19 @@ def test_attention_concat_matches_reference(kernels, case, dtype, total):
         assert err < 2e-3, f"relative error {err:.2e} (splits={splits})"
 
 
+@pytest.mark.parametrize("window", [(2, 6), (0, 0)], ids=["sinks2-recent6", "no-window"])
 @pytest.mark.parametrize("group", [1, 4, 8])
-def test_attention_buffer_mode_nan_poisoned_unused_rows(kernels, group):
-    d, hkv, b, cap, ns, rw, s = 128, 2, 3, 300, 2, 6, 1
+def test_attention_buffer_mode_nan_poisoned_unused_rows(kernels, group, window):
+    """Unequal lengths (one sequence empty, one inside the first tile): without a window the decode kernel's
+    splits merge in a thread-block cluster (sm_90), and most of its blocks have no tokens."""
+    ns, rw = window
+    d, hkv, b, s = 128, 2, 3, 1
+    cap = 300 if rw else 1100
     hq = hkv * group
     rng = np.random.default_rng(group)
     kref, kc = build(d, (128,), (4,), 0, 0, seed=5)
     vref, vc = build(d, (128,), (3,), 0, 0, seed=6)
-    lengths = np.array([0, 40, 250], np.int64)  # past tokens; T_b = lengths + s
+    lengths = np.array([0, 40, cap - 50], np.int64)  # past tokens; T_b = lengths + s
     k_cache = np.zeros((b, hkv, cap, kc.row_bytes), np.uint8)
     v_cache = np.zeros((b, hkv, cap, vc.row_bytes), np.uint8)
     k_win = np.zeros((b, hkv, ns + rw, d), np.float32)
@@ -338,7 +343,7 @@ def test_attention_buffer_mode_nan_poisoned_unused_rows(kernels, group):
                 lay_ref.rotation,
                 lay_ref.codebook,
                 None,
-                win[bi : bi + 1],
+                win[bi : bi + 1] if ns + rw else None,
                 zero[:1],
                 cache_mode=BUFFER,
                 sink_tokens=ns,
@@ -347,7 +352,8 @@ def test_attention_buffer_mode_nan_poisoned_unused_rows(kernels, group):
                 part_sizes=lay_ref.config.part_sizes,
             )
             cache[bi] = c[0]
-            win[bi] = w[0]
+            if ns + rw:
+                win[bi] = w[0]
     total = lengths + s
     tm = int(total.max()) + 5
     mask = np.zeros((b, 1, s, tm), np.float32)
@@ -362,8 +368,8 @@ def test_attention_buffer_mode_nan_poisoned_unused_rows(kernels, group):
         vref.rotation,
         vref.codebook,
         None,
-        k_win,
-        v_win,
+        k_win if ns + rw else None,
+        v_win if ns + rw else None,
         lengths,
         k_bits=kc.bits,
         k_part_sizes=kc.part_sizes,
@@ -385,30 +391,32 @@ def test_attention_buffer_mode_nan_poisoned_unused_rows(kernels, group):
             if int(total[bi]) <= j:
                 kwp[bi, :, j] = np.nan
                 vwp[bi, :, j] = np.nan
-    out = kernels.attention(
-        kc,
-        vc,
-        dev(q),
-        dev(kp),
-        dev(vp),
-        dev(mask),
-        dev(kref.rotation),
-        dev(kref.codebook),
-        dev(vref.rotation),
-        dev(vref.codebook),
-        None,
-        dev(kwp),
-        dev(vwp),
-        dev(lengths),
-        scale=0.1,
-        cache_mode=BUFFER,
-        sink_tokens=ns,
-        recent_window=rw,
-    )
-    torch.cuda.synchronize()
-    got = out.cpu().numpy().astype(np.float64)
-    assert np.isfinite(got).all()
-    assert rel_err(got, want.astype(np.float64)) < 2e-3
+    for splits in (0, 3, 8):
+        out = kernels.attention(
+            kc,
+            vc,
+            dev(q),
+            dev(kp),
+            dev(vp),
+            dev(mask),
+            dev(kref.rotation),
+            dev(kref.codebook),
+            dev(vref.rotation),
+            dev(vref.codebook),
+            None,
+            dev(kwp) if ns + rw else None,
+            dev(vwp) if ns + rw else None,
+            dev(lengths),
+            scale=0.1,
+            cache_mode=BUFFER,
+            sink_tokens=ns,
+            recent_window=rw,
+            force_splits=splits,
+        )
+        torch.cuda.synchronize()
+        got = out.cpu().numpy().astype(np.float64)
+        assert np.isfinite(got).all(), f"splits={splits}"
+        assert rel_err(got, want.astype(np.float64)) < 2e-3, f"splits={splits}"
 
 
 def test_attention_fully_masked_row_is_zero(kernels):
