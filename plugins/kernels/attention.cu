@@ -763,7 +763,7 @@ struct Plan {
 size_t align256(size_t v) { return (v + 255) & ~static_cast<size_t>(255); }
 
 // Blocks of the decode kernel resident on the whole device at once (one "wave").
-int fast_wave(FastKernel kernel, int smem_bytes) {
+int fast_blocks_per_sm(FastKernel kernel, int smem_bytes) {
   int per_sm = 0;
   if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes) != cudaSuccess ||
       cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kFastWarps * 32, smem_bytes) != cudaSuccess ||
@@ -771,21 +771,33 @@ int fast_wave(FastKernel kernel, int smem_bytes) {
     cudaGetLastError();  // a failed query only degrades the split choice
     per_sm = 2;
   }
-  return per_sm * multiprocessor_count();
+  return per_sm;
 }
 
-// Splits of `tiles` tiles over bh (batch x kv head) rows of blocks: least estimated time, counting whole waves
-// of blocks and a fixed cost of about two tiles per block (prologue, pipeline fill, merge); ties -> fewer splits.
-int64_t choose_fast_splits(int64_t tiles, int64_t bh, int wave) {
+// Splits of `tiles` tiles over bh (batch x kv head) rows of blocks: least estimated time, in units of one
+// block's time per tile when it has an SM to itself. A block costs its tiles plus kBlockCost (prologue, pipeline
+// fill, merge: a latency chain); an SM running k blocks at once gets through 1 + (kFullRate - 1)(k - 1)/(per_sm - 1)
+// tiles per unit; more blocks than fit run in whole waves; more than one split adds the reduce kernel. Constants
+// from bench/gpu_harness/split_sweep.py on an H100 (B 1..32, T 1K..128K; bench/NOTES.md); ties -> fewer splits.
+int64_t choose_fast_splits(int64_t tiles, int64_t bh, int per_sm, int sms) {
+  constexpr double kBlockCost = 6.5;
+  constexpr double kReduceCost = 3.5;
+  constexpr double kFullRate = 1.7;
   int64_t best = 1;
   double best_cost = 1e300;
   const int64_t max_ns = std::min<int64_t>(tiles, kMaxSplits);
   for (int64_t ns = 1; ns <= max_ns; ++ns) {
     const int64_t per = (tiles + ns - 1) / ns;
     if ((tiles + per - 1) / per != ns) continue;  // same tiles per split as a smaller count
-    const int64_t blocks = bh * ns;
-    const double waves = static_cast<double>((blocks + wave - 1) / wave);
-    const double cost = waves * (static_cast<double>(per) + 2.0);
+    const double blocks = static_cast<double>(bh * ns);
+    const double k = std::min(static_cast<double>(per_sm), std::max(1.0, blocks / sms));
+    const double rate = 1.0 + (kFullRate - 1.0) * (k - 1.0) / std::max(1, per_sm - 1);
+    const double block_time = static_cast<double>(per) + kBlockCost;
+    const double slots = static_cast<double>(sms) * per_sm;
+    // More blocks than fit at once run in whole waves of full SMs (a partial last wave costs a whole one).
+    const double throughput = blocks <= slots ? blocks * block_time / (sms * rate)
+                                              : std::ceil(blocks / slots) * block_time * per_sm / kFullRate;
+    const double cost = std::max(block_time, throughput) + (ns > 1 ? kReduceCost : 0.0);
     if (cost < best_cost - 1e-9) {
       best_cost = cost;
       best = ns;
@@ -875,7 +887,7 @@ cudaError_t make_plan(const AttentionParams& p, Plan* plan, bool sizing_only = f
   } else if (a.fast) {
     fast_smem_layout(a);
     nsplit = choose_fast_splits(std::max<int64_t>(tiles, 1), std::max<int64_t>(base, 1),
-                                fast_wave(fast_kernel(a), a.smem_bytes));
+                                fast_blocks_per_sm(fast_kernel(a), a.smem_bytes), multiprocessor_count());
   } else {
     nsplit = (4LL * multiprocessor_count() + std::max<int64_t>(base, 1) - 1) / std::max<int64_t>(base, 1);
   }

@@ -19,19 +19,54 @@
 
 constexpr int kFastWarps = 4;
 constexpr int kFastTile = 128;                // tokens per block tile (32 per warp)
-constexpr int kFastStages = 4;
+constexpr int kFastStages = 4;             // pipeline depth at most (fast_stages)
 constexpr int kFastD = 128;
 constexpr int kFastRows = 16;                 // query rows per block (G <= 16)
 #ifndef TQ_FAST_MIN_BLOCKS
 #define TQ_FAST_MIN_BLOCKS 3
 #endif
 constexpr int kFastMinBlocks = TQ_FAST_MIN_BLOCKS;  // register cap: blocks per SM (bench A/B: 2 or 3)
+// With G <= 8 only the upper half of the m16 fragments holds query rows: no registers for the lower half's
+// accumulators or query operands, so 4 blocks (16 warps) fit per SM.
+#ifndef TQ_FAST_MIN_BLOCKS_HALF
+#define TQ_FAST_MIN_BLOCKS_HALF 4
+#endif
+constexpr int kFastMinBlocksHalf = TQ_FAST_MIN_BLOCKS_HALF;
+
+// Pipeline depth: 4 stages when 4 blocks of them fit an SM's shared memory (<= 56 KB each), else 3. Host and
+// device both take it from here (fast_smem_layout).
+__host__ __device__ constexpr int fast_stages(int mk, int mv) {
+  return 4 * (kFastTile * ((mk + mv) * kFastD / 8 + 4) + 64) <= 56 * 1024 ? 4 : 3;
+}
 // Timing experiments only (bench/gpu_harness/build_variant.sh; results are wrong when set): bit 1 skips the mask
 // loads, bit 2 the P V decode + mma, bit 4 the Q K decode + mma. 0 in every real build.
 #ifndef TQ_EXP_SKIP
 #define TQ_EXP_SKIP 0
 #endif
 constexpr int kExpSkip = TQ_EXP_SKIP;
+
+// d[0..1] += rows 0..7 of A B (m16n8k16, fp32 accumulation) when rows 8..15 of A are zero: those rows' outputs
+// go to scratch registers the compiler drops, and d[2..3] are untouched.
+__device__ __forceinline__ void mma_16816_upper(float (&d)[4], uint32_t a0, uint32_t a2, uint32_t b0, uint32_t b1) {
+  float junk0, junk1;
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%10,%11};\n"
+      : "+f"(d[0]), "+f"(d[1]), "=f"(junk0), "=f"(junk1)
+      : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1), "f"(0.0f), "f"(0.0f));
+  (void)junk0;
+  (void)junk1;
+}
+
+// The fragment product of the decode kernel: all 16 rows (HALF2) or only rows 0..7 (a[1], a[3] are zero).
+template <bool HALF2>
+__device__ __forceinline__ void mma_rows(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  if constexpr (HALF2) {
+    dev::mma_16816(d, a, b0, b1);
+  } else {
+    mma_16816_upper(d, a[0], a[2], b0, b1);
+  }
+}
 
 __device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
   uint32_t d;
@@ -248,10 +283,13 @@ __device__ __forceinline__ void load_tile_fast(uint8_t* dst, const uint8_t* cach
   }
 }
 
-// MASK: MaskType as int (the mask load is compiled in); SOFTCAP: scores pass through softcap * tanh(s / softcap).
-template <int MK, int MV, int MASK, bool SOFTCAP>
-__global__ void __launch_bounds__(kFastWarps * 32, kFastMinBlocks) tq_attention_decode_kernel(const AttnArgs a) {
+// MASK: MaskType as int (the mask load is compiled in); SOFTCAP: scores pass through softcap * tanh(s / softcap);
+// HALF2: query rows 8..15 exist (G > 8).
+template <int MK, int MV, int MASK, bool SOFTCAP, bool HALF2>
+__global__ void __launch_bounds__(kFastWarps * 32, HALF2 ? kFastMinBlocks : kFastMinBlocksHalf)
+    tq_attention_decode_kernel(const AttnArgs a) {
   constexpr int D = kFastD;
+  constexpr int kFastStages = fast_stages(MK, MV);  // shadows the maximum
   constexpr int CSK = D / 4;    // K coordinates per thread per token
   constexpr int CSV = D / 8;    // V coordinates per thread per token (= n-tiles of P V)
   constexpr int KSTEPS = D / 16;
@@ -353,7 +391,7 @@ __global__ void __launch_bounds__(kFastWarps * 32, kFastMinBlocks) tq_attention_
   {
     const int r0 = qr, r1 = qr + 8;
     const __half* q0 = r0 < a.rows ? qh + r0 * QH : nullptr;
-    const __half* q1 = r1 < a.rows ? qh + r1 * QH : nullptr;
+    const __half* q1 = HALF2 && r1 < a.rows ? qh + r1 * QH : nullptr;
     const __half zero = __ushort_as_half(0);
 #pragma unroll
     for (int kk = 0; kk < KSTEPS; ++kk) {
@@ -392,7 +430,6 @@ __global__ void __launch_bounds__(kFastWarps * 32, kFastMinBlocks) tq_attention_
   const int v1off = hv + (32 * warp + 2 * qc) * VRB + D / 4 + qr * (CSV / 8);
   const int knoff = hk + (32 * warp + 2 * qc) * KRB + KRB - 2;  // gamma of column 2qc (then + col * KRB)
   const int vnoff = hv + (32 * warp + 2 * qc) * VRB + VRB - 2;
-  const bool two_halves = a.rows > 8;  // query rows 8..15 exist (G > 8)
   const bool one_mask_row = p.mask_heads == 1;
 
   for (int64_t it = 0; it < ntiles; ++it) {
@@ -427,7 +464,7 @@ __global__ void __launch_bounds__(kFastWarps * 32, kFastMinBlocks) tq_attention_
       decode_chunk_at<MK, CSK>(tk, ks + koff + 8 * u * KRB, ks + k1off + 8 * u * KRB, kal, lo, hi);
 #pragma unroll
       for (int kk = 0; kk < KSTEPS; ++kk) {
-        dev::mma_16816(sacc[u], qf[kk], prmt(lo[kk], hi[kk], 0x5140u), prmt(lo[kk], hi[kk], 0x7362u));
+        mma_rows<HALF2>(sacc[u], qf[kk], prmt(lo[kk], hi[kk], 0x5140u), prmt(lo[kk], hi[kk], 0x7362u));
       }
     }
     // Columns held by this thread: tokens 8u + 2qc + e. gamma_K, soft-cap, mask, validity.
@@ -442,18 +479,18 @@ __global__ void __launch_bounds__(kFastWarps * 32, kFastMinBlocks) tq_attention_
         const float kn = __half2float(*reinterpret_cast<const __half*>(ks + knoff + (8 * u + e) * KRB));
         vn[u][e] = __half2float(*reinterpret_cast<const __half*>(vs + vnoff + (8 * u + e) * VRB));
         sacc[u][e] *= kn;
-        sacc[u][2 + e] *= kn;
+        if constexpr (HALF2) sacc[u][2 + e] *= kn;
         const bool ok = col < ncols;
         if (!ok) vn[u][e] = 0.0f;  // rows past the end may hold NaN norms
         madd[0][u][e] = ok && mrow0 >= 0 ? 0.0f : kNegInf;
-        madd[1][u][e] = ok && mrow1 >= 0 && two_halves ? 0.0f : kNegInf;
+        madd[1][u][e] = HALF2 && ok && mrow1 >= 0 ? 0.0f : kNegInf;
       }
     }
     if constexpr (SOFTCAP) {
 #pragma unroll
       for (int u = 0; u < 4; ++u)
 #pragma unroll
-        for (int i = 0; i < 4; ++i) sacc[u][i] = p.softcap * tanhf(sacc[u][i] / p.softcap);
+        for (int i = 0; i < (HALF2 ? 4 : 2); ++i) sacc[u][i] = p.softcap * tanhf(sacc[u][i] / p.softcap);
     }
     if constexpr ((kExpSkip & 1) == 0) {
       const int64_t t0 = ct + 2 * qc + p.sink_tokens;  // token of column 2qc
@@ -464,7 +501,9 @@ __global__ void __launch_bounds__(kFastWarps * 32, kFastMinBlocks) tq_attention_
           for (int e = 0; e < 2; ++e) {
             const int64_t t = t0 + 8 * u + e;
             if (madd[0][u][e] == 0.0f) madd[0][u][e] = load(mrow0 + t);
-            if (madd[1][u][e] == 0.0f) madd[1][u][e] = one_mask_row ? madd[0][u][e] : load(mrow1 + t);
+            if constexpr (HALF2) {
+              if (madd[1][u][e] == 0.0f) madd[1][u][e] = one_mask_row ? madd[0][u][e] : load(mrow1 + t);
+            }
           }
       };
       if constexpr (MASK == static_cast<int>(MaskType::kFloat16)) {
@@ -479,15 +518,15 @@ __global__ void __launch_bounds__(kFastWarps * 32, kFastMinBlocks) tq_attention_
 #pragma unroll
     for (int u = 0; u < 4; ++u)
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
+      for (int i = 0; i < (HALF2 ? 4 : 2); ++i) {
         float sc = sacc[u][i] + madd[i >> 1][u][i & 1];
         if (sc != sc) sc = kNegInf;
         sacc[u][i] = sc;
         tile_max[i >> 1] = fmaxf(tile_max[i >> 1], sc);
       }
-    float alpha[2], m_use[2];
+    float alpha[2] = {1.0f, 1.0f}, m_use[2] = {0.0f, 0.0f};
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
+    for (int h = 0; h < (HALF2 ? 2 : 1); ++h) {
       tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 1));
       tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 2));
       const float m_new = fmaxf(m_run[h], tile_max[h]);
@@ -503,8 +542,10 @@ __global__ void __launch_bounds__(kFastWarps * 32, kFastMinBlocks) tq_attention_
       for (int i = 0; i < CSV; ++i) {
         oacc[i][0] *= alpha[0];
         oacc[i][1] *= alpha[0];
-        oacc[i][2] *= alpha[1];
-        oacc[i][3] *= alpha[1];
+        if constexpr (HALF2) {
+          oacc[i][2] *= alpha[1];
+          oacc[i][3] *= alpha[1];
+        }
       }
     }
     uint32_t pf[4][2];  // P * gamma_V as half2, per n-tile u and row half h
@@ -516,7 +557,7 @@ __global__ void __launch_bounds__(kFastWarps * 32, kFastMinBlocks) tq_attention_
       pf[u][0] = dev::pack_half2(p0 * vn[u][0], p1 * vn[u][1]);
       pf[u][1] = 0u;
     }
-    if (two_halves) {
+    if constexpr (HALF2) {
 #pragma unroll
       for (int u = 0; u < 4; ++u) {
         const float p0 = __expf(sacc[u][2] - m_use[1]);
@@ -543,7 +584,7 @@ __global__ void __launch_bounds__(kFastWarps * 32, kFastMinBlocks) tq_attention_
         pair_lookup<MV>(tv, xs[0][j], b0);
         pair_lookup<MV>(tv, xs[1][j], b1);
 #pragma unroll
-        for (int e = 0; e < 4; ++e) dev::mma_16816(oacc[4 * j + e], af, b0[e], b1[e]);
+        for (int e = 0; e < 4; ++e) mma_rows<HALF2>(oacc[4 * j + e], af, b0[e], b1[e]);
       }
     }
   }
@@ -565,7 +606,7 @@ __global__ void __launch_bounds__(kFastWarps * 32, kFastMinBlocks) tq_attention_
     for (int e = 0; e < 2; ++e) {
       const int col = (2 * qc + e) * CSV + chunk_coord<MV>(nt);
       cb_o[(warp * kFastRows + qr) * D + col] = oacc[nt][e];
-      cb_o[(warp * kFastRows + qr + 8) * D + col] = oacc[nt][2 + e];
+      if constexpr (HALF2) cb_o[(warp * kFastRows + qr + 8) * D + col] = oacc[nt][2 + e];
     }
   }
   if (qc == 0) {
@@ -632,7 +673,7 @@ inline void fast_smem_layout(AttnArgs& a) {
   a.fast_stage_bytes = a.fast_k_bytes + v_bytes;
   // warp partials (o, m, l), then the merged o and l of the fused epilogue
   const int merge = (kFastWarps * kFastRows * kFastD + 2 * kFastWarps * kFastRows + kFastRows * kFastD + kFastRows) * 4;
-  a.smem_bytes = std::max(kFastStages * a.fast_stage_bytes, merge);
+  a.smem_bytes = std::max(fast_stages(a.klay.mse_bits[0], a.vlay.mse_bits[0]) * a.fast_stage_bytes, merge);
 }
 
 // True when the fast decode kernel serves these parameters.
@@ -647,30 +688,35 @@ inline bool fast_decode_eligible(const AttentionParams& p, const RowLayout& kl, 
 using FastKernel = void (*)(AttnArgs);
 
 template <int MK, int MV, int MASK>
-FastKernel fast_kernel_s(bool softcap) {
-  return softcap ? tq_attention_decode_kernel<MK, MV, MASK, true> : tq_attention_decode_kernel<MK, MV, MASK, false>;
+FastKernel fast_kernel_s(bool softcap, bool half2) {
+  if (half2)
+    return softcap ? tq_attention_decode_kernel<MK, MV, MASK, true, true>
+                   : tq_attention_decode_kernel<MK, MV, MASK, false, true>;
+  return softcap ? tq_attention_decode_kernel<MK, MV, MASK, true, false>
+                 : tq_attention_decode_kernel<MK, MV, MASK, false, false>;
 }
 
 template <int MK, int MV>
-FastKernel fast_kernel_m(MaskType mask, bool softcap) {
+FastKernel fast_kernel_m(MaskType mask, bool softcap, bool half2) {
 #if defined(TQ_EXP_MINIMAL) && TQ_EXP_MINIMAL
   (void)mask;
   (void)softcap;
-  return tq_attention_decode_kernel<MK, MV, static_cast<int>(MaskType::kFloat32), false>;  // timing builds only
+  return half2 ? tq_attention_decode_kernel<MK, MV, static_cast<int>(MaskType::kFloat32), false, true>
+               : tq_attention_decode_kernel<MK, MV, static_cast<int>(MaskType::kFloat32), false, false>;  // timing
 #endif
   switch (mask) {
-    case MaskType::kFloat16: return fast_kernel_s<MK, MV, static_cast<int>(MaskType::kFloat16)>(softcap);
-    case MaskType::kBool: return fast_kernel_s<MK, MV, static_cast<int>(MaskType::kBool)>(softcap);
-    default: return fast_kernel_s<MK, MV, static_cast<int>(MaskType::kFloat32)>(softcap);
+    case MaskType::kFloat16: return fast_kernel_s<MK, MV, static_cast<int>(MaskType::kFloat16)>(softcap, half2);
+    case MaskType::kBool: return fast_kernel_s<MK, MV, static_cast<int>(MaskType::kBool)>(softcap, half2);
+    default: return fast_kernel_s<MK, MV, static_cast<int>(MaskType::kFloat32)>(softcap, half2);
   }
 }
 
 template <int MK>
-FastKernel fast_kernel_v(int mv, MaskType mask, bool softcap) {
+FastKernel fast_kernel_v(int mv, MaskType mask, bool softcap, bool half2) {
   switch (mv) {
-    case 2: return fast_kernel_m<MK, 2>(mask, softcap);
-    case 3: return fast_kernel_m<MK, 3>(mask, softcap);
-    default: return fast_kernel_m<MK, 4>(mask, softcap);
+    case 2: return fast_kernel_m<MK, 2>(mask, softcap, half2);
+    case 3: return fast_kernel_m<MK, 3>(mask, softcap, half2);
+    default: return fast_kernel_m<MK, 4>(mask, softcap, half2);
   }
 }
 
@@ -678,9 +724,10 @@ FastKernel fast_kernel_v(int mv, MaskType mask, bool softcap) {
 inline FastKernel fast_kernel(const AttnArgs& a) {
   const MaskType mask = a.p.mask_type;
   const bool softcap = a.p.softcap > 0.0f;
+  const bool half2 = a.rows > 8;
   switch (a.klay.mse_bits[0]) {
-    case 2: return fast_kernel_v<2>(a.vlay.mse_bits[0], mask, softcap);
-    case 3: return fast_kernel_v<3>(a.vlay.mse_bits[0], mask, softcap);
-    default: return fast_kernel_v<4>(a.vlay.mse_bits[0], mask, softcap);
+    case 2: return fast_kernel_v<2>(a.vlay.mse_bits[0], mask, softcap, half2);
+    case 3: return fast_kernel_v<3>(a.vlay.mse_bits[0], mask, softcap, half2);
+    default: return fast_kernel_v<4>(a.vlay.mse_bits[0], mask, softcap, half2);
   }
 }

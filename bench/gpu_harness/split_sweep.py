@@ -1,0 +1,77 @@
+"""Decode attention time against the split count (force_splits), to calibrate the split chooser.
+
+    python3 bench/gpu_harness/split_sweep.py [--cases bits:B:T,...] [--splits 0,1,2,4,8,16]
+
+0 = the launcher's own choice. Same setup as bench/attention_gpu.py (Hq=32, Hkv=8, D=128, fp16 q, float mask,
+inputs rotating over copies); prints one row per case, microseconds per split count. Never asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from bench.attention_gpu import HKV, HQ, L2_FLUSH_BYTES, D, random_cache  # noqa: E402
+from bench.gpu_harness.capi import Codec, Kernels  # noqa: E402
+from bench.gpu_harness.timing import time_graph_us  # noqa: E402
+
+DEFAULT_CASES = (
+    "4:1:1024,4:8:1024,4:32:1024,4:1:4096,4:8:4096,4:32:4096,3:8:1024,3:32:1024,4:1:32768,4:8:32768"
+)
+
+
+def main() -> None:
+    import torch
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cases", default=DEFAULT_CASES)
+    ap.add_argument("--splits", default="0,1,2,4,8,16")
+    args = ap.parse_args()
+    splits = [int(s) for s in args.splits.split(",")]
+    kern = Kernels()
+    rot = torch.eye(D, device="cuda")[None]
+    print(f"{torch.cuda.get_device_name()}; Hq={HQ} Hkv={HKV} D={D}; us per call by split count (0 = auto)")
+    print("bits   B       T " + "".join(f"{s:>9d}" for s in splits))
+    for case in args.cases.split(","):
+        bits, b, t = (int(x) for x in case.split(":"))
+        codec = Codec(D, (D,), (bits,))
+        cb = torch.zeros((1, 256), device="cuda")
+        cb[0, : 2**bits] = torch.linspace(-0.2, 0.2, 2**bits, device="cuda")
+        comp = b * HKV * t * 2 * codec.row_bytes
+        copies = int(max(1, min(4, L2_FLUSH_BYTES // max(comp, 1) + 1)))
+        q = [torch.randn((b, HQ, 1, D), dtype=torch.float16, device="cuda") for _ in range(copies)]
+        kc = [random_cache(torch, codec, b, t) for _ in range(copies)]
+        vc = [random_cache(torch, codec, b, t) for _ in range(copies)]
+        mask = torch.zeros((1, 1, 1, t), dtype=torch.float32, device="cuda")
+        out = torch.empty_like(q[0])
+        row = []
+        for ns in splits:
+            inputs = (codec, q, kc, vc, mask, cb, out, ns)
+
+            def call(i: int, inputs=inputs) -> None:
+                codec, q, kc, vc, mask, cb, out, ns = inputs
+                kern.attention(
+                    codec,
+                    codec,
+                    q[i],
+                    kc[i],
+                    vc[i],
+                    mask,
+                    rot,
+                    cb,
+                    rot,
+                    cb,
+                    scale=0.088,
+                    out=out,
+                    force_splits=ns,
+                )
+
+            row.append(time_graph_us(call, copies))
+        print(f"{bits:4d} {b:3d} {t:7d} " + "".join(f"{us:9.1f}" for us in row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
