@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One device call (v4): kernel tests, sanitizers on the test shapes, then decode rows of a baseline build
-# (build/gpu_base, e.g. the previous HEAD) and of the current build (build/gpu, with SDPA), same call, same card.
+# One device call: kernel tests, sanitizers on the test shapes, then decode rows of a baseline build
+# (build/gpu_base, e.g. the previous HEAD; optional) and of the current build (build/gpu, with SDPA), same call,
+# same card. (Replaces the earlier device_ab.sh / device_v3.sh.)
 # Usage on the device: bash bench/gpu_harness/device_v4.sh [CASES]   (CASES as bench/attention_gpu.py --cases)
 set -uo pipefail
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
