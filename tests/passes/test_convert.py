@@ -13,7 +13,7 @@ import pytest
 from tests.passes.builders import TinySpec, build_vision_model
 from tests.passes.referee import ConvertedRunner, OriginalRunner, teacher_forced_logits
 from tqexport.converter import ConvertOptions, convert_model
-from tqexport.errors import NotConvertibleError, UnsupportedError
+from tqexport.errors import NotConvertibleError
 
 PREFILL, STEPS, PAD = 6, 32, [0, 3]
 FORMS = [
@@ -184,11 +184,14 @@ def test_partial_conversion_needs_the_flag(save_tiny, tmp_path: Path) -> None:
     assert types["past_key_values.1.key"] == onnx.TensorProto.FLOAT
 
 
-def test_buffer_mode_is_refused_clearly(save_tiny, tmp_path: Path) -> None:
-    with pytest.raises(UnsupportedError, match="buffer is not supported for graph conversion"):
-        convert_model(
-            save_tiny(TinySpec()), tmp_path / "o.onnx", ConvertOptions(cache_mode="buffer"), log=_quiet
-        )
+def test_buffer_mode_is_recorded(save_tiny, tmp_path: Path) -> None:
+    """Buffer mode converts (tests/passes/test_buffer_mode.py decodes it); the metadata records it."""
+    result = convert_model(
+        save_tiny(TinySpec()), tmp_path / "o.onnx", ConvertOptions(cache_mode="buffer"), log=_quiet
+    )
+    model = onnx.load(result.output)
+    config = json.loads({p.key: p.value for p in model.metadata_props}["tqexport.config"])
+    assert config["cache_mode"] == "buffer"
 
 
 @pytest.mark.slow

@@ -25,6 +25,7 @@ from tqexport.converter.report import analysis_report, layer_report
 from tqexport.errors import NotConvertibleError, UnsupportedError, UsageError, ValidationError
 from tqexport.graph.index import GraphIndex
 from tqexport.graph.model_io import check_model_file, load_model, ops_without_schema, save_model
+from tqexport.passes.buffer_lengths import check_buffer_inputs
 from tqexport.passes.group_query_attention import unfuse_group_query_attention
 from tqexport.passes.kv_write import CacheCodecTensors, WindowConfig
 from tqexport.passes.layers import analyze
@@ -32,6 +33,7 @@ from tqexport.passes.match import CacheWrite, LayerMatch
 from tqexport.passes.pipeline import LayerPlan, RewritePlan, run_pipeline
 
 METADATA_KEY = "tqexport.config"
+CACHE_MODES = {"concat": 0, "buffer": 1}  # the ops' cache_mode attribute (docs/format.md section 8)
 
 
 @dataclass
@@ -71,15 +73,7 @@ class ConvertOptions:
             raise UsageError(f"--window-dtype {self.window_dtype!r}: choose float16 or model")
         if self.sink_tokens < 0 or self.recent_window < 0:
             raise UsageError("--sink-tokens and --recent-window must be >= 0")
-        if self.cache_mode == "buffer":
-            raise UnsupportedError(
-                "--cache-mode buffer is not supported for graph conversion yet: exported graphs build their "
-                "attention mask and positions from the concatenated cache length, and a fixed-capacity "
-                "buffer "
-                "needs a per-sequence past_lengths input and a mask over the buffer; use --cache-mode concat "
-                "(the TQQuantize/TQAttention ops themselves support buffer mode)"
-            )
-        if self.cache_mode != "concat":
+        if self.cache_mode not in CACHE_MODES:
             raise UsageError(f"--cache-mode {self.cache_mode!r}: choose concat or buffer")
         for bits in self.resolved_bits():
             if isinstance(bits, str):
@@ -253,6 +247,8 @@ def convert_model(
     convertible: list[LayerMatch] = analysis.convertible_layers
     if not convertible:
         raise NotConvertibleError("no layer can convert; see `tqexport inspect`")
+    if options.cache_mode == "buffer":
+        check_buffer_inputs(model.graph)
     if options.sink_tokens + options.recent_window:
         for layer in convertible:
             q_type = layer.attention.q_elem_type
@@ -304,7 +300,7 @@ def convert_model(
     if any(s.startswith("none") for s in sources):
         notes.append("outlier split without calibration or findable projection weights: first channels used")
     window = WindowConfig(
-        cache_mode=0,
+        cache_mode=CACHE_MODES[options.cache_mode],
         sink_tokens=options.sink_tokens,
         recent_window=options.recent_window,
         elem_type=onnx.TensorProto.FLOAT16 if options.window_dtype == "float16" else 0,

@@ -6,6 +6,9 @@ the original inputs/outputs (docs/format.md sections 7 and 9), so positional ord
 unchanged.
 Shape nodes that read a cache are rewritten to the *logical* shape [B, Hkv, Tc + Wd, D], so downstream
 sequence-length arithmetic (mask construction, position ids) keeps its meaning.
+Buffer mode (cache_mode 1): past and present are both [B, Hkv, max_cache_len, row_bytes] and windows
+[B, Hkv, W, D]; the logical token count comes from `tqexport.passes.buffer_lengths` (past = T - S tokens
+for a past cache, T for a present cache and the K/V path) instead of the cache shapes.
 """
 
 from __future__ import annotations
@@ -15,6 +18,12 @@ from onnx import helper
 
 from tqexport.graph.edit import replace_subgraph
 from tqexport.graph.index import attribute
+from tqexport.passes.buffer_lengths import (
+    PAST_TOKENS,
+    TOTAL_TOKENS,
+    buffer_length_nodes,
+    check_buffer_inputs,
+)
 from tqexport.passes.kv_write import CacheCodecTensors, WindowConfig, window_name
 from tqexport.passes.match import CacheWrite
 
@@ -55,6 +64,10 @@ def fuse_cache_io(
 ) -> int:
     """Retype each planned cache input/output and add window I/O. Returns the number of caches retyped."""
     new_inputs, new_outputs = [], []
+    buffer = window.cache_mode == 1
+    if buffer and planned:
+        check_buffer_inputs(graph)
+        replace_subgraph(graph, buffer_length_nodes())
     for write, codec in planned:
         past = _find(graph.input, write.past_input)
         present = _find(graph.output, write.present_output)
@@ -68,6 +81,10 @@ def fuse_cache_io(
         batch = past_dims[0]
         past_rows = past_dims[2] if not window.size else "past_compressed_length"
         present_rows = present_dims[2] if not window.size else "present_compressed_length"
+        past_window: int | str = window.size if buffer else "past_window_length"
+        present_window: int | str = window.size if buffer else "present_window_length"
+        if buffer:  # one fixed-capacity buffer, fed back as past (or aliased) each step
+            past_rows = present_rows = "max_cache_len"
         _retype(past, [batch, write.num_kv_heads, past_rows, codec.row_bytes], onnx.TensorProto.UINT8)
         _retype(
             present,
@@ -79,14 +96,14 @@ def fuse_cache_io(
                 helper.make_tensor_value_info(
                     window_name(write.past_input),
                     window.window_type(write.elem_type),
-                    [batch, write.num_kv_heads, "past_window_length", write.head_dim],
+                    [batch, write.num_kv_heads, past_window, write.head_dim],
                 )
             )
             new_outputs.append(
                 helper.make_tensor_value_info(
                     window_name(write.present_output),
                     window.window_type(write.elem_type),
-                    [present_dims[0], write.num_kv_heads, "present_window_length", write.head_dim],
+                    [present_dims[0], write.num_kv_heads, present_window, write.head_dim],
                 )
             )
     graph.input.extend(new_inputs)
@@ -108,8 +125,9 @@ class _ShapeBuilder:
     """Builds `Shape(x)` replacements from letters: B and Hq from Shape(q), T from the present cache (plus
     window), Hkv, D and 1 as constants, G = Hq / Hkv, BHkv/BHq products."""
 
-    def __init__(self, tag: str, num_kv_heads: int, head_dim: int) -> None:
+    def __init__(self, tag: str, num_kv_heads: int, head_dim: int, logical_tokens: str = "") -> None:
         self.prefix = f"tq_logical_shape_{tag}"
+        self.logical_tokens = logical_tokens  # buffer mode: the token count as a tensor [1]
         self.nodes: list[onnx.NodeProto] = []
         self.num_kv_heads = num_kv_heads
         self.head_dim = head_dim
@@ -133,6 +151,8 @@ class _ShapeBuilder:
         return self.op("Slice", [self.op("Shape", [tensor]), self.const([start]), self.const([end])])
 
     def tokens(self, cache: str, window: str) -> str:
+        if self.logical_tokens:
+            return self.logical_tokens
         tokens = self.dims(cache, 2, 3)
         return self.op("Add", [tokens, self.dims(window, 2, 3)]) if window else tokens
 
@@ -150,20 +170,28 @@ class _ShapeBuilder:
 
 
 def logical_shape_nodes(
-    shape_node: onnx.NodeProto, cache: str, window: str, head_dim: int, tag: str
+    shape_node: onnx.NodeProto, cache: str, window: str, head_dim: int, tag: str, logical_tokens: str = ""
 ) -> list[onnx.NodeProto]:
-    """Nodes computing Shape(cache)'s logical value [B, Hkv, Tc + Wd, D] (sliced like the original Shape)."""
-    builder = _ShapeBuilder(tag, 0, head_dim)
+    """Nodes computing Shape(cache)'s logical value [B, Hkv, Tc + Wd, D] (sliced like the original Shape);
+    `logical_tokens` (buffer mode) gives the token count instead of Tc + Wd."""
+    builder = _ShapeBuilder(tag, 0, head_dim, logical_tokens)
     pieces = [builder.dims(cache, 0, 2), builder.tokens(cache, window), builder.const([head_dim])]
     builder.finish(pieces, shape_node, 4)
     return builder.nodes
 
 
 def path_shape_nodes(
-    read, q: str, cache: str, window: str, num_kv_heads: int, head_dim: int, tag: str
+    read,
+    q: str,
+    cache: str,
+    window: str,
+    num_kv_heads: int,
+    head_dim: int,
+    tag: str,
+    logical_tokens: str = "",
 ) -> list[onnx.NodeProto]:
     """Nodes computing Shape(x) for a tensor x on a replaced K/V path, from its layout letters."""
-    builder = _ShapeBuilder(tag, num_kv_heads, head_dim)
+    builder = _ShapeBuilder(tag, num_kv_heads, head_dim, logical_tokens)
     cached: dict[str, str] = {}
 
     def letter(name: str) -> str:
@@ -195,7 +223,7 @@ def path_shape_nodes(
 
 
 def needs_logical_shape(shape_node: onnx.NodeProto, window: WindowConfig) -> bool:
-    if window.size:
+    if window.size or window.cache_mode == 1:  # buffer mode: dim 2 is the capacity, not the token count
         return True
     end = attribute(shape_node, "end", None)
     start = int(attribute(shape_node, "start", 0))
@@ -211,16 +239,28 @@ def fuse_cache_shapes(
     # Shape reads on removed paths (e.g. a GQA repeat) are gone; nodes are compared by output name because
     # protobuf copies messages when the node list is rebuilt.
     live = {node.output[0] for node in graph.node if node.output}
+    buffer = window.cache_mode == 1
     for write, _codec in planned:
-        for role, uses, cache, win in (
-            ("past", write.past_shape_uses, write.past_input, window_name(write.past_input)),
-            ("present", write.present_shape_uses, write.concat_output, window_name(write.present_output)),
+        for role, uses, cache, win, tokens in (
+            ("past", write.past_shape_uses, write.past_input, window_name(write.past_input), PAST_TOKENS),
+            (
+                "present",
+                write.present_shape_uses,
+                write.concat_output,
+                window_name(write.present_output),
+                TOTAL_TOKENS,
+            ),
         ):
             for i, shape_node in enumerate(uses):
                 if shape_node.output[0] in live and needs_logical_shape(shape_node, window):
                     tag = f"{write.layer}_{write.kind}_{role}_{i}"
                     nodes += logical_shape_nodes(
-                        shape_node, cache, win if window.size else "", write.head_dim, tag
+                        shape_node,
+                        cache,
+                        win if window.size else "",
+                        write.head_dim,
+                        tag,
+                        tokens if buffer else "",
                     )
     replace_subgraph(graph, nodes)
     return sum(1 for node in nodes if node.name.endswith("_slice"))
@@ -248,6 +288,7 @@ def fuse_path_shapes(graph: onnx.GraphProto, layers: list, window: WindowConfig)
                 write.num_kv_heads,
                 write.head_dim,
                 f"{write.layer}_{write.kind}_path_{i}",
+                TOTAL_TOKENS if window.cache_mode == 1 else "",
             )
             count += 1
     replace_subgraph(graph, nodes)

@@ -20,6 +20,7 @@ import onnx
 from onnx import helper
 
 from tqexport.graph.index import GraphIndex, attribute
+from tqexport.passes.buffer_lengths import PAST_LENGTHS
 from tqexport.passes.match import CacheKind, CacheWrite, Mismatch
 
 PAST_NAME = re.compile(
@@ -252,6 +253,7 @@ def fuse_kv_write(
                     to=window.window_type(write.elem_type),
                 )
             )
-        nodes.append(build_quantize_node(write, codec, window, x_name=x_name))
+        past_lengths = PAST_LENGTHS if window.cache_mode == 1 else ""
+        nodes.append(build_quantize_node(write, codec, window, past_lengths, x_name=x_name))
     replace_subgraph(graph, nodes)
     return len(planned)

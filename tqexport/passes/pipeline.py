@@ -16,6 +16,7 @@ from tqexport.errors import UnsupportedError
 from tqexport.graph.edit import cleanup, replace_subgraph, toposort
 from tqexport.graph.index import GraphIndex, node_label
 from tqexport.passes.attention_read import build_attention_nodes
+from tqexport.passes.buffer_lengths import PAST_LENGTHS
 from tqexport.passes.cache_io import fuse_cache_io, fuse_cache_shapes, fuse_path_shapes, needs_logical_shape
 from tqexport.passes.kv_write import TQ_DOMAIN, CacheCodecTensors, WindowConfig, fuse_kv_write
 from tqexport.passes.match import LayerMatch
@@ -45,7 +46,14 @@ def fuse_attention_read(graph: onnx.GraphProto, plan: RewritePlan) -> int:
     for layer in plan.layers:
         m = layer.match
         nodes += build_attention_nodes(
-            m.layer, m.key, m.value, m.attention, layer.key_codec, layer.value_codec, plan.window
+            m.layer,
+            m.key,
+            m.value,
+            m.attention,
+            layer.key_codec,
+            layer.value_codec,
+            plan.window,
+            PAST_LENGTHS if plan.window.cache_mode == 1 else "",
         )
     replace_subgraph(graph, nodes)
     return len(plan.layers)
