@@ -50,6 +50,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--prefill-chunk", type=int, default=0, help="split the prefill into chunks of this size"
     )
+    parser.add_argument(
+        "--capacity",
+        type=int,
+        default=None,
+        help="buffer-mode models (convert --cache-mode buffer): cache rows allocated (default prefill + "
+        "steps rounded up to 64)",
+    )
     parser.add_argument("--max-kl", type=float, default=None, help="fail if the mean KL (nats) is above X")
     parser.add_argument("--min-top1", type=float, default=None, help="fail if top-1 agreement is below Y")
     parser.add_argument(
@@ -90,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
     from tqexport.eval.compare_func import Thresholds
     from tqexport.eval.tokens import windows
 
+    if args.capacity is not None and args.capacity < 1:
+        raise UsageError(f"--capacity must be >= 1, got {args.capacity}")
     if args.prefill < 1 or args.steps < 0 or args.batch < 1:
         raise UsageError(
             f"need --prefill >= 1, --steps >= 0, --batch >= 1 (got {args.prefill}, {args.steps}, "
@@ -108,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         providers=args.provider,
         prefill_chunk=args.prefill_chunk,
         progress=not args.no_progress,
+        capacity=args.capacity,
     )
     text = json.dumps(report.as_dict(per_step=args.per_step), indent=2)
     if args.save_json is not None:

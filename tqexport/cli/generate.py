@@ -36,6 +36,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-new-tokens", type=int, default=32, help="tokens to generate (default 32)")
     parser.add_argument(
+        "--capacity",
+        type=int,
+        default=None,
+        help="buffer-mode models (convert --cache-mode buffer): cache rows allocated (default prompt + "
+        "new tokens rounded up to 64)",
+    )
+    parser.add_argument(
         "--eos-id", type=int, action="append", default=[], help="stop at this token (repeatable)"
     )
     parser.add_argument(
@@ -60,11 +67,13 @@ def greedy_generate(session, prompt_ids: np.ndarray, max_new_tokens: int, eos_id
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqexport.eval.session import DecodeSession
+    from tqexport.eval.session import DecodeSession, buffer_capacity
     from tqexport.eval.tokens import Tokenizer, parse_ids
 
     if args.max_new_tokens < 1:
         raise UsageError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    if args.capacity is not None and args.capacity < 1:
+        raise UsageError(f"--capacity must be >= 1, got {args.capacity}")
     tokenizer = None
     if args.prompt is not None:
         tokenizer = Tokenizer.for_model(args.model, args.tokenizer)
@@ -77,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
             tokenizer = None
     if prompt_ids.size == 0:
         raise UsageError("the prompt is empty")
-    session = DecodeSession.from_path(args.model, args.provider)
+    capacity = args.capacity or buffer_capacity(prompt_ids.size + args.max_new_tokens)
+    session = DecodeSession.from_path(args.model, args.provider, capacity)
     start = time.time()
     new_ids = greedy_generate(session, prompt_ids, args.max_new_tokens, set(args.eos_id))
     seconds = time.time() - start

@@ -71,8 +71,9 @@ class CacheSlot:
         dim = self.shape[axis]
         return dim if isinstance(dim, int) and dim >= 0 else None
 
-    def empty(self, batch: int, head_dim_hint: int | None = None) -> np.ndarray:
-        """The initial past: [B, Hkv, T0, last], T0 = 0 unless the time axis is static (buffer mode).
+    def empty(self, batch: int, head_dim_hint: int | None = None, capacity: int | None = None) -> np.ndarray:
+        """The initial past: [B, Hkv, T0, last]. T0 is the time axis when static (a buffer-mode window, W),
+        else `capacity` for a compressed buffer-mode cache, else 0 (concat mode grows from empty).
 
         A symbolic last axis (onnxruntime-genai names it kv_cache_dim) of a float cache takes `head_dim_hint`.
         """
@@ -86,7 +87,9 @@ class CacheSlot:
                 f"cache input {self.past_name!r} shape {list(self.shape)}: axes 1 (Hkv) and 3 "
                 "(D or row_bytes) must be static (or D given by the model folder's config.json)"
             )
-        time = self.static_dim(2) or 0
+        time = self.static_dim(2)
+        if time is None:
+            time = capacity if capacity is not None and self.is_compressed and not self.is_window else 0
         return np.zeros((batch, heads, time, last), dtype=self.dtype)
 
 
@@ -141,5 +144,8 @@ class CacheLayout:
     def is_converted(self) -> bool:
         return any(s.is_compressed for s in self.slots)
 
-    def empty_past(self, batch: int, head_dim_hint: int | None = None) -> dict[str, np.ndarray]:
-        return {slot.past_name: slot.empty(batch, head_dim_hint) for slot in self.slots}
+    def empty_past(
+        self, batch: int, head_dim_hint: int | None = None, capacity: int | None = None
+    ) -> dict[str, np.ndarray]:
+        """Initial past tensors; `capacity` sizes buffer-mode compressed caches (zeroed, rows unused)."""
+        return {slot.past_name: slot.empty(batch, head_dim_hint, capacity) for slot in self.slots}

@@ -65,10 +65,21 @@ def compare_models(
     prefill_chunk: int = 0,
     progress: bool = True,
     quiet: bool = True,
+    capacity: int | None = None,
 ) -> CompareReport:
     """Run both models on ids [B, >= prefill + steps + 1] and compare them."""
     return compare_many(
-        original, [converted], ids_BT, prefill, steps, thresholds, providers, prefill_chunk, progress, quiet
+        original,
+        [converted],
+        ids_BT,
+        prefill,
+        steps,
+        thresholds,
+        providers,
+        prefill_chunk,
+        progress,
+        quiet,
+        capacity,
     )[0]
 
 
@@ -83,8 +94,10 @@ def compare_many(
     prefill_chunk: int = 0,
     progress: bool = True,
     quiet: bool = True,
+    capacity: int | None = None,
 ) -> list[CompareReport]:
-    """Decode the original once and each converted model once; compare each with the original."""
+    """Decode the original once and each converted model once; compare each with the original.
+    `capacity`: rows of buffer-mode caches (default prefill + steps rounded up)."""
     if quiet:
         G_LOGGER.module_severity = G_LOGGER.CRITICAL
     names = ["original"] + [
@@ -99,6 +112,7 @@ def compare_many(
             name=name,
             prefill_chunk=prefill_chunk,
             progress=progress,
+            capacity=capacity,
         )
         for name, path in zip(names, paths, strict=True)
     ]

@@ -24,7 +24,7 @@ from polygraphy.datatype import DataType
 
 from tqexport.eval.cache_io import CacheLayout
 from tqexport.eval.ort_session import make_session
-from tqexport.eval.session import DecodeSession, head_dim_from_config
+from tqexport.eval.session import DecodeSession, buffer_capacity, head_dim_from_config
 
 
 class TqSessionLoader:
@@ -51,6 +51,7 @@ class DecodeRunner(BaseRunner):
         prefill_chunk: int = 0,
         keep_prefill: bool = True,
         progress: bool = True,
+        capacity: int | None = None,
     ):
         super().__init__(name=name, prefix="tq-decode-runner")
         if prefill < 1 or steps < 0:
@@ -61,6 +62,8 @@ class DecodeRunner(BaseRunner):
         self.prefill_chunk = prefill_chunk
         self.keep_prefill = keep_prefill
         self.progress = progress
+        # buffer-mode caches: rows allocated per cache (default: prefill + steps rounded up to 64)
+        self.capacity = capacity or buffer_capacity(prefill + steps)
         self.decode: DecodeSession | None = None
         self.layout: CacheLayout | None = None  # kept after deactivation, for storage accounting
         self.config: dict | None = None  # the converted model's tqexport.config metadata, if any
@@ -71,7 +74,7 @@ class DecodeRunner(BaseRunner):
 
     def activate_impl(self) -> None:
         folder = Path(self.session_loader.model_path).parent
-        self.decode = DecodeSession(self.session_loader(), head_dim_from_config(folder))
+        self.decode = DecodeSession(self.session_loader(), head_dim_from_config(folder), self.capacity)
         self.layout, self.config = self.decode.layout, self.decode.config
 
     def get_input_metadata_impl(self) -> TensorMetadata:
