@@ -1,13 +1,26 @@
 """Issue 6's table: fidelity techniques on SmolLM2, each alone and combined, against a rotated-int4 baseline.
 
     .venv/bin/python bench/fidelity_table.py [--model out/smollm2/model.onnx] [--text out/text/emma.txt]
-        [--calibration out/calibration/smollm2-jargon.json] [--prefill 2048 --steps 256] [--out out/fidelity]
+        [--calibration out/calibration/smollm2-jargon.json]
+        [--calibration-window out/calibration/smollm2-jargon-window.json]
+        [--prefill 2048 --steps 256] [--out out/fidelity]
 
 Every row is a real `tqexport convert` of the model (the int4 baseline is an original model whose new K/V go
 through Hadamard + per-vector asymmetric int4 before the cache), decoded through ORT CPU with the same tokens:
 prefill P, then N teacher-forced single-token cached steps (tqexport.eval.compare.compare_many). Bits per
 element count every byte of the cache at T = P + N: codes, float16 norms, and the float16 sink/window tokens.
-The calibration JSON comes from `tqexport calibrate ... --sensitivity` on text other than the evaluation text.
+The calibration JSONs come from `tqexport calibrate` on text other than the evaluation text (the Jargon File):
+
+    tqexport calibrate out/smollm2/model.onnx --text jargon.txt -o out/calibration/smollm2-jargon.json \
+        --sensitivity
+    tqexport calibrate out/smollm2/model.onnx --text jargon.txt \
+        -o out/calibration/smollm2-jargon-window.json --sensitivity --tokens 2048 --sequence-tokens 256 \
+        --norm-correction --sink-tokens 4 --recent-window 32 \
+        --bits 1 2 16@3+48@2 16@4+48@2 3 16@5+48@2 16@6+48@2 16@5+48@3 4
+
+The first measures integer widths with every token compressed; the second measures part specs (outlier
+channels at more bits) the way the combination runs: norm correction on, sinks and window exact, KL scored
+on the window positions of 8 sequences of 256 tokens.
 """
 
 from __future__ import annotations
@@ -28,11 +41,13 @@ from tqexport.eval.tokens import Tokenizer, windows  # noqa: E402
 BASELINE = "Hadamard + per-vector int4 (baseline)"
 
 
-def rows(calibration: str, context: int) -> list[tuple[str, list[str]]]:
+def rows(calibration: str, calibration_window: str, context: int) -> list[tuple[str, list[str]]]:
     cal = ["--calibration", calibration]
     budget = ["--budget-context", str(context)]
-    combo = ["--norm-correction", "--sink-tokens", "4", "--recent-window", "32", *cal, *budget]
+    window = ["--norm-correction", "--sink-tokens", "4", "--recent-window", "32"]
+    combo = [*window, *cal, *budget]
     three = ["--norm-correction", *cal, *budget, "--bits-budget", "3.0"]
+    split = [*window, "--calibration", calibration_window, *budget]
     return [
         ("TurboQuant K4 V4", ["--key-bits", "4", "--value-bits", "4"]),
         ("TurboQuant K3 V3", ["--key-bits", "3", "--value-bits", "3"]),
@@ -48,6 +63,12 @@ def rows(calibration: str, context: int) -> list[tuple[str, list[str]]]:
         ("budget 3.0, 4 sinks + 16 recent", [*three, "--sink-tokens", "4", "--recent-window", "16"]),
         ("budget 3.0, 8 sinks + 24 recent", [*three, "--sink-tokens", "8", "--recent-window", "24"]),
         ("budget 3.0, 4 sinks + 64 recent", [*three, "--sink-tokens", "4", "--recent-window", "64"]),
+        # part specs: outlier channels at more bits (16@5+48@2: 16 channels at 5 bits, 48 at 2)
+        (
+            "K 16@5+48@2 V 2 + norm corr. + 4 sinks + 32 recent",
+            [*split, "--key-bits", "16@5+48@2", "--value-bits", "2"],
+        ),
+        ("combination + part specs, budget 3.0", [*split, "--bits-budget", "3.0"]),
     ]
 
 
@@ -64,13 +85,17 @@ def main() -> int:
     parser.add_argument("--model", type=Path, default=Path("out/smollm2/model.onnx"))
     parser.add_argument("--text", type=Path, default=Path("out/text/emma.txt"))
     parser.add_argument("--calibration", type=Path, default=Path("out/calibration/smollm2-jargon.json"))
+    parser.add_argument(
+        "--calibration-window", type=Path, default=Path("out/calibration/smollm2-jargon-window.json")
+    )
     parser.add_argument("--prefill", type=int, default=2048)
     parser.add_argument("--steps", type=int, default=256)
     parser.add_argument("--only", nargs="*", default=None, help="row names to run (default: all)")
     parser.add_argument("--out", type=Path, default=Path("out/fidelity"))
     args = parser.parse_args()
     context = args.prefill + args.steps
-    configs = [r for r in rows(str(args.calibration), context) if not args.only or r[0] in args.only]
+    all_rows = rows(str(args.calibration), str(args.calibration_window), context)
+    configs = [r for r in all_rows if not args.only or r[0] in args.only]
     paths = []
     for i, (name, flags) in enumerate(configs):
         path = args.out / f"row{i}" / "model.onnx"
