@@ -37,6 +37,8 @@ class TinyArch:
     sliding_window: int | None
     make_config: Callable[[], Any]
     note: str
+    # Gemma-style RMSNorm scales by (1 + weight): its stored weight is the gain minus one.
+    norm_weight_is_offset: bool = False
 
 
 def _llama() -> Any:
@@ -200,6 +202,7 @@ ARCHS: dict[str, TinyArch] = {
             GEMMA2_SLIDING_WINDOW,
             _gemma2,
             "GQA, attn softcap 50, final softcap 30, layer 0 sliding window 8, eager",
+            norm_weight_is_offset=True,
         ),
         TinyArch("gpt2", "gpt2", NUM_HEADS, False, None, _gpt2, "MHA, fused c_attn, learned positions"),
         TinyArch(
@@ -229,14 +232,16 @@ def build_model(arch: str, attn_implementation: str = "sdpa", seed: int = SEED) 
     model = AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
     # HF init gives zero biases and unit norms, which would hide a missing bias or norm weight in
     # a graph; draw every parameter instead, seeded per (arch, name) so the result does not depend
-    # on construction order.
+    # on construction order. Norm gains are 1 + 0.1 N(0, 1) in every architecture: Gemma2 stores
+    # gain - 1 (its RMSNorm multiplies by 1 + weight), so its stored weights are drawn around 0.
+    norm_base = 0.0 if spec.norm_weight_is_offset else 1.0
     with torch.no_grad():
         for name, p in model.named_parameters():
             g = torch.Generator().manual_seed(seed + hash_name(f"{arch}/{name}"))
             if p.dim() >= 2:
                 p.normal_(0.0, 0.08, generator=g)
             elif name.endswith("weight"):  # 1-D weights are norm scales
-                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
+                p.copy_(norm_base + 0.1 * torch.randn(p.shape, generator=g))
             else:
                 p.normal_(0.0, 0.05, generator=g)
     return model.eval()
