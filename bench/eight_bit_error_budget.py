@@ -12,6 +12,9 @@ unless the column says otherwise. Columns:
   computes), `K` / `V` only one of them, `KV exact-n` the codes with float64 norms instead of the stored
   float16 ones, `fp16` K/V merely rounded to float16;
 - `codec rel` the codec's relative error per vector on the model's own K/V (rms / max), and on random vectors;
+- `peers` other 8-bit caches on the same K/V, as the peers store them: `int8` symmetric int8 with one absmax
+  scale per (token, head) vector (onnxruntime-genai's int8 KV cache uses coarser scales, so this is its best
+  case), `fp8` float8 e4m3 with one absmax scale per vector (TensorRT's FP8 KV cache uses one per tensor);
 - `noise` Gaussian noise of the codec's measured rms per vector: median [min, max] over draws; and at half;
 - `seeds` the codec round trip with rotation seeds 0..draws-1 (--seed of tqexport convert);
 - `attn-out` rms relative error of each layer's attention output at the decode steps (KV round trip);
@@ -157,6 +160,9 @@ def budget(fx, draws: int, tmp: Path) -> list[str]:
         "fp16": _error(original, decode({p: _float16 for p in codecs})[0]),
     }
     lines.append("round trip: " + " ".join(f"{k} {v:.4f}" for k, v in rows.items()))
+    peers = {"int8": _int8_per_vector, "fp8": _fp8_per_vector}
+    peer_errors = {name: _error(original, decode(dict.fromkeys(codecs, t))[0]) for name, t in peers.items()}
+    lines.append("peers: " + " ".join(f"{name} {e:.4f}" for name, e in peer_errors.items()))
     measured = np.concatenate(errors)
     rms = float(np.sqrt(np.mean(measured**2)))
     lines.append(
@@ -206,6 +212,20 @@ def budget(fx, draws: int, tmp: Path) -> list[str]:
 
 def _roundtrip(codec: Codec) -> Transform:
     return lambda x: codec.dequantize(codec.quantize(x))
+
+
+def _int8_per_vector(x: np.ndarray) -> np.ndarray:
+    scale = np.abs(x).max(axis=-1, keepdims=True) / 127.0
+    scale = np.where(scale > 0, scale, 1.0)
+    return np.clip(np.rint(x / scale), -127, 127) * scale
+
+
+def _fp8_per_vector(x: np.ndarray) -> np.ndarray:
+    import ml_dtypes
+
+    scale = np.abs(x).max(axis=-1, keepdims=True) / 448.0  # e4m3's largest finite value
+    scale = np.where(scale > 0, scale, 1.0)
+    return (x / scale).astype(ml_dtypes.float8_e4m3fn).astype(np.float64) * scale
 
 
 def _float16(x: np.ndarray) -> np.ndarray:

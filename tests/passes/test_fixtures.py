@@ -69,21 +69,20 @@ EXPECTED_COUNTS: dict[tuple[str, str], tuple[int, int]] = {
 }
 
 # 8-bit TurboQuant has a 0.6% relative error per vector (tests/codec); tiny random-weight models amplify
-# it in the logits: measured 0.007 (gpt2, opt, gpt_neox, mistral) to 0.030 (gemma2) of max|logit| over the
-# 32-step decode (genai: 0.011 to 0.030). The brief's 1e-2 holds for the first group only; this bound
+# it in the logits: measured 0.006 (gemma2) to 0.021 (llama) of max|logit| over the 32-step decode. This bound
 # catches semantic breakage (a wrong mask or scale gives errors of order 1).
 EIGHT_BIT_BOUND = 0.05
 
 # Issue 3's target, 8-bit logits within 1e-2 x max|logit|, holds for the architectures below and is asserted
-# for them (every exporter of an architecture has the same weights and measures the same error). llama 0.021,
-# gemma2 0.030, phi3 0.012 and qwen2 0.010 miss it, and the miss is the codec's own 8-bit noise
-# (bench/eight_bit_error_budget.md): the converted graphs compute exactly their codec round trip
-# (test_fixture_roundtrip.py); the codec's error on these K/V is its design value, 0.6% per vector (the
-# float16 norms add nothing measurable); Gaussian noise of that size gives the same logit errors, half of it
-# half of them. These four random-weight models carry 1.7-4.8x the per-vector error into the logits (gemma2:
-# sharp attention), the other four 1.2-1.4x.
+# for them (every exporter of an architecture has the same weights and measures the same error): gemma2
+# 0.0062, gpt2 0.0074, gpt_neox 0.0080, opt 0.0083, mistral 0.0084. llama 0.021, phi3 0.012 and qwen2 0.010
+# miss it, and the miss is 8-bit noise, not the conversion (bench/eight_bit_error_budget.md): the converted
+# graphs compute exactly their codec round trip (test_fixture_roundtrip.py); the codec's error on these K/V
+# is its design value, 0.6% per vector; Gaussian noise of that size gives the same logit errors; and the
+# peers' 8-bit caches on the same K/V miss it too (int8 with a scale per vector: llama 0.019, phi3 0.011,
+# qwen2 0.010; float8 e4m3: 0.044-0.080).
 ISSUE_TARGET = 1e-2
-MEETS_ISSUE_TARGET = frozenset({"gpt2", "gpt_neox", "opt", "mistral"})
+MEETS_ISSUE_TARGET = frozenset({"gemma2", "gpt2", "gpt_neox", "opt", "mistral"})
 
 
 def _ids(fx) -> str:
