@@ -29,6 +29,7 @@ from tqexport.passes.buffer_lengths import check_buffer_inputs
 from tqexport.passes.group_query_attention import unfuse_group_query_attention
 from tqexport.passes.kv_write import CacheCodecTensors, WindowConfig
 from tqexport.passes.layers import analyze
+from tqexport.passes.mask_window import probe_windows
 from tqexport.passes.match import CacheWrite, LayerMatch
 from tqexport.passes.pipeline import LayerPlan, RewritePlan, run_pipeline
 
@@ -215,7 +216,9 @@ def inspect_model(path: str | os.PathLike[str]) -> dict:
     model = load_model(path)
     group_query_attention = unfuse_group_query_attention(model)
     index = GraphIndex.build(model, Path(path).parent)
-    return analysis_report(analyze(index, group_query_attention))
+    analysis = analyze(index, group_query_attention)
+    probed = [layer for layer in analysis.convertible_layers if not layer.contrib]
+    return analysis_report(analysis, probe_windows(model, index, probed))
 
 
 def convert_model(

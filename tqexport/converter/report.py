@@ -5,6 +5,7 @@ from __future__ import annotations
 import onnx
 
 from tqexport.passes.layers import ModelAnalysis
+from tqexport.passes.mask_window import WindowProbe
 from tqexport.passes.match import LayerMatch
 
 
@@ -12,7 +13,8 @@ def _dtype(elem_type: int | None) -> str | None:
     return None if not elem_type else onnx.TensorProto.DataType.Name(elem_type).lower()
 
 
-def layer_report(layer: LayerMatch) -> dict:
+def layer_report(layer: LayerMatch, window: WindowProbe | None = None) -> dict:
+    """`window`: the mask probe's finding (`tqexport inspect` runs it; conversion does not need it)."""
     report: dict = {"layer": layer.layer, "converts": layer.convertible}
     if layer.key is not None and layer.value is not None:
         report["cache"] = {
@@ -39,19 +41,20 @@ def layer_report(layer: LayerMatch) -> dict:
                     "rank": read.mask_rank,
                     "shared_with_layers": layer.mask_shared_with,
                 },
-                "window": "own mask (sliding window or local attention kept through the mask)"
-                if not layer.mask_shared_with and read.mask_terms
-                else "shared mask",
                 "gqa_repeat": read.gqa_repeat,
                 "k_transpose": read.k_transpose,
                 "path": read.nodes,
             }
         )
+        if window is not None:
+            report["window"] = window.describe()
+            report["window_tokens"] = window.window
     if layer.contrib:
         report["group_query_attention"] = layer.contrib
         if read is not None:
-            window = layer.contrib["local_window_size"]
-            report["window"] = f"local_window_size={window} (in the mask)" if window > 0 else "none"
+            size = layer.contrib["local_window_size"]
+            report["window"] = f"local_window_size={size} (in the mask)" if size > 0 else "none"
+            report["window_tokens"] = size if size > 0 else None
     if layer.failure is not None:
         report["reason"] = str(layer.failure)
         if layer.form_hint:
@@ -59,10 +62,11 @@ def layer_report(layer: LayerMatch) -> dict:
     return report
 
 
-def analysis_report(analysis: ModelAnalysis) -> dict:
+def analysis_report(analysis: ModelAnalysis, windows: dict[int, WindowProbe] | None = None) -> dict:
+    windows = windows or {}
     return {
         "problem": analysis.problem,
-        "layers": [layer_report(layer) for layer in analysis.layers],
+        "layers": [layer_report(layer, windows.get(layer.layer)) for layer in analysis.layers],
         "convertible_layers": len(analysis.convertible_layers),
         "total_layers": len(analysis.layers),
     }
@@ -79,15 +83,19 @@ def layer_line(report: dict) -> str:
         f"D={report['head_dim']} {report['cache']['dtype']}, scale={report['scale']:.6g}, "
         f"softcap={report['softcap']:g}, mask={mask['kind']} rank {mask['rank']} ({shared}), "
         f"gqa_repeat={report['gqa_repeat']}, cache {report['cache']['past_key']} -> "
-        f"{report['cache']['present_key']}" + _contrib_note(report)
+        f"{report['cache']['present_key']}" + _window_note(report) + _contrib_note(report)
     )
+
+
+def _window_note(report: dict) -> str:
+    return f", window={report['window']}" if "window" in report else ""
 
 
 def _contrib_note(report: dict) -> str:
     contrib = report.get("group_query_attention")
     if not contrib:
         return ""
-    note = f", window={report['window']}, rotary={contrib['rotary']}"
+    note = f", rotary={contrib['rotary']}"
     if contrib["sliding_window_cache"]:
         note += " (sliding_window_cache: unfused to a full-length cache)"
     return note
