@@ -38,7 +38,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.gpu_e2e.ort_cuda import CPU, CUDA, cuda_unavailable_reason, make_session, node_providers  # noqa: E402
-from tqexport.eval.session import DecodeSession  # noqa: E402
+from tqexport.eval.session import DecodeSession, buffer_capacity  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 
@@ -64,7 +64,12 @@ STEP_REL_TOL = 1e-2
 # (errors ~1).
 FREE_RUNNING_BOUND = 0.3
 VOCAB = 49152
-VARIANTS = ("tq4", "tq4_sink4_window32")
+VARIANTS = ("tq4", "tq4_sink4_window32", "tq4_buffer")
+# Buffer mode (convert --cache-mode buffer) runs the same kernels on the same values as concat mode, writing
+# each new row into the preallocated cache at past_lengths instead of a fresh Concat output: its CUDA logits
+# must equal the concat model's CUDA logits (measured 0 on an H100; the bound leaves room for nothing but
+# float32 summation order).
+BUFFER_VS_CONCAT_TOL = 1e-6
 
 
 @dataclass(frozen=True)
@@ -81,14 +86,14 @@ class ModelSet:
 MODEL_SETS = {
     "random": ModelSet(
         "smol",
-        {"tq4": "smol-tq4", "tq4_sink4_window32": "smol-tq4-w"},
+        {"tq4": "smol-tq4", "tq4_sink4_window32": "smol-tq4-w", "tq4_buffer": "smol-tq4-buf"},
         STEP_REL_TOL,
         FREE_RUNNING_BOUND,
         real_weights=False,
     ),
     "real": ModelSet(
         "smollm2",
-        {"tq4": "smollm2-tq4", "tq4_sink4_window32": "smollm2-tq4-w"},
+        {"tq4": "smollm2-tq4", "tq4_sink4_window32": "smollm2-tq4-w", "tq4_buffer": "smollm2-tq4-buf"},
         REL_TOL,
         REL_TOL,
         real_weights=True,
@@ -137,9 +142,10 @@ def _decode(session, ids: np.ndarray) -> tuple[np.ndarray, list]:
     """Prefill ids[:, :PREFILL], then one teacher-forced step per remaining id.
 
     Returns the logits [steps + 1, B, V] (last prefill position first) and the decoder state (past caches,
-    mask) before each step, so another provider can replay every step from the same past.
+    mask) before each step, so another provider can replay every step from the same past. Buffer-mode models
+    get caches of buffer_capacity(all tokens) rows, allocated once.
     """
-    decoder = DecodeSession(session)
+    decoder = DecodeSession(session, capacity=buffer_capacity(ids.shape[1]))
     logits = [decoder.prefill(ids[:, :PREFILL])[:, -1, :]]
     states = []
     for t in range(PREFILL, ids.shape[1]):
@@ -150,7 +156,7 @@ def _decode(session, ids: np.ndarray) -> tuple[np.ndarray, list]:
 
 def _replay(session, ids: np.ndarray, states: list) -> np.ndarray:
     """One step per state, each from the given past (no drift carried between steps); logits [steps, B, V]."""
-    decoder = DecodeSession(session)
+    decoder = DecodeSession(session, capacity=buffer_capacity(ids.shape[1]))
     logits = []
     for t, (past, mask_BT) in zip(range(PREFILL, ids.shape[1]), states, strict=True):
         decoder.past, decoder.mask_BT = dict(past), mask_BT.copy()
@@ -225,3 +231,22 @@ def test_ort_cuda_original_model_matches_cpu(tmp_path: Path) -> None:
     assert result["free"] <= REL_TOL, (
         f"original: CUDA vs CPU logits differ by {result['free']:.3e} x max|logit|"
     )
+
+
+def test_ort_cuda_buffer_mode_matches_concat_mode(tmp_path: Path) -> None:
+    """The buffer-mode conversion decodes on CUDA as the concat-mode one does (free-running, own caches)."""
+    models = _model_set()
+    concat = _ready(_models_dir() / models.folders["tq4"] / "model.onnx", models)
+    buffer = _ready(_models_dir() / models.folders["tq4_buffer"] / "model.onnx", models)
+    ids = _token_ids(concat.parent.parent)
+    concat_logits, _ = _decode(make_session(concat, CUDA, exact_fp32=True), ids)
+    session = make_session(buffer, CUDA, exact_fp32=True, profile_prefix=str(tmp_path / "buffer"))
+    buffer_logits, states = _decode(session, ids)
+    providers = node_providers(session.end_profiling())
+    for op in ("TQQuantize", "TQAttention"):
+        assert set(providers.get(op, {})) == {CUDA}, f"{op} ran on {providers.get(op)}, not only {CUDA}"
+    capacity = next(iter(states[-1][0].values())).shape[2]
+    assert capacity == buffer_capacity(ids.shape[1]), "the buffers were reallocated during the decode"
+    error = _rel(buffer_logits, concat_logits.astype(np.float64)).max()
+    print(f"\nbuffer vs concat mode on CUDA: max|diff|/max|logit| {error:.3e} over {ids.shape[1]} tokens")
+    assert error <= BUFFER_VS_CONCAT_TOL, f"buffer mode differs from concat mode by {error:.3e} x max|logit|"
