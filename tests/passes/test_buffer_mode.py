@@ -243,3 +243,49 @@ def test_builder_model_buffer_mode_matches_concat_on_reference_ops(window, save_
         logits[mode] = teacher_forced_logits(runner, ids, PAD, PREFILL, STEPS)
     error = np.abs(logits["concat"] - logits["buffer"]).max() / np.abs(logits["concat"]).max()
     assert error <= 1e-6, f"buffer vs concat: {error:.3g} x max|logit|"
+
+
+@needs_ort
+@pytest.mark.parametrize("window", WINDOWS, ids=lambda w: f"sinks{w[0]}_recent{w[1]}")
+def test_buffer_bound_as_past_and_present_decodes_in_place(window, tmp_path: Path) -> None:
+    """docs/format.md 9.1: one buffer per cache bound as both past and present with IO binding (the ops allow
+    the alias) decodes to the logits of the copying decode; the buffers hold the caches afterwards."""
+    import onnxruntime as ort
+
+    from tqexport.eval.session import position_ids_from_mask
+    from tqexport.runtime import register_with
+
+    fx = FIXTURES[("optimum", "llama")]
+    model = _convert(fx, tmp_path / "buffer.onnx", "buffer", *window)
+    ids = np.random.default_rng(0).integers(3, 100, (2, PREFILL + 8))
+    capacity = buffer_capacity(ids.shape[1])
+    decoder = DecodeSession.from_path(model, capacity=capacity)
+    copying = [decoder.prefill(ids[:, :PREFILL])[:, -1]]
+    copying += [decoder.step(ids[:, t]) for t in range(PREFILL, ids.shape[1])]
+
+    options = ort.SessionOptions()
+    register_with(options)
+    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    state = DecodeSession(session, capacity=capacity)
+    state.reset(ids.shape[0])
+    buffers = {name: ort.OrtValue.ortvalue_from_numpy(array) for name, array in state.past.items()}
+    mask_BT = np.zeros((ids.shape[0], 0), dtype=np.int64)
+    in_place = []
+    for start, stop in [(0, PREFILL), *((t, t + 1) for t in range(PREFILL, ids.shape[1]))]:
+        ids_BS = np.ascontiguousarray(ids[:, start:stop])
+        mask_BT = np.concatenate([mask_BT, np.ones_like(ids_BS)], axis=1)
+        binding = session.io_binding()
+        binding.bind_cpu_input("input_ids", ids_BS)
+        binding.bind_cpu_input("attention_mask", mask_BT)
+        binding.bind_cpu_input(
+            "position_ids", np.ascontiguousarray(position_ids_from_mask(mask_BT)[:, start:])
+        )
+        binding.bind_output(state.layout.logits_name, "cpu")
+        for slot in state.layout.slots:
+            binding.bind_ortvalue_input(slot.past_name, buffers[slot.past_name])
+            binding.bind_ortvalue_output(slot.present_name, buffers[slot.past_name])
+        session.run_with_iobinding(binding)
+        in_place.append(binding.copy_outputs_to_cpu()[0][:, -1, :])
+    np.testing.assert_array_equal(np.stack(in_place), np.stack(copying))
+    for name, value in buffers.items():
+        np.testing.assert_array_equal(value.numpy(), decoder.past[name])
