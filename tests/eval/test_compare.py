@@ -54,8 +54,22 @@ def test_cli_self_compare_passes_with_strict_thresholds(tiny_models, capsys):
     [("--max-kl", "1e-9", "KL mean"), ("--min-top1", "1.01", "top-1"), ("--max-ppl-ratio", "0.5", "ppl")],
 )
 def test_cli_threshold_failure_exits_nonzero(tiny_models, capsys, flag, value, message):
-    code = main(["compare", str(tiny_models["original"]), str(tiny_models["perturbed"]), "--ids", IDS,
-                 "--prefill", "30", "--steps", "20", flag, value, "--no-progress"])
+    code = main(
+        [
+            "compare",
+            str(tiny_models["original"]),
+            str(tiny_models["perturbed"]),
+            "--ids",
+            IDS,
+            "--prefill",
+            "30",
+            "--steps",
+            "20",
+            flag,
+            value,
+            "--no-progress",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 1
     assert message in captured.err
@@ -117,3 +131,37 @@ def test_converted_fixture_end_to_end(tmp_path, capsys):
     assert storage["converted_bits_per_element_long"] == pytest.approx(8.5)
     assert 8.5 < storage["converted_bits_per_element"] < 32.0
     assert main(["compare", *models, *common, "--max-kl", "1e-12"]) == 1
+
+
+def test_compare_reads_a_genai_originals_cache_size(tmp_path, capsys):
+    """onnxruntime-genai leaves D symbolic (kv_cache_dim); compare takes it from the config.json beside the
+    model: 2 layers x K, V x Hkv 2 x D 32 x 4 bytes = 1024 bytes per original token."""
+    import shutil
+    from pathlib import Path
+
+    fixture = Path(__file__).parents[2] / "graphs" / "fixtures" / "genai" / "llama" / "model.onnx"
+    if not fixture.is_file():
+        pytest.skip("no graphs/fixtures/genai/llama fixture")
+    try:
+        from tqexport.runtime import ort_library_path
+
+        ort_library_path()
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"tqexport ORT custom-op library not available: {exc}")
+    converted = tmp_path / "model.onnx"
+    assert main(["convert", str(fixture), "-o", str(converted), "--key-bits", "4", "--value-bits", "4"]) == 0
+    capsys.readouterr()
+    ids = ",".join(str(i) for i in np.random.default_rng(4).integers(3, 160, 16))
+    common = ["--ids", ids, "--prefill", "8", "--steps", "7", "--json", "--no-progress"]
+    assert main(["compare", str(fixture), str(converted), *common]) == 0
+    storage = json.loads(capsys.readouterr().out)["storage"]
+    assert storage["original_bytes_per_token"] == 1024.0 and storage["original_bits_per_element"] == 32.0
+    assert storage["converted_bits_per_element"] == pytest.approx(4.5)  # 16-byte codes + 2-byte norm per D=32
+    # Without a config.json the size is unknown: one line saying so, no traceback.
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(fixture, bare / "model.onnx")
+    shutil.copy(fixture.parent / "model.onnx.data", bare / "model.onnx.data")
+    assert main(["compare", str(bare / "model.onnx"), str(converted), *common]) != 0
+    err = capsys.readouterr().err
+    assert "must be static" in err and "Traceback" not in err

@@ -126,7 +126,11 @@ def compare_many(
     for runner, path in zip(runners[1:], converted, strict=True):
         result: DecodeCompareResult = accuracy[0][("original", runner.name)][0]["logits"]
         storage = storage_report(
-            runners[0].layout, runner.layout, runner.config, context_tokens=prefill + steps
+            runners[0].layout,
+            runner.layout,
+            runner.config,
+            context_tokens=prefill + steps,
+            head_dim_hint=runners[0].head_dim_hint,
         )
         seconds = {
             "original": float(run_results["original"][0].runtime),

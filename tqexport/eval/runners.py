@@ -67,6 +67,7 @@ class DecodeRunner(BaseRunner):
         self.decode: DecodeSession | None = None
         self.layout: CacheLayout | None = None  # kept after deactivation, for storage accounting
         self.config: dict | None = None  # the converted model's tqexport.config metadata, if any
+        self.head_dim_hint: int | None = None  # D from a config.json beside the model (genai: symbolic D)
 
     @property
     def tokens_needed(self) -> int:
@@ -74,7 +75,8 @@ class DecodeRunner(BaseRunner):
 
     def activate_impl(self) -> None:
         folder = Path(self.session_loader.model_path).parent
-        self.decode = DecodeSession(self.session_loader(), head_dim_from_config(folder), self.capacity)
+        self.head_dim_hint = head_dim_from_config(folder)
+        self.decode = DecodeSession(self.session_loader(), self.head_dim_hint, self.capacity)
         self.layout, self.config = self.decode.layout, self.decode.config
 
     def get_input_metadata_impl(self) -> TensorMetadata:

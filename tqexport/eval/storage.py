@@ -12,13 +12,19 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from tqexport.errors import UnsupportedError
 from tqexport.eval.cache_io import CacheLayout, CacheSlot
 
 
-def _per_token_bytes(slot: CacheSlot) -> int:
+def _per_token_bytes(slot: CacheSlot, head_dim_hint: int | None = None) -> int:
     heads, last = slot.static_dim(1), slot.static_dim(3)
+    if last is None and not slot.is_compressed:
+        last = head_dim_hint  # onnxruntime-genai names D kv_cache_dim: config.json gives it
     if heads is None or last is None:
-        raise ValueError(f"{slot.past_name}: Hkv and last dim must be static, got {list(slot.shape)}")
+        raise UnsupportedError(
+            f"{slot.past_name}: Hkv and the last dim must be static (or D given by a config.json beside "
+            f"the model), got {list(slot.shape)}"
+        )
     return heads * last * slot.dtype.itemsize
 
 
@@ -52,13 +58,19 @@ class StorageReport:
 
 
 def storage_report(
-    original: CacheLayout, converted: CacheLayout, config: dict | None, context_tokens: int
+    original: CacheLayout,
+    converted: CacheLayout,
+    config: dict | None,
+    context_tokens: int,
+    head_dim_hint: int | None = None,
 ) -> StorageReport:
+    """`head_dim_hint`: D of the original's float caches where the graph leaves it symbolic."""
     elements = 0
     original_bytes = 0
     for slot in original.cache_slots:
-        elements += slot.static_dim(1) * slot.static_dim(3)  # type: ignore[operator]
-        original_bytes += _per_token_bytes(slot)
+        per_token = _per_token_bytes(slot, head_dim_hint)
+        elements += per_token // slot.dtype.itemsize
+        original_bytes += per_token
     wtok = window_tokens(config) if converted.window_slots else 0
     in_window = min(context_tokens, wtok)
     total = 0.0
@@ -70,7 +82,7 @@ def storage_report(
     for slot in converted.window_slots:
         total += in_window * _per_token_bytes(slot)
     if not converted.is_converted:  # comparing two float models: both are plain caches
-        total = float(sum(_per_token_bytes(s) for s in converted.cache_slots)) * context_tokens
+        total = float(sum(_per_token_bytes(s, head_dim_hint) for s in converted.cache_slots)) * context_tokens
     per_token = total / max(context_tokens, 1)
     return StorageReport(
         context_tokens=context_tokens,
