@@ -1,5 +1,8 @@
 // TQQuantize fast path (docs/format.md section 5) for one part and D in {64, 128, 256}: included by quantize.cu
 // only, inside its anonymous namespace after QuantizeArgs, pmod, compressed_range and f64_to_half_bits.
+// Two kernels: v3 (namespace v3 below: float32 butterflies with a proven bound, float64 only near a decision) for a
+// Hadamard R, and v2 (this comment down to namespace v3), whose dense branch v3 calls for a block whose R is not
+// Hadamard-structured. The v2 description:
 //
 // When R[h] == c * H_D * diag(s) exactly (Sylvester Hadamard H_D, c = |R[0][0]|, s_j = sign(R[0][j]); every block
 // checks this while reading R once and votes), y = c * WHT(s .* x) with float64 butterflies: the dense float64
@@ -166,8 +169,10 @@ __device__ __forceinline__ uint32_t element_bits(const RawT& raw, int e) {
   }
 }
 
+// v2 (one block-iteration = 32 vectors, float64 butterflies or dense rows): since v3, only the dense branch of a
+// block whose R is not c * H * diag(s) runs it (v3 calls it after its structure vote fails).
 template <int D, bool kHalf>
-__global__ void __launch_bounds__(kThreads, 2) tq_quantize_wht_kernel(const QuantizeArgs args) {
+__device__ __forceinline__ void v2_block(const QuantizeArgs& args, char* smem_raw) {
   constexpr int TPV = D / 16;          // threads per vector
   constexpr int NC = kPerThread / TPV;  // adjacent coordinates per thread and 16-group in the strided layout
   constexpr int VW = 32 / TPV;          // vectors per warp
@@ -184,7 +189,6 @@ __global__ void __launch_bounds__(kThreads, 2) tq_quantize_wht_kernel(const Quan
   const int64_t count = t_hi - t_lo;
   if (count <= static_cast<int64_t>(blockIdx.x) * kTile) return;  // block-uniform
 
-  extern __shared__ __align__(16) char smem_raw[];
   double* bound = reinterpret_cast<double*>(smem_raw);  // [256]: beta_1.. at 0.., then kNoBoundary
   double* cent = bound + 256;                            // [256]
   double* tiles = cent + 256;                            // [kWarps][VW][D]
@@ -409,32 +413,642 @@ __global__ void __launch_bounds__(kThreads, 2) tq_quantize_wht_kernel(const Quan
   }
 }
 
+}  // namespace wht
+
+// ---------------------------------------------------------------------------------------------------------------
+// v3: float32 Walsh-Hadamard transform with a proven error bound; float64 only where it can change a byte.
+//
+// For a Hadamard R the code of coordinate i only depends on u_i = y_i / n = r_i / ||r||, r = H diag(s) x (c
+// cancels). The kernel computes r in float32 butterflies (exact input: float16/float32 upcasts; sign flips are
+// bit flips) and u32 = r32 * rsqrtf(D * S32), S32 = sum x_j^2 in float32 (8 chains of 8 FFMA, a 3-level tree and
+// the group shuffles). Error in u-space (unit roundoff u = 2^-24, |u_i| <= 1):
+//   butterflies: |r32_i - r_i| <= gamma_log2(D) * ||x||_1 <= 8u * ||r||_2     (||x||_1 <= sqrt(D) ||x||_2)
+//   S32: <= gamma_13 relative -> 6.5u on 1/sqrt; rsqrtf: 2 ulp <= 4u; the product: 1u; beta32 = fl32(beta): 0.5u
+//   total <= 20u; the decision margin is kEps = 32u = 2^-19.
+// A coordinate whose u32 lies within kEps of a boundary is "pending": its code is recomputed exactly as the
+// contract states, from y_i = c * r_i (r_i summed in float64 over the staged inputs: exact for float16 inputs,
+// any order) and n in float64 (n = c * sqrt(D * sum x_j^2), float64), by the whole warp cooperating on one
+// coordinate (~1.5e-4 of coordinates at 4 bits, D = 128). gamma16 is rounded from a float32 estimate only when
+// the estimate +- 2^-19 (2^-18 with norm correction) rounds to one float16; otherwise from float64. Vectors whose
+// S32 is 0 (float32 input), tiny, huge, Inf or NaN take the exact path for every coordinate (zero float16 vectors
+// are exact in float32: u = 0). The result is the same bytes as the float64 path up to the contract's float64
+// rounding freedom (n and the summation order), which the v2 kernel already used.
+//
+// Layout: 256 threads, 64 coordinates per thread (TPV = D / 64 threads per vector, VW = 32 / TPV vectors per warp
+// and tile). Each warp streams its own tiles: 16-byte cp.async of the tile's inputs (coalesced, 512 B per warp
+// instruction) into a two-stage per-warp buffer, swizzled so that each lane's 16-byte reads of its 64 inputs are
+// conflict-free; butterflies over coordinate bits 0..5 in registers, bits 6.. by xor-shuffles. Codes: m <= 4 via a
+// 513-cell table (u rounded to 1/256, margin 2^-16; a cell holds at most one boundary or the block uses the binary
+// search; entries are 4 * code, the byte offset of the candidate boundary, so codes are kept as 4 * code in that
+// path), m > 4 by binary search over the float32 boundaries. Rows are packed in registers (byte-per-code words,
+// then segment words with shifts, multiplies and prmt), staged per warp in shared memory at the destination's
+// 16-byte phase, and written as one contiguous run with 16-byte stores. A block whose R is not Hadamard-structured
+// runs v2's dense branch (inlined: no call, the kernel parameter's address never escapes).
+namespace v3 {
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+constexpr int kCPT = 64;                      // coordinates per thread
+constexpr int kCells = 513;                   // u cells: round((u + 1) * 256), 0..512
+constexpr uint8_t kCellSlow = 0xFF;           // cell holds two or more boundaries (within the margin)
+constexpr double kCellMargin = 0x1p-16;
+constexpr float kEps = 0x1p-19f;              // decision margin in u-space (32 unit roundoffs)
+constexpr float kGammaMargin = 0x1p-19f;      // relative, norm_correction = 0
+constexpr float kGammaMarginNc = 0x1p-18f;    // relative, norm_correction = 1
+constexpr int kOutBytes = 2176;               // per warp: VW * row_bytes + 16-byte phase <= 2128
+
 template <int D, bool kHalf>
-cudaError_t launch_wht_typed(const QuantizeArgs& args, cudaStream_t stream) {
+struct Shape {
+  static constexpr int TPV = D / kCPT;
+  static constexpr int VW = 32 / TPV;
+  static constexpr int kEsize = kHalf ? 2 : 4;
+  static constexpr int kStageBytes = VW * D * kEsize;   // one tile, one warp: 4 KB (fp16) or 8 KB (fp32)
+  static constexpr int CPL = kCPT * kEsize / 16;         // 16-byte chunks per lane: 8 or 16
+  static constexpr int CPV = D * kEsize / 16;            // 16-byte chunks per vector
+  static constexpr int kChunkIters = kStageBytes / 16 / 32;
+  static constexpr int kMaskWords = kHalf ? D / 2 : D;  // sign masks, one per input word
+  static constexpr int kBlocksPerSm = kHalf ? 2 : 1;
+};
+
+struct Smem {
+  char* stage;        // [kWarps][2][kStageBytes]
+  uint8_t* obuf;      // [kWarps][kOutBytes]
+  double* bound64;    // [256]: beta_1.. at 0.., then kNoBoundary
+  float* b32;         // [-1 .. 256]: float32 boundaries, -4 at -1, +4 from 2^m - 1
+  float* cent32;      // [256]
+  uint32_t* smask;    // [kMaskWords]: sign bits of s in input-word layout
+  uint32_t* sgnbits;  // [D / 32]: bit j: s_j < 0
+  float* row0;        // [D]
+  uint8_t* cells;     // [kCells]
+};
+
+template <int D, bool kHalf>
+__host__ __device__ inline size_t smem_layout(char* base, Smem* s) {
+  using Sh = Shape<D, kHalf>;
+  size_t off = 0;
+  auto take = [&](size_t bytes) {
+    char* ptr = base + off;
+    off += (bytes + 15) & ~static_cast<size_t>(15);
+    return ptr;
+  };
+  char* stage = take(static_cast<size_t>(kWarps) * 2 * Sh::kStageBytes);
+  char* obuf = take(static_cast<size_t>(kWarps) * kOutBytes);
+  char* bound64 = take(sizeof(double) * 256);
+  char* b32 = take(sizeof(float) * 260);
+  char* cent32 = take(sizeof(float) * 256);
+  char* smask = take(sizeof(uint32_t) * Sh::kMaskWords);
+  char* sgnbits = take(sizeof(uint32_t) * (D / 32));
+  char* row0 = take(sizeof(float) * D);
+  char* cells = take(kCells);
+  if (s != nullptr) {
+    s->stage = stage;
+    s->obuf = reinterpret_cast<uint8_t*>(obuf);
+    s->bound64 = reinterpret_cast<double*>(bound64);
+    s->b32 = reinterpret_cast<float*>(b32) + 1;
+    s->cent32 = reinterpret_cast<float*>(cent32);
+    s->smask = reinterpret_cast<uint32_t*>(smask);
+    s->sgnbits = reinterpret_cast<uint32_t*>(sgnbits);
+    s->row0 = reinterpret_cast<float*>(row0);
+    s->cells = reinterpret_cast<uint8_t*>(cells);
+  }
+  return off;
+}
+
+template <int D, bool kHalf>
+__host__ __device__ inline size_t smem_bytes() {
+  const size_t mine = smem_layout<D, kHalf>(nullptr, nullptr);
+  const size_t v2 = wht::smem_bytes(D);  // the dense branch reuses the same memory
+  return mine > v2 ? mine : v2;
+}
+
+// Input element j of warp-local vector v in the swizzled stage (as float32, exact).
+template <int D, bool kHalf>
+__device__ __forceinline__ float staged_elem(const char* stage, int v, int j) {
+  using Sh = Shape<D, kHalf>;
+  const int owner = v * Sh::TPV + j / kCPT;
+  const int byte = (j % kCPT) * Sh::kEsize;
+  const int k = byte / 16;
+  const char* ptr = stage + 16 * (owner * Sh::CPL + (k ^ (owner & 7))) + byte % 16;
+  if constexpr (kHalf) {
+    return __half2float(*reinterpret_cast<const __half*>(ptr));
+  } else {
+    return *reinterpret_cast<const float*>(ptr);
+  }
+}
+
+__device__ __forceinline__ double warp_sum_bcast(double v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return __shfl_sync(0xffffffffu, v, 0);  // one value for every lane
+}
+
+template <int TPV, typename T>
+__device__ __forceinline__ T group_sum(T v) {
+#pragma unroll
+  for (int o = 1; o < TPV; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);  // commutative: same in each lane
+  return v;
+}
+
+// Code k (run-time index) of the byte-per-code words, without indexing the array at run time (which would move it
+// to local memory): every word is rewritten through a byte mask that is zero except in word k / 4.
+__device__ __forceinline__ void set_code(uint32_t (&cw)[16], int k, uint32_t code) {
+  const uint64_t onehot = 1ull << k;
+  const uint32_t rep = code * 0x01010101u;
+#pragma unroll
+  for (int q = 0; q < 16; ++q) {
+    const uint32_t bits = static_cast<uint32_t>(onehot >> (4 * q)) & 0xFu;
+    const uint32_t mask = ((bits * 0x00204081u) & 0x01010101u) * 0xFFu;  // bit i -> byte i
+    cw[q] = (cw[q] & ~mask) | (rep & mask);
+  }
+}
+
+__device__ __forceinline__ void sts16(uint8_t* p, uint32_t word) {
+  reinterpret_cast<uint16_t*>(p)[0] = static_cast<uint16_t>(word);
+  reinterpret_cast<uint16_t*>(p)[1] = static_cast<uint16_t>(word >> 16);
+}
+
+template <int D, bool kHalf>
+__global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
+    tq_quantize_wht3_kernel(const QuantizeArgs args) {
+  using Sh = Shape<D, kHalf>;
+  constexpr int TPV = Sh::TPV;
+  constexpr int VW = Sh::VW;
+  static_assert(TPV * kCPT == D && VW * TPV == 32, "D in {64, 128, 256}");
+
   const QuantizeParams& p = args.p;
-  const size_t smem = smem_bytes(D);
-  auto kernel = tq_quantize_wht_kernel<D, kHalf>;
+  const RowLayout& lay = args.lay;
+  const int b = blockIdx.z;
+  const int h = blockIdx.y;
+  const int64_t t_old = p.cache_mode == kBuffer ? p.past_lengths[b] : args.past_total;
+  int64_t t_lo = 0, t_hi = 0;
+  compressed_range(t_old, p.new_tokens, p.sink_tokens, p.recent_window, &t_lo, &t_hi);
+  const int64_t count = t_hi - t_lo;
+  const int64_t ntiles = count > 0 ? (count + VW - 1) / VW : 0;
+  if (ntiles <= static_cast<int64_t>(blockIdx.x) * kWarps) return;  // block-uniform
+
+  extern __shared__ __align__(16) char smem_raw[];
+  __shared__ __align__(16) float s_b32[260];   // static: the lookups below address them with immediates
+  __shared__ __align__(16) uint8_t s_cells[1024];  // 513 cells, the rest copies of the last (any index is safe)
+  Smem S;
+  smem_layout<D, kHalf>(smem_raw, &S);
+  S.b32 = s_b32 + 1;
+  S.cells = s_cells;
+  const int tid = threadIdx.x;
+  const int warp = tid / 32;
+  const int lane = tid % 32;
+  const int m = lay.mse_bits[0];
+  const int ncent = 1 << m;
+  const int64_t bh = static_cast<int64_t>(b) * p.kv_heads + h;
+  const int ns = p.sink_tokens;
+  auto source = [&](int64_t v) -> const char* {
+    const int64_t tok = t_lo + v;
+    if (tok >= t_old) {
+      return static_cast<const char*>(p.x) + ((bh * p.new_tokens + (tok - t_old)) * D) * Sh::kEsize;
+    }
+    const int64_t slot = ns + pmod(tok - ns, p.recent_window);
+    return static_cast<const char*>(p.past_window) + ((bh * p.past_window_rows + slot) * D) * Sh::kEsize;
+  };
+  char* stage0 = S.stage + warp * 2 * Sh::kStageBytes;
+  // Tile jt (VW vectors) of this (b, h) into stage st of this warp: 16-byte pieces, chunk c of the tile to lane
+  // owner = c / CPL (its vector's thread), slot (c % CPL) ^ (owner & 7). Vectors past count are zero-filled.
+  auto issue = [&](int64_t jt, int st) {
+    char* dst = stage0 + st * Sh::kStageBytes;
+    const int64_t tv0 = jt * VW;
+    if (t_lo + tv0 >= t_old && tv0 + VW <= count) {  // the common case: VW consecutive rows of x
+      const char* base = static_cast<const char*>(p.x) + ((bh * p.new_tokens + (t_lo + tv0 - t_old)) * D) * Sh::kEsize;
+#pragma unroll
+      for (int q = 0; q < Sh::kChunkIters; ++q) {
+        const int c = lane + 32 * q;
+        const int owner = c / Sh::CPL;
+        const int k = c % Sh::CPL;
+        dev::cp_async_16(dst + 16 * (owner * Sh::CPL + (k ^ (owner & 7))), base + 16 * c, 16);
+      }
+      dev::cp_async_commit();
+      return;
+    }
+#pragma unroll
+    for (int q = 0; q < Sh::kChunkIters; ++q) {
+      const int c = lane + 32 * q;
+      const int v = c / Sh::CPV;
+      const int owner = c / Sh::CPL;
+      const int k = c % Sh::CPL;
+      const int64_t vi = jt * VW + v;
+      const char* src = static_cast<const char*>(p.x);
+      int bytes = 0;
+      if (vi < count) {
+        src = source(vi) + 16 * (c % Sh::CPV);
+        bytes = 16;
+      }
+      dev::cp_async_16(dst + 16 * (owner * Sh::CPL + (k ^ (owner & 7))), src, bytes);
+    }
+    dev::cp_async_commit();
+  };
+  int64_t jt = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
+  const int64_t jstride = static_cast<int64_t>(gridDim.x) * kWarps;
+  if (jt < ntiles) issue(jt, 0);  // the first tile's loads overlap the setup below
+
+  for (int j = tid; j < 256; j += kThreads) {
+    const float c = p.codebook[j];
+    S.cent32[j] = c;
+    const double bd = j + 1 < ncent ? (static_cast<double>(c) + static_cast<double>(p.codebook[j + 1])) * 0.5
+                                    : wht::kNoBoundary;
+    S.bound64[j] = bd;
+    S.b32[j] = static_cast<float>(bd);
+  }
+  if (tid == 0) {
+    S.b32[-1] = -4.0f;
+    S.b32[256] = 4.0f;
+  }
+  const int rh = p.rotation_heads == 1 ? 0 : h;
+  const float* rot = p.rotation + static_cast<int64_t>(rh) * D * D;
+  for (int j = tid; j < D; j += kThreads) S.row0[j] = rot[j];
+  __syncthreads();
+  // Cell k (u rounded to k / 256 - 1) holds 4 * (number of boundaries surely below it): codes are kept as 4 * code
+  // in the table path (the byte offset of beta_code in s_b32 + 1, so the lookup needs no address arithmetic).
+  int slow = 0;
+  if (m <= 4) {
+    for (int k = tid; k < 1024; k += kThreads) {
+      const int kc = k < kCells ? k : kCells - 1;
+      const double lo = kc == 0 ? -INFINITY : (kc - 0.5) / 256.0 - 1.0 - kCellMargin;
+      const double hi = kc == kCells - 1 ? INFINITY : (kc + 0.5) / 256.0 - 1.0 + kCellMargin;
+      const int below = wht::count_below(S.bound64, m, lo, true);
+      const int inside = wht::count_below(S.bound64, m, hi, false) - below;
+      S.cells[k] = static_cast<uint8_t>(4 * below);
+      slow |= inside > 1;
+    }
+  }
+  for (int w = tid; w < Sh::kMaskWords; w += kThreads) {
+    if constexpr (kHalf) {
+      S.smask[w] = (S.row0[2 * w] < 0.0f ? 0x8000u : 0u) | (S.row0[2 * w + 1] < 0.0f ? 0x80000000u : 0u);
+    } else {
+      S.smask[w] = S.row0[w] < 0.0f ? 0x80000000u : 0u;
+    }
+  }
+  for (int w = tid; w < D / 32; w += kThreads) {
+    uint32_t bits = 0;
+    for (int q = 0; q < 32; ++q) bits |= (S.row0[32 * w + q] < 0.0f ? 1u : 0u) << q;
+    S.sgnbits[w] = bits;
+  }
+  // Structure check (as v2): R[i][j] == (-1)^popcount(i & j) * R[0][j] and |R[0][j]| == c > 0 (finite).
+  const float c32 = fabsf(S.row0[0]);
+  int bad = !(c32 > 0.0f && c32 <= 3.4e38f);
+  for (int j = tid; j < D; j += kThreads) bad |= fabsf(S.row0[j]) != c32;
+  {
+    const float4* r4 = reinterpret_cast<const float4*>(rot);
+#pragma unroll 4
+    for (int idx = tid; idx < D * D / 4; idx += kThreads) {
+      const float4 v = __ldg(r4 + idx);
+      const int i = (idx * 4) / D;
+      const int j = (idx * 4) % D;
+      const float vals[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const float e = (__popc(i & (j + q)) & 1) ? -S.row0[j + q] : S.row0[j + q];
+        bad |= vals[q] != e;
+      }
+    }
+  }
+  const bool hadamard = __syncthreads_or(bad) == 0;
+  const int any_slow = __syncthreads_or(slow);
+  const bool use_table = m <= 4 && any_slow == 0;
+  const int cscale = use_table ? 2 : 0;  // code bytes hold code << cscale
+  if (!hadamard) {
+    dev::cp_async_wait<0>();
+    __syncthreads();  // the stage region is reused by v2's tables
+    wht::v2_block<D, kHalf>(args, smem_raw);
+    return;
+  }
+
+  const int g = lane / TPV;  // vector of this lane within the tile
+  const int t = lane % TPV;  // its 64-coordinate slice
+  const double c64 = static_cast<double>(c32);
+  const int rb = lay.row_bytes;
+  const bool nc = p.codec.norm_correction != 0;
+  uint8_t* obuf = S.obuf + warp * kOutBytes;
+
+  for (int st = 0; jt < ntiles; jt += jstride, st ^= 1) {
+    if (jt + jstride < ntiles) {
+      issue(jt + jstride, st ^ 1);
+    } else {
+      dev::cp_async_commit();
+    }
+    dev::cp_async_wait<1>();
+    __syncwarp();
+    const char* cur = stage0 + st * Sh::kStageBytes;
+    const int64_t v0 = jt * VW;
+    const bool valid = v0 + g < count;
+
+    // Inputs with the sign flips, float32.
+    float r[kCPT];
+    if constexpr (kHalf) {
+      const uint4* mk = reinterpret_cast<const uint4*>(S.smask + t * (kCPT / 2));
+#pragma unroll
+      for (int k = 0; k < Sh::CPL; ++k) {
+        const uint4 d = *reinterpret_cast<const uint4*>(cur + 16 * (lane * Sh::CPL + (k ^ (lane & 7))));
+        const uint4 s = mk[k];
+        const uint32_t w4[4] = {d.x ^ s.x, d.y ^ s.y, d.z ^ s.z, d.w ^ s.w};
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          const uint32_t word = w4[q];
+          const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&word));
+          r[8 * k + 2 * q] = f.x;
+          r[8 * k + 2 * q + 1] = f.y;
+        }
+      }
+    } else {
+      const uint4* mk = reinterpret_cast<const uint4*>(S.smask + t * kCPT);
+#pragma unroll
+      for (int k = 0; k < Sh::CPL; ++k) {
+        const uint4 d = *reinterpret_cast<const uint4*>(cur + 16 * (lane * Sh::CPL + (k ^ (lane & 7))));
+        const uint4 s = mk[k];
+        r[4 * k] = __uint_as_float(d.x ^ s.x);
+        r[4 * k + 1] = __uint_as_float(d.y ^ s.y);
+        r[4 * k + 2] = __uint_as_float(d.z ^ s.z);
+        r[4 * k + 3] = __uint_as_float(d.w ^ s.w);
+      }
+    }
+    // S32 = sum x_j^2: 8 chains of 8, a 3-level tree, the group shuffles (gamma_13 relative).
+    float acc[8];
+#pragma unroll
+    for (int q = 0; q < 8; ++q) acc[q] = 0.0f;
+#pragma unroll
+    for (int k = 0; k < kCPT; ++k) acc[k & 7] = fmaf(r[k], r[k], acc[k & 7]);
+    float s32 = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    s32 = group_sum<TPV>(s32);
+    // Butterflies: bits 0..5 in registers, bits 6.. across the group (lower lane a + b, upper lane a - b).
+#pragma unroll
+    for (int bit = 1; bit < kCPT; bit <<= 1) {
+#pragma unroll
+      for (int k = 0; k < kCPT; ++k) {
+        if (k & bit) continue;
+        const float a = r[k];
+        const float bb = r[k | bit];
+        r[k] = a + bb;
+        r[k | bit] = a - bb;
+      }
+    }
+#pragma unroll
+    for (int o = 1; o < TPV; o <<= 1) {
+      const float sg = (t & o) ? -1.0f : 1.0f;
+#pragma unroll
+      for (int k = 0; k < kCPT; ++k) r[k] = fmaf(r[k], sg, __shfl_xor_sync(0xffffffffu, r[k], o));
+    }
+    const float sd = s32 * static_cast<float>(D);
+    const bool in_range = s32 >= 0x1p-60f && s32 <= 0x1p60f;  // NaN: false
+    const bool zero = kHalf && s32 == 0.0f;                    // float16: all inputs are +-0 (exact u = 0)
+    const float inv = in_range ? rsqrtf(sd) : 0.0f;
+
+    // Codes (one byte each) and pending coordinates.
+    uint32_t cw[16];
+    uint32_t pm0 = 0u, pm1 = 0u;  // pending coordinates k (pm0) and 32 + k (pm1)
+#pragma unroll
+    for (int q = 0; q < 16; ++q) cw[q] = 0;
+    if (use_table) {
+      const float i256 = inv * 256.0f;
+      const char* b32 = reinterpret_cast<const char*>(s_b32 + 1);
+#pragma unroll
+      for (int k = 0; k < kCPT; ++k) {
+        // round(256 u + 256): 0..512 (|u32| <= 1 + 20 unit roundoffs; out-of-range vectors have inv = 0 -> 256,
+        // and any other index of the 1024-entry table is safe: such vectors are recomputed).
+        const int idx = __float_as_int(fmaf(r[k], i256, 8388864.0f)) & 1023;
+        const int e4 = s_cells[idx];
+        const float d = fmaf(r[k], inv, -*reinterpret_cast<const float*>(b32 + e4));  // u - beta, one rounding
+        cw[k >> 2] += static_cast<uint32_t>(e4) << (8 * (k & 3));
+        if (d > 0.0f) cw[k >> 2] += 4u << (8 * (k & 3));
+        if (fabsf(d) <= kEps) {
+          if (k < 32) {
+            pm0 |= 1u << k;
+          } else {
+            pm1 |= 1u << (k - 32);
+          }
+        }
+      }
+    } else {
+#pragma unroll
+      for (int k = 0; k < kCPT; ++k) {
+        const float u = r[k] * inv;
+        int pos = 0;
+        for (int step = 1 << (m - 1); step > 0; step >>= 1) {
+          if (S.b32[pos + step - 1] < u) pos += step;
+        }
+        cw[k >> 2] |= static_cast<uint32_t>(pos) << (8 * (k & 3));
+        if (fabsf(u - S.b32[pos]) <= kEps || fabsf(u - S.b32[pos - 1]) <= kEps) {
+          if (k < 32) {
+            pm0 |= 1u << k;
+          } else {
+            pm1 |= 1u << (k - 32);
+          }
+        }
+      }
+    }
+    const bool range_bad = valid && !in_range && !zero;
+    if (!valid || zero) pm0 = pm1 = 0u;
+    if (range_bad) pm0 = pm1 = 0xffffffffu;
+
+    // gamma from float32 when +-margin rounds to one float16.
+    float g32 = c32 * sqrtf(sd);
+    float gmargin = kGammaMargin;
+    if (nc) {
+      float ca[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+      for (int k = 0; k < kCPT; ++k) {
+        const float cv = S.cent32[((cw[k >> 2] >> (8 * (k & 3))) & 0xFFu) >> cscale];
+        ca[k & 3] = fmaf(cv, cv, ca[k & 3]);
+      }
+      const float cs = group_sum<TPV>((ca[0] + ca[1]) + (ca[2] + ca[3]));
+      g32 = g32 > 0.0f ? g32 * rsqrtf(cs) : 0.0f;
+      gmargin = kGammaMarginNc;
+    }
+    uint32_t g16 = __half_as_ushort(__float2half_rn(fminf(g32 * (1.0f - gmargin), 65504.0f)));
+    const uint32_t g16hi = __half_as_ushort(__float2half_rn(fminf(g32 * (1.0f + gmargin), 65504.0f)));
+    const int any_pending = group_sum<TPV>(static_cast<int>((pm0 | pm1) != 0u));  // every lane shuffles
+    const bool need64 = valid && (range_bad || any_pending != 0 || g16 != g16hi);
+
+    // Exact path (warp-uniform; rare): n in float64 per vector, then each pending coordinate by the whole warp.
+    const unsigned need = __ballot_sync(0xffffffffu, need64);
+    if (need != 0u) {
+      double n64 = 0.0;
+      for (unsigned todo = need; todo != 0u;) {
+        const int vs = (__ffs(todo) - 1) / TPV;
+        double part = 0.0;
+#pragma unroll
+        for (int j = lane; j < D; j += 32) {
+          const double xv = static_cast<double>(staged_elem<D, kHalf>(cur, vs, j));
+          part = fma(xv, xv, part);
+        }
+        part = warp_sum_bcast(part);
+        if (g == vs) n64 = c64 * sqrt(part * D);
+        todo &= ~(((1u << TPV) - 1u) << (vs * TPV));
+      }
+      for (unsigned lanes = __ballot_sync(0xffffffffu, (pm0 | pm1) != 0u); lanes != 0u;
+           lanes = __ballot_sync(0xffffffffu, (pm0 | pm1) != 0u)) {
+        const int L = __ffs(lanes) - 1;
+        const int kmine = pm0 != 0u ? __ffs(pm0) - 1 : 32 + __ffs(pm1) - 1;
+        const int k = __shfl_sync(0xffffffffu, kmine, L);
+        const double nl = __shfl_sync(0xffffffffu, n64, L);
+        if (!(nl > 0.0)) {  // u = 0 for every coordinate of that vector (n == 0 or NaN)
+          if (lane == L) {
+            const uint32_t zc = static_cast<uint32_t>(wht::count_below(S.bound64, m, 0.0, false)) << cscale;
+#pragma unroll
+            for (int kk = 0; kk < kCPT; ++kk) {
+              if ((((kk < 32 ? pm0 : pm1) >> (kk & 31)) & 1u) != 0u) {
+                cw[kk >> 2] = (cw[kk >> 2] & ~(0xFFu << (8 * (kk & 3)))) | (zc << (8 * (kk & 3)));
+              }
+            }
+            pm0 = pm1 = 0u;
+          }
+          continue;
+        }
+        const int vs = L / TPV;
+        const int i = (L % TPV) * kCPT + k;  // coordinate of the vector
+        double part = 0.0;
+#pragma unroll
+        for (int j = lane; j < D; j += 32) {
+          const uint32_t flip = ((S.sgnbits[j >> 5] >> (j & 31)) ^ static_cast<uint32_t>(__popc(i & j))) & 1u;
+          const float xv = staged_elem<D, kHalf>(cur, vs, j);
+          part += static_cast<double>(__uint_as_float(__float_as_uint(xv) ^ (flip << 31)));
+        }
+        part = warp_sum_bcast(part);  // exact for float16 inputs (any order); float64 rounding otherwise
+        if (lane == L) {
+          const double y = c64 * part;
+          set_code(cw, k, static_cast<uint32_t>(wht::count_below(S.bound64, m, y / nl, false)) << cscale);
+          if (k < 32) {
+            pm0 &= ~(1u << k);
+          } else {
+            pm1 &= ~(1u << (k - 32));
+          }
+        }
+      }
+      double cs64 = 0.0;
+      if (nc) {
+#pragma unroll
+        for (int k = 0; k < kCPT; ++k) {
+          const double cv = static_cast<double>(S.cent32[((cw[k >> 2] >> (8 * (k & 3))) & 0xFFu) >> cscale]);
+          cs64 = fma(cv, cv, cs64);
+        }
+        cs64 = group_sum<TPV>(cs64);
+      }
+      if (need64) {
+        const double gamma = nc ? (n64 > 0.0 ? n64 / sqrt(cs64) : 0.0) : n64;
+        g16 = f64_to_half_bits(gamma);
+      }
+    }
+
+    // Rows of this tile: vectors [0, nrows) land in rows row_first + v (contiguous); the rest overflow.
+    const int64_t row_first = t_lo + v0 - ns;
+    const int64_t in_count = count - v0 < VW ? count - v0 : VW;
+    int64_t nr = p.present_rows - row_first;
+    nr = nr < in_count ? nr : in_count;
+    const int nrows = nr > 0 ? static_cast<int>(nr) : 0;
+    if (nrows < in_count && p.overflow_flag != nullptr && lane == 0) atomicExch(p.overflow_flag, 1);
+    uint8_t* gdst = p.present_cache + (bh * p.present_rows + row_first) * rb;
+    const int phase = static_cast<int>(reinterpret_cast<uintptr_t>(gdst) & 15u);
+    if (g < nrows) {
+      uint8_t* srow = obuf + phase + g * rb;
+      int shift = cscale;
+      int seg = 0;
+      if (m & 8) {
+        uint8_t* dst = srow + seg + 8 * t * 8;
+#pragma unroll
+        for (int q = 0; q < 16; ++q) sts16(dst + 4 * q, cw[q]);
+        seg += D;
+        shift += 8;
+      }
+      if (m & 4) {
+        uint8_t* dst = srow + seg + 8 * t * 4;
+#pragma unroll
+        for (int o = 0; o < 8; ++o) {
+          uint32_t a = (cw[2 * o] >> shift) & 0x0F0F0F0Fu;
+          uint32_t c = (cw[2 * o + 1] >> shift) & 0x0F0F0F0Fu;
+          a |= a >> 4;
+          c |= c >> 4;
+          sts16(dst + 4 * o, __byte_perm(a, c, 0x6420));
+        }
+        seg += D / 2;
+        shift += 4;
+      }
+      if (m & 2) {
+        uint8_t* dst = srow + seg + 8 * t * 2;
+#pragma unroll
+        for (int o = 0; o < 4; ++o) {
+          uint32_t word = 0;
+#pragma unroll
+          for (int q = 0; q < 4; ++q) {
+            const uint32_t x = (cw[4 * o + q] >> shift) & 0x03030303u;
+            word |= ((x * 0x01041040u) >> 24) << (8 * q);
+          }
+          sts16(dst + 4 * o, word);
+        }
+        seg += D / 4;
+        shift += 2;
+      }
+      if (m & 1) {
+        uint8_t* dst = srow + seg + 8 * t;
+#pragma unroll
+        for (int o = 0; o < 2; ++o) {
+          uint32_t word = 0;
+#pragma unroll
+          for (int q = 0; q < 8; ++q) {
+            const uint32_t x = (cw[8 * o + q] >> shift) & 0x01010101u;
+            word |= (((x * 0x01020408u) >> 24) & 0xFu) << (4 * q);
+          }
+          sts16(dst + 4 * o, word);
+        }
+      }
+      if (t == 0) *reinterpret_cast<uint16_t*>(srow + lay.norm_offset) = static_cast<uint16_t>(g16);
+    }
+    __syncwarp();
+    // One contiguous run: halfwords up to the destination's 16-byte boundary, 16-byte pieces, halfword tail.
+    const int nbytes = nrows * rb;
+    if (nbytes > 0) {
+      const uint8_t* src = obuf + phase;
+      const int head = min((16 - phase) & 15, nbytes);
+      if (2 * lane < head) {
+        reinterpret_cast<uint16_t*>(gdst)[lane] = reinterpret_cast<const uint16_t*>(src)[lane];
+      }
+      const int body = (nbytes - head) / 16;
+      for (int c = lane; c < body; c += 32) {
+        *reinterpret_cast<uint4*>(gdst + head + 16 * c) = *reinterpret_cast<const uint4*>(src + head + 16 * c);
+      }
+      const int tail = head + 16 * body;
+      if (tail + 2 * lane < nbytes) {
+        reinterpret_cast<uint16_t*>(gdst + tail)[lane] = reinterpret_cast<const uint16_t*>(src + tail)[lane];
+      }
+    }
+    __syncwarp();  // stage st and obuf are rewritten next
+  }
+}
+
+template <int D, bool kHalf>
+cudaError_t launch_typed(const QuantizeArgs& args, cudaStream_t stream) {
+  using Sh = Shape<D, kHalf>;
+  const QuantizeParams& p = args.p;
+  const size_t smem = smem_bytes<D, kHalf>();
+  auto kernel = tq_quantize_wht3_kernel<D, kHalf>;
   cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
   if (e != cudaSuccess) return cuda_failed(e, "TQQuantize: shared memory attribute (Hadamard path)");
   int per_sm = 0;
   e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem);
   if (e != cudaSuccess) return cuda_failed(e, "TQQuantize: occupancy query");
-  const int64_t tiles = (static_cast<int64_t>(p.new_tokens) + tile_vectors(D) - 1) / tile_vectors(D);
+  const int64_t tiles = (static_cast<int64_t>(p.new_tokens) + Sh::VW - 1) / Sh::VW;
+  const int64_t blocks_needed = (tiles + kWarps - 1) / kWarps;
   const int64_t heads = static_cast<int64_t>(p.batch) * p.kv_heads;
   const int64_t target = static_cast<int64_t>(multiprocessor_count()) * (per_sm > 0 ? per_sm : 1);
-  const int64_t per_head = std::max<int64_t>(1, (target + heads - 1) / heads);
-  const unsigned gx = static_cast<unsigned>(std::min<int64_t>(std::min<int64_t>(tiles, per_head), 0x7fffffff));
+  const int64_t per_head = std::max<int64_t>(1, target / std::max<int64_t>(heads, 1));  // one wave when it fills
+  const unsigned gx =
+      static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(std::min(blocks_needed, per_head), 0x7fffffff)));
   const dim3 grid(gx, p.kv_heads, p.batch);
   kernel<<<grid, kThreads, smem, stream>>>(args);
   e = cudaGetLastError();
-  if (e != cudaSuccess) return cuda_failed(e, "TQQuantize: tq_quantize_wht_kernel launch");
+  if (e != cudaSuccess) return cuda_failed(e, "TQQuantize: tq_quantize_wht3_kernel launch");
   return cudaSuccess;
 }
 
-}  // namespace wht
+}  // namespace v3
 
-// rotation_kind = 1, one part, no QJL, D in {64, 128, 256}, 16-byte aligned tensors: the kernel above (which
-// still checks R and falls back to its dense branch). QJL and dense rotations keep the v1 kernel: on the H100 its
+
+// rotation_kind = 1, one part, no QJL, D in {64, 128, 256}, 16-byte aligned tensors: the v3 kernel (which still
+// checks R; a block whose R is not Hadamard-structured runs v2's dense branch). QJL and dense rotations keep the v1 kernel: on the H100 its
 // shared-memory staging beat this kernel's per-thread dense rows (QJL B=8 S=4096: 4.7 vs 5.6 ms; decode far worse).
 inline bool wht_path_applies(const QuantizeParams& p) {
   const int d = p.codec.head_dim;
@@ -447,11 +1061,11 @@ inline cudaError_t launch_quantize_wht(const QuantizeArgs& args, cudaStream_t st
   const bool half = args.p.dtype == DType::kFloat16;
   switch (args.p.codec.head_dim) {
     case 64:
-      return half ? wht::launch_wht_typed<64, true>(args, stream) : wht::launch_wht_typed<64, false>(args, stream);
+      return half ? v3::launch_typed<64, true>(args, stream) : v3::launch_typed<64, false>(args, stream);
     case 128:
-      return half ? wht::launch_wht_typed<128, true>(args, stream) : wht::launch_wht_typed<128, false>(args, stream);
+      return half ? v3::launch_typed<128, true>(args, stream) : v3::launch_typed<128, false>(args, stream);
     case 256:
-      return half ? wht::launch_wht_typed<256, true>(args, stream) : wht::launch_wht_typed<256, false>(args, stream);
+      return half ? v3::launch_typed<256, true>(args, stream) : v3::launch_typed<256, false>(args, stream);
     default:
       return invalid("TQQuantize: head_dim=%d: no Hadamard-path kernel", args.p.codec.head_dim);
   }

@@ -124,6 +124,103 @@ def test_non_hadamard_rotation_takes_dense_branch_bit_exact(kernels, rotation, d
     run_case(kernels, ref, codec, x, rot, rot.shape[0])
 
 
+def near_boundary_inputs(rng: np.random.Generator, shape: tuple[int, ...], ref, dtype: str) -> np.ndarray:
+    """Half of the rotated coordinates of each row on a Lloyd-Max boundary (then the input rounding moves them by
+    ~1e-8 (float32) or ~1e-4 (float16)): most rows take the v3 kernel's exact float64 path for some coordinates."""
+    d = shape[-1]
+    m = ref.config.bits[0]
+    cb = ref.codebook[0].astype(np.float64)
+    bnd = (cb[: 2**m - 1] + cb[1 : 2**m]) / 2
+    bnd = bnd[np.abs(bnd) > 1e-9]  # u = 0 exactly is a float64-rounding tie for float32 inputs: any sign is valid
+    n = int(np.prod(shape[:-1]))
+    u = rng.standard_normal((n, d)) / np.sqrt(d)
+    on = rng.random((n, d)) < 0.5
+    u[on] = rng.choice(bnd, size=int(on.sum()))
+    on_sq = np.sum(np.where(on, u, 0.0) ** 2, axis=1, keepdims=True)
+    off_sq = np.sum(np.where(on, 0.0, u) ** 2, axis=1, keepdims=True)
+    u = np.where(on, u, u * np.sqrt(np.maximum(1.0 - on_sq, 1e-6) / off_sq))
+    y = u * rng.choice([1e-2, 1.0, 30.0], size=(n, 1))
+    return (y @ ref.rotation[0].astype(np.float64)).reshape(shape).astype(dtype)
+
+
+@pytest.mark.parametrize("cfg", [(128, 4), (128, 3), (64, 2), (256, 4)], ids=lambda c: f"D{c[0]}-m{c[1]}")
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_near_boundary_inputs_bit_exact(kernels, cfg, dtype):
+    """v3: coordinates within the float32 error bound of a boundary are recomputed in float64 (warp-cooperative)."""
+    d, bits = cfg
+    ref, codec = build(d, bits, 0, 0)
+    x = near_boundary_inputs(np.random.default_rng(d + bits), (2, 2, 300, d), ref, dtype)
+    run_case(kernels, ref, codec, x, ref.rotation, 1)
+
+
+@pytest.mark.parametrize("nc", [0, 1])
+def test_extreme_float32_scales_bit_exact(kernels, nc):
+    """v3: rows whose float32 sum of squares underflows or overflows (x ~ 1e-25, 1e25), zero rows, and normal rows
+    side by side: the first kind takes the exact path for every coordinate."""
+    ref, codec = build(128, 4, 0, nc)
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 2, 90, 128))
+    flat = x.reshape(-1, 128)
+    flat[::5] *= 1e-25
+    flat[1::5] *= 1e25
+    flat[2::9] = 0.0
+    run_case(kernels, ref, codec, x.astype(np.float32), ref.rotation, 1)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+@pytest.mark.parametrize("in_place", [False, True])
+def test_buffer_mode_window_fast_path_bit_exact(kernels, dtype, in_place):
+    """Buffer mode with sinks and a recent window on the Hadamard fast path: compressed tokens come from the past
+    window's ring slots and from x, sequences of different lengths, 100+ tokens per step (several warp tiles)."""
+    import torch
+
+    from bench.gpu_harness.capi import BUFFER
+
+    ref, codec = build(128, 3, 0, 0)
+    ns, rw, cap, b, h, d, s = 2, 5, 400, 3, 2, 128, 130
+    rng = np.random.default_rng(4)
+    lengths = np.array([0, 9, 200], np.int64)
+    cache = rng.integers(0, 256, (b, h, cap, codec.row_bytes), dtype=np.uint8)
+    win = (rng.standard_normal((b, h, ns + rw, d)) * 3).astype(dtype)
+    x = (rng.standard_normal((b, h, s, d)) * 3).astype(dtype)
+    want_cache, want_win = reference_ops.tq_quantize(
+        x,
+        cache,
+        ref.rotation,
+        ref.codebook,
+        None,
+        win,
+        lengths,
+        bits=codec.bits,
+        part_sizes=codec.part_sizes,
+        qjl=0,
+        norm_correction=0,
+        cache_mode=BUFFER,
+        sink_tokens=ns,
+        recent_window=rw,
+    )
+    g_cache = torch.from_numpy(cache).cuda()
+    g_win = torch.from_numpy(win).cuda()
+    out_c, out_w = kernels.quantize(
+        codec,
+        torch.from_numpy(x).cuda(),
+        g_cache,
+        torch.from_numpy(ref.rotation).cuda(),
+        torch.from_numpy(ref.codebook).cuda(),
+        None,
+        g_win,
+        torch.from_numpy(lengths).cuda(),
+        cache_mode=BUFFER,
+        sink_tokens=ns,
+        recent_window=rw,
+        present_cache=g_cache if in_place else None,
+        present_window=g_win if in_place else None,
+    )
+    torch.cuda.synchronize()
+    np.testing.assert_array_equal(out_c.cpu().numpy(), want_cache)
+    np.testing.assert_array_equal(out_w.cpu().numpy(), want_win)
+
+
 def sanitize_main() -> None:
     """Small launches of each branch (Hadamard, dense, QJL, norm correction, window, buffer) to sanitize."""
     import torch
