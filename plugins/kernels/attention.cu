@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 
 #include "kernels/launch_errors.h"
 #include "kernels/tq_device.cuh"
@@ -50,6 +51,7 @@ struct AttnArgs {
   int off_k, off_v, off_raw, raw_k_bytes, raw_stage_bytes, off_tab_k, off_tab_v, smem_bytes;
   // fast decode kernel (attention_decode.cuh): 0 = generic split kernel, else its stage layout
   int fast;
+  int fast_warps;       // warps per block (4, or 8 with G <= 8): a block tile is 32 tokens per warp
   int fast_k_bytes, fast_stage_bytes;
   int fast_out;         // decode kernel writes the output itself (one split, no window): no reduce kernel
   // workspace
@@ -228,7 +230,8 @@ __device__ __forceinline__ int load_raw_tile(uint8_t* dst, const uint8_t* cache,
 }
 
 // --------------------------------------------------------------------------------------- window (exact)
-template <int D>
+// NWARPS: warps per block (4; the decode kernel's 8-warp blocks pass 8).
+template <int D, int NWARPS = kThreads / 32>
 __device__ void window_block(const AttnArgs& a, int b, int g, int rowblock, int rows_per_block, int wsplit) {
   const AttentionParams& p = a.p;
   constexpr int kPerLane = (D + 31) / 32;
@@ -239,7 +242,7 @@ __device__ void window_block(const AttnArgs& a, int b, int g, int rowblock, int 
   const int64_t j1 = min(static_cast<int64_t>(j0 + a.win_chunk), p.window_rows);
   const int64_t bg = static_cast<int64_t>(b) * p.kv_heads + g;
   const int split = a.nsplit + wsplit;
-  for (int rl = warp; rl < rows_per_block; rl += kThreads / 32) {
+  for (int rl = warp; rl < rows_per_block; rl += NWARPS) {
     const int r = rowblock * rows_per_block + rl;
     if (r >= a.rows) break;
     const int64_t grow = global_row(a, b, g, r);
@@ -763,10 +766,10 @@ struct Plan {
 size_t align256(size_t v) { return (v + 255) & ~static_cast<size_t>(255); }
 
 // Blocks of the decode kernel resident on the whole device at once (one "wave").
-int fast_blocks_per_sm(FastKernel kernel, int smem_bytes) {
+int fast_blocks_per_sm(FastKernel kernel, int threads, int smem_bytes) {
   int per_sm = 0;
   if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes) != cudaSuccess ||
-      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kFastWarps * 32, smem_bytes) != cudaSuccess ||
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem_bytes) != cudaSuccess ||
       per_sm <= 0) {
     cudaGetLastError();  // a failed query only degrades the split choice
     per_sm = 2;
@@ -804,6 +807,28 @@ int64_t choose_fast_splits(int64_t tiles, int64_t bh, int per_sm, int sms) {
     }
   }
   return best;
+}
+
+// Tuning override for tests and benches: TQ_DECODE_WARPS = 4 or 8 pins the decode kernel's warps per block (8 is
+// ignored with G > 8). Unset or anything else: the launcher's choice (choose_eight_warps).
+int forced_fast_warps() {
+  const char* v = std::getenv("TQ_DECODE_WARPS");
+  if (v == nullptr) return 0;
+  const int w = std::atoi(v);
+  return w == kFastWarps || w == 2 * kFastWarps ? w : 0;
+}
+
+// 8 warps instead of 4 when the 4-warp plan is two splits whose blocks already fill the SMs (2 * bh > SMs) and
+// each split is short (<= 16 tiles): the same warps per SM in half the blocks, no reduce kernel. Measured on an
+// H100 (bench/NOTES.md "small T", same call): B=32 T=4K 150.9 -> 146.6 us (4-bit), 132.9 -> 124.1 us (3-bit).
+// Not taken where the SMs are not full: at B=8 T=1K the 8-warp single split lost (32.0 -> 41.1 us) because the
+// decode kernel's own un-rotation (fast_out: one thread per column, 32 dependent rounds of R loads) costs more
+// than the reduce kernel it saves; nor with a window (its splits keep the reduce kernel) or long splits (B=32
+// T=32K: no gain in the warps x splits sweep).
+bool choose_eight_warps(int64_t tiles, int64_t splits, int64_t bh, int sms, bool window) {
+  if (splits != 2 || window) return false;
+  const int64_t per = (tiles + 1) / 2;
+  return per <= 16 && 2 * bh > sms;
 }
 
 // sizing_only: the workspace size is wanted before the device pointers exist (ORT before past_lengths is on the
@@ -878,19 +903,31 @@ cudaError_t make_plan(const AttentionParams& p, Plan* plan, bool sizing_only = f
   if (plan->rowblocks > 65535) return invalid("TQAttention: G * S=%d query rows per kv head: too many", a.rows);
 
   a.fast = fast_decode_eligible(p, a.klay, a.vlay, a.rows) ? 1 : 0;
-  const int tile_tokens = a.fast ? kFastTile : kTileTokens;
-  const int64_t tiles = (p.cache_rows + tile_tokens - 1) / tile_tokens;
+  a.fast_warps = kFastWarps;
   const int64_t base = static_cast<int64_t>(p.batch) * p.kv_heads * plan->rowblocks;
+  const int forced_warps = a.fast ? forced_fast_warps() : 0;
+  if (forced_warps > 0 && fast_warps_ok(forced_warps, a.rows)) a.fast_warps = forced_warps;
+  int64_t tiles = (p.cache_rows + kFastTile - 1) / kFastTile;  // 4-warp tiles
   int64_t nsplit = 0;
   if (p.force_splits > 0) {
     nsplit = p.force_splits;
   } else if (a.fast) {
     fast_smem_layout(a);
-    nsplit = choose_fast_splits(std::max<int64_t>(tiles, 1), std::max<int64_t>(base, 1),
-                                fast_blocks_per_sm(fast_kernel(a), a.smem_bytes), multiprocessor_count());
+    const int sms = multiprocessor_count();
+    const int64_t tw = (p.cache_rows + 32 * a.fast_warps - 1) / (32 * a.fast_warps);  // tiles at these warps
+    nsplit = choose_fast_splits(std::max<int64_t>(tw, 1), std::max<int64_t>(base, 1),
+                                fast_blocks_per_sm(fast_kernel(a), 32 * a.fast_warps, a.smem_bytes), sms);
+    if (forced_warps == 0 && fast_warps_ok(2 * kFastWarps, a.rows) &&
+        choose_eight_warps(std::max<int64_t>(tiles, 1), nsplit, std::max<int64_t>(base, 1), sms,
+                           w > 0 && p.window_rows > 0)) {
+      a.fast_warps = 2 * kFastWarps;
+      nsplit = 1;
+    }
   } else {
     nsplit = (4LL * multiprocessor_count() + std::max<int64_t>(base, 1) - 1) / std::max<int64_t>(base, 1);
   }
+  const int tile_tokens = a.fast ? 32 * a.fast_warps : kTileTokens;
+  tiles = (p.cache_rows + tile_tokens - 1) / tile_tokens;
   nsplit = std::max<int64_t>(1, std::min<int64_t>({nsplit, std::max<int64_t>(tiles, 1), kMaxSplits}));
   const int64_t tiles_per_split = std::max<int64_t>(1, (tiles + nsplit - 1) / nsplit);
   a.split_tokens = tiles_per_split * tile_tokens;
@@ -995,7 +1032,7 @@ cudaError_t launch_attention(const AttentionParams& p, void* workspace, cudaStre
     e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, a.smem_bytes);
     if (e != cudaSuccess) return cuda_failed(e, "TQAttention: shared memory attribute of the decode kernel");
     const dim3 grid(a.nsp, 1, p.batch * p.kv_heads);
-    kernel<<<grid, kFastWarps * 32, a.smem_bytes, stream>>>(a);
+    kernel<<<grid, a.fast_warps * 32, a.smem_bytes, stream>>>(a);
     e = cudaGetLastError();
     if (e != cudaSuccess) return cuda_failed(e, "TQAttention: tq_attention_decode_kernel launch");
   } else {

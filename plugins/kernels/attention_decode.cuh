@@ -13,12 +13,15 @@
 //   straight in registers. The order of the D coordinates inside a dot product is free, so each thread decodes a
 //   contiguous chunk of a row (K: chunk lane%4 of D/4 coordinates; V: chunk lane/4 of D/8 coordinates) and the
 //   query fragments (and the output columns) are permuted to match, once per block.
-// - Whole 128-token tiles of both caches stream global -> shared with 16-byte cp.async, 4 stages deep; each of
-//   the 4 warps owns 32 tokens of a tile and keeps its own online softmax; warps merge once at the end.
+// - Whole tiles of both caches (32 tokens per warp) stream global -> shared with 16-byte cp.async, 3-4 stages
+//   deep; each warp owns 32 tokens of a tile and keeps its own online softmax; warps merge once at the end.
+//   4 warps per block (128-token tiles); with G <= 8 also 8 warps (256-token tiles), which the launcher takes
+//   where one 8-warp split replaces two 4-warp splits that already fill the SMs, and the reduce kernel
+//   (choose_eight_warps; bench/NOTES.md "small T").
 #pragma once
 
 constexpr int kFastWarps = 4;
-constexpr int kFastTile = 128;                // tokens per block tile (32 per warp)
+constexpr int kFastTile = 128;                // tokens per 4-warp block tile (32 per warp)
 constexpr int kFastStages = 4;             // pipeline depth at most (fast_stages)
 constexpr int kFastD = 128;
 constexpr int kFastRows = 16;                 // query rows per block (G <= 16)
@@ -34,7 +37,7 @@ constexpr int kFastMinBlocks = TQ_FAST_MIN_BLOCKS;  // register cap: blocks per 
 constexpr int kFastMinBlocksHalf = TQ_FAST_MIN_BLOCKS_HALF;
 
 // Pipeline depth: 4 stages when 4 blocks of them fit an SM's shared memory (<= 56 KB each), else 3. Host and
-// device both take it from here (fast_smem_layout).
+// device both take it from here (fast_smem_layout). An 8-warp block's stages are twice as large (2 per SM).
 __host__ __device__ constexpr int fast_stages(int mk, int mv) {
   return 4 * (kFastTile * ((mk + mv) * kFastD / 8 + 4) + 64) <= 56 * 1024 ? 4 : 3;
 }
@@ -284,12 +287,15 @@ __device__ __forceinline__ void load_tile_fast(uint8_t* dst, const uint8_t* cach
 }
 
 // MASK: MaskType as int (the mask load is compiled in); SOFTCAP: scores pass through softcap * tanh(s / softcap);
-// HALF2: query rows 8..15 exist (G > 8).
-template <int MK, int MV, int MASK, bool SOFTCAP, bool HALF2>
-__global__ void __launch_bounds__(kFastWarps * 32, HALF2 ? kFastMinBlocks : kFastMinBlocksHalf)
+// HALF2: query rows 8..15 exist (G > 8); NW: warps per block, 4 or (without HALF2) 8, same registers per thread.
+template <int MK, int MV, int MASK, bool SOFTCAP, bool HALF2, int NW>
+__global__ void __launch_bounds__(NW * 32, (HALF2 ? kFastMinBlocks : kFastMinBlocksHalf) * kFastWarps / NW)
     tq_attention_decode_kernel(const AttnArgs a) {
+  static_assert(NW == kFastWarps || (NW == 2 * kFastWarps && !HALF2), "4 warps, or 8 without HALF2");
   constexpr int D = kFastD;
   constexpr int kFastStages = fast_stages(MK, MV);  // shadows the maximum
+  constexpr int kFastTile = 32 * NW;                // shadows the 4-warp tile
+  constexpr int kFastWarps = NW;                    // shadows the 4-warp block
   constexpr int CSK = D / 4;    // K coordinates per thread per token
   constexpr int CSV = D / 8;    // V coordinates per thread per token (= n-tiles of P V)
   constexpr int KSTEPS = D / 16;
@@ -298,7 +304,7 @@ __global__ void __launch_bounds__(kFastWarps * 32, HALF2 ? kFastMinBlocks : kFas
   const int b = blockIdx.z / p.kv_heads;
   const int g = blockIdx.z % p.kv_heads;
   if (split >= a.nsplit) {
-    window_block<D>(a, b, g, 0, kFastRows, split - a.nsplit);
+    window_block<D, NW>(a, b, g, 0, kFastRows, split - a.nsplit);
     return;
   }
   extern __shared__ __align__(16) char smem[];
@@ -347,7 +353,7 @@ __global__ void __launch_bounds__(kFastWarps * 32, HALF2 ? kFastMinBlocks : kFas
   // q rotation (formerly its own kernel): qh[r][i] = fp16(scale * sum_k R_k[i][k] q[r][k]) for this kv head's
   // rows, staged in stage kFastStages-1: the prologue leaves it empty and the loop refills it only after its
   // first barrier. Same float32 operation order as tq_rotate_q_kernel.
-  static_assert(kFastWarps * 32 == kFastD, "one thread per rotated coordinate");
+  static_assert(kFastWarps * 32 >= kFastD, "one thread per rotated coordinate");
   constexpr int QH = D + 8;  // fp16 row stride of the rotated queries
   float* qs = reinterpret_cast<float*>(smem + (kFastStages - 1) * a.fast_stage_bytes);  // [rows][D] float32
   __half* qh = reinterpret_cast<__half*>(qs);                                             // [16][QH] afterwards
@@ -355,7 +361,7 @@ __global__ void __launch_bounds__(kFastWarps * 32, HALF2 ? kFastMinBlocks : kFas
     qs[idx] = dev::load_as_float(p.q, p.dtype, global_row(a, b, g, idx / D) * D + idx % D);
   __syncthreads();
   {
-    const int i = threadIdx.x;
+    const int i = NW == 4 ? threadIdx.x : threadIdx.x % D;  // 8 warps: threads D.. repeat 0..D-1, store nothing
     const float* rrow = p.k_rotation + (static_cast<int64_t>(p.k_rotation_heads == 1 ? 0 : g) * D + i) * D;
     const bool vec = (reinterpret_cast<uintptr_t>(p.k_rotation) & 15) == 0;
     float acc[kFastRows];
@@ -380,9 +386,11 @@ __global__ void __launch_bounds__(kFastWarps * 32, HALF2 ? kFastMinBlocks : kFas
       }
     }
     __syncthreads();
+    if (NW == 4 || threadIdx.x < D) {
 #pragma unroll
-    for (int r = 0; r < kFastRows; ++r)
-      if (r < a.rows) qh[r * QH + i] = __float2half_rn(acc[r] * p.scale);
+      for (int r = 0; r < kFastRows; ++r)
+        if (r < a.rows) qh[r * QH + i] = __float2half_rn(acc[r] * p.scale);
+    }
   }
   __syncthreads();
 
@@ -644,7 +652,9 @@ __global__ void __launch_bounds__(kFastWarps * 32, HALF2 ? kFastMinBlocks : kFas
   }
   if (!a.fast_out) return;
   // One split and no window: un-rotate here (x = R_v^T o / l, as tq_attention_reduce_kernel) and skip that kernel.
+  // Threads 0..D-1, one output column each.
   __syncthreads();
+  if (NW > 4 && threadIdx.x >= D) return;
   const int i = threadIdx.x;
   const float* rot = p.v_rotation + static_cast<int64_t>(p.v_rotation_heads == 1 ? 0 : g) * D * D;
   float acc[kFastRows];
@@ -666,13 +676,15 @@ __global__ void __launch_bounds__(kFastWarps * 32, HALF2 ? kFastMinBlocks : kFas
   }
 }
 
-// Stage and merge shared memory of the decode kernel.
+// Stage and merge shared memory of the decode kernel (a.fast_warps warps).
 inline void fast_smem_layout(AttnArgs& a) {
-  a.fast_k_bytes = static_cast<int>((static_cast<size_t>(kFastTile) * a.klay.row_bytes + 32 + 15) & ~size_t{15});
-  const int v_bytes = static_cast<int>((static_cast<size_t>(kFastTile) * a.vlay.row_bytes + 32 + 15) & ~size_t{15});
+  const size_t tile = static_cast<size_t>(32) * a.fast_warps;
+  a.fast_k_bytes = static_cast<int>((tile * a.klay.row_bytes + 32 + 15) & ~size_t{15});
+  const int v_bytes = static_cast<int>((tile * a.vlay.row_bytes + 32 + 15) & ~size_t{15});
   a.fast_stage_bytes = a.fast_k_bytes + v_bytes;
   // warp partials (o, m, l), then the merged o and l of the fused epilogue
-  const int merge = (kFastWarps * kFastRows * kFastD + 2 * kFastWarps * kFastRows + kFastRows * kFastD + kFastRows) * 4;
+  const int nw = a.fast_warps;
+  const int merge = (nw * kFastRows * kFastD + 2 * nw * kFastRows + kFastRows * kFastD + kFastRows) * 4;
   a.smem_bytes = std::max(fast_stages(a.klay.mse_bits[0], a.vlay.mse_bits[0]) * a.fast_stage_bytes, merge);
 }
 
@@ -688,46 +700,58 @@ inline bool fast_decode_eligible(const AttentionParams& p, const RowLayout& kl, 
 using FastKernel = void (*)(AttnArgs);
 
 template <int MK, int MV, int MASK>
-FastKernel fast_kernel_s(bool softcap, bool half2) {
+FastKernel fast_kernel_s(bool softcap, bool half2, bool eight) {
   if (half2)
-    return softcap ? tq_attention_decode_kernel<MK, MV, MASK, true, true>
-                   : tq_attention_decode_kernel<MK, MV, MASK, false, true>;
-  return softcap ? tq_attention_decode_kernel<MK, MV, MASK, true, false>
-                 : tq_attention_decode_kernel<MK, MV, MASK, false, false>;
+    return softcap ? tq_attention_decode_kernel<MK, MV, MASK, true, true, 4>
+                   : tq_attention_decode_kernel<MK, MV, MASK, false, true, 4>;
+  if (eight)
+    return softcap ? tq_attention_decode_kernel<MK, MV, MASK, true, false, 8>
+                   : tq_attention_decode_kernel<MK, MV, MASK, false, false, 8>;
+  return softcap ? tq_attention_decode_kernel<MK, MV, MASK, true, false, 4>
+                 : tq_attention_decode_kernel<MK, MV, MASK, false, false, 4>;
 }
 
 template <int MK, int MV>
-FastKernel fast_kernel_m(MaskType mask, bool softcap, bool half2) {
+FastKernel fast_kernel_m(MaskType mask, bool softcap, bool half2, bool eight) {
 #if defined(TQ_EXP_MINIMAL) && TQ_EXP_MINIMAL
   (void)mask;
   (void)softcap;
-  return half2 ? tq_attention_decode_kernel<MK, MV, static_cast<int>(MaskType::kFloat32), false, true>
-               : tq_attention_decode_kernel<MK, MV, static_cast<int>(MaskType::kFloat32), false, false>;  // timing
-#endif
+  if (half2) return tq_attention_decode_kernel<MK, MV, static_cast<int>(MaskType::kFloat32), false, true, 4>;
+  return eight ? tq_attention_decode_kernel<MK, MV, static_cast<int>(MaskType::kFloat32), false, false, 8>
+               : tq_attention_decode_kernel<MK, MV, static_cast<int>(MaskType::kFloat32), false, false, 4>;  // timing
+#else
   switch (mask) {
-    case MaskType::kFloat16: return fast_kernel_s<MK, MV, static_cast<int>(MaskType::kFloat16)>(softcap, half2);
-    case MaskType::kBool: return fast_kernel_s<MK, MV, static_cast<int>(MaskType::kBool)>(softcap, half2);
-    default: return fast_kernel_s<MK, MV, static_cast<int>(MaskType::kFloat32)>(softcap, half2);
+    case MaskType::kFloat16:
+      return fast_kernel_s<MK, MV, static_cast<int>(MaskType::kFloat16)>(softcap, half2, eight);
+    case MaskType::kBool: return fast_kernel_s<MK, MV, static_cast<int>(MaskType::kBool)>(softcap, half2, eight);
+    default: return fast_kernel_s<MK, MV, static_cast<int>(MaskType::kFloat32)>(softcap, half2, eight);
   }
+#endif
 }
 
 template <int MK>
-FastKernel fast_kernel_v(int mv, MaskType mask, bool softcap, bool half2) {
+FastKernel fast_kernel_v(int mv, MaskType mask, bool softcap, bool half2, bool eight) {
   switch (mv) {
-    case 2: return fast_kernel_m<MK, 2>(mask, softcap, half2);
-    case 3: return fast_kernel_m<MK, 3>(mask, softcap, half2);
-    default: return fast_kernel_m<MK, 4>(mask, softcap, half2);
+    case 2: return fast_kernel_m<MK, 2>(mask, softcap, half2, eight);
+    case 3: return fast_kernel_m<MK, 3>(mask, softcap, half2, eight);
+    default: return fast_kernel_m<MK, 4>(mask, softcap, half2, eight);
   }
 }
 
-// The decode kernel instance for these parameters (fast_decode_eligible must hold).
+// True when the decode kernel can run with this many warps per block (8 only without HALF2, i.e. G <= 8).
+inline bool fast_warps_ok(int warps, int rows) {
+  return warps == kFastWarps || (warps == 2 * kFastWarps && rows <= 8);
+}
+
+// The decode kernel instance for these parameters (fast_decode_eligible and fast_warps_ok must hold).
 inline FastKernel fast_kernel(const AttnArgs& a) {
   const MaskType mask = a.p.mask_type;
   const bool softcap = a.p.softcap > 0.0f;
   const bool half2 = a.rows > 8;
+  const bool eight = a.fast_warps == 2 * kFastWarps;
   switch (a.klay.mse_bits[0]) {
-    case 2: return fast_kernel_v<2>(a.vlay.mse_bits[0], mask, softcap, half2);
-    case 3: return fast_kernel_v<3>(a.vlay.mse_bits[0], mask, softcap, half2);
-    default: return fast_kernel_v<4>(a.vlay.mse_bits[0], mask, softcap, half2);
+    case 2: return fast_kernel_v<2>(a.vlay.mse_bits[0], mask, softcap, half2, eight);
+    case 3: return fast_kernel_v<3>(a.vlay.mse_bits[0], mask, softcap, half2, eight);
+    default: return fast_kernel_v<4>(a.vlay.mse_bits[0], mask, softcap, half2, eight);
   }
 }

@@ -460,3 +460,24 @@ def test_attention_rejects_unsupported_head_dim(kernels):
             dev(kref.codebook),
             scale=1.0,
         )
+
+
+# Decode kernel with 4 or 8 warps per block (TQ_DECODE_WARPS overrides the launcher's choice; G > 8 ignores
+# 8): every fast-path case above over 1, 3 and automatic splits; buffer mode with empty and short sequences.
+DECODE_CASES = [*ATTN_CASES[8:], ATTN_CASES[0], ATTN_CASES[1]]
+
+
+@pytest.mark.parametrize(
+    "case", DECODE_CASES, ids=lambda c: f"G{c[1]}-k{c[3][1][0]}v{c[4][1][0]}-{c[5]}-{c[6]}"
+)
+@pytest.mark.parametrize("warps", [4, 8])
+def test_attention_decode_warps(kernels, monkeypatch, case, warps):
+    monkeypatch.setenv("TQ_DECODE_WARPS", str(warps))
+    test_attention_concat_matches_reference(kernels, case, "float16", 1100)
+
+
+@pytest.mark.parametrize("window", [(2, 6), (0, 0)], ids=["sinks2-recent6", "no-window"])
+@pytest.mark.parametrize("group", [1, 8])
+def test_attention_decode_eight_warps_buffer_mode(kernels, monkeypatch, group, window):
+    monkeypatch.setenv("TQ_DECODE_WARPS", "8")
+    test_attention_buffer_mode_nan_poisoned_unused_rows(kernels, group, window)
