@@ -1,0 +1,75 @@
+"""Small-T decode attention: time against warps per block x split count.
+
+    python3 bench/gpu_harness/smallt_sweep.py [--cases bits:B:T,...] [--warps 4,8] [--splits 0,1,2,4,8,16]
+
+Forces the launcher's choice through TQ_DECODE_WARPS (plugins/kernels/attention.cu) and force_splits;
+0 splits = the launcher's own split count (for those warps); the "auto" row = no override at all. Same setup
+as bench/attention_gpu.py (Hq=32, Hkv=8, D=128, fp16 q, float mask, inputs rotating over copies). Prints one
+row per (case, warps), microseconds per split count. Never asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from bench.attention_gpu import HKV, HQ, L2_FLUSH_BYTES, D, random_cache  # noqa: E402
+from bench.gpu_harness.capi import Codec, Kernels  # noqa: E402
+from bench.gpu_harness.timing import time_graph_us  # noqa: E402
+
+DEFAULT_CASES = "4:1:1024,3:1:1024,4:8:1024,4:32:1024,3:32:1024,4:1:4096,4:8:4096,4:32:4096,4:1:32768"
+
+
+def timed(inputs: tuple, ns: int) -> float:
+    kern, codec, q, kc, vc, mask, rot, cb, out, copies = inputs
+
+    def call(i: int) -> None:
+        kern.attention(
+            codec, codec, q[i], kc[i], vc[i], mask, rot, cb, rot, cb, scale=0.088, out=out, force_splits=ns
+        )
+
+    return time_graph_us(call, copies)
+
+
+def main() -> None:
+    import torch
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cases", default=DEFAULT_CASES)
+    ap.add_argument("--warps", default="4,8")
+    ap.add_argument("--splits", default="0,1,2,4,8,16")
+    args = ap.parse_args()
+    splits = [int(s) for s in args.splits.split(",")]
+    kern = Kernels()
+    rot = torch.eye(D, device="cuda")[None]
+    print(f"{torch.cuda.get_device_name()}; Hq={HQ} Hkv={HKV} D={D}; us per call by split count (0 = auto)")
+    print("bits   B       T  warps " + "".join(f"{s:>8d}" for s in splits))
+    for case in args.cases.split(","):
+        bits, b, t = (int(x) for x in case.split(":"))
+        codec = Codec(D, (D,), (bits,))
+        cb = torch.zeros((1, 256), device="cuda")
+        cb[0, : 2**bits] = torch.linspace(-0.2, 0.2, 2**bits, device="cuda")
+        comp = b * HKV * t * 2 * codec.row_bytes
+        copies = int(max(1, min(4, L2_FLUSH_BYTES // max(comp, 1) + 1)))
+        q = [torch.randn((b, HQ, 1, D), dtype=torch.float16, device="cuda") for _ in range(copies)]
+        kc = [random_cache(torch, codec, b, t) for _ in range(copies)]
+        vc = [random_cache(torch, codec, b, t) for _ in range(copies)]
+        mask = torch.zeros((1, 1, 1, t), dtype=torch.float32, device="cuda")
+        out = torch.empty_like(q[0])
+
+        inputs = (kern, codec, q, kc, vc, mask, rot, cb, out, copies)
+        os.environ.pop("TQ_DECODE_WARPS", None)
+        print(f"{bits:4d} {b:3d} {t:7d}   auto {timed(inputs, 0):8.1f}", flush=True)
+        for w in (int(x) for x in args.warps.split(",")):
+            os.environ["TQ_DECODE_WARPS"] = str(w)
+            row = [timed(inputs, ns) for ns in splits]
+            print(f"{bits:4d} {b:3d} {t:7d} {w:6d} " + "".join(f"{us:8.1f}" for us in row), flush=True)
+        os.environ.pop("TQ_DECODE_WARPS", None)
+
+
+if __name__ == "__main__":
+    main()
