@@ -1,25 +1,34 @@
-"""CPU emulation of the v3 quantize kernel's arithmetic (plugins/kernels/quantize_hadamard.cuh, namespace v3):
-float32 butterflies in the kernel's order, the sum of squares in its chains, rsqrtf modelled as the correctly rounded
-value moved by up to 2 ulp, the 513-cell table (4 * code entries) or the float32 binary search, the 2^-19 pending
-margin, the exact float64 recomputation, the float16 gamma margin, and the row packing (shifts, multiplies, prmt),
-compared byte for byte with reference_ops.tq_quantize. Not CUDA (no indexing, no warps): it checks the error
-bound and the bit layouts without device time.   python3 bench/gpu_harness/quant_emulate.py   (prints ALL OK)"""
+"""CPU emulation of the v3 quantize kernel's arithmetic (plugins/kernels/quantize_hadamard.cuh, namespace v3).
+
+Float32 butterflies in the kernel's order, the sum of squares in its chains, rsqrtf modelled as the
+correctly rounded value moved by up to 2 ulp, the 513-cell table (4 * code entries) or the float32 binary
+search, the 2^-19 pending margin, the exact float64 recomputation, the float16 gamma margin, and the row
+packing (shifts, multiplies, prmt), compared byte for byte with reference_ops.tq_quantize. Not CUDA (no
+indexing, no warps): it checks the error bound and the bit layouts without device time.
+
+    python3 bench/gpu_harness/quant_emulate.py   (prints ALL OK)
+"""
+
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tqexport.codec import Codec as RefCodec, CodecConfig, reference_ops
+from tqexport.codec import Codec as RefCodec
+from tqexport.codec import CodecConfig, reference_ops
 
 f32 = np.float32
 EPS = f32(2.0**-19)
 
+
 def fma32(a, b, c):
     return (a.astype(np.float64) * np.float64(b) + np.float64(c)).astype(np.float32)
 
+
 def count_below(bnd, u):  # strict
-    return np.searchsorted(bnd, u, side='left')
+    return np.searchsorted(bnd, u, side="left")
+
 
 def emulate(x, rot, codebook, bits, nc, rng, perturb=True, stats=None):
     B, H, S, D = x.shape
@@ -27,7 +36,7 @@ def emulate(x, rot, codebook, bits, nc, rng, perturb=True, stats=None):
     ncent = 1 << m
     cb = codebook[0].astype(np.float32)
     bound64 = np.full(256, 4.0)
-    bound64[:ncent-1] = (cb[:ncent-1].astype(np.float64) + cb[1:ncent].astype(np.float64)) * 0.5
+    bound64[: ncent - 1] = (cb[: ncent - 1].astype(np.float64) + cb[1:ncent].astype(np.float64)) * 0.5
     b32 = bound64.astype(np.float32)
     b32m = np.concatenate([[f32(-4.0)], b32, [f32(4.0)]])  # index e+1
     # cells
@@ -37,29 +46,30 @@ def emulate(x, rot, codebook, bits, nc, rng, perturb=True, stats=None):
         for k in range(513):
             lo = -np.inf if k == 0 else (k - 0.5) / 256 - 1 - 2.0**-16
             hi = np.inf if k == 512 else (k + 0.5) / 256 - 1 + 2.0**-16
-            below = np.sum(bound64[:ncent-1] <= lo)
-            inside = np.sum(bound64[:ncent-1] < hi) - below
+            below = np.sum(bound64[: ncent - 1] <= lo)
+            inside = np.sum(bound64[: ncent - 1] < hi) - below
             if inside > 1:
                 use_table = False
             cells[k] = below if inside <= 1 else 255
     row0 = rot[0, 0]
-    c32 = f32(abs(row0[0])); c64 = float(c32)
-    s = (row0 < 0)
+    c32 = f32(abs(row0[0]))
+    c64 = float(c32)
+    s = row0 < 0
     lay_rb = D * m // 8 + 2
-    out = np.zeros((B, H, S, lay_rb), np.uint8)
     xs = x.reshape(-1, D)
     n_vec = xs.shape[0]
     z = xs.astype(np.float32).copy()
     z[:, s] = -z[:, s]
     # S32: per thread 8 chains of 8 in order k, tree, group sum (TPV)
     TPV = D // 64
-    sq = np.zeros(n_vec, np.float32)
     parts = []
     for t in range(TPV):
         acc = np.zeros((n_vec, 8), np.float32)
         for k in range(64):
-            acc[:, k & 7] = fma32(z[:, 64*t+k], z[:, 64*t+k], acc[:, k & 7])
-        st = ((acc[:,0]+acc[:,1])+(acc[:,2]+acc[:,3]))+((acc[:,4]+acc[:,5])+(acc[:,6]+acc[:,7]))
+            acc[:, k & 7] = fma32(z[:, 64 * t + k], z[:, 64 * t + k], acc[:, k & 7])
+        st = ((acc[:, 0] + acc[:, 1]) + (acc[:, 2] + acc[:, 3])) + (
+            (acc[:, 4] + acc[:, 5]) + (acc[:, 6] + acc[:, 7])
+        )
         parts.append(st)
     tot = parts[0]
     if TPV >= 2:
@@ -75,13 +85,15 @@ def emulate(x, rot, codebook, bits, nc, rng, perturb=True, stats=None):
     while bit < D:
         idx = np.arange(D)
         lo_i = idx[(idx & bit) == 0]
-        a = r[:, lo_i].copy(); bb = r[:, lo_i | bit].copy()
-        r[:, lo_i] = a + bb; r[:, lo_i | bit] = a - bb
+        a = r[:, lo_i].copy()
+        bb = r[:, lo_i | bit].copy()
+        r[:, lo_i] = a + bb
+        r[:, lo_i | bit] = a - bb
         bit <<= 1
     sd = (s32 * f32(D)).astype(np.float32)
     in_range = (s32 >= f32(2.0**-60)) & (s32 <= f32(2.0**60))
     zero = (x.dtype == np.float16) & (s32 == 0)
-    with np.errstate(all='ignore'):
+    with np.errstate(all="ignore"):
         inv = np.where(in_range, (f32(1) / np.sqrt(sd)).astype(np.float32), f32(0))
         if perturb:  # rsqrtf: up to 2 ulp
             ulp = np.spacing(inv).astype(np.float32)
@@ -100,15 +112,15 @@ def emulate(x, rot, codebook, bits, nc, rng, perturb=True, stats=None):
             pend = np.abs(d) <= EPS
         else:
             u = (r * inv[:, None]).astype(np.float32)
-            pos = np.searchsorted(b32[:ncent-1], u, side='left')  # count b32 < u
+            pos = np.searchsorted(b32[: ncent - 1], u, side="left")  # count b32 < u
             codes = pos
-            b32x = np.concatenate([[f32(-4.0)], b32[:ncent-1], [f32(4.0)]])
+            b32x = np.concatenate([[f32(-4.0)], b32[: ncent - 1], [f32(4.0)]])
             pend = (np.abs(u - b32x[pos + 1]) <= EPS) | (np.abs(u - b32x[pos]) <= EPS)
     range_bad = ~in_range & ~zero
     pend[zero] = False
     pend[range_bad] = True
     # gamma fast
-    with np.errstate(all='ignore'):
+    with np.errstate(all="ignore"):
         g32 = (c32 * np.sqrt(sd)).astype(np.float32)
         gm = f32(2.0**-19)
         if nc:
@@ -119,10 +131,14 @@ def emulate(x, rot, codebook, bits, nc, rng, perturb=True, stats=None):
             for t in range(TPV):
                 ca = np.zeros((n_vec, 4), np.float32)
                 for k in range(64):
-                    ca[:, k & 3] = fma32(cv[:, 64*t+k], cv[:, 64*t+k], ca[:, k & 3])
-                csp.append((ca[:,0]+ca[:,1])+(ca[:,2]+ca[:,3]))
-            cs = csp[0] if TPV == 1 else (csp[0]+csp[1] if TPV == 2 else (csp[0]+csp[1])+(csp[2]+csp[3]))
-            rs = (f32(1)/np.sqrt(cs)).astype(np.float32)
+                    ca[:, k & 3] = fma32(cv[:, 64 * t + k], cv[:, 64 * t + k], ca[:, k & 3])
+                csp.append((ca[:, 0] + ca[:, 1]) + (ca[:, 2] + ca[:, 3]))
+            cs = (
+                csp[0]
+                if TPV == 1
+                else (csp[0] + csp[1] if TPV == 2 else (csp[0] + csp[1]) + (csp[2] + csp[3]))
+            )
+            rs = (f32(1) / np.sqrt(cs)).astype(np.float32)
             g32 = np.where(g32 > 0, (g32 * rs).astype(np.float32), f32(0))
             gm = f32(2.0**-18)
         lo = np.minimum((g32 * (f32(1) - gm)).astype(np.float32), f32(65504)).astype(np.float16)
@@ -131,10 +147,13 @@ def emulate(x, rot, codebook, bits, nc, rng, perturb=True, stats=None):
     need64 = range_bad | pend.any(axis=1) | (lo.view(np.uint16) != hi.view(np.uint16))
     # exact path
     xd = xs.astype(np.float64)
-    with np.errstate(all='ignore'):
+    with np.errstate(all="ignore"):
         n64 = c64 * np.sqrt(np.sum(xd * xd, axis=1) * D)
-    zc = count_below(bound64[:ncent-1], 0.0)
-    Hs = np.array([[(-1) ** bin(i & j).count('1') for j in range(D)] for i in range(D)], np.float64) * np.where(s, -1.0, 1.0)[None, :]
+    zc = count_below(bound64[: ncent - 1], 0.0)
+    Hs = (
+        np.array([[(-1) ** bin(i & j).count("1") for j in range(D)] for i in range(D)], np.float64)
+        * np.where(s, -1.0, 1.0)[None, :]
+    )
     npend = 0
     for v in np.nonzero(need64)[0]:
         for i in np.nonzero(pend[v])[0]:
@@ -144,79 +163,115 @@ def emulate(x, rot, codebook, bits, nc, rng, perturb=True, stats=None):
                 continue
             rr = np.sum(Hs[i] * xd[v])
             y = c64 * rr
-            codes[v, i] = count_below(bound64[:ncent-1], y / n64[v])
+            codes[v, i] = count_below(bound64[: ncent - 1], y / n64[v])
         if nc:
             cs64 = np.sum(cb[codes[v]].astype(np.float64) ** 2)
             gam = (n64[v] / np.sqrt(cs64)) if n64[v] > 0 else 0.0
         else:
             gam = n64[v]
-        g16[v] = np.array(min(gam, 65504.0) if not np.isnan(gam) else 65504.0).astype(np.float16).view(np.uint16)
+        g16[v] = (
+            np.array(min(gam, 65504.0) if not np.isnan(gam) else 65504.0).astype(np.float16).view(np.uint16)
+        )
     if stats is not None:
-        stats['pend'] = stats.get('pend', 0) + npend
-        stats['need'] = stats.get('need', 0) + int(need64.sum())
-        stats['vec'] = stats.get('vec', 0) + n_vec
+        stats["pend"] = stats.get("pend", 0) + npend
+        stats["need"] = stats.get("need", 0) + int(need64.sum())
+        stats["vec"] = stats.get("vec", 0) + n_vec
     # packing via the kernel's bit tricks, per thread
     rows = np.zeros((n_vec, lay_rb), np.uint8)
     cscale = 2 if use_table else 0
     cw = np.zeros((n_vec, TPV, 16), np.uint64)
     for t in range(TPV):
         for k in range(64):
-            cw[:, t, k >> 2] |= ((codes[:, 64*t+k].astype(np.uint64) << np.uint64(cscale)) & 0xFF) << np.uint64(8 * (k & 3))
+            cw[:, t, k >> 2] |= (
+                (codes[:, 64 * t + k].astype(np.uint64) << np.uint64(cscale)) & 0xFF
+            ) << np.uint64(8 * (k & 3))
     cw = cw.astype(np.uint32)
+
     def put(vrow_bytes, off, word):
         for bt in range(4):
-            vrow_bytes[:, off + bt] = ((word >> np.uint32(8*bt)) & np.uint32(0xFF)).astype(np.uint8)
+            vrow_bytes[:, off + bt] = ((word >> np.uint32(8 * bt)) & np.uint32(0xFF)).astype(np.uint8)
+
     def byte_perm(a, c, sel):
-        src = [(a >> np.uint32(8*i)) & np.uint32(0xFF) for i in range(4)] + [(c >> np.uint32(8*i)) & np.uint32(0xFF) for i in range(4)]
+        src = [(a >> np.uint32(8 * i)) & np.uint32(0xFF) for i in range(4)] + [
+            (c >> np.uint32(8 * i)) & np.uint32(0xFF) for i in range(4)
+        ]
         out = np.zeros_like(a)
         for i in range(4):
-            out |= src[(sel >> (4*i)) & 7] << np.uint32(8*i)
+            out |= src[(sel >> (4 * i)) & 7] << np.uint32(8 * i)
         return out
+
     for t in range(TPV):
-        shift = cscale; seg = 0
+        shift = cscale
+        seg = 0
         if m & 8:
-            for q in range(16): put(rows, seg + 64*t + 4*q, cw[:, t, q])
-            seg += D; shift += 8
+            for q in range(16):
+                put(rows, seg + 64 * t + 4 * q, cw[:, t, q])
+            seg += D
+            shift += 8
         if m & 4:
             for o in range(8):
-                a = (cw[:, t, 2*o] >> np.uint32(shift)) & np.uint32(0x0F0F0F0F)
-                c = (cw[:, t, 2*o+1] >> np.uint32(shift)) & np.uint32(0x0F0F0F0F)
-                a |= a >> np.uint32(4); c |= c >> np.uint32(4)
-                put(rows, seg + 32*t + 4*o, byte_perm(a, c, 0x6420))
-            seg += D // 2; shift += 4
+                a = (cw[:, t, 2 * o] >> np.uint32(shift)) & np.uint32(0x0F0F0F0F)
+                c = (cw[:, t, 2 * o + 1] >> np.uint32(shift)) & np.uint32(0x0F0F0F0F)
+                a |= a >> np.uint32(4)
+                c |= c >> np.uint32(4)
+                put(rows, seg + 32 * t + 4 * o, byte_perm(a, c, 0x6420))
+            seg += D // 2
+            shift += 4
         if m & 2:
             for o in range(4):
                 word = np.zeros(n_vec, np.uint32)
                 for q in range(4):
-                    xx = (cw[:, t, 4*o+q] >> np.uint32(shift)) & np.uint32(0x03030303)
-                    word |= ((xx * np.uint32(0x01041040)) >> np.uint32(24)) << np.uint32(8*q)
-                put(rows, seg + 16*t + 4*o, word)
-            seg += D // 4; shift += 2
+                    xx = (cw[:, t, 4 * o + q] >> np.uint32(shift)) & np.uint32(0x03030303)
+                    word |= ((xx * np.uint32(0x01041040)) >> np.uint32(24)) << np.uint32(8 * q)
+                put(rows, seg + 16 * t + 4 * o, word)
+            seg += D // 4
+            shift += 2
         if m & 1:
             for o in range(2):
                 word = np.zeros(n_vec, np.uint32)
                 for q in range(8):
-                    xx = (cw[:, t, 8*o+q] >> np.uint32(shift)) & np.uint32(0x01010101)
-                    word |= (((xx * np.uint32(0x01020408)) >> np.uint32(24)) & np.uint32(0xF)) << np.uint32(4*q)
-                put(rows, seg + 8*t + 4*o, word)
-    rows[:, lay_rb-2] = (g16 & 0xFF).astype(np.uint8)
-    rows[:, lay_rb-1] = (g16 >> 8).astype(np.uint8)
+                    xx = (cw[:, t, 8 * o + q] >> np.uint32(shift)) & np.uint32(0x01010101)
+                    word |= (((xx * np.uint32(0x01020408)) >> np.uint32(24)) & np.uint32(0xF)) << np.uint32(
+                        4 * q
+                    )
+                put(rows, seg + 8 * t + 4 * o, word)
+    rows[:, lay_rb - 2] = (g16 & 0xFF).astype(np.uint8)
+    rows[:, lay_rb - 1] = (g16 >> 8).astype(np.uint8)
     return rows.reshape(B, H, S, lay_rb)
+
 
 def check(d, bits, nc, dtype, x_maker, seed=0, nvec=(2, 2, 500)):
     rng = np.random.default_rng(seed)
-    ref = RefCodec.build(CodecConfig(head_dim=d, bits=(bits,), norm_correction=bool(nc), rotation='hadamard', seed=seed))
+    ref = RefCodec.build(
+        CodecConfig(head_dim=d, bits=(bits,), norm_correction=bool(nc), rotation="hadamard", seed=seed)
+    )
     x = x_maker(rng, (*nvec, d), ref).astype(dtype)
-    want, _ = reference_ops.tq_quantize(x, np.zeros((nvec[0], nvec[1], 0, d*bits//8+2), np.uint8), ref.rotation, ref.codebook, None, None,
-                                        bits=(bits,), part_sizes=(d,), qjl=0, norm_correction=nc)
+    want, _ = reference_ops.tq_quantize(
+        x,
+        np.zeros((nvec[0], nvec[1], 0, d * bits // 8 + 2), np.uint8),
+        ref.rotation,
+        ref.codebook,
+        None,
+        None,
+        bits=(bits,),
+        part_sizes=(d,),
+        qjl=0,
+        norm_correction=nc,
+    )
     st = {}
     got = emulate(x, ref.rotation, ref.codebook, bits, nc, rng, stats=st)
     bad = np.argwhere(got != want)
-    print(f"D{d} m{bits} nc{nc} {dtype}: {len(bad)} bad bytes; pending coords {st['pend']}, exact vectors {st['need']}/{st['vec']}", bad[:3].tolist())
+    print(
+        f"D{d} m{bits} nc{nc} {dtype}: {len(bad)} bad bytes; pending coords {st['pend']}, "
+        f"exact vectors {st['need']}/{st['vec']}",
+        bad[:3].tolist(),
+    )
     return len(bad) == 0
+
 
 def gauss(rng, shape, ref):
     return rng.standard_normal(shape) * rng.choice([1e-3, 1.0, 40.0], size=shape[:-1] + (1,))
+
 
 def tricky(rng, shape, ref):
     x = gauss(rng, shape, ref)
@@ -230,13 +285,13 @@ def tricky(rng, shape, ref):
         flat[i, :2] = signs[:2] * 3.0
     return x
 
+
 def near_boundary(rng, shape, ref):
-    """Rotated coordinates placed on boundaries: y = n * u with u_i = a boundary (or its neighbour), x = R^T y."""
+    """Rotated coordinates on boundaries: y = n * u with u_i = a boundary (or its neighbour), x = R^T y."""
     d = shape[-1]
     cb = ref.codebook[0].astype(np.float64)
-    bits = int(np.log2(np.count_nonzero(np.diff(cb[:256]) > 0) + 1)) if False else None
     m = ref.config.bits[0]
-    bnd = (cb[:2**m - 1] + cb[1:2**m]) / 2
+    bnd = (cb[: 2**m - 1] + cb[1 : 2**m]) / 2
     bnd = bnd[np.abs(bnd) > 1e-12] if np.any(np.abs(bnd) > 1e-12) else np.array([0.05, -0.05])
     n = int(np.prod(shape[:-1]))
     u = rng.choice(bnd, size=(n, d)) * (1 + rng.standard_normal((n, d)) * 1e-7)
@@ -247,6 +302,7 @@ def near_boundary(rng, shape, ref):
     x = y @ R  # R^T y for rows: x = y R (R orthogonal-ish)
     return x.reshape(shape)
 
+
 def extreme(rng, shape, ref):
     x = gauss(rng, shape, ref)
     flat = x.reshape(-1, shape[-1])
@@ -255,11 +311,21 @@ def extreme(rng, shape, ref):
     flat[2::5] = 0.0
     return x
 
-if __name__ == '__main__':
+
+if __name__ == "__main__":
     ok = True
-    for d, bits, nc in [(128, 4, 0), (128, 3, 0), (128, 2, 1), (64, 8, 0), (256, 4, 0), (128, 1, 0), (64, 4, 1), (256, 3, 1)]:
-        for dtype in ('float16', 'float32'):
+    for d, bits, nc in [
+        (128, 4, 0),
+        (128, 3, 0),
+        (128, 2, 1),
+        (64, 8, 0),
+        (256, 4, 0),
+        (128, 1, 0),
+        (64, 4, 1),
+        (256, 3, 1),
+    ]:
+        for dtype in ("float16", "float32"):
             for mk in (tricky, near_boundary):
                 ok &= check(d, bits, nc, dtype, mk, seed=d + bits)
-    ok &= check(128, 4, 0, 'float32', extreme, nvec=(1, 2, 100))
+    ok &= check(128, 4, 0, "float32", extreme, nvec=(1, 2, 100))
     print("ALL OK" if ok else "FAIL")

@@ -19,8 +19,9 @@ def greedy_without_cache(session: DecodeSession, prompt: list[int], count: int) 
 
 
 def test_generate_ids_match_uncached_greedy(tiny_models, capsys):
-    code = main(["generate", str(tiny_models["original"]), "--ids", "5,9,13,2", "--max-new-tokens", "12",
-                 "--json"])
+    code = main(
+        ["generate", str(tiny_models["original"]), "--ids", "5,9,13,2", "--max-new-tokens", "12", "--json"]
+    )
     assert code == 0
     out = json.loads(capsys.readouterr().out)
     assert out["prompt_ids"] == [5, 9, 13, 2] and out["text"] is None and not out["converted"]

@@ -29,8 +29,9 @@ def layout(cache_type: str, last: int, with_window: bool = False, layers: int = 
 def test_window_pairs_by_name():
     lay = layout("tensor(uint8)", 36, with_window=True)
     assert len(lay.cache_slots) == 4 and len(lay.window_slots) == 4
-    assert {s.present_name for s in lay.window_slots} == {f"present.{i}.{k}_window" for i in (0, 1)
-                                                           for k in ("key", "value")}
+    assert {s.present_name for s in lay.window_slots} == {
+        f"present.{i}.{k}_window" for i in (0, 1) for k in ("key", "value")
+    }
 
 
 def test_compressed_with_window_counts_every_byte():

@@ -42,8 +42,15 @@ class TqCache:
         from tqexport.codec import Codec, CodecConfig
 
         def one(bits: int, seed: int):
-            config = CodecConfig(head_dim=HEAD_DIM, part_sizes=(HEAD_DIM,), bits=(bits,), qjl=False,
-                                 norm_correction=False, rotation="hadamard", seed=seed)
+            config = CodecConfig(
+                head_dim=HEAD_DIM,
+                part_sizes=(HEAD_DIM,),
+                bits=(bits,),
+                qjl=False,
+                norm_correction=False,
+                rotation="hadamard",
+                seed=seed,
+            )
             return Codec.build(config, num_heads=KV_HEADS)
 
         return {"key": one(self.key_bits, self.seed), "value": one(self.value_bits, self.seed + 1)}
@@ -159,10 +166,18 @@ def build_tiny_decoder(
                 rot, cb = const(p + kind + "_rot", codec.rotation), const(p + kind + "_cb", codec.codebook)
                 window = [f"past_key_values.{layer}.{kind}_window"] if tq.window else []
                 outs = [f"present.{layer}.{kind}"] + ([f"present.{layer}.{kind}_window"] if tq.window else [])
-                nodes.append(helper.make_node(
-                    "TQQuantize", [new_kv, f"past_key_values.{layer}.{kind}", rot, cb, "", *window], outs,
-                    name=p + kind + "_tqq", domain="tqexport", sink_tokens=tq.sink_tokens,
-                    recent_window=tq.recent_window, **codec.onnx_attributes()))
+                nodes.append(
+                    helper.make_node(
+                        "TQQuantize",
+                        [new_kv, f"past_key_values.{layer}.{kind}", rot, cb, "", *window],
+                        outs,
+                        name=p + kind + "_tqq",
+                        domain="tqexport",
+                        sink_tokens=tq.sink_tokens,
+                        recent_window=tq.recent_window,
+                        **codec.onnx_attributes(),
+                    )
+                )
                 tq_in[kind] = (outs, rot, cb)
                 continue
             if uint8_cache:
@@ -182,13 +197,23 @@ def build_tiny_decoder(
             (k_outs, k_rot, k_cb), (v_outs, v_rot, v_cb) = tq_in["key"], tq_in["value"]
             windows = [k_outs[1], v_outs[1]] if tq.window else []
             kc, vc = codecs["key"].config, codecs["value"].config
-            nodes.append(helper.make_node(
-                "TQAttention", [q, k_outs[0], v_outs[0], mask, k_rot, k_cb, v_rot, v_cb, "", *windows],
-                [p + "attn"], name=p + "tqa", domain="tqexport", k_bits=list(kc.bits),
-                k_part_sizes=list(kc.part_sizes), k_qjl=0, v_bits=list(vc.bits),
-                v_part_sizes=list(vc.part_sizes),
-                scale=float(1.0 / np.sqrt(HEAD_DIM)), sink_tokens=tq.sink_tokens,
-                recent_window=tq.recent_window))
+            nodes.append(
+                helper.make_node(
+                    "TQAttention",
+                    [q, k_outs[0], v_outs[0], mask, k_rot, k_cb, v_rot, v_cb, "", *windows],
+                    [p + "attn"],
+                    name=p + "tqa",
+                    domain="tqexport",
+                    k_bits=list(kc.bits),
+                    k_part_sizes=list(kc.part_sizes),
+                    k_qjl=0,
+                    v_bits=list(vc.bits),
+                    v_part_sizes=list(vc.part_sizes),
+                    scale=float(1.0 / np.sqrt(HEAD_DIM)),
+                    sink_tokens=tq.sink_tokens,
+                    recent_window=tq.recent_window,
+                )
+            )
             attn = p + "attn"
         else:
             k_t = node("Transpose", [kv["key"]], p + "k_t", perm=[0, 1, 3, 2])
@@ -216,16 +241,28 @@ def build_tiny_decoder(
     for i in range(LAYERS):
         for k in ("key", "value"):
             last = codecs[k].row_bytes if tq else HEAD_DIM
-            cache_in.append(helper.make_tensor_value_info(f"past_key_values.{i}.{k}", cache_type,
-                                                          ["batch", KV_HEADS, "past", last]))
-            cache_out.append(helper.make_tensor_value_info(f"present.{i}.{k}", cache_type,
-                                                           ["batch", KV_HEADS, "total", last]))
+            cache_in.append(
+                helper.make_tensor_value_info(
+                    f"past_key_values.{i}.{k}", cache_type, ["batch", KV_HEADS, "past", last]
+                )
+            )
+            cache_out.append(
+                helper.make_tensor_value_info(
+                    f"present.{i}.{k}", cache_type, ["batch", KV_HEADS, "total", last]
+                )
+            )
             if tq and tq.window:
                 window_shape = ["batch", KV_HEADS, "past_w", HEAD_DIM]
-                cache_in.append(helper.make_tensor_value_info(
-                    f"past_key_values.{i}.{k}_window", TensorProto.FLOAT, window_shape))
-                cache_out.append(helper.make_tensor_value_info(f"present.{i}.{k}_window", TensorProto.FLOAT,
-                                                               ["batch", KV_HEADS, "total_w", HEAD_DIM]))
+                cache_in.append(
+                    helper.make_tensor_value_info(
+                        f"past_key_values.{i}.{k}_window", TensorProto.FLOAT, window_shape
+                    )
+                )
+                cache_out.append(
+                    helper.make_tensor_value_info(
+                        f"present.{i}.{k}_window", TensorProto.FLOAT, ["batch", KV_HEADS, "total_w", HEAD_DIM]
+                    )
+                )
     graph = helper.make_graph(
         nodes,
         "tiny_decoder",
@@ -242,8 +279,14 @@ def build_tiny_decoder(
     model = helper.make_model(graph, opset_imports=opsets)
     model.ir_version = 8
     if tq:
-        config = {"format_version": 1, "cache_mode": "concat", "sink_tokens": tq.sink_tokens,
-                  "recent_window": tq.recent_window, "key_bits": tq.key_bits, "value_bits": tq.value_bits}
+        config = {
+            "format_version": 1,
+            "cache_mode": "concat",
+            "sink_tokens": tq.sink_tokens,
+            "recent_window": tq.recent_window,
+            "key_bits": tq.key_bits,
+            "value_bits": tq.value_bits,
+        }
         helper.set_model_props(model, {"tqexport.config": json.dumps(config)})
     else:
         onnx.checker.check_model(model, full_check=True)

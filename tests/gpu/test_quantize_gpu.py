@@ -125,13 +125,15 @@ def test_non_hadamard_rotation_takes_dense_branch_bit_exact(kernels, rotation, d
 
 
 def near_boundary_inputs(rng: np.random.Generator, shape: tuple[int, ...], ref, dtype: str) -> np.ndarray:
-    """Half of the rotated coordinates of each row on a Lloyd-Max boundary (then the input rounding moves them by
-    ~1e-8 (float32) or ~1e-4 (float16)): most rows take the v3 kernel's exact float64 path for some coordinates."""
+    """Half of the rotated coordinates of each row on a Lloyd-Max boundary (then the input rounding moves
+    them by ~1e-8 (float32) or ~1e-4 (float16)): most rows take the v3 kernel's exact float64 path for some
+    coordinates."""
     d = shape[-1]
     m = ref.config.bits[0]
     cb = ref.codebook[0].astype(np.float64)
     bnd = (cb[: 2**m - 1] + cb[1 : 2**m]) / 2
-    bnd = bnd[np.abs(bnd) > 1e-9]  # u = 0 exactly is a float64-rounding tie for float32 inputs: any sign is valid
+    # u = 0 exactly is a float64-rounding tie for float32 inputs: any sign is valid
+    bnd = bnd[np.abs(bnd) > 1e-9]
     n = int(np.prod(shape[:-1]))
     u = rng.standard_normal((n, d)) / np.sqrt(d)
     on = rng.random((n, d)) < 0.5
@@ -146,7 +148,8 @@ def near_boundary_inputs(rng: np.random.Generator, shape: tuple[int, ...], ref, 
 @pytest.mark.parametrize("cfg", [(128, 4), (128, 3), (64, 2), (256, 4)], ids=lambda c: f"D{c[0]}-m{c[1]}")
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
 def test_near_boundary_inputs_bit_exact(kernels, cfg, dtype):
-    """v3: coordinates within the float32 error bound of a boundary are recomputed in float64 (warp-cooperative)."""
+    """v3: coordinates within the float32 error bound of a boundary are recomputed in float64
+    (warp-cooperative)."""
     d, bits = cfg
     ref, codec = build(d, bits, 0, 0)
     x = near_boundary_inputs(np.random.default_rng(d + bits), (2, 2, 300, d), ref, dtype)
@@ -155,8 +158,8 @@ def test_near_boundary_inputs_bit_exact(kernels, cfg, dtype):
 
 @pytest.mark.parametrize("nc", [0, 1])
 def test_extreme_float32_scales_bit_exact(kernels, nc):
-    """v3: rows whose float32 sum of squares underflows or overflows (x ~ 1e-25, 1e25), zero rows, and normal rows
-    side by side: the first kind takes the exact path for every coordinate."""
+    """v3: rows whose float32 sum of squares underflows or overflows (x ~ 1e-25, 1e25), zero rows, and
+    normal rows side by side: the first kind takes the exact path for every coordinate."""
     ref, codec = build(128, 4, 0, nc)
     rng = np.random.default_rng(11)
     x = rng.standard_normal((2, 2, 90, 128))
@@ -170,8 +173,9 @@ def test_extreme_float32_scales_bit_exact(kernels, nc):
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
 @pytest.mark.parametrize("in_place", [False, True])
 def test_buffer_mode_window_fast_path_bit_exact(kernels, dtype, in_place):
-    """Buffer mode with sinks and a recent window on the Hadamard fast path: compressed tokens come from the past
-    window's ring slots and from x, sequences of different lengths, 100+ tokens per step (several warp tiles)."""
+    """Buffer mode with sinks and a recent window on the Hadamard fast path: compressed tokens come from the
+    past window's ring slots and from x, sequences of different lengths, 100+ tokens per step (several warp
+    tiles)."""
     import torch
 
     from bench.gpu_harness.capi import BUFFER
