@@ -62,7 +62,8 @@ fi
 
 start=$SECONDS
 python3 -m bench.gpu_e2e.fill_weights build/e2e/models/smol/model.onnx \
-  --share-with build/e2e/models/smol-tq4/model.onnx build/e2e/models/smol-tq4-w/model.onnx
+  --share-with build/e2e/models/smol-tq4/model.onnx build/e2e/models/smol-tq4-w/model.onnx \
+  build/e2e/models/smol-tq4-buf/model.onnx
 python3 -m bench.gpu_e2e.fill_weights build/e2e/models/llama8b/model.onnx \
   --share-with build/e2e/models/llama8b-tq4/model.onnx build/e2e/models/llama8b-tq3/model.onnx
 echo "weights filled in $((SECONDS - start)) s"
