@@ -38,7 +38,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.gpu_e2e.ort_cuda import CPU, CUDA, cuda_unavailable_reason, make_session, node_providers  # noqa: E402
-from tqexport.eval.session import DecodeSession, buffer_capacity, position_ids_from_mask  # noqa: E402
+from tqexport.eval.in_place import InPlaceDecoder  # noqa: E402
+from tqexport.eval.session import DecodeSession, buffer_capacity  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 
@@ -252,40 +253,6 @@ def test_ort_cuda_buffer_mode_matches_concat_mode(tmp_path: Path) -> None:
     assert error <= BUFFER_VS_CONCAT_TOL, f"buffer mode differs from concat mode by {error:.3e} x max|logit|"
 
 
-def _decode_in_place(session, ids: np.ndarray, capacity: int, device: str = "cuda") -> np.ndarray:
-    """Like _decode, but each cache is one CUDA buffer bound as both past and present through IO binding
-    (docs/format.md 9.1: the ops allow the alias); returns the logits [steps + 1, B, V]."""
-    import onnxruntime as ort
-
-    decoder = DecodeSession(session, capacity=capacity)
-    decoder.reset(ids.shape[0])
-    buffers = {
-        slot.past_name: ort.OrtValue.ortvalue_from_numpy(decoder.past[slot.past_name], device, 0)
-        for slot in decoder.layout.slots
-    }
-    names = decoder.layout.other_inputs
-    mask_BT = np.zeros((ids.shape[0], 0), dtype=np.int64)
-    logits = []
-    for start, stop in [(0, PREFILL), *((t, t + 1) for t in range(PREFILL, ids.shape[1]))]:
-        ids_BS = np.ascontiguousarray(ids[:, start:stop])
-        mask_BT = np.concatenate([mask_BT, np.ones_like(ids_BS)], axis=1)
-        binding = session.io_binding()
-        binding.bind_cpu_input("input_ids", ids_BS)
-        if "attention_mask" in names:
-            binding.bind_cpu_input("attention_mask", mask_BT)
-        if "position_ids" in names:
-            binding.bind_cpu_input(
-                "position_ids", np.ascontiguousarray(position_ids_from_mask(mask_BT)[:, start:])
-            )
-        binding.bind_output(decoder.layout.logits_name, "cpu")
-        for slot in decoder.layout.slots:
-            binding.bind_ortvalue_input(slot.past_name, buffers[slot.past_name])
-            binding.bind_ortvalue_output(slot.present_name, buffers[slot.past_name])
-        session.run_with_iobinding(binding)
-        logits.append(binding.copy_outputs_to_cpu()[0][:, -1, :])
-    return np.stack(logits)
-
-
 def test_ort_cuda_buffer_mode_in_place_io_binding() -> None:
     """One CUDA buffer per cache, bound as past and present at once, decodes as the copying runs do."""
     models = _model_set()
@@ -293,7 +260,7 @@ def test_ort_cuda_buffer_mode_in_place_io_binding() -> None:
     ids = _token_ids(buffer.parent.parent)
     session = make_session(buffer, CUDA, exact_fp32=True)
     copying, _ = _decode(session, ids)
-    in_place = _decode_in_place(session, ids, buffer_capacity(ids.shape[1]))
+    in_place = InPlaceDecoder(session, buffer_capacity(ids.shape[1]), "cuda").teacher_forced(ids, PREFILL)
     error = _rel(in_place, copying.astype(np.float64)).max()
     print(f"\nbuffer mode, in place (IO binding alias) vs copying: max|diff|/max|logit| {error:.3e}")
     assert error <= BUFFER_VS_CONCAT_TOL, f"in-place buffer decode differs by {error:.3e} x max|logit|"

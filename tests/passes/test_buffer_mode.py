@@ -252,7 +252,7 @@ def test_buffer_bound_as_past_and_present_decodes_in_place(window, tmp_path: Pat
     the alias) decodes to the logits of the copying decode; the buffers hold the caches afterwards."""
     import onnxruntime as ort
 
-    from tqexport.eval.session import position_ids_from_mask
+    from tqexport.eval.in_place import InPlaceDecoder
     from tqexport.runtime import register_with
 
     fx = FIXTURES[("optimum", "llama")]
@@ -266,26 +266,17 @@ def test_buffer_bound_as_past_and_present_decodes_in_place(window, tmp_path: Pat
     options = ort.SessionOptions()
     register_with(options)
     session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-    state = DecodeSession(session, capacity=capacity)
-    state.reset(ids.shape[0])
-    buffers = {name: ort.OrtValue.ortvalue_from_numpy(array) for name, array in state.past.items()}
-    mask_BT = np.zeros((ids.shape[0], 0), dtype=np.int64)
-    in_place = []
-    for start, stop in [(0, PREFILL), *((t, t + 1) for t in range(PREFILL, ids.shape[1]))]:
-        ids_BS = np.ascontiguousarray(ids[:, start:stop])
-        mask_BT = np.concatenate([mask_BT, np.ones_like(ids_BS)], axis=1)
-        binding = session.io_binding()
-        binding.bind_cpu_input("input_ids", ids_BS)
-        binding.bind_cpu_input("attention_mask", mask_BT)
-        binding.bind_cpu_input(
-            "position_ids", np.ascontiguousarray(position_ids_from_mask(mask_BT)[:, start:])
-        )
-        binding.bind_output(state.layout.logits_name, "cpu")
-        for slot in state.layout.slots:
-            binding.bind_ortvalue_input(slot.past_name, buffers[slot.past_name])
-            binding.bind_ortvalue_output(slot.present_name, buffers[slot.past_name])
-        session.run_with_iobinding(binding)
-        in_place.append(binding.copy_outputs_to_cpu()[0][:, -1, :])
-    np.testing.assert_array_equal(np.stack(in_place), np.stack(copying))
-    for name, value in buffers.items():
+    in_place = InPlaceDecoder(session, capacity, "cpu")
+    np.testing.assert_array_equal(in_place.teacher_forced(ids, PREFILL), np.stack(copying))
+    for name, value in in_place.buffers.items():
         np.testing.assert_array_equal(value.numpy(), decoder.past[name])
+
+
+@needs_ort
+def test_in_place_decoder_refuses_a_concat_mode_model(tmp_path: Path) -> None:
+    from tqexport.eval.in_place import InPlaceDecoder
+    from tqexport.eval.ort_session import make_session
+
+    model = _convert(FIXTURES[("optimum", "llama")], tmp_path / "concat.onnx", "concat", 0, 0)
+    with pytest.raises(UsageError, match="buffer-mode"):
+        InPlaceDecoder(make_session(model), capacity=64)
