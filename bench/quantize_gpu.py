@@ -1,8 +1,9 @@
 """TQQuantize throughput on the GPU: bytes read + written per second as a share of a device-to-device copy.
 
 Concat-mode appends (empty past) of K, Hkv=8, D=128: prefill B=8 S=4096 and decode B=32 S=1, 4-bit and 3-bit,
-QJL off/on, float16 and float32 inputs, Hadamard rotation (fast path without QJL) and a dense Haar rotation
-(v1 kernel). Prints the card; never asserts.
+QJL off/on, float16 and float32 inputs, Hadamard rotation (the v4 fast path without QJL; QJL runs the v1
+kernel) and a dense Haar rotation (the fast kernel's v2 dense branch). Prints the card; never asserts.
+`--fast` times only the B=8 S=4096 Hadamard rows without QJL (the fast path's target cases).
 """
 
 from __future__ import annotations
@@ -41,7 +42,10 @@ def main() -> None:
     copy_gbs = copy_bandwidth_gbs()
     print(f"card: {name}; device-to-device copy: {copy_gbs:.0f} GB/s")
     rows = []
+    fast_only = "--fast" in sys.argv[1:]
     for bits, qjl, rot_kind, dtype_name, b, s in CASES:
+        if fast_only and (qjl or rot_kind != "hadamard" or b * s <= 1024):
+            continue
         dtype = getattr(torch, dtype_name)
         ref = RefCodec.build(CodecConfig(head_dim=D, bits=(bits,), qjl=bool(qjl), rotation=rot_kind))
         codec = Codec(D, (D,), (bits,), qjl)
@@ -63,7 +67,7 @@ def main() -> None:
         nbytes = b * HKV * s * (D * x[0].element_size() + codec.row_bytes)
         gbs = nbytes / (us * 1e-6) / 1e9
         rows.append((bits, qjl, rot_kind, dtype_name, b, s, us, gbs, gbs / copy_gbs))
-    print(f"\n{name}; copy {copy_gbs:.0f} GB/s; Hkv={HKV} D={D}; quantize v2")
+    print(f"\n{name}; copy {copy_gbs:.0f} GB/s; Hkv={HKV} D={D}; quantize v4 (Hadamard, no QJL)")
     print("bits qjl rotation dtype      B     S       us     GB/s  %copy")
     for bits, qjl, rot_kind, dtype_name, b, s, us, gbs, share in rows:
         head = f"{bits:4d} {qjl:3d} {rot_kind:8s} {dtype_name:8s} {b:3d} {s:5d}"
