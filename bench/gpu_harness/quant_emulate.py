@@ -1,4 +1,4 @@
-"""CPU emulation of the v3 quantize kernel's arithmetic (plugins/kernels/quantize_hadamard.cuh, namespace v3).
+"""CPU emulation of the v4 quantize kernel's arithmetic (plugins/kernels/quantize_hadamard.cuh, namespace v4).
 
 Float32 butterflies in the kernel's order, the sum of squares in its chains, rsqrtf modelled as the
 correctly rounded value moved by up to 2 ulp, the 513-cell table (4 * code entries) or the float32 binary
@@ -20,6 +20,7 @@ from tqexport.codec import CodecConfig, reference_ops
 
 f32 = np.float32
 EPS = f32(2.0**-19)
+CPT = 32  # coordinates per thread (v4; v3 was 64)
 
 
 def fma32(a, b, c):
@@ -28,6 +29,16 @@ def fma32(a, b, c):
 
 def count_below(bnd, u):  # strict
     return np.searchsorted(bnd, u, side="left")
+
+
+def group_sum(parts):
+    """The kernel's xor-shuffle sum over TPV lanes (float32, commutative: lane 0's value is everyone's)."""
+    vals = list(parts)
+    o = 1
+    while o < len(vals):
+        vals = [(vals[t & ~o] + vals[t | o]).astype(np.float32) for t in range(len(vals))]
+        o <<= 1
+    return vals[0]
 
 
 def emulate(x, rot, codebook, bits, nc, rng, perturb=True, stats=None):
@@ -60,24 +71,18 @@ def emulate(x, rot, codebook, bits, nc, rng, perturb=True, stats=None):
     n_vec = xs.shape[0]
     z = xs.astype(np.float32).copy()
     z[:, s] = -z[:, s]
-    # S32: per thread 8 chains of 8 in order k, tree, group sum (TPV)
-    TPV = D // 64
+    # S32: per thread 8 chains (k & 7) over its CPT coordinates, tree, group sum over TPV lanes (xor shuffles)
+    TPV = D // CPT
     parts = []
     for t in range(TPV):
         acc = np.zeros((n_vec, 8), np.float32)
-        for k in range(64):
-            acc[:, k & 7] = fma32(z[:, 64 * t + k], z[:, 64 * t + k], acc[:, k & 7])
+        for k in range(CPT):
+            acc[:, k & 7] = fma32(z[:, CPT * t + k], z[:, CPT * t + k], acc[:, k & 7])
         st = ((acc[:, 0] + acc[:, 1]) + (acc[:, 2] + acc[:, 3])) + (
             (acc[:, 4] + acc[:, 5]) + (acc[:, 6] + acc[:, 7])
         )
         parts.append(st)
-    tot = parts[0]
-    if TPV >= 2:
-        p01 = parts[0] + parts[1]
-        if TPV == 4:
-            tot = p01 + (parts[2] + parts[3])
-        else:
-            tot = p01
+    tot = group_sum(parts)
     s32 = tot.astype(np.float32)
     # butterflies float32
     r = z.copy()
@@ -109,7 +114,8 @@ def emulate(x, rot, codebook, bits, nc, rng, perturb=True, stats=None):
             e = cells_ext[idx]
             d = fma32(r, inv[:, None], -b32m[e + 1].astype(np.float64))
             codes = e + (d > 0)
-            pend = np.abs(d) <= EPS
+            pend = ~np.signbit((EPS - np.abs(d)).astype(np.float32))  # the kernel's sign-bit test
+            assert np.array_equal(pend, np.abs(d) <= EPS)
         else:
             u = (r * inv[:, None]).astype(np.float32)
             pos = np.searchsorted(b32[: ncent - 1], u, side="left")  # count b32 < u
@@ -125,19 +131,13 @@ def emulate(x, rot, codebook, bits, nc, rng, perturb=True, stats=None):
         gm = f32(2.0**-19)
         if nc:
             cv = cb[np.clip(codes, 0, 255)]
-            cs = np.zeros(n_vec, np.float32)
-            # emulate 4 chains per thread, then sums
             csp = []
             for t in range(TPV):
                 ca = np.zeros((n_vec, 4), np.float32)
-                for k in range(64):
-                    ca[:, k & 3] = fma32(cv[:, 64 * t + k], cv[:, 64 * t + k], ca[:, k & 3])
+                for k in range(CPT):
+                    ca[:, k & 3] = fma32(cv[:, CPT * t + k], cv[:, CPT * t + k], ca[:, k & 3])
                 csp.append((ca[:, 0] + ca[:, 1]) + (ca[:, 2] + ca[:, 3]))
-            cs = (
-                csp[0]
-                if TPV == 1
-                else (csp[0] + csp[1] if TPV == 2 else (csp[0] + csp[1]) + (csp[2] + csp[3]))
-            )
+            cs = group_sum(csp)
             rs = (f32(1) / np.sqrt(cs)).astype(np.float32)
             g32 = np.where(g32 > 0, (g32 * rs).astype(np.float32), f32(0))
             gm = f32(2.0**-18)
@@ -179,11 +179,11 @@ def emulate(x, rot, codebook, bits, nc, rng, perturb=True, stats=None):
     # packing via the kernel's bit tricks, per thread
     rows = np.zeros((n_vec, lay_rb), np.uint8)
     cscale = 2 if use_table else 0
-    cw = np.zeros((n_vec, TPV, 16), np.uint64)
+    cw = np.zeros((n_vec, TPV, CPT // 4), np.uint64)
     for t in range(TPV):
-        for k in range(64):
+        for k in range(CPT):
             cw[:, t, k >> 2] |= (
-                (codes[:, 64 * t + k].astype(np.uint64) << np.uint64(cscale)) & 0xFF
+                (codes[:, CPT * t + k].astype(np.uint64) << np.uint64(cscale)) & 0xFF
             ) << np.uint64(8 * (k & 3))
     cw = cw.astype(np.uint32)
 
@@ -200,41 +200,53 @@ def emulate(x, rot, codebook, bits, nc, rng, perturb=True, stats=None):
             out |= src[(sel >> (4 * i)) & 7] << np.uint32(8 * i)
         return out
 
+    u32 = np.uint32
     for t in range(TPV):
+        if use_table and m == 3:  # the kernel's constant-mask branch (codes held as 4 * code)
+            for o in range(CPT // 16):
+                f = [(cw[:, t, 4 * o + q] & u32(0x0C0C0C0C)) * u32(0x00410410) for q in range(4)]
+                lo = byte_perm(f[0], f[1], 0x0073)
+                hi = byte_perm(f[2], f[3], 0x0073)
+                put(rows, CPT // 4 * t + 4 * o, byte_perm(lo, hi, 0x5410))
+            word = np.zeros(n_vec, np.uint32)
+            for q in range(CPT // 4):
+                word |= (((cw[:, t, q] & u32(0x10101010)) * u32(0x01020408)) >> u32(28)) << u32(4 * q)
+            put(rows, D // 4 + CPT // 8 * t, word)
+            continue
         shift = cscale
         seg = 0
         if m & 8:
-            for q in range(16):
-                put(rows, seg + 64 * t + 4 * q, cw[:, t, q])
+            for q in range(CPT // 4):
+                put(rows, seg + CPT * t + 4 * q, cw[:, t, q])
             seg += D
             shift += 8
         if m & 4:
-            for o in range(8):
+            for o in range(CPT // 8):
                 a = (cw[:, t, 2 * o] >> np.uint32(shift)) & np.uint32(0x0F0F0F0F)
                 c = (cw[:, t, 2 * o + 1] >> np.uint32(shift)) & np.uint32(0x0F0F0F0F)
                 a |= a >> np.uint32(4)
                 c |= c >> np.uint32(4)
-                put(rows, seg + 32 * t + 4 * o, byte_perm(a, c, 0x6420))
+                put(rows, seg + CPT // 2 * t + 4 * o, byte_perm(a, c, 0x6420))
             seg += D // 2
             shift += 4
         if m & 2:
-            for o in range(4):
+            for o in range(CPT // 16):
                 word = np.zeros(n_vec, np.uint32)
                 for q in range(4):
                     xx = (cw[:, t, 4 * o + q] >> np.uint32(shift)) & np.uint32(0x03030303)
                     word |= ((xx * np.uint32(0x01041040)) >> np.uint32(24)) << np.uint32(8 * q)
-                put(rows, seg + 16 * t + 4 * o, word)
+                put(rows, seg + CPT // 4 * t + 4 * o, word)
             seg += D // 4
             shift += 2
         if m & 1:
-            for o in range(2):
+            for o in range(CPT // 32):
                 word = np.zeros(n_vec, np.uint32)
                 for q in range(8):
                     xx = (cw[:, t, 8 * o + q] >> np.uint32(shift)) & np.uint32(0x01010101)
                     word |= (((xx * np.uint32(0x01020408)) >> np.uint32(24)) & np.uint32(0xF)) << np.uint32(
                         4 * q
                     )
-                put(rows, seg + 8 * t + 4 * o, word)
+                put(rows, seg + CPT // 8 * t + 4 * o, word)
     rows[:, lay_rb - 2] = (g16 & 0xFF).astype(np.uint8)
     rows[:, lay_rb - 1] = (g16 >> 8).astype(np.uint8)
     return rows.reshape(B, H, S, lay_rb)

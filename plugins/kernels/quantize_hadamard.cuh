@@ -1,7 +1,7 @@
 // TQQuantize fast path (docs/format.md section 5) for one part and D in {64, 128, 256}: included by quantize.cu
 // only, inside its anonymous namespace after QuantizeArgs, pmod, compressed_range and f64_to_half_bits.
-// Two kernels: v3 (namespace v3 below: float32 butterflies with a proven bound, float64 only near a decision) for a
-// Hadamard R, and v2 (this comment down to namespace v3), whose dense branch v3 calls for a block whose R is not
+// Two kernels: v4 (namespace v4 below: float32 butterflies with a proven bound, float64 only near a decision) for a
+// Hadamard R, and v2 (this comment down to namespace v4), whose dense branch v4 calls for a block whose R is not
 // Hadamard-structured. The v2 description:
 //
 // When R[h] == c * H_D * diag(s) exactly (Sylvester Hadamard H_D, c = |R[0][0]|, s_j = sign(R[0][j]); every block
@@ -170,7 +170,7 @@ __device__ __forceinline__ uint32_t element_bits(const RawT& raw, int e) {
 }
 
 // v2 (one block-iteration = 32 vectors, float64 butterflies or dense rows): since v3, only the dense branch of a
-// block whose R is not c * H * diag(s) runs it (v3 calls it after its structure vote fails).
+// block whose R is not c * H * diag(s) runs it (v3 and v4 call it after their structure vote fails).
 template <int D, bool kHalf>
 __device__ __forceinline__ void v2_block(const QuantizeArgs& args, char* smem_raw) {
   constexpr int TPV = D / 16;          // threads per vector
@@ -416,15 +416,19 @@ __device__ __forceinline__ void v2_block(const QuantizeArgs& args, char* smem_ra
 }  // namespace wht
 
 // ---------------------------------------------------------------------------------------------------------------
-// v3: float32 Walsh-Hadamard transform with a proven error bound; float64 only where it can change a byte.
+// v4: float32 Walsh-Hadamard transform with a proven error bound; float64 only where it can change a byte.
+// (v3 was the same arithmetic with 64 coordinates per thread; v4 halves that to shrink the unrolled hot loop,
+// which v3's profile showed starving on instruction fetch: bench/NOTES.md, "quantize v4".)
 //
 // For a Hadamard R the code of coordinate i only depends on u_i = y_i / n = r_i / ||r||, r = H diag(s) x (c
 // cancels). The kernel computes r in float32 butterflies (exact input: float16/float32 upcasts; sign flips are
-// bit flips) and u32 = r32 * rsqrtf(D * S32), S32 = sum x_j^2 in float32 (8 chains of 8 FFMA, a 3-level tree and
-// the group shuffles). Error in u-space (unit roundoff u = 2^-24, |u_i| <= 1):
+// bit flips) and u32 = r32 * rsqrtf(D * S32), S32 = sum x_j^2 in float32 (8 chains of 4 FFMA, a 3-level tree and
+// log2(TPV) <= 3 group shuffles: at most 10 roundings). Error in u-space (unit roundoff u = 2^-24, |u_i| <= 1):
 //   butterflies: |r32_i - r_i| <= gamma_log2(D) * ||x||_1 <= 8u * ||r||_2     (||x||_1 <= sqrt(D) ||x||_2)
-//   S32: <= gamma_13 relative -> 6.5u on 1/sqrt; rsqrtf: 2 ulp <= 4u; the product: 1u; beta32 = fl32(beta): 0.5u
-//   total <= 20u; the decision margin is kEps = 32u = 2^-19.
+//   S32: <= gamma_10 relative -> 5u on 1/sqrt; rsqrtf: 2 ulp <= 4u; the product: 1u; beta32 = fl32(beta): 0.5u
+//   total <= 19u (v3's 64-coordinate chains: gamma_13, 20u); the decision margin is kEps = 32u = 2^-19.
+// The order of the butterfly stages (bits 0..4 in registers, then 5.. across lanes) does not enter the bound:
+// every output is log2(D) roundings deep in any order.
 // A coordinate whose u32 lies within kEps of a boundary is "pending": its code is recomputed exactly as the
 // contract states, from y_i = c * r_i (r_i summed in float64 over the staged inputs: exact for float16 inputs,
 // any order) and n in float64 (n = c * sqrt(D * sum x_j^2), float64), by the whole warp cooperating on one
@@ -434,52 +438,53 @@ __device__ __forceinline__ void v2_block(const QuantizeArgs& args, char* smem_ra
 // are exact in float32: u = 0). The result is the same bytes as the float64 path up to the contract's float64
 // rounding freedom (n and the summation order), which the v2 kernel already used.
 //
-// Layout: 256 threads, 64 coordinates per thread (TPV = D / 64 threads per vector, VW = 32 / TPV vectors per warp
-// and tile). Each warp streams its own tiles: 16-byte cp.async of the tile's inputs (coalesced, 512 B per warp
-// instruction) into a two-stage per-warp buffer, swizzled so that each lane's 16-byte reads of its 64 inputs are
-// conflict-free; butterflies over coordinate bits 0..5 in registers, bits 6.. by xor-shuffles. Codes: m <= 4 via a
-// 513-cell table (u rounded to 1/256, margin 2^-16; a cell holds at most one boundary or the block uses the binary
-// search; entries are 4 * code, the byte offset of the candidate boundary, so codes are kept as 4 * code in that
-// path), m > 4 by binary search over the float32 boundaries. Rows are packed in registers (byte-per-code words,
-// then segment words with shifts, multiplies and prmt), staged per warp in shared memory at the destination's
-// 16-byte phase, and written as one contiguous run with 16-byte stores. A block whose R is not Hadamard-structured
-// runs v2's dense branch (inlined: no call, the kernel parameter's address never escapes).
-namespace v3 {
+// Layout: 256 threads, 2 blocks per SM (128 registers, no spills in the loop; 3 blocks at 80 registers ran slower), 32
+// coordinates per thread (TPV = D / 32 threads per vector, VW = 32 / TPV vectors per warp and tile). Each warp streams
+// its own tiles: 16-byte cp.async of the tile's inputs (coalesced, 512 B per warp instruction; per-lane destinations
+// fixed at setup) into a two-stage per-warp buffer in which each lane's CPL = 32 * esize / 16 chunks are contiguous and
+// lanes are CPL + 1 chunks apart (so the 8 lanes of a 16-byte read phase hit 8 different bank groups); butterflies over
+// coordinate bits 0..4 in registers, bits 5.. by xor-shuffles. Codes: m <= 4 via a 513-cell table (u rounded to 1/256,
+// margin 2^-16; a cell holds at most one boundary or the block uses the binary search; entries are 4 * code, the byte
+// offset of the candidate boundary, so codes are kept as 4 * code in that path; the pending set comes from the sign
+// bits of kEps - |u - beta|), m > 4 by binary search over the float32 boundaries. Rows are packed in registers (byte-
+// per-code words, then segment words with shifts, multiplies and prmt; constant masks for 3-bit table codes), staged
+// per warp in shared memory at the destination's 16-byte phase, and written as one contiguous run with 16-byte stores.
+// A block whose R is not Hadamard-structured runs v2's dense branch (inlined: no call, the kernel parameter's address
+// never escapes).
+namespace v4 {
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-constexpr int kCPT = 64;                      // coordinates per thread
+constexpr int kCPT = 32;                      // coordinates per thread
 constexpr int kCells = 513;                   // u cells: round((u + 1) * 256), 0..512
-constexpr uint8_t kCellSlow = 0xFF;           // cell holds two or more boundaries (within the margin)
 constexpr double kCellMargin = 0x1p-16;
 constexpr float kEps = 0x1p-19f;              // decision margin in u-space (32 unit roundoffs)
 constexpr float kGammaMargin = 0x1p-19f;      // relative, norm_correction = 0
 constexpr float kGammaMarginNc = 0x1p-18f;    // relative, norm_correction = 1
-constexpr int kOutBytes = 2176;               // per warp: VW * row_bytes + 16-byte phase <= 2128
+constexpr int kOutBytes = 1088;               // per warp: VW * row_bytes + 16-byte phase <= 16 * 66 + 16
 
 template <int D, bool kHalf>
 struct Shape {
   static constexpr int TPV = D / kCPT;
   static constexpr int VW = 32 / TPV;
   static constexpr int kEsize = kHalf ? 2 : 4;
-  static constexpr int kStageBytes = VW * D * kEsize;   // one tile, one warp: 4 KB (fp16) or 8 KB (fp32)
-  static constexpr int CPL = kCPT * kEsize / 16;         // 16-byte chunks per lane: 8 or 16
+  static constexpr int CPL = kCPT * kEsize / 16;         // 16-byte chunks per lane: 4 or 8
+  static constexpr int kLaneBytes = 16 * (CPL + 1);      // lane pitch in a stage (one pad chunk)
+  static constexpr int kStageBytes = 32 * kLaneBytes;    // one tile (VW vectors), one warp: 2.5 KB or 4.5 KB
   static constexpr int CPV = D * kEsize / 16;            // 16-byte chunks per vector
-  static constexpr int kChunkIters = kStageBytes / 16 / 32;
-  static constexpr int kMaskWords = kHalf ? D / 2 : D;  // sign masks, one per input word
-  static constexpr int kBlocksPerSm = kHalf ? 2 : 1;
+  static constexpr int kMaskWords = kHalf ? D / 2 : D;   // sign masks, one per input word
+  static constexpr int kMaskBytes = TPV * kLaneBytes;    // masks in the stage's lane layout (thread t at t * pitch)
+  static constexpr int kBlocksPerSm = 2;        // 128 registers: no spills (3 blocks at 80 lost)
 };
 
 struct Smem {
   char* stage;        // [kWarps][2][kStageBytes]
   uint8_t* obuf;      // [kWarps][kOutBytes]
   double* bound64;    // [256]: beta_1.. at 0.., then kNoBoundary
-  float* b32;         // [-1 .. 256]: float32 boundaries, -4 at -1, +4 from 2^m - 1
   float* cent32;      // [256]
-  uint32_t* smask;    // [kMaskWords]: sign bits of s in input-word layout
+  char* smask;        // [TPV][kLaneBytes]: sign bits of s in input-word layout, thread t's 16-byte chunks
   uint32_t* sgnbits;  // [D / 32]: bit j: s_j < 0
   float* row0;        // [D]
-  uint8_t* cells;     // [kCells]
 };
 
 template <int D, bool kHalf>
@@ -494,22 +499,18 @@ __host__ __device__ inline size_t smem_layout(char* base, Smem* s) {
   char* stage = take(static_cast<size_t>(kWarps) * 2 * Sh::kStageBytes);
   char* obuf = take(static_cast<size_t>(kWarps) * kOutBytes);
   char* bound64 = take(sizeof(double) * 256);
-  char* b32 = take(sizeof(float) * 260);
   char* cent32 = take(sizeof(float) * 256);
-  char* smask = take(sizeof(uint32_t) * Sh::kMaskWords);
+  char* smask = take(Sh::kMaskBytes);
   char* sgnbits = take(sizeof(uint32_t) * (D / 32));
   char* row0 = take(sizeof(float) * D);
-  char* cells = take(kCells);
   if (s != nullptr) {
     s->stage = stage;
     s->obuf = reinterpret_cast<uint8_t*>(obuf);
     s->bound64 = reinterpret_cast<double*>(bound64);
-    s->b32 = reinterpret_cast<float*>(b32) + 1;
     s->cent32 = reinterpret_cast<float*>(cent32);
-    s->smask = reinterpret_cast<uint32_t*>(smask);
+    s->smask = smask;
     s->sgnbits = reinterpret_cast<uint32_t*>(sgnbits);
     s->row0 = reinterpret_cast<float*>(row0);
-    s->cells = reinterpret_cast<uint8_t*>(cells);
   }
   return off;
 }
@@ -521,14 +522,12 @@ __host__ __device__ inline size_t smem_bytes() {
   return mine > v2 ? mine : v2;
 }
 
-// Input element j of warp-local vector v in the swizzled stage (as float32, exact).
+// Input element j of warp-local vector v in a stage (as float32, exact): lane v * TPV + j / 32 holds it.
 template <int D, bool kHalf>
 __device__ __forceinline__ float staged_elem(const char* stage, int v, int j) {
   using Sh = Shape<D, kHalf>;
   const int owner = v * Sh::TPV + j / kCPT;
-  const int byte = (j % kCPT) * Sh::kEsize;
-  const int k = byte / 16;
-  const char* ptr = stage + 16 * (owner * Sh::CPL + (k ^ (owner & 7))) + byte % 16;
+  const char* ptr = stage + owner * Sh::kLaneBytes + (j % kCPT) * Sh::kEsize;
   if constexpr (kHalf) {
     return __half2float(*reinterpret_cast<const __half*>(ptr));
   } else {
@@ -551,12 +550,12 @@ __device__ __forceinline__ T group_sum(T v) {
 
 // Code k (run-time index) of the byte-per-code words, without indexing the array at run time (which would move it
 // to local memory): every word is rewritten through a byte mask that is zero except in word k / 4.
-__device__ __forceinline__ void set_code(uint32_t (&cw)[16], int k, uint32_t code) {
-  const uint64_t onehot = 1ull << k;
+__device__ __forceinline__ void set_code(uint32_t (&cw)[kCPT / 4], int k, uint32_t code) {
+  const uint32_t onehot = 1u << k;
   const uint32_t rep = code * 0x01010101u;
 #pragma unroll
-  for (int q = 0; q < 16; ++q) {
-    const uint32_t bits = static_cast<uint32_t>(onehot >> (4 * q)) & 0xFu;
+  for (int q = 0; q < kCPT / 4; ++q) {
+    const uint32_t bits = (onehot >> (4 * q)) & 0xFu;
     const uint32_t mask = ((bits * 0x00204081u) & 0x01010101u) * 0xFFu;  // bit i -> byte i
     cw[q] = (cw[q] & ~mask) | (rep & mask);
   }
@@ -569,11 +568,13 @@ __device__ __forceinline__ void sts16(uint8_t* p, uint32_t word) {
 
 template <int D, bool kHalf>
 __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
-    tq_quantize_wht3_kernel(const QuantizeArgs args) {
+    tq_quantize_wht4_kernel(const QuantizeArgs args) {
   using Sh = Shape<D, kHalf>;
   constexpr int TPV = Sh::TPV;
   constexpr int VW = Sh::VW;
+  constexpr int CPL = Sh::CPL;
   static_assert(TPV * kCPT == D && VW * TPV == 32, "D in {64, 128, 256}");
+  static_assert(CPL == 4 || CPL == 8, "16-byte chunks per lane");
 
   const QuantizeParams& p = args.p;
   const RowLayout& lay = args.lay;
@@ -587,12 +588,11 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
   if (ntiles <= static_cast<int64_t>(blockIdx.x) * kWarps) return;  // block-uniform
 
   extern __shared__ __align__(16) char smem_raw[];
-  __shared__ __align__(16) float s_b32[260];   // static: the lookups below address them with immediates
+  __shared__ __align__(16) float s_b32[260];       // b32[-1 .. 258]: float32 boundaries, -4 at -1, +4 from 2^m - 1
   __shared__ __align__(16) uint8_t s_cells[1024];  // 513 cells, the rest copies of the last (any index is safe)
   Smem S;
   smem_layout<D, kHalf>(smem_raw, &S);
-  S.b32 = s_b32 + 1;
-  S.cells = s_cells;
+  float* b32 = s_b32 + 1;
   const int tid = threadIdx.x;
   const int warp = tid / 32;
   const int lane = tid % 32;
@@ -609,37 +609,33 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
     return static_cast<const char*>(p.past_window) + ((bh * p.past_window_rows + slot) * D) * Sh::kEsize;
   };
   char* stage0 = S.stage + warp * 2 * Sh::kStageBytes;
-  // Tile jt (VW vectors) of this (b, h) into stage st of this warp: 16-byte pieces, chunk c of the tile to lane
-  // owner = c / CPL (its vector's thread), slot (c % CPL) ^ (owner & 7). Vectors past count are zero-filled.
+  // Tile jt (VW vectors) of this (b, h) into stage st of this warp: 16-byte chunk c = lane + 32 q of the tile goes
+  // to its owner lane c / CPL at chunk c % CPL; with 32 / CPL owners per q that is this lane's fixed destination
+  // plus q * (32 / CPL) lane pitches. Vectors past count are zero-filled.
+  const int dst_lane = (lane / CPL) * Sh::kLaneBytes + 16 * (lane % CPL);
+  constexpr int kDstStep = (32 / CPL) * Sh::kLaneBytes;
   auto issue = [&](int64_t jt, int st) {
-    char* dst = stage0 + st * Sh::kStageBytes;
+    char* dst = stage0 + st * Sh::kStageBytes + dst_lane;
     const int64_t tv0 = jt * VW;
     if (t_lo + tv0 >= t_old && tv0 + VW <= count) {  // the common case: VW consecutive rows of x
-      const char* base = static_cast<const char*>(p.x) + ((bh * p.new_tokens + (t_lo + tv0 - t_old)) * D) * Sh::kEsize;
+      const char* src = static_cast<const char*>(p.x) +
+                        ((bh * p.new_tokens + (t_lo + tv0 - t_old)) * D) * Sh::kEsize + 16 * lane;
 #pragma unroll
-      for (int q = 0; q < Sh::kChunkIters; ++q) {
-        const int c = lane + 32 * q;
-        const int owner = c / Sh::CPL;
-        const int k = c % Sh::CPL;
-        dev::cp_async_16(dst + 16 * (owner * Sh::CPL + (k ^ (owner & 7))), base + 16 * c, 16);
-      }
+      for (int q = 0; q < CPL; ++q) dev::cp_async_16(dst + q * kDstStep, src + 512 * q, 16);
       dev::cp_async_commit();
       return;
     }
 #pragma unroll
-    for (int q = 0; q < Sh::kChunkIters; ++q) {
+    for (int q = 0; q < CPL; ++q) {
       const int c = lane + 32 * q;
-      const int v = c / Sh::CPV;
-      const int owner = c / Sh::CPL;
-      const int k = c % Sh::CPL;
-      const int64_t vi = jt * VW + v;
+      const int64_t vi = jt * VW + c / Sh::CPV;
       const char* src = static_cast<const char*>(p.x);
       int bytes = 0;
       if (vi < count) {
         src = source(vi) + 16 * (c % Sh::CPV);
         bytes = 16;
       }
-      dev::cp_async_16(dst + 16 * (owner * Sh::CPL + (k ^ (owner & 7))), src, bytes);
+      dev::cp_async_16(dst + q * kDstStep, src, bytes);
     }
     dev::cp_async_commit();
   };
@@ -653,18 +649,18 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
     const double bd = j + 1 < ncent ? (static_cast<double>(c) + static_cast<double>(p.codebook[j + 1])) * 0.5
                                     : wht::kNoBoundary;
     S.bound64[j] = bd;
-    S.b32[j] = static_cast<float>(bd);
+    b32[j] = static_cast<float>(bd);
   }
   if (tid == 0) {
-    S.b32[-1] = -4.0f;
-    S.b32[256] = 4.0f;
+    b32[-1] = -4.0f;
+    b32[256] = 4.0f;
   }
   const int rh = p.rotation_heads == 1 ? 0 : h;
   const float* rot = p.rotation + static_cast<int64_t>(rh) * D * D;
   for (int j = tid; j < D; j += kThreads) S.row0[j] = rot[j];
   __syncthreads();
   // Cell k (u rounded to k / 256 - 1) holds 4 * (number of boundaries surely below it): codes are kept as 4 * code
-  // in the table path (the byte offset of beta_code in s_b32 + 1, so the lookup needs no address arithmetic).
+  // in the table path (the byte offset of beta_code in b32, so the lookup needs no address arithmetic).
   int slow = 0;
   if (m <= 4) {
     for (int k = tid; k < 1024; k += kThreads) {
@@ -673,42 +669,55 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
       const double hi = kc == kCells - 1 ? INFINITY : (kc + 0.5) / 256.0 - 1.0 + kCellMargin;
       const int below = wht::count_below(S.bound64, m, lo, true);
       const int inside = wht::count_below(S.bound64, m, hi, false) - below;
-      S.cells[k] = static_cast<uint8_t>(4 * below);
+      s_cells[k] = static_cast<uint8_t>(4 * below);
       slow |= inside > 1;
     }
   }
+  // Sign masks: input word w of the vector (two halves or one float) lies in thread w / (kMaskWords / TPV)'s
+  // chunks, laid out as the stage's lanes so that the hot loop reads them with the same offsets.
   for (int w = tid; w < Sh::kMaskWords; w += kThreads) {
+    constexpr int kWordsPerThread = Sh::kMaskWords / TPV;
+    uint32_t word;
     if constexpr (kHalf) {
-      S.smask[w] = (S.row0[2 * w] < 0.0f ? 0x8000u : 0u) | (S.row0[2 * w + 1] < 0.0f ? 0x80000000u : 0u);
+      word = (S.row0[2 * w] < 0.0f ? 0x8000u : 0u) | (S.row0[2 * w + 1] < 0.0f ? 0x80000000u : 0u);
     } else {
-      S.smask[w] = S.row0[w] < 0.0f ? 0x80000000u : 0u;
+      word = S.row0[w] < 0.0f ? 0x80000000u : 0u;
     }
+    reinterpret_cast<uint32_t*>(S.smask + (w / kWordsPerThread) * Sh::kLaneBytes)[w % kWordsPerThread] = word;
   }
   for (int w = tid; w < D / 32; w += kThreads) {
     uint32_t bits = 0;
     for (int q = 0; q < 32; ++q) bits |= (S.row0[32 * w + q] < 0.0f ? 1u : 0u) << q;
     S.sgnbits[w] = bits;
   }
-  // Structure check (as v2): R[i][j] == (-1)^popcount(i & j) * R[0][j] and |R[0][j]| == c > 0 (finite).
+  // Structure check: R[i][j] == (-1)^popcount(i & j) * R[0][j] bit for bit, and |R[0][j]| == c > 0 (finite).
+  // Thread: one column quad j..j+3 (j = 4 (tid % (D / 4))), rows i = i0 + kRowStep * it (i0 = tid / (D / 4)).
+  // kRowStep >= 4 is a power of two, so parity(i & (j + q)) = parity(i0 & (j + q)) ^ parity((kRowStep it) & j):
+  // the first term is fixed per thread (folded into want[q]), the second is one popc per quad.
   const float c32 = fabsf(S.row0[0]);
-  int bad = !(c32 > 0.0f && c32 <= 3.4e38f);
-  for (int j = tid; j < D; j += kThreads) bad |= fabsf(S.row0[j]) != c32;
+  uint32_t bad = !(c32 > 0.0f && c32 <= 3.4e38f) ? 1u : 0u;
+  for (int j = tid; j < D; j += kThreads) bad |= fabsf(S.row0[j]) != c32 ? 1u : 0u;
   {
-    const float4* r4 = reinterpret_cast<const float4*>(rot);
-#pragma unroll 4
-    for (int idx = tid; idx < D * D / 4; idx += kThreads) {
-      const float4 v = __ldg(r4 + idx);
-      const int i = (idx * 4) / D;
-      const int j = (idx * 4) % D;
-      const float vals[4] = {v.x, v.y, v.z, v.w};
+    constexpr int kQuads = D / 4;
+    constexpr int kRowStep = kThreads / kQuads;
+    static_assert(kRowStep >= 4 && kRowStep * kQuads == kThreads, "column quads per thread");
+    const int jq = tid % kQuads;
+    const int j = 4 * jq;
+    const int i0 = tid / kQuads;
+    uint32_t want[4];
 #pragma unroll
-      for (int q = 0; q < 4; ++q) {
-        const float e = (__popc(i & (j + q)) & 1) ? -S.row0[j + q] : S.row0[j + q];
-        bad |= vals[q] != e;
-      }
+    for (int q = 0; q < 4; ++q) {
+      want[q] = __float_as_uint(S.row0[j + q]) ^ (static_cast<uint32_t>(__popc(i0 & (j + q))) << 31);
+    }
+    const uint4* r4 = reinterpret_cast<const uint4*>(rot) + i0 * kQuads + jq;
+#pragma unroll 4
+    for (int it = 0; it < D / kRowStep; ++it) {
+      const uint4 v = __ldg(r4 + it * kRowStep * kQuads);
+      const uint32_t fl = static_cast<uint32_t>(__popc(j & (kRowStep * it))) << 31;
+      bad |= (v.x ^ want[0] ^ fl) | (v.y ^ want[1] ^ fl) | (v.z ^ want[2] ^ fl) | (v.w ^ want[3] ^ fl);
     }
   }
-  const bool hadamard = __syncthreads_or(bad) == 0;
+  const bool hadamard = __syncthreads_or(bad != 0u) == 0;
   const int any_slow = __syncthreads_or(slow);
   const bool use_table = m <= 4 && any_slow == 0;
   const int cscale = use_table ? 2 : 0;  // code bytes hold code << cscale
@@ -720,11 +729,12 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
   }
 
   const int g = lane / TPV;  // vector of this lane within the tile
-  const int t = lane % TPV;  // its 64-coordinate slice
+  const int t = lane % TPV;  // its 32-coordinate slice
   const double c64 = static_cast<double>(c32);
   const int rb = lay.row_bytes;
   const bool nc = p.codec.norm_correction != 0;
   uint8_t* obuf = S.obuf + warp * kOutBytes;
+  const uint4* mk = reinterpret_cast<const uint4*>(S.smask + t * Sh::kLaneBytes);
 
   for (int st = 0; jt < ntiles; jt += jstride, st ^= 1) {
     if (jt + jstride < ntiles) {
@@ -735,47 +745,36 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
     dev::cp_async_wait<1>();
     __syncwarp();
     const char* cur = stage0 + st * Sh::kStageBytes;
+    const uint4* mine = reinterpret_cast<const uint4*>(cur + lane * Sh::kLaneBytes);
     const int64_t v0 = jt * VW;
     const bool valid = v0 + g < count;
 
-    // Inputs with the sign flips, float32.
+    // Inputs with the sign flips (float32), S32 = sum x_j^2 (8 chains in coordinate order, a 3-level tree and the
+    // group shuffles: gamma_10 relative at most), butterflies over bits 0..4 in registers, then bits 5.. across
+    // the group (lower lane a + b, upper lane a - b).
     float r[kCPT];
-    if constexpr (kHalf) {
-      const uint4* mk = reinterpret_cast<const uint4*>(S.smask + t * (kCPT / 2));
-#pragma unroll
-      for (int k = 0; k < Sh::CPL; ++k) {
-        const uint4 d = *reinterpret_cast<const uint4*>(cur + 16 * (lane * Sh::CPL + (k ^ (lane & 7))));
-        const uint4 s = mk[k];
-        const uint32_t w4[4] = {d.x ^ s.x, d.y ^ s.y, d.z ^ s.z, d.w ^ s.w};
-#pragma unroll
-        for (int q = 0; q < 4; ++q) {
-          const uint32_t word = w4[q];
-          const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&word));
-          r[8 * k + 2 * q] = f.x;
-          r[8 * k + 2 * q + 1] = f.y;
-        }
-      }
-    } else {
-      const uint4* mk = reinterpret_cast<const uint4*>(S.smask + t * kCPT);
-#pragma unroll
-      for (int k = 0; k < Sh::CPL; ++k) {
-        const uint4 d = *reinterpret_cast<const uint4*>(cur + 16 * (lane * Sh::CPL + (k ^ (lane & 7))));
-        const uint4 s = mk[k];
-        r[4 * k] = __uint_as_float(d.x ^ s.x);
-        r[4 * k + 1] = __uint_as_float(d.y ^ s.y);
-        r[4 * k + 2] = __uint_as_float(d.z ^ s.z);
-        r[4 * k + 3] = __uint_as_float(d.w ^ s.w);
-      }
-    }
-    // S32 = sum x_j^2: 8 chains of 8, a 3-level tree, the group shuffles (gamma_13 relative).
     float acc[8];
 #pragma unroll
     for (int q = 0; q < 8; ++q) acc[q] = 0.0f;
 #pragma unroll
+    for (int k = 0; k < CPL; ++k) {
+      const uint4 d = mine[k];
+      const uint4 s = mk[k];
+      const uint32_t w4[4] = {d.x ^ s.x, d.y ^ s.y, d.z ^ s.z, d.w ^ s.w};
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        if constexpr (kHalf) {
+          const uint32_t word = w4[q];
+          const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&word));
+          r[8 * k + 2 * q] = f.x;
+          r[8 * k + 2 * q + 1] = f.y;
+        } else {
+          r[4 * k + q] = __uint_as_float(w4[q]);
+        }
+      }
+    }
+#pragma unroll
     for (int k = 0; k < kCPT; ++k) acc[k & 7] = fmaf(r[k], r[k], acc[k & 7]);
-    float s32 = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-    s32 = group_sum<TPV>(s32);
-    // Butterflies: bits 0..5 in registers, bits 6.. across the group (lower lane a + b, upper lane a - b).
 #pragma unroll
     for (int bit = 1; bit < kCPT; bit <<= 1) {
 #pragma unroll
@@ -787,6 +786,8 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
         r[k | bit] = a - bb;
       }
     }
+    float s32 = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    s32 = group_sum<TPV>(s32);
 #pragma unroll
     for (int o = 1; o < TPV; o <<= 1) {
       const float sg = (t & o) ? -1.0f : 1.0f;
@@ -799,51 +800,44 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
     const float inv = in_range ? rsqrtf(sd) : 0.0f;
 
     // Codes (one byte each) and pending coordinates.
-    uint32_t cw[16];
-    uint32_t pm0 = 0u, pm1 = 0u;  // pending coordinates k (pm0) and 32 + k (pm1)
+    uint32_t cw[kCPT / 4];
+    uint32_t pm = 0u;  // pending coordinates
 #pragma unroll
-    for (int q = 0; q < 16; ++q) cw[q] = 0;
+    for (int q = 0; q < kCPT / 4; ++q) cw[q] = 0;
     if (use_table) {
       const float i256 = inv * 256.0f;
-      const char* b32 = reinterpret_cast<const char*>(s_b32 + 1);
+      const char* bt = reinterpret_cast<const char*>(b32);
+      // round(256 u + 256): 0..512 (|u32| <= 1 + 19 unit roundoffs; out-of-range vectors have inv = 0 -> 256, and
+      // any other index of the 1024-entry table is safe: such vectors are recomputed).
+      // Pending: kEps - |d| is negative exactly when |d| > kEps (the sign of a rounded difference is exact; |d| ==
+      // kEps gives +0), so its sign bits, shifted in one per coordinate (coordinate k at bit 31 - k), are the
+      // complement of the pending set in bit-reversed order: one FADD and one funnel shift per coordinate.
+      uint32_t far = 0u;
 #pragma unroll
       for (int k = 0; k < kCPT; ++k) {
-        // round(256 u + 256): 0..512 (|u32| <= 1 + 20 unit roundoffs; out-of-range vectors have inv = 0 -> 256,
-        // and any other index of the 1024-entry table is safe: such vectors are recomputed).
         const int idx = __float_as_int(fmaf(r[k], i256, 8388864.0f)) & 1023;
         const int e4 = s_cells[idx];
-        const float d = fmaf(r[k], inv, -*reinterpret_cast<const float*>(b32 + e4));  // u - beta, one rounding
+        const float d = fmaf(r[k], inv, -*reinterpret_cast<const float*>(bt + e4));  // u - beta, one rounding
         cw[k >> 2] += static_cast<uint32_t>(e4) << (8 * (k & 3));
         if (d > 0.0f) cw[k >> 2] += 4u << (8 * (k & 3));
-        if (fabsf(d) <= kEps) {
-          if (k < 32) {
-            pm0 |= 1u << k;
-          } else {
-            pm1 |= 1u << (k - 32);
-          }
-        }
+        far = __funnelshift_l(__float_as_uint(kEps - fabsf(d)), far, 1);
       }
+      pm = ~__brev(far);
     } else {
 #pragma unroll
       for (int k = 0; k < kCPT; ++k) {
         const float u = r[k] * inv;
         int pos = 0;
         for (int step = 1 << (m - 1); step > 0; step >>= 1) {
-          if (S.b32[pos + step - 1] < u) pos += step;
+          if (b32[pos + step - 1] < u) pos += step;
         }
         cw[k >> 2] |= static_cast<uint32_t>(pos) << (8 * (k & 3));
-        if (fabsf(u - S.b32[pos]) <= kEps || fabsf(u - S.b32[pos - 1]) <= kEps) {
-          if (k < 32) {
-            pm0 |= 1u << k;
-          } else {
-            pm1 |= 1u << (k - 32);
-          }
-        }
+        if (fabsf(u - b32[pos]) <= kEps || fabsf(u - b32[pos - 1]) <= kEps) pm |= 1u << k;
       }
     }
     const bool range_bad = valid && !in_range && !zero;
-    if (!valid || zero) pm0 = pm1 = 0u;
-    if (range_bad) pm0 = pm1 = 0xffffffffu;
+    if (!valid || zero) pm = 0u;
+    if (range_bad) pm = 0xffffffffu;
 
     // gamma from float32 when +-margin rounds to one float16.
     float g32 = c32 * sqrtf(sd);
@@ -861,7 +855,7 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
     }
     uint32_t g16 = __half_as_ushort(__float2half_rn(fminf(g32 * (1.0f - gmargin), 65504.0f)));
     const uint32_t g16hi = __half_as_ushort(__float2half_rn(fminf(g32 * (1.0f + gmargin), 65504.0f)));
-    const int any_pending = group_sum<TPV>(static_cast<int>((pm0 | pm1) != 0u));  // every lane shuffles
+    const int any_pending = group_sum<TPV>(static_cast<int>(pm != 0u));  // every lane shuffles
     const bool need64 = valid && (range_bad || any_pending != 0 || g16 != g16hi);
 
     // Exact path (warp-uniform; rare): n in float64 per vector, then each pending coordinate by the whole warp.
@@ -880,22 +874,21 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
         if (g == vs) n64 = c64 * sqrt(part * D);
         todo &= ~(((1u << TPV) - 1u) << (vs * TPV));
       }
-      for (unsigned lanes = __ballot_sync(0xffffffffu, (pm0 | pm1) != 0u); lanes != 0u;
-           lanes = __ballot_sync(0xffffffffu, (pm0 | pm1) != 0u)) {
+      for (unsigned lanes = __ballot_sync(0xffffffffu, pm != 0u); lanes != 0u;
+           lanes = __ballot_sync(0xffffffffu, pm != 0u)) {
         const int L = __ffs(lanes) - 1;
-        const int kmine = pm0 != 0u ? __ffs(pm0) - 1 : 32 + __ffs(pm1) - 1;
-        const int k = __shfl_sync(0xffffffffu, kmine, L);
+        const int k = __shfl_sync(0xffffffffu, __ffs(pm) - 1, L);
         const double nl = __shfl_sync(0xffffffffu, n64, L);
         if (!(nl > 0.0)) {  // u = 0 for every coordinate of that vector (n == 0 or NaN)
           if (lane == L) {
             const uint32_t zc = static_cast<uint32_t>(wht::count_below(S.bound64, m, 0.0, false)) << cscale;
 #pragma unroll
             for (int kk = 0; kk < kCPT; ++kk) {
-              if ((((kk < 32 ? pm0 : pm1) >> (kk & 31)) & 1u) != 0u) {
+              if (((pm >> kk) & 1u) != 0u) {
                 cw[kk >> 2] = (cw[kk >> 2] & ~(0xFFu << (8 * (kk & 3)))) | (zc << (8 * (kk & 3)));
               }
             }
-            pm0 = pm1 = 0u;
+            pm = 0u;
           }
           continue;
         }
@@ -912,11 +905,7 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
         if (lane == L) {
           const double y = c64 * part;
           set_code(cw, k, static_cast<uint32_t>(wht::count_below(S.bound64, m, y / nl, false)) << cscale);
-          if (k < 32) {
-            pm0 &= ~(1u << k);
-          } else {
-            pm1 &= ~(1u << (k - 32));
-          }
+          pm &= ~(1u << k);
         }
       }
       double cs64 = 0.0;
@@ -944,55 +933,73 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
     uint8_t* gdst = p.present_cache + (bh * p.present_rows + row_first) * rb;
     const int phase = static_cast<int>(reinterpret_cast<uintptr_t>(gdst) & 15u);
     if (g < nrows) {
+      // Segments (format.md section 4): this thread's 32 coordinates are 32 w contiguous bits of each w-bit segment.
       uint8_t* srow = obuf + phase + g * rb;
       int shift = cscale;
       int seg = 0;
-      if (m & 8) {
-        uint8_t* dst = srow + seg + 8 * t * 8;
-#pragma unroll
-        for (int q = 0; q < 16; ++q) sts16(dst + 4 * q, cw[q]);
-        seg += D;
-        shift += 8;
-      }
-      if (m & 4) {
-        uint8_t* dst = srow + seg + 8 * t * 4;
-#pragma unroll
-        for (int o = 0; o < 8; ++o) {
-          uint32_t a = (cw[2 * o] >> shift) & 0x0F0F0F0Fu;
-          uint32_t c = (cw[2 * o + 1] >> shift) & 0x0F0F0F0Fu;
-          a |= a >> 4;
-          c |= c >> 4;
-          sts16(dst + 4 * o, __byte_perm(a, c, 0x6420));
-        }
-        seg += D / 2;
-        shift += 4;
-      }
-      if (m & 2) {
-        uint8_t* dst = srow + seg + 8 * t * 2;
-#pragma unroll
-        for (int o = 0; o < 4; ++o) {
-          uint32_t word = 0;
-#pragma unroll
-          for (int q = 0; q < 4; ++q) {
-            const uint32_t x = (cw[4 * o + q] >> shift) & 0x03030303u;
-            word |= ((x * 0x01041040u) >> 24) << (8 * q);
-          }
-          sts16(dst + 4 * o, word);
-        }
-        seg += D / 4;
-        shift += 2;
-      }
-      if (m & 1) {
-        uint8_t* dst = srow + seg + 8 * t;
+      if (use_table && m == 3) {
+        // 3-bit codes held as 4 * code (byte bits 2..4), constant masks: the 2-bit segment (code bits 0..1) by one
+        // multiply per word (field i of the bytes lands in bits 24 + 2 i) and byte permutes, the 1-bit segment
+        // (code bit 2) by one multiply per word (bit i lands in bit 28 + i). Same bytes as the generic branches.
+        uint8_t* dst = srow + 4 * t * 2;
 #pragma unroll
         for (int o = 0; o < 2; ++o) {
+          uint32_t f[4];
+#pragma unroll
+          for (int q = 0; q < 4; ++q) f[q] = (cw[4 * o + q] & 0x0C0C0C0Cu) * 0x00410410u;
+          const uint32_t lo = __byte_perm(f[0], f[1], 0x0073);  // bytes: f0.b3, f1.b3, -, -
+          const uint32_t hi = __byte_perm(f[2], f[3], 0x0073);
+          sts16(dst + 4 * o, __byte_perm(lo, hi, 0x5410));
+        }
+        uint32_t word = 0;
+#pragma unroll
+        for (int q = 0; q < 8; ++q) word |= (((cw[q] & 0x10101010u) * 0x01020408u) >> 28) << (4 * q);
+        sts16(srow + D / 4 + 4 * t, word);
+      } else {  // generic: shifts by the run-time code scale
+        if (m & 8) {
+          uint8_t* dst = srow + seg + 4 * t * 8;
+#pragma unroll
+          for (int q = 0; q < 8; ++q) sts16(dst + 4 * q, cw[q]);
+          seg += D;
+          shift += 8;
+        }
+        if (m & 4) {
+          uint8_t* dst = srow + seg + 4 * t * 4;
+#pragma unroll
+          for (int o = 0; o < 4; ++o) {
+            uint32_t a = (cw[2 * o] >> shift) & 0x0F0F0F0Fu;
+            uint32_t c = (cw[2 * o + 1] >> shift) & 0x0F0F0F0Fu;
+            a |= a >> 4;
+            c |= c >> 4;
+            sts16(dst + 4 * o, __byte_perm(a, c, 0x6420));
+          }
+          seg += D / 2;
+          shift += 4;
+        }
+        if (m & 2) {
+          uint8_t* dst = srow + seg + 4 * t * 2;
+#pragma unroll
+          for (int o = 0; o < 2; ++o) {
+            uint32_t word = 0;
+#pragma unroll
+            for (int q = 0; q < 4; ++q) {
+              const uint32_t x = (cw[4 * o + q] >> shift) & 0x03030303u;
+              word |= ((x * 0x01041040u) >> 24) << (8 * q);
+            }
+            sts16(dst + 4 * o, word);
+          }
+          seg += D / 4;
+          shift += 2;
+        }
+        if (m & 1) {
+          uint8_t* dst = srow + seg + 4 * t;
           uint32_t word = 0;
 #pragma unroll
           for (int q = 0; q < 8; ++q) {
-            const uint32_t x = (cw[8 * o + q] >> shift) & 0x01010101u;
+            const uint32_t x = (cw[q] >> shift) & 0x01010101u;
             word |= (((x * 0x01020408u) >> 24) & 0xFu) << (4 * q);
           }
-          sts16(dst + 4 * o, word);
+          sts16(dst, word);
         }
       }
       if (t == 0) *reinterpret_cast<uint16_t*>(srow + lay.norm_offset) = static_cast<uint16_t>(g16);
@@ -1007,6 +1014,7 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
         reinterpret_cast<uint16_t*>(gdst)[lane] = reinterpret_cast<const uint16_t*>(src)[lane];
       }
       const int body = (nbytes - head) / 16;
+#pragma unroll 1
       for (int c = lane; c < body; c += 32) {
         *reinterpret_cast<uint4*>(gdst + head + 16 * c) = *reinterpret_cast<const uint4*>(src + head + 16 * c);
       }
@@ -1024,7 +1032,7 @@ cudaError_t launch_typed(const QuantizeArgs& args, cudaStream_t stream) {
   using Sh = Shape<D, kHalf>;
   const QuantizeParams& p = args.p;
   const size_t smem = smem_bytes<D, kHalf>();
-  auto kernel = tq_quantize_wht3_kernel<D, kHalf>;
+  auto kernel = tq_quantize_wht4_kernel<D, kHalf>;
   cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
   if (e != cudaSuccess) return cuda_failed(e, "TQQuantize: shared memory attribute (Hadamard path)");
   int per_sm = 0;
@@ -1040,16 +1048,17 @@ cudaError_t launch_typed(const QuantizeArgs& args, cudaStream_t stream) {
   const dim3 grid(gx, p.kv_heads, p.batch);
   kernel<<<grid, kThreads, smem, stream>>>(args);
   e = cudaGetLastError();
-  if (e != cudaSuccess) return cuda_failed(e, "TQQuantize: tq_quantize_wht3_kernel launch");
+  if (e != cudaSuccess) return cuda_failed(e, "TQQuantize: tq_quantize_wht4_kernel launch");
   return cudaSuccess;
 }
 
-}  // namespace v3
+}  // namespace v4
 
 
-// rotation_kind = 1, one part, no QJL, D in {64, 128, 256}, 16-byte aligned tensors: the v3 kernel (which still
-// checks R; a block whose R is not Hadamard-structured runs v2's dense branch). QJL and dense rotations keep the v1 kernel: on the H100 its
-// shared-memory staging beat this kernel's per-thread dense rows (QJL B=8 S=4096: 4.7 vs 5.6 ms; decode far worse).
+// rotation_kind = 1, one part, no QJL, D in {64, 128, 256}, 16-byte aligned tensors: the v4 kernel (which still
+// checks R; a block whose R is not Hadamard-structured runs v2's dense branch). QJL and dense rotations keep the
+// v1 kernel: on the H100 its shared-memory staging beat the v2 kernel's per-thread dense rows (QJL B=8 S=4096: 4.7
+// vs 5.6 ms; decode far worse).
 inline bool wht_path_applies(const QuantizeParams& p) {
   const int d = p.codec.head_dim;
   auto aligned = [](const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; };
@@ -1061,11 +1070,11 @@ inline cudaError_t launch_quantize_wht(const QuantizeArgs& args, cudaStream_t st
   const bool half = args.p.dtype == DType::kFloat16;
   switch (args.p.codec.head_dim) {
     case 64:
-      return half ? v3::launch_typed<64, true>(args, stream) : v3::launch_typed<64, false>(args, stream);
+      return half ? v4::launch_typed<64, true>(args, stream) : v4::launch_typed<64, false>(args, stream);
     case 128:
-      return half ? v3::launch_typed<128, true>(args, stream) : v3::launch_typed<128, false>(args, stream);
+      return half ? v4::launch_typed<128, true>(args, stream) : v4::launch_typed<128, false>(args, stream);
     case 256:
-      return half ? v3::launch_typed<256, true>(args, stream) : v3::launch_typed<256, false>(args, stream);
+      return half ? v4::launch_typed<256, true>(args, stream) : v4::launch_typed<256, false>(args, stream);
     default:
       return invalid("TQQuantize: head_dim=%d: no Hadamard-path kernel", args.p.codec.head_dim);
   }

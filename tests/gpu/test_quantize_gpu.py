@@ -237,6 +237,8 @@ def sanitize_main() -> None:
         (128, 3, 1, 1, "hadamard", torch.float32),
         (64, 8, 0, 0, "dense", torch.float16),
         (256, 4, 1, 0, "hadamard", torch.float16),
+        (256, 4, 0, 0, "hadamard", torch.float32),
+        (64, 2, 0, 1, "hadamard", torch.float16),
     ):
         ref, codec = build(d, bits, qjl, nc, rotation=rot_kind)
         rot, cb = torch.from_numpy(ref.rotation).cuda(), torch.from_numpy(ref.codebook).cuda()
