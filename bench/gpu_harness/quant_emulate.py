@@ -213,6 +213,12 @@ def emulate(x, rot, codebook, bits, nc, rng, perturb=True, stats=None):
                 word |= (((cw[:, t, q] & u32(0x10101010)) * u32(0x01020408)) >> u32(28)) << u32(4 * q)
             put(rows, D // 4 + CPT // 8 * t, word)
             continue
+        if use_table and m == 4:  # the kernel's constant-mask branch: two words of 4 * code bytes -> 8 codes
+            for o in range(CPT // 8):
+                a = (cw[:, t, 2 * o] & u32(0x3C3C3C3C)) * u32(0x44)
+                c = (cw[:, t, 2 * o + 1] & u32(0x3C3C3C3C)) * u32(0x44)
+                put(rows, CPT // 2 * t + 4 * o, byte_perm(a, c, 0x7531))
+            continue
         shift = cscale
         seg = 0
         if m & 8:

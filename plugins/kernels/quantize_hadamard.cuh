@@ -447,10 +447,10 @@ __device__ __forceinline__ void v2_block(const QuantizeArgs& args, char* smem_ra
 // margin 2^-16; a cell holds at most one boundary or the block uses the binary search; entries are 4 * code, the byte
 // offset of the candidate boundary, so codes are kept as 4 * code in that path; the pending set comes from the sign
 // bits of kEps - |u - beta|), m > 4 by binary search over the float32 boundaries. Rows are packed in registers (byte-
-// per-code words, then segment words with shifts, multiplies and prmt; constant masks for 3-bit table codes), staged
-// per warp in shared memory at the destination's 16-byte phase, and written as one contiguous run with 16-byte stores.
-// A block whose R is not Hadamard-structured runs v2's dense branch (inlined: no call, the kernel parameter's address
-// never escapes).
+// per-code words, then segment words with shifts, multiplies and prmt; constant masks for 3- and 4-bit table codes),
+// staged per warp in shared memory at the destination's 16-byte phase, and written as one contiguous run with 16-byte
+// stores. A block whose R is not Hadamard-structured runs v2's dense branch (inlined: no call, the kernel parameter's
+// address never escapes).
 namespace v4 {
 
 constexpr int kThreads = 256;
@@ -614,12 +614,17 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
   // plus q * (32 / CPL) lane pitches. Vectors past count are zero-filled.
   const int dst_lane = (lane / CPL) * Sh::kLaneBytes + 16 * (lane % CPL);
   constexpr int kDstStep = (32 / CPL) * Sh::kLaneBytes;
+  // The common case: tiles jt in [fast_lo, fast_hi) are VW consecutive rows of x (t_lo + jt VW >= t_old and
+  // jt VW + VW <= count), at byte x_off + jt * kTileBytes of x (this lane's first chunk; x_off alone may be
+  // negative, so it stays an offset until a fast tile is added).
+  constexpr int64_t kTileBytes = static_cast<int64_t>(VW) * D * Sh::kEsize;
+  const int64_t fast_lo = t_old > t_lo ? (t_old - t_lo + VW - 1) / VW : 0;
+  const int64_t fast_hi = count / VW;
+  const int64_t x_off = ((bh * p.new_tokens + (t_lo - t_old)) * D) * Sh::kEsize + 16 * lane;
   auto issue = [&](int64_t jt, int st) {
     char* dst = stage0 + st * Sh::kStageBytes + dst_lane;
-    const int64_t tv0 = jt * VW;
-    if (t_lo + tv0 >= t_old && tv0 + VW <= count) {  // the common case: VW consecutive rows of x
-      const char* src = static_cast<const char*>(p.x) +
-                        ((bh * p.new_tokens + (t_lo + tv0 - t_old)) * D) * Sh::kEsize + 16 * lane;
+    if (jt >= fast_lo && jt < fast_hi) {
+      const char* src = static_cast<const char*>(p.x) + (x_off + jt * kTileBytes);
 #pragma unroll
       for (int q = 0; q < CPL; ++q) dev::cp_async_16(dst + q * kDstStep, src + 512 * q, 16);
       dev::cp_async_commit();
@@ -955,6 +960,17 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
 #pragma unroll
         for (int q = 0; q < 8; ++q) word |= (((cw[q] & 0x10101010u) * 0x01020408u) >> 28) << (4 * q);
         sts16(srow + D / 4 + 4 * t, word);
+      } else if (use_table && m == 4) {
+        // 4-bit codes held as 4 * code (byte bits 2..5): (w & 0x3C3C3C3C) * 0x44 puts bytes 0 | 1 << 4 in byte 1
+        // and bytes 2 | 3 << 4 in byte 3 (the other partial products fill bits 4..7 and 16..23 and carry
+        // nothing), so one permute makes a word of 8 codes from two. Same bytes as the generic branch.
+        uint8_t* dst = srow + 4 * t * 4;
+#pragma unroll
+        for (int o = 0; o < 4; ++o) {
+          const uint32_t a = (cw[2 * o] & 0x3C3C3C3Cu) * 0x44u;
+          const uint32_t c = (cw[2 * o + 1] & 0x3C3C3C3Cu) * 0x44u;
+          sts16(dst + 4 * o, __byte_perm(a, c, 0x7531));
+        }
       } else {  // generic: shifts by the run-time code scale
         if (m & 8) {
           uint8_t* dst = srow + seg + 4 * t * 8;
