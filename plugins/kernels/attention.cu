@@ -688,6 +688,33 @@ __global__ void __launch_bounds__(kThreads) tq_rotate_q_kernel(const AttnArgs a)
 }
 
 // ------------------------------------------------------------------------------------------ reduce
+// This thread's share of the full Sylvester-Hadamard check of R_v (dev::hadamard_mismatch) for head dim d.
+__device__ __forceinline__ uint32_t reduce_rotation_mismatch(const float* rot, int d) {
+  switch (d) {
+    case 64: return dev::hadamard_mismatch<64, kThreads, 8>(rot, threadIdx.x);
+    case 128: return dev::hadamard_mismatch<128, kThreads, 16>(rot, threadIdx.x);
+    case 256: return dev::hadamard_mismatch<256, kThreads, 16>(rot, threadIdx.x);
+    default: return 1u;
+  }
+}
+
+// One warp: out[base + i] = (R_v[0][i] (H y)_i + owin[i]) / l for i < d = 32 N (lane holds i = N lane + e).
+template <int N>
+__device__ __forceinline__ void reduce_hadamard(const AttentionParams& p, const float* rot, const float* y,
+                                                const float* owin, float l, int64_t base) {
+  const int lane = threadIdx.x % 32;
+  float v[N];
+#pragma unroll
+  for (int e = 0; e < N; ++e) v[e] = y[N * lane + e];
+  dev::warp_fwht<N>(v, lane);
+#pragma unroll
+  for (int e = 0; e < N; ++e) {
+    const int i = N * lane + e;
+    const float out = l > 0.0f ? (__ldg(rot + i) * v[e] + owin[i]) / l : 0.0f;
+    dev::store_from_float(p.out, p.dtype, base + i, out);
+  }
+}
+
 __global__ void __launch_bounds__(kThreads) tq_attention_reduce_kernel(const AttnArgs a) {
   const AttentionParams& p = a.p;
   const int d = p.k_codec.head_dim;
@@ -699,6 +726,9 @@ __global__ void __launch_bounds__(kThreads) tq_attention_reduce_kernel(const Att
   const int h = static_cast<int>((grow / p.new_tokens) % p.q_heads);
   const int g = h / a.group;
   const float2* ml = a.part_ml + grow * a.nsp;
+  const int rh = p.v_rotation_heads == 1 ? 0 : g;
+  const float* rot = p.v_rotation + static_cast<int64_t>(rh) * d * d;
+  uint32_t bad = 0;
   if (threadIdx.x < 32) {
     float mx = kNegInf;
     for (int sp = threadIdx.x; sp < a.nsp; sp += 32) {
@@ -717,8 +747,12 @@ __global__ void __launch_bounds__(kThreads) tq_attention_reduce_kernel(const Att
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) l += __shfl_xor_sync(0xffffffffu, l, off);
     if (threadIdx.x == 0) total_l = l;
+  } else {
+    // First half of the Sylvester-Hadamard check of R_v (row 0; a dense R fails here) while warp 0 weighs.
+    for (int j = threadIdx.x - 32; j < d; j += kThreads - 32)
+      bad |= dev::hadamard_row0_mismatch(rot, rot[0], rot[j]);
   }
-  __syncthreads();
+  const bool v_hadamard = __syncthreads_or(bad) == 0;
   const float* po = a.part_o + grow * a.nsp * d;
   for (int i = threadIdx.x; i < d; i += kThreads) {
     // Independent loads (no data-dependent branch around them); partials of weight 0 may hold garbage: select.
@@ -737,10 +771,21 @@ __global__ void __launch_bounds__(kThreads) tq_attention_reduce_kernel(const Att
     orot[i] = r;
     owin[i] = w;
   }
-  __syncthreads();
   const float l = total_l;
-  const int rh = p.v_rotation_heads == 1 ? 0 : g;
-  const float* rot = p.v_rotation + static_cast<int64_t>(rh) * d * d;
+  // A Sylvester-Hadamard R_v (checked on every launch: row 0 above, the full matrix here; the check's barrier
+  // also publishes orot/owin): x = R_v[0] .* (H orot), one warp's butterfly transform (reduce_hadamard).
+  // Any other R: dense below.
+  if (v_hadamard && __syncthreads_or(reduce_rotation_mismatch(rot, d)) == 0) {
+    if (threadIdx.x < 32) {
+      switch (d) {
+        case 64: reduce_hadamard<2>(p, rot, orot, owin, l, grow * d); break;
+        case 128: reduce_hadamard<4>(p, rot, orot, owin, l, grow * d); break;
+        default: reduce_hadamard<8>(p, rot, orot, owin, l, grow * d); break;
+      }
+    }
+    return;
+  }
+  __syncthreads();  // orot and owin complete (v_hadamard is uniform over the block)
   for (int i = threadIdx.x; i < d; i += kThreads) {
     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll 4

@@ -286,6 +286,38 @@ __device__ __forceinline__ void load_tile_fast(uint8_t* dst, const uint8_t* cach
   }
 }
 
+// fast_out's un-rotation when R_v is Sylvester-Hadamard (dev::hadamard_row0_mismatch, then dev::hadamard_mismatch
+// over the whole matrix, on every launch): x_r = R_v[0] .* (H o_r) / l_r, one warp per query row r (a butterfly
+// transform in registers and shuffles; output row row0 + r: S == 1). Returns false, having written nothing, for
+// any other R_v (the caller's dense loop); the return is uniform and each path passes a block barrier after
+// mo/mol were written. Every thread of the block calls it. Out of line: inlined into the decode kernel, this code
+// made ptxas move spills into the tile loop (bench/NOTES.md "Hadamard un-rotation").
+template <int NW>
+__device__ __noinline__ bool fast_out_hadamard(const float* rot, const float* mo, const float* mol, int rows,
+                                               void* out, DType dtype, int64_t row0) {
+  constexpr int D = kFastD;
+  const int tid = threadIdx.x;
+  const int lane = tid % 32;
+  const int warp = tid / 32;
+  const uint32_t bad0 = tid < D ? dev::hadamard_row0_mismatch(rot, __ldg(rot), __ldg(rot + tid)) : 0u;
+  if (__syncthreads_or(bad0) != 0) return false;  // a dense R_v stops here
+  if (__syncthreads_or(dev::hadamard_mismatch<D, NW * 32, 8>(rot, tid)) != 0) return false;
+  const float4 s4 = __ldg(reinterpret_cast<const float4*>(rot) + lane);
+#pragma unroll 1
+  for (int r = warp; r < rows; r += NW) {
+    const float4 o4 = *reinterpret_cast<const float4*>(mo + r * D + 4 * lane);
+    float v[4] = {o4.x, o4.y, o4.z, o4.w};
+    dev::warp_fwht<4>(v, lane);
+    const float l = mol[r];
+    const int64_t base = (row0 + r) * D + 4 * lane;
+    dev::store_from_float(out, dtype, base + 0, l > 0.0f ? s4.x * v[0] / l : 0.0f);
+    dev::store_from_float(out, dtype, base + 1, l > 0.0f ? s4.y * v[1] / l : 0.0f);
+    dev::store_from_float(out, dtype, base + 2, l > 0.0f ? s4.z * v[2] / l : 0.0f);
+    dev::store_from_float(out, dtype, base + 3, l > 0.0f ? s4.w * v[3] / l : 0.0f);
+  }
+  return true;
+}
+
 // MASK: MaskType as int (the mask load is compiled in); SOFTCAP: scores pass through softcap * tanh(s / softcap);
 // HALF2: query rows 8..15 exist (G > 8); NW: warps per block, 4 or (without HALF2) 8, same registers per thread.
 template <int MK, int MV, int MASK, bool SOFTCAP, bool HALF2, int NW>
@@ -652,11 +684,12 @@ __global__ void __launch_bounds__(NW * 32, (HALF2 ? kFastMinBlocks : kFastMinBlo
   }
   if (!a.fast_out) return;
   // One split and no window: un-rotate here (x = R_v^T o / l, as tq_attention_reduce_kernel) and skip that kernel.
-  // Threads 0..D-1, one output column each.
-  __syncthreads();
+  // A Sylvester-Hadamard R_v: fast_out_hadamard (its barriers publish mo and mol). Any other R_v: threads 0..D-1,
+  // one output column each, dense.
+  const float* rot = p.v_rotation + static_cast<int64_t>(p.v_rotation_heads == 1 ? 0 : g) * D * D;
+  if (fast_out_hadamard<NW>(rot, mo, mol, a.rows, p.out, p.dtype, global_row(a, b, g, 0))) return;
   if (NW > 4 && threadIdx.x >= D) return;
   const int i = threadIdx.x;
-  const float* rot = p.v_rotation + static_cast<int64_t>(p.v_rotation_heads == 1 ? 0 : g) * D * D;
   float acc[kFastRows];
 #pragma unroll
   for (int r = 0; r < kFastRows; ++r) acc[r] = 0.0f;

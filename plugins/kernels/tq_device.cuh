@@ -71,3 +71,95 @@ __device__ __forceinline__ uint32_t hmul2_u32(uint32_t a, uint32_t b) {
 __device__ __forceinline__ float half_bits_to_float(uint16_t bits) { return __half2float(__ushort_as_half(bits)); }
 
 }  // namespace tq::kernels::dev
+
+// ------------------------------------------------------------------ Sylvester-Hadamard rotations (format.md 3.1)
+// A rotation block R (D x D, float32, 16-byte aligned) is "Hadamard-structured" when R[i][j] == (-1)^popcount(i & j)
+// * R[0][j] bit for bit and |R[0][j]| == |R[0][0]| > 0 (finite): then R = H_D diag(R[0][.]) with the Sylvester
+// Hadamard matrix H_D, so R x = H (R[0] .* x) and R^T y = R[0] .* (H y). The attribute rotation_kind is
+// informational, so kernels verify this on every launch (the same check as quantize_hadamard.cuh) and keep a dense
+// path for any other R.
+namespace tq::kernels::dev {
+
+// First, cheap half of the check (one load per thread): nonzero when R is misaligned, c = |R[0][0]| is not finite
+// and positive, or |R[0][j]| != c for this thread's column j (callers cover j = 0..D-1 over their threads). A dense
+// R fails here, so its dense path pays one overlapped round of loads, not the full read of R below.
+__device__ __forceinline__ uint32_t hadamard_row0_mismatch(const float* rot, float c_raw, float r0j) {
+  const float c = fabsf(c_raw);
+  return ((reinterpret_cast<uintptr_t>(rot) & 15) != 0 || !(c > 0.0f && c <= 3.4e38f) || fabsf(r0j) != c) ? 1u
+                                                                                                         : 0u;
+}
+
+// Nonzero when thread tid (of NT) found an entry of R off the structure in its share: float4 column quad
+// j = 4 (tid % (D / 4)) of rows i0 + RSTEP * it (i0 = tid / (D / 4)). The caller ORs the flags over the block
+// (__syncthreads_or). A misaligned R counts as a mismatch (the caller's dense path takes it). UNROLL: loads in
+// flight per round.
+template <int D, int NT, int UNROLL>
+__device__ __forceinline__ uint32_t hadamard_mismatch(const float* rot, int tid) {
+  constexpr int kQuads = D / 4;
+  static_assert(NT % kQuads == 0 && (D & (D - 1)) == 0, "whole column quads per thread, D a power of two");
+  constexpr int kRowStep = NT / kQuads;
+  constexpr int kIters = D / kRowStep;
+  if ((reinterpret_cast<uintptr_t>(rot) & 15) != 0) return 1u;
+  const int jq = tid % kQuads;
+  const int j = 4 * jq;
+  const int i0 = tid / kQuads;
+  const float c = fabsf(__ldg(rot));
+  const float4 r0 = __ldg(reinterpret_cast<const float4*>(rot) + jq);
+  const float row0[4] = {r0.x, r0.y, r0.z, r0.w};
+  uint32_t bad = !(c > 0.0f && c <= 3.4e38f) ? 1u : 0u;
+  uint32_t want[4];  // bits of R[i0][j + q]
+#pragma unroll
+  for (int q = 0; q < 4; ++q) {
+    bad |= fabsf(row0[q]) != c ? 1u : 0u;
+    want[q] = __float_as_uint(row0[q]) ^ (static_cast<uint32_t>(__popc(i0 & (j + q))) << 31);
+  }
+  const uint4* r4 = reinterpret_cast<const uint4*>(rot) + i0 * kQuads + jq;
+#pragma unroll UNROLL
+  for (int it = 0; it < kIters; ++it) {
+    const uint4 v = __ldg(r4 + it * kRowStep * kQuads);
+    if constexpr (kRowStep >= 4) {
+      // i = i0 + RSTEP it with disjoint bits and RSTEP it >= 4 > q: parity(i & (j + q)) = parity(i0 & (j + q))
+      // ^ parity(RSTEP it & j), one popc per quad.
+      const uint32_t fl = static_cast<uint32_t>(__popc(j & (kRowStep * it))) << 31;
+      bad |= (v.x ^ want[0] ^ fl) | (v.y ^ want[1] ^ fl) | (v.z ^ want[2] ^ fl) | (v.w ^ want[3] ^ fl);
+    } else {
+      const int i = i0 + kRowStep * it;
+      const uint32_t vals[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+      for (int q = 0; q < 4; ++q)
+        bad |= vals[q] ^ __float_as_uint(row0[q]) ^ (static_cast<uint32_t>(__popc(i & (j + q))) << 31);
+    }
+  }
+  return bad;
+}
+
+// In-warp unnormalized Walsh-Hadamard transform (Sylvester order) of one vector of 32 N coordinates, N a power of
+// two: lane holds coordinates N lane .. N lane + N - 1 in v; on return v[e] = sum_k H[N lane + e][k] x_k.
+// log2(N) butterfly stages in registers, then 5 over the lanes (shuffles). Float32 sums: the product H x up to
+// float32 rounding order.
+template <int N>
+__device__ __forceinline__ void warp_fwht(float (&v)[N], int lane) {
+  static_assert(N >= 1 && (N & (N - 1)) == 0, "N a power of two");
+#pragma unroll
+  for (int h = 1; h < N; h <<= 1) {
+#pragma unroll
+    for (int e = 0; e < N; ++e) {
+      if ((e & h) == 0) {
+        const float x = v[e], y = v[e + h];
+        v[e] = x + y;
+        v[e + h] = x - y;
+      }
+    }
+  }
+#pragma unroll
+  for (int m = 1; m < 32; m <<= 1) {
+    const bool upper = (lane & m) != 0;
+#pragma unroll
+    for (int e = 0; e < N; ++e) {
+      const float o = __shfl_xor_sync(0xffffffffu, v[e], m);
+      v[e] = upper ? o - v[e] : v[e] + o;
+    }
+  }
+}
+
+}  // namespace tq::kernels::dev

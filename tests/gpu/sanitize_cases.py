@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -62,6 +63,28 @@ def main() -> None:
         )
         torch.cuda.synchronize()
         assert torch.isfinite(out).all()
+    # The decode kernel's one-split epilogue (no window) and the reduce kernel (3 splits), each with a
+    # Sylvester-Hadamard V rotation (butterfly un-rotation) and a dense one (dense fallback), 4 and 8 warps.
+    d, b, hkv, t, group = 128, 2, 2, 300, 4
+    kref = RefCodec.build(CodecConfig(head_dim=d, bits=(4,)))
+    kc = Codec(d, (d,), (4,))
+    rot, cb = torch.from_numpy(kref.rotation).cuda(), torch.from_numpy(kref.codebook).cuda()
+    x = torch.randn((b, hkv, t, d), device="cuda", dtype=torch.float16)
+    past = torch.empty((b, hkv, 0, kc.row_bytes), dtype=torch.uint8, device="cuda")
+    cache, _ = k.quantize(kc, x, past, rot, cb, None, None)
+    q = torch.randn((b, hkv * group, 1, d), device="cuda", dtype=torch.float16)
+    mask = torch.zeros((b, 1, 1, t), device="cuda")
+    dense = RefCodec.build(CodecConfig(head_dim=d, bits=(4,), rotation="dense"))
+    for vrot in (rot, torch.from_numpy(dense.rotation).cuda()):
+        for warps in ("4", "8"):
+            os.environ["TQ_DECODE_WARPS"] = warps
+            for splits in (1, 3):
+                out = k.attention(
+                    kc, kc, q, cache, cache, mask, rot, cb, vrot, cb, scale=0.1, force_splits=splits
+                )
+                torch.cuda.synchronize()
+                assert torch.isfinite(out).all()
+    os.environ.pop("TQ_DECODE_WARPS")
     print("sanitize cases ran", np.__version__)
 
 

@@ -481,3 +481,103 @@ def test_attention_decode_warps(kernels, monkeypatch, case, warps):
 def test_attention_decode_eight_warps_buffer_mode(kernels, monkeypatch, group, window):
     monkeypatch.setenv("TQ_DECODE_WARPS", "8")
     test_attention_buffer_mode_nan_poisoned_unused_rows(kernels, group, window)
+
+
+# The output un-rotation x = R_v^T o takes a butterfly transform when R_v is Sylvester-Hadamard bit for
+# bit (checked by the kernels on every launch: the decode kernel's one-split epilogue and the reduce kernel),
+# else the dense product. The kernels never see rotation_kind: these cases feed the R_v a "hadamard" codec
+# stores, near-misses of it (one sign, one ulp, two rows swapped, one head of two) and a dense R; all must
+# match the float64 reference over the very R they are given. Splits 1 and 3: D=128 S=1 without a window
+# runs the decode kernel's own epilogue with one split and the reduce kernel with 3; D=64/256 (split kernel)
+# always reduce. float16 q, caches and output.
+def _v_rotation(kind: str, d: int, hkv: int, rng) -> np.ndarray:
+    had = build(d, (d,), (4,), 0, 0, "hadamard", seed=11)[0].rotation.astype(np.float32)  # [1, d, d]
+    r = had.copy()
+    if kind == "dense":  # rotation_kind would say hadamard, R is a Haar orthogonal matrix
+        r = build(d, (d,), (4,), 0, 0, "dense", seed=11)[0].rotation.astype(np.float32)
+    elif kind == "one_sign":
+        i, j = int(rng.integers(1, d)), int(rng.integers(0, d))
+        r[0, i, j] = -r[0, i, j]
+    elif kind == "one_ulp":
+        i, j = int(rng.integers(1, d)), int(rng.integers(0, d))
+        r[0, i, j] = np.nextafter(r[0, i, j], np.float32(2.0))
+    elif kind == "row_perm":  # orthogonal, every entry +-c, not Sylvester order
+        r[0, [1, 2]] = r[0, [2, 1]]
+    if kind in ("per_head", "head1_off"):
+        signs = np.where(rng.integers(0, 2, d) == 1, 1.0, -1.0).astype(np.float32)
+        second = had[0] * signs[None, :]  # H diag(s') / sqrt(d): Hadamard with other signs
+        if kind == "head1_off":
+            second[5, 7] = -second[5, 7]
+        r = np.stack([had[0], second] + [had[0]] * (hkv - 2))
+    return np.ascontiguousarray(r)
+
+
+HADAMARD_KINDS = ["hadamard", "per_head", "dense", "one_sign", "one_ulp", "row_perm", "head1_off"]
+UNROTATE_CASES = (  # (D, G, R_v kind, window (ns, rw), warps)
+    [(128, g, k, (0, 0), w) for w in (4, 8) for g in (1, 4, 8) for k in HADAMARD_KINDS]
+    + [(d, g, k, (0, 0), 4) for d in (64, 256) for g in (1, 4, 8) for k in ("hadamard", "dense", "one_sign")]
+    + [(d, 4, "hadamard", (2, 4), 4) for d in (64, 128, 256)]
+)
+
+
+@pytest.mark.parametrize(
+    "case", UNROTATE_CASES, ids=lambda c: f"D{c[0]}-G{c[1]}-{c[2]}-w{c[3][0] + c[3][1]}-warps{c[4]}"
+)
+def test_attention_unrotation_hadamard_and_dense(kernels, monkeypatch, case):
+    d, group, kind, (ns, rw), warps = case
+    monkeypatch.setenv("TQ_DECODE_WARPS", str(warps))
+    hkv, b, total = 2, 2, 300
+    hq = hkv * group
+    rng = np.random.default_rng(d * 7 + group + len(kind))
+    kref, kc = build(d, (d,), (4,), 0, 0, "hadamard", seed=3)
+    vref, vc = build(d, (d,), (3,), 0, 0, "hadamard", seed=11)
+    v_rot = _v_rotation(kind, d, hkv, rng)
+    k_cache, k_win = make_cache(kref, rng, b, hkv, total, d, ns, rw, "float16")
+    v_cache, v_win = make_cache(vref, rng, b, hkv, total, d, ns, rw, "float16")
+    q = rng.standard_normal((b, hq, 1, d)).astype(np.float16)
+    mask = build_mask("pad", b, hq, 1, total, rng, np.array([0, 5]))
+    want = reference_attention(
+        q.astype(np.float32),
+        k_cache,
+        v_cache,
+        mask,
+        kref.rotation,
+        kref.codebook,
+        v_rot,
+        vref.codebook,
+        None,
+        None if k_win is None else k_win.astype(np.float32),
+        None if v_win is None else v_win.astype(np.float32),
+        k_bits=kc.bits,
+        k_part_sizes=kc.part_sizes,
+        v_bits=vc.bits,
+        v_part_sizes=vc.part_sizes,
+        scale=1.0 / np.sqrt(d),
+        sink_tokens=ns,
+        recent_window=rw,
+    ).astype(np.float64)
+    for splits in (1, 3):
+        out = kernels.attention(
+            kc,
+            vc,
+            dev(q),
+            dev(k_cache),
+            dev(v_cache),
+            dev(mask),
+            dev(kref.rotation),
+            dev(kref.codebook),
+            dev(v_rot),
+            dev(vref.codebook),
+            None,
+            dev(k_win) if k_win is not None else None,
+            dev(v_win) if v_win is not None else None,
+            scale=1.0 / np.sqrt(d),
+            sink_tokens=ns,
+            recent_window=rw,
+            force_splits=splits,
+        )
+        torch.cuda.synchronize()
+        got = out.float().cpu().numpy().astype(np.float64)
+        assert np.isfinite(got).all(), f"non-finite output (splits={splits})"
+        err = rel_err(got, want)
+        assert err < 2e-3, f"relative error {err:.2e} (splits={splits})"
