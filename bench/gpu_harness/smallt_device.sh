@@ -10,20 +10,58 @@
 #                                                  baseline (no SDPA) and of this build (with SDPA), this build
 #                                                  with 4 warps forced where it takes 8, and ncu warp-stall
 #                                                  ratios of both builds at B=1 T=1K
+#   bash bench/gpu_harness/smallt_device.sh hadamard   (bench/NOTES.md "Hadamard un-rotation") this build =
+#                                                  $TQ_NEW (default build/gpu_fwht), baseline $TQ_BASE (default
+#                                                  build/gpu_sbase, HEAD): kernel + quantize tests, memcheck +
+#                                                  racecheck, then A/B/A/B of the small/medium-T rows with a
+#                                                  Hadamard R (smallt_hadamard.py), the 24-row tables of both
+#                                                  builds with the bench's dense R and with a Hadamard R;
+#                                                  TQ_EXTRA=gpu_NAME adds a third build to the A/B rows
 set -uo pipefail
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 out="${OUT:-/tmp/out}"
 mkdir -p "$out"
 mode=${1:-probe}
-new=build/gpu_smallt/libtq_kernels_harness.so
-base=build/gpu_sbase/libtq_kernels_harness.so
+new=build/${TQ_NEW:-gpu_smallt}/libtq_kernels_harness.so
+base=build/${TQ_BASE:-gpu_sbase}/libtq_kernels_harness.so
+[[ $mode == hadamard ]] && new=build/${TQ_NEW:-gpu_fwht}/libtq_kernels_harness.so
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader
 export TQ_KERNELS_LIB=$new
 san() {  # tool, script, log name
   timeout 200 compute-sanitizer --tool "$1" --print-limit 20 python3 "$2" >"$out/$3.log" 2>&1
   echo "compute-sanitizer $1 $2: rc=$? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/$3.log" | tail -1)"
 }
-if [[ $mode == probe ]]; then
+if [[ $mode == hadamard ]]; then
+  timeout 300 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_kernels_gpu.py tests/gpu/test_quantize_gpu.py \
+    --maxfail=20 --tb=short -rf >"$out/pytest.log" 2>&1 &
+  p1=$!
+  (san memcheck tests/gpu/sanitize_cases.py memcheck && san racecheck tests/gpu/sanitize_cases.py racecheck) &
+  p2=$!
+  (san memcheck bench/gpu_harness/smallt_sanitize.py memcheck_smallt &&
+    san racecheck bench/gpu_harness/smallt_sanitize.py racecheck_smallt) &
+  p3=$!
+  wait $p1; echo "pytest rc=$?"; tail -8 "$out/pytest.log"
+  wait $p2 $p3
+  had=bench/gpu_harness/smallt_hadamard.py
+  cases=4:1:1024,4:8:1024,4:32:1024,3:1:1024,3:8:1024,3:32:1024,4:1:4096,4:8:4096,4:32:4096,3:1:4096,3:8:4096
+  cases+=,3:32:4096,4:1:32768,4:32:32768,3:8:131072
+  libs=("$base" "$new")
+  [[ -n ${TQ_EXTRA:-} ]] && libs+=("build/$TQ_EXTRA/libtq_kernels_harness.so")  # another variant (timing only)
+  for rep in 1 2; do
+    for lib in "${libs[@]}"; do
+      echo "== Hadamard R, $lib, run $rep"
+      TQ_KERNELS_LIB=$lib timeout 120 python3 $had --cases "$cases" --skip-sdpa 2>&1 \
+        | tee "$out/had_${rep}_$(basename "$(dirname "$lib")").log" | grep ours
+    done
+  done
+  echo "== dense R (bench/attention_gpu.py), baseline ($base), no SDPA"
+  TQ_KERNELS_LIB=$base timeout 150 python3 bench/attention_gpu.py --skip-sdpa 2>&1 | tee "$out/dense_base.log" \
+    | grep ours
+  echo "== dense R, this build, with SDPA"
+  timeout 240 python3 bench/attention_gpu.py 2>&1 | tee "$out/dense_new.log" | tail -27
+  echo "== Hadamard R, this build, with SDPA (24 rows)"
+  timeout 240 python3 $had 2>&1 | tee "$out/had_full_new.log" | tail -27
+elif [[ $mode == probe ]]; then
   # Correctness, concurrently (no timing runs meanwhile).
   timeout 200 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_kernels_gpu.py -k "attention" --maxfail=20 \
     --tb=line -rf >"$out/pytest.log" 2>&1 &
