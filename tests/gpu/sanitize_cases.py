@@ -63,8 +63,8 @@ def main() -> None:
         )
         torch.cuda.synchronize()
         assert torch.isfinite(out).all()
-    # The decode kernel's one-split epilogue (no window) and the reduce kernel (3 splits), each with a
-    # Sylvester-Hadamard V rotation (butterfly un-rotation) and a dense one (dense fallback), 4 and 8 warps.
+    # The decode kernel's one-split epilogue (no window) and the reduce kernel (3 splits), each with
+    # Sylvester-Hadamard rotations (butterfly un-rotation) and dense ones (dense fallback), 4 and 8 warps.
     d, b, hkv, t, group = 128, 2, 2, 300, 4
     kref = RefCodec.build(CodecConfig(head_dim=d, bits=(4,)))
     kc = Codec(d, (d,), (4,))
@@ -76,11 +76,12 @@ def main() -> None:
     mask = torch.zeros((b, 1, 1, t), device="cuda")
     dense = RefCodec.build(CodecConfig(head_dim=d, bits=(4,), rotation="dense"))
     for vrot in (rot, torch.from_numpy(dense.rotation).cuda()):
+        krot = vrot
         for warps in ("4", "8"):
             os.environ["TQ_DECODE_WARPS"] = warps
             for splits in (1, 3):
                 out = k.attention(
-                    kc, kc, q, cache, cache, mask, rot, cb, vrot, cb, scale=0.1, force_splits=splits
+                    kc, kc, q, cache, cache, mask, krot, cb, vrot, cb, scale=0.1, force_splits=splits
                 )
                 torch.cuda.synchronize()
                 assert torch.isfinite(out).all()

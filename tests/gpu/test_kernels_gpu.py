@@ -483,14 +483,15 @@ def test_attention_decode_eight_warps_buffer_mode(kernels, monkeypatch, group, w
     test_attention_buffer_mode_nan_poisoned_unused_rows(kernels, group, window)
 
 
-# The output un-rotation x = R_v^T o takes a butterfly transform when R_v is Sylvester-Hadamard bit for
-# bit (checked by the kernels on every launch: the decode kernel's one-split epilogue and the reduce kernel),
-# else the dense product. The kernels never see rotation_kind: these cases feed the R_v a "hadamard" codec
-# stores, near-misses of it (one sign, one ulp, two rows swapped, one head of two) and a dense R; all must
-# match the float64 reference over the very R they are given. Splits 1 and 3: D=128 S=1 without a window
-# runs the decode kernel's own epilogue with one split and the reduce kernel with 3; D=64/256 (split kernel)
-# always reduce. float16 q, caches and output.
-def _v_rotation(kind: str, d: int, hkv: int, rng) -> np.ndarray:
+# The output un-rotation (x = R_v^T o: the decode kernel's one-split epilogue and the reduce kernel) takes a
+# butterfly transform when R_v is Sylvester-Hadamard bit for bit (checked by the kernels on every launch),
+# else the dense product; the q rotation stays dense. The kernels never see rotation_kind: these cases feed
+# the R a "hadamard" codec stores, near-misses of it (one sign, one ulp, two rows swapped, one head of two)
+# and a dense R, as R_k and R_v alike (k_dense: dense R_k, Hadamard R_v); all must match the float64
+# reference over the very R they are given. Splits 1 and 3: D=128 S=1 without a window runs the decode
+# kernel's own epilogue with one split and the reduce kernel with 3; D=64/256 (split kernel) always reduce.
+# float16 q, caches and output.
+def _rotation(kind: str, d: int, hkv: int, rng) -> np.ndarray:
     had = build(d, (d,), (4,), 0, 0, "hadamard", seed=11)[0].rotation.astype(np.float32)  # [1, d, d]
     r = had.copy()
     if kind == "dense":  # rotation_kind would say hadamard, R is a Haar orthogonal matrix
@@ -512,9 +513,10 @@ def _v_rotation(kind: str, d: int, hkv: int, rng) -> np.ndarray:
     return np.ascontiguousarray(r)
 
 
-HADAMARD_KINDS = ["hadamard", "per_head", "dense", "one_sign", "one_ulp", "row_perm", "head1_off"]
-UNROTATE_CASES = (  # (D, G, R_v kind, window (ns, rw), warps)
+HADAMARD_KINDS = ["hadamard", "per_head", "dense", "one_sign", "one_ulp", "row_perm", "head1_off", "k_dense"]
+UNROTATE_CASES = (  # (D, G, R kind, window (ns, rw), warps); G = 16: 16-row fragments, 4 warps
     [(128, g, k, (0, 0), w) for w in (4, 8) for g in (1, 4, 8) for k in HADAMARD_KINDS]
+    + [(128, 16, k, (0, 0), 4) for k in ("hadamard", "dense", "one_sign", "k_dense")]
     + [(d, g, k, (0, 0), 4) for d in (64, 256) for g in (1, 4, 8) for k in ("hadamard", "dense", "one_sign")]
     + [(d, 4, "hadamard", (2, 4), 4) for d in (64, 128, 256)]
 )
@@ -531,7 +533,8 @@ def test_attention_unrotation_hadamard_and_dense(kernels, monkeypatch, case):
     rng = np.random.default_rng(d * 7 + group + len(kind))
     kref, kc = build(d, (d,), (4,), 0, 0, "hadamard", seed=3)
     vref, vc = build(d, (d,), (3,), 0, 0, "hadamard", seed=11)
-    v_rot = _v_rotation(kind, d, hkv, rng)
+    v_rot = _rotation("hadamard" if kind == "k_dense" else kind, d, hkv, rng)
+    k_rot = _rotation("dense" if kind == "k_dense" else kind, d, hkv, rng)
     k_cache, k_win = make_cache(kref, rng, b, hkv, total, d, ns, rw, "float16")
     v_cache, v_win = make_cache(vref, rng, b, hkv, total, d, ns, rw, "float16")
     q = rng.standard_normal((b, hq, 1, d)).astype(np.float16)
@@ -541,7 +544,7 @@ def test_attention_unrotation_hadamard_and_dense(kernels, monkeypatch, case):
         k_cache,
         v_cache,
         mask,
-        kref.rotation,
+        k_rot,
         kref.codebook,
         v_rot,
         vref.codebook,
@@ -564,7 +567,7 @@ def test_attention_unrotation_hadamard_and_dense(kernels, monkeypatch, case):
             dev(k_cache),
             dev(v_cache),
             dev(mask),
-            dev(kref.rotation),
+            dev(k_rot),
             dev(kref.codebook),
             dev(v_rot),
             dev(vref.codebook),
