@@ -2,7 +2,12 @@
 
 Prints the card, microseconds, speedup over SDPA and achieved bandwidth on the compressed bytes as a share
 of a device-to-device copy measured in the same run. Inputs rotate among several copies so L2 does not
-flatter small cases. Never asserts. Run: python3 bench/attention_gpu.py [--quick]
+flatter small cases. Never asserts. Run: python3 bench/attention_gpu.py [--quick] [--rotation dense]
+
+The rotation defaults to what `tqexport convert` writes by default, a Sylvester-Hadamard
+R = H_D diag(s) / sqrt(D) (docs/format.md 3.1; the kernels recognize it and un-rotate by a butterfly);
+`--rotation dense` times a random dense orthogonal R (convert --rotation dense), which takes the dense
+product. The cache bytes are the same either way.
 """
 
 from __future__ import annotations
@@ -20,6 +25,20 @@ from bench.gpu_harness.timing import copy_bandwidth_gbs, time_graph_us  # noqa: 
 
 HQ, HKV, D = 32, 8, 128
 L2_FLUSH_BYTES = 256 << 20
+
+
+def hadamard_rotation(d: int, seed: int = 0) -> np.ndarray:
+    """H_d diag(s) / sqrt(d) (Sylvester order, random signs s), float64, as format.md 3.1 builds it."""
+    h = np.ones((1, 1))
+    while h.shape[0] < d:
+        h = np.block([[h, h], [h, -h]])
+    s = 2.0 * np.random.default_rng(seed).integers(0, 2, d) - 1.0
+    return h * s[None, :] / np.sqrt(d)
+
+
+def dense_rotation(d: int, seed: int = 0) -> np.ndarray:
+    """A random orthogonal matrix (QR of a Gaussian), float64."""
+    return np.linalg.qr(np.random.default_rng(seed).standard_normal((d, d)))[0]
 
 
 def random_cache(torch, codec: Codec, b: int, t: int):
@@ -43,6 +62,12 @@ def main() -> None:
     )
     ap.add_argument("--skip-sdpa", action="store_true", help="time only the TQ kernels (A/B of builds)")
     ap.add_argument("--cases", default="", help="only these bits:B:T cases, comma-separated (e.g. 4:1:1024)")
+    ap.add_argument(
+        "--rotation",
+        choices=("hadamard", "dense"),
+        default="hadamard",
+        help="R of K and V (default hadamard)",
+    )
     args = ap.parse_args()
     kern = Kernels()
     if args.profile:
@@ -61,11 +86,8 @@ def main() -> None:
     name = torch.cuda.get_device_name()
     copy_gbs = copy_bandwidth_gbs()
     print(f"card: {name}; device-to-device copy: {copy_gbs:.0f} GB/s (read + write)")
-    rot = (
-        torch.from_numpy(np.linalg.qr(np.random.default_rng(0).standard_normal((D, D)))[0][None])
-        .float()
-        .cuda()
-    )
+    make_rotation = hadamard_rotation if args.rotation == "hadamard" else dense_rotation
+    rot = torch.from_numpy(make_rotation(D)[None]).float().cuda()
     batches = (1, 8, 32)
     lengths = (1024, 4096, 32768, 131072) if not args.quick else (1024, 32768)
     rows = []
@@ -134,7 +156,10 @@ def main() -> None:
                     f"x{t_sdpa / t_ours:5.2f}  {bw:6.0f} GB/s = {100 * bw / copy_gbs:4.0f}% of copy",
                     flush=True,
                 )
-    print(f"\n{name}; copy {copy_gbs:.0f} GB/s; Hq={HQ} Hkv={HKV} D={D}, decode S=1, fp16 q/out")
+    print(
+        f"\n{name}; copy {copy_gbs:.0f} GB/s; Hq={HQ} Hkv={HKV} D={D}, decode S=1, fp16 q/out, "
+        f"{args.rotation} R"
+    )
     print("bits   B       T   ours_us   sdpa_us  speedup  %copy")
     for bits, b, t, to, ts, sp, _bw, share in rows:
         print(f"{bits:4d} {b:3d} {t:7d} {to:9.1f} {ts:9.1f} {sp:8.2f} {100 * share:6.0f}")

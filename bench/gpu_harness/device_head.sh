@@ -3,8 +3,8 @@
 # here `bash plugins/kernels/build_standalone.sh`, then on the device, carrying build/gpu:
 #   bash bench/gpu_harness/device_head.sh [--quick]
 # Runs: the kernel and quantize GPU tests, compute-sanitizer memcheck and racecheck on tests/gpu/sanitize_cases.py
-# and on the quantize launches, bench/attention_gpu.py (all 24 rows; --quick: its quick subset) and
-# bench/quantize_gpu.py. Logs under $OUT; the two tables last.
+# and on the quantize launches, bench/attention_gpu.py (all 24 rows, with a dense R and then with the converter's
+# default Hadamard R; --quick: its quick subset) and bench/quantize_gpu.py. Logs under $OUT; the tables last.
 set -uo pipefail
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 out="${OUT:-/tmp/out}"
@@ -24,7 +24,9 @@ for tool in memcheck racecheck; do
     [ "$src" -eq 0 ] || rc=1
   done
 done
-timeout 240 python3 bench/attention_gpu.py "${quick[@]}" 2>&1 | tee "$out/attention_gpu.log" | tail -30
+timeout 240 python3 bench/attention_gpu.py --rotation dense "${quick[@]}" 2>&1 | tee "$out/attention_dense.log" \
+  | tail -27
+timeout 240 python3 bench/attention_gpu.py "${quick[@]}" 2>&1 | tee "$out/attention_gpu.log" | tail -27
 timeout 120 python3 bench/quantize_gpu.py 2>&1 | tee "$out/quantize_gpu.log" | tail -14
 echo "device_head: tests and sanitizers rc=$rc"
 exit "$rc"

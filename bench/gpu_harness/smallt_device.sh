@@ -14,7 +14,7 @@
 #                                                  $TQ_NEW (default build/gpu_fwht), baseline $TQ_BASE (default
 #                                                  build/gpu_sbase, HEAD): kernel + quantize tests, memcheck +
 #                                                  racecheck, then A/B/A/B of the small/medium-T rows with a
-#                                                  Hadamard R (smallt_hadamard.py), the 24-row tables of both
+#                                                  Hadamard R (attention_gpu.py --rotation hadamard), the 24-row tables of both
 #                                                  builds with the bench's dense R and with a Hadamard R;
 #                                                  TQ_EXTRA=gpu_NAME adds a third build to the A/B rows
 set -uo pipefail
@@ -42,7 +42,7 @@ if [[ $mode == hadamard ]]; then
   p3=$!
   wait $p1; echo "pytest rc=$?"; tail -8 "$out/pytest.log"
   wait $p2 $p3
-  had=bench/gpu_harness/smallt_hadamard.py
+  had="bench/attention_gpu.py --rotation hadamard"
   cases=4:1:1024,4:8:1024,4:32:1024,3:1:1024,3:8:1024,3:32:1024,4:1:4096,4:8:4096,4:32:4096,3:1:4096,3:8:4096
   cases+=,3:32:4096,4:1:32768,4:32:32768,3:8:131072
   libs=("$base" "$new")
@@ -55,10 +55,10 @@ if [[ $mode == hadamard ]]; then
     done
   done
   echo "== dense R (bench/attention_gpu.py), baseline ($base), no SDPA"
-  TQ_KERNELS_LIB=$base timeout 150 python3 bench/attention_gpu.py --skip-sdpa 2>&1 | tee "$out/dense_base.log" \
+  TQ_KERNELS_LIB=$base timeout 150 python3 bench/attention_gpu.py --rotation dense --skip-sdpa 2>&1 | tee "$out/dense_base.log" \
     | grep ours
   echo "== dense R, this build, with SDPA"
-  timeout 240 python3 bench/attention_gpu.py 2>&1 | tee "$out/dense_new.log" | tail -27
+  timeout 240 python3 bench/attention_gpu.py --rotation dense 2>&1 | tee "$out/dense_new.log" | tail -27
   echo "== Hadamard R, this build, with SDPA (24 rows)"
   timeout 240 python3 $had 2>&1 | tee "$out/had_full_new.log" | tail -27
 elif [[ $mode == probe ]]; then
@@ -73,10 +73,10 @@ elif [[ $mode == probe ]]; then
   cases=4:1:1024,3:1:1024,4:8:1024,3:8:1024,4:32:1024,3:32:1024,4:1:4096,4:8:4096,4:32:4096,3:32:4096
   cases+=,4:1:32768,4:32:32768,3:8:131072
   echo "== baseline ($base)"
-  TQ_KERNELS_LIB=$base timeout 120 python3 bench/attention_gpu.py --cases "$cases" --skip-sdpa 2>&1 \
+  TQ_KERNELS_LIB=$base timeout 120 python3 bench/attention_gpu.py --rotation dense --cases "$cases" --skip-sdpa 2>&1 \
     | tee "$out/attention_base.log" | grep ours
   echo "== this build, with SDPA"
-  timeout 200 python3 bench/attention_gpu.py --cases "$cases" 2>&1 | tee "$out/attention_new.log" | tail -15
+  timeout 200 python3 bench/attention_gpu.py --rotation dense --cases "$cases" 2>&1 | tee "$out/attention_new.log" | tail -15
   echo "== sweep"
   timeout 200 python3 bench/gpu_harness/smallt_sweep.py --splits 0,1,2,4,8 \
     --cases 4:1:1024,3:1:1024,4:8:1024,4:32:1024,3:32:1024,4:1:4096,4:8:4096,4:32:4096,4:32:32768,3:8:131072 2>&1 | tee "$out/sweep.log"
@@ -102,12 +102,12 @@ else
   wait $p1; echo "pytest rc=$?"; tail -8 "$out/pytest.log"
   wait $p2 $p3
   echo "== baseline ($base), no SDPA"
-  TQ_KERNELS_LIB=$base timeout 150 python3 bench/attention_gpu.py --skip-sdpa 2>&1 | tee "$out/attention_base.log" \
+  TQ_KERNELS_LIB=$base timeout 150 python3 bench/attention_gpu.py --rotation dense --skip-sdpa 2>&1 | tee "$out/attention_base.log" \
     | grep ours
   echo "== this build, with SDPA"
-  timeout 240 python3 bench/attention_gpu.py 2>&1 | tee "$out/attention_new.log" | tail -27
+  timeout 240 python3 bench/attention_gpu.py --rotation dense 2>&1 | tee "$out/attention_new.log" | tail -27
   echo "== this build, 4 warps forced (rows where the launcher takes 8)"
-  TQ_DECODE_WARPS=4 timeout 60 python3 bench/attention_gpu.py --skip-sdpa \
+  TQ_DECODE_WARPS=4 timeout 60 python3 bench/attention_gpu.py --rotation dense --skip-sdpa \
     --cases 4:8:1024,3:8:1024,4:32:4096,3:32:4096 2>&1 | tee "$out/attention_new_w4.log" | grep ours
   echo "== ncu, warp stall reasons per issue (B=1 T=1K, 4-bit; third call, caches as the bench leaves them)"
   for lib in "$base" "$new"; do
