@@ -695,33 +695,10 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
     for (int q = 0; q < 32; ++q) bits |= (S.row0[32 * w + q] < 0.0f ? 1u : 0u) << q;
     S.sgnbits[w] = bits;
   }
-  // Structure check: R[i][j] == (-1)^popcount(i & j) * R[0][j] bit for bit, and |R[0][j]| == c > 0 (finite).
-  // Thread: one column quad j..j+3 (j = 4 (tid % (D / 4))), rows i = i0 + kRowStep * it (i0 = tid / (D / 4)).
-  // kRowStep >= 4 is a power of two, so parity(i & (j + q)) = parity(i0 & (j + q)) ^ parity((kRowStep it) & j):
-  // the first term is fixed per thread (folded into want[q]), the second is one popc per quad.
+  // Structure check (dev::hadamard_mismatch, shared with the attention kernels): R[i][j] == (-1)^popcount(i & j)
+  // * R[0][j] bit for bit, and |R[0][j]| == c > 0 (finite); each thread one column quad, rows strided.
   const float c32 = fabsf(S.row0[0]);
-  uint32_t bad = !(c32 > 0.0f && c32 <= 3.4e38f) ? 1u : 0u;
-  for (int j = tid; j < D; j += kThreads) bad |= fabsf(S.row0[j]) != c32 ? 1u : 0u;
-  {
-    constexpr int kQuads = D / 4;
-    constexpr int kRowStep = kThreads / kQuads;
-    static_assert(kRowStep >= 4 && kRowStep * kQuads == kThreads, "column quads per thread");
-    const int jq = tid % kQuads;
-    const int j = 4 * jq;
-    const int i0 = tid / kQuads;
-    uint32_t want[4];
-#pragma unroll
-    for (int q = 0; q < 4; ++q) {
-      want[q] = __float_as_uint(S.row0[j + q]) ^ (static_cast<uint32_t>(__popc(i0 & (j + q))) << 31);
-    }
-    const uint4* r4 = reinterpret_cast<const uint4*>(rot) + i0 * kQuads + jq;
-#pragma unroll 4
-    for (int it = 0; it < D / kRowStep; ++it) {
-      const uint4 v = __ldg(r4 + it * kRowStep * kQuads);
-      const uint32_t fl = static_cast<uint32_t>(__popc(j & (kRowStep * it))) << 31;
-      bad |= (v.x ^ want[0] ^ fl) | (v.y ^ want[1] ^ fl) | (v.z ^ want[2] ^ fl) | (v.w ^ want[3] ^ fl);
-    }
-  }
+  const uint32_t bad = dev::hadamard_mismatch<D, kThreads, 4>(rot, tid);
   const bool hadamard = __syncthreads_or(bad != 0u) == 0;
   const int any_slow = __syncthreads_or(slow);
   const bool use_table = m <= 4 && any_slow == 0;
