@@ -5,13 +5,14 @@
 //
 // past_lengths is taken on the host (OrtMemTypeCPUInput) so a buffer overflow fails the node before any launch,
 // exactly as on the CPU; it is copied to the device (Scratch) before the launcher's workspace is sized. Scratch
-// memory is stream-ordered (cudaMallocAsync / cudaFreeAsync on the compute stream).
+// memory comes from ORT's allocator for the outputs' device, on the compute stream.
 #include "ort/register.h"
 
 #if defined(TQ_HAVE_CUDA_KERNELS)
 
 #include <cuda_runtime.h>
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -36,42 +37,81 @@ Ort::Status CudaFail(const char* op, const char* what, cudaError_t err) {
   return Ort::Status(message.c_str(), ORT_RUNTIME_EXCEPTION);
 }
 
-// Stream-ordered device scratch of one Compute: the copy of past_lengths and the launcher's workspace, two
-// separate allocations so neither can run into the other. past_lengths goes first because the launchers'
-// parameters must point at it before the workspace is sized (a size from incomplete parameters was the cause
-// of buffer-mode attention reading garbage lengths: the workspace came out 0 bytes and the kernels' partials
-// overwrote the lengths). The lengths are first copied into a pageable host vector: from pageable memory
-// cudaMemcpyAsync has staged the bytes before it returns, so the copy cannot outlive its source, whichever
-// allocator (pinned or not) ORT gave the CPU input.
+// Device scratch of one Compute (the copy of past_lengths and the launcher's workspace, two separate blocks so
+// neither can run into the other), taken from the session's own allocator for the outputs' device: ORT's arena,
+// so gpu_mem_limit and the arena settings cover it. KernelContext_GetScratchBuffer hands each block out on the
+// compute stream, and the destructor returns it to that allocator when Compute ends; the kernels that use it were
+// queued on the same stream, which is the ordering ORT relies on for its own CUDA kernels' scratch.
+// past_lengths goes first because the launchers' parameters must point at it before the workspace is sized (a
+// size from incomplete parameters was the cause of buffer-mode attention reading garbage lengths: the workspace
+// came out 0 bytes and the kernels' partials overwrote the lengths). The lengths are first copied into a pageable
+// host vector: from pageable memory cudaMemcpyAsync has staged the bytes before it returns, so the copy cannot
+// outlive its source, whichever allocator (pinned or not) ORT gave the CPU input.
 class Scratch {
  public:
-  explicit Scratch(cudaStream_t stream) : stream_(stream) {}
+  Scratch(OrtKernelContext* context, const OrtMemoryInfo* device, cudaStream_t stream)
+      : context_(context), device_(device), stream_(stream) {}
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
   ~Scratch() {
-    if (workspace_ != nullptr) cudaFreeAsync(workspace_, stream_);
-    if (lengths_ != nullptr) cudaFreeAsync(lengths_, stream_);
+    if (allocator_ == nullptr) return;
+    for (void* block : blocks_) allocator_->Free(allocator_, block);
+    Ort::GetApi().ReleaseAllocator(allocator_);
   }
   // Copies host_lengths[0, batch) to the device; nothing when host_lengths is null.
-  cudaError_t UploadLengths(const int64_t* host_lengths, int64_t batch) {
-    if (host_lengths == nullptr || batch <= 0) return cudaSuccess;
+  Ort::Status UploadLengths(const char* op, const int64_t* host_lengths, int64_t batch) {
+    if (host_lengths == nullptr || batch <= 0) return Ort::Status{nullptr};
     const std::vector<int64_t> host_copy(host_lengths, host_lengths + batch);
     const size_t bytes = host_copy.size() * sizeof(int64_t);
     void* base = nullptr;
-    cudaError_t err = cudaMallocAsync(&base, bytes, stream_);
-    if (err != cudaSuccess) return err;
+    if (auto s = Allocate(op, bytes, &base); !s.IsOK()) return s;
     lengths_ = static_cast<int64_t*>(base);
-    return cudaMemcpyAsync(lengths_, host_copy.data(), bytes, cudaMemcpyHostToDevice, stream_);
+    const cudaError_t err = cudaMemcpyAsync(lengths_, host_copy.data(), bytes, cudaMemcpyHostToDevice, stream_);
+    return err == cudaSuccess ? Ort::Status{nullptr} : CudaFail(op, "past_lengths upload", err);
   }
-  cudaError_t AllocateWorkspace(size_t bytes) {
-    if (bytes == 0) return cudaSuccess;
-    return cudaMallocAsync(&workspace_, (bytes + kAlign - 1) / kAlign * kAlign, stream_);
+  Ort::Status AllocateWorkspace(const char* op, size_t bytes) {
+    if (bytes == 0) return Ort::Status{nullptr};
+    return Allocate(op, bytes, &workspace_);
   }
   void* workspace() const { return workspace_; }
   const int64_t* lengths() const { return lengths_; }
 
  private:
+  // A block of at least `bytes`, 256-byte aligned (the launchers require it of the workspace): ORT's CUDA arena
+  // aligns its blocks so, but the contract does not promise it, so kAlign - 1 spare bytes absorb any offset.
+  Ort::Status Allocate(const char* op, size_t bytes, void** out) {
+    const OrtApi& api = Ort::GetApi();
+    if (allocator_ == nullptr) {
+      if (OrtStatus* s = api.KernelContext_GetAllocator(context_, device_, &allocator_); s != nullptr) {
+        allocator_ = nullptr;
+        return ScratchFail(op, bytes, s);
+      }
+    }
+    const size_t padded = (bytes + kAlign - 1) / kAlign * kAlign + kAlign - 1;
+    void* block = nullptr;
+    if (OrtStatus* s = api.KernelContext_GetScratchBuffer(context_, device_, padded, &block); s != nullptr)
+      return ScratchFail(op, padded, s);
+    if (block == nullptr) return Failure(std::string(op) + ": ORT's allocator returned no scratch block");
+    blocks_.push_back(block);
+    const uintptr_t aligned = (reinterpret_cast<uintptr_t>(block) + kAlign - 1) & ~static_cast<uintptr_t>(kAlign - 1);
+    *out = reinterpret_cast<void*>(aligned);
+    return Ort::Status{nullptr};
+  }
+  static Ort::Status Failure(const std::string& message) {
+    return Ort::Status(message.c_str(), ORT_RUNTIME_EXCEPTION);
+  }
+  static Ort::Status ScratchFail(const char* op, size_t bytes, OrtStatus* s) {
+    const std::string message = std::string(op) + ": device scratch of " + std::to_string(bytes) +
+                                " bytes from ORT's allocator failed: " + Ort::GetApi().GetErrorMessage(s);
+    Ort::GetApi().ReleaseStatus(s);
+    return Failure(message);
+  }
+
+  OrtKernelContext* context_;
+  const OrtMemoryInfo* device_;
   cudaStream_t stream_;
+  OrtAllocator* allocator_ = nullptr;
+  std::vector<void*> blocks_;  // what the allocator handed out, freed in the destructor
   int64_t* lengths_ = nullptr;
   void* workspace_ = nullptr;
 };
@@ -125,12 +165,10 @@ class QuantizeCuda final : public Kernel {
     p.recent_window = attrs_.recent_window;
 
     cudaStream_t stream = static_cast<cudaStream_t>(ctx.GetGPUComputeStream());
-    Scratch scratch(stream);
-    if (cudaError_t err = scratch.UploadLengths(buffer ? lengths : nullptr, sh.batch); err != cudaSuccess)
-      return CudaFail(op, "past_lengths upload", err);
+    Scratch scratch(context, cache_out.GetTensorMemoryInfo(), stream);
+    if (auto s = scratch.UploadLengths(op, buffer ? lengths : nullptr, sh.batch); !s.IsOK()) return s;
     p.past_lengths = scratch.lengths();  // set before sizing: the workspace depends on every field of p
-    if (cudaError_t err = scratch.AllocateWorkspace(kernels::quantize_workspace_bytes(p)); err != cudaSuccess)
-      return CudaFail(op, "workspace allocation", err);
+    if (auto s = scratch.AllocateWorkspace(op, kernels::quantize_workspace_bytes(p)); !s.IsOK()) return s;
     if (cudaError_t err = kernels::launch_quantize(p, scratch.workspace(), stream); err != cudaSuccess)
       return CudaFail(op, "launch_quantize", err);
     return Ort::Status{nullptr};
@@ -202,12 +240,10 @@ class AttentionCuda final : public Kernel {
     p.out = out.GetTensorMutableRawData();
 
     cudaStream_t stream = static_cast<cudaStream_t>(ctx.GetGPUComputeStream());
-    Scratch scratch(stream);
-    if (cudaError_t err = scratch.UploadLengths(buffer ? lengths : nullptr, sh.batch); err != cudaSuccess)
-      return CudaFail(op, "past_lengths upload", err);
+    Scratch scratch(context, out.GetTensorMemoryInfo(), stream);
+    if (auto s = scratch.UploadLengths(op, buffer ? lengths : nullptr, sh.batch); !s.IsOK()) return s;
     p.past_lengths = scratch.lengths();  // set before sizing: the workspace depends on every field of p
-    if (cudaError_t err = scratch.AllocateWorkspace(kernels::attention_workspace_bytes(p)); err != cudaSuccess)
-      return CudaFail(op, "workspace allocation", err);
+    if (auto s = scratch.AllocateWorkspace(op, kernels::attention_workspace_bytes(p)); !s.IsOK()) return s;
     if (cudaError_t err = kernels::launch_attention(p, scratch.workspace(), stream); err != cudaSuccess)
       return CudaFail(op, "launch_attention", err);
     return Ort::Status{nullptr};
