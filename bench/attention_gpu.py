@@ -70,12 +70,13 @@ def main() -> None:
     )
     args = ap.parse_args()
     kern = Kernels()
+    make_rotation = hadamard_rotation if args.rotation == "hadamard" else dense_rotation
     if args.profile:
         pbits, pb, pt = (int(x) for x in args.profile.split(":"))
         codec = Codec(D, (D,), (pbits,))
         cb = torch.zeros((1, 256), device="cuda")
         cb[0, : 2**pbits] = torch.linspace(-0.2, 0.2, 2**pbits, device="cuda")
-        rot = torch.eye(D, device="cuda")[None]
+        rot = torch.from_numpy(make_rotation(D)[None]).float().cuda()
         q = torch.randn((pb, HQ, 1, D), dtype=torch.float16, device="cuda")
         kc, vc = random_cache(torch, codec, pb, pt), random_cache(torch, codec, pb, pt)
         mask = torch.zeros((1, 1, 1, pt), device="cuda")
@@ -86,7 +87,6 @@ def main() -> None:
     name = torch.cuda.get_device_name()
     copy_gbs = copy_bandwidth_gbs()
     print(f"card: {name}; device-to-device copy: {copy_gbs:.0f} GB/s (read + write)")
-    make_rotation = hadamard_rotation if args.rotation == "hadamard" else dense_rotation
     rot = torch.from_numpy(make_rotation(D)[None]).float().cuda()
     batches = (1, 8, 32)
     lengths = (1024, 4096, 32768, 131072) if not args.quick else (1024, 32768)

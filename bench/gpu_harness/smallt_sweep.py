@@ -1,10 +1,12 @@
 """Small-T decode attention: time against warps per block x split count.
 
     python3 bench/gpu_harness/smallt_sweep.py [--cases bits:B:T,...] [--warps 4,8] [--splits 0,1,2,4,8,16]
+        [--rotation hadamard|dense]
 
 Forces the launcher's choice through TQ_DECODE_WARPS (plugins/kernels/attention.cu) and force_splits;
 0 splits = the launcher's own split count (for those warps); the "auto" row = no override at all. Same setup
-as bench/attention_gpu.py (Hq=32, Hkv=8, D=128, fp16 q, float mask, inputs rotating over copies). Prints one
+as bench/attention_gpu.py (Hq=32, Hkv=8, D=128, fp16 q, float mask, inputs rotating over copies, R of K and V
+Sylvester-Hadamard by default as `tqexport convert` writes it; --rotation dense: a random dense R). Prints one
 row per (case, warps), microseconds per split count. Never asserts.
 """
 
@@ -17,7 +19,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.attention_gpu import HKV, HQ, L2_FLUSH_BYTES, D, random_cache  # noqa: E402
+from bench.attention_gpu import (  # noqa: E402
+    HKV,
+    HQ,
+    L2_FLUSH_BYTES,
+    D,
+    dense_rotation,
+    hadamard_rotation,
+    random_cache,
+)
 from bench.gpu_harness.capi import Codec, Kernels  # noqa: E402
 from bench.gpu_harness.timing import time_graph_us  # noqa: E402
 
@@ -42,11 +52,16 @@ def main() -> None:
     ap.add_argument("--cases", default=DEFAULT_CASES)
     ap.add_argument("--warps", default="4,8")
     ap.add_argument("--splits", default="0,1,2,4,8,16")
+    ap.add_argument("--rotation", choices=("hadamard", "dense"), default="hadamard")
     args = ap.parse_args()
     splits = [int(s) for s in args.splits.split(",")]
     kern = Kernels()
-    rot = torch.eye(D, device="cuda")[None]
-    print(f"{torch.cuda.get_device_name()}; Hq={HQ} Hkv={HKV} D={D}; us per call by split count (0 = auto)")
+    make_rotation = hadamard_rotation if args.rotation == "hadamard" else dense_rotation
+    rot = torch.from_numpy(make_rotation(D)[None]).float().cuda()
+    print(
+        f"{torch.cuda.get_device_name()}; Hq={HQ} Hkv={HKV} D={D}; {args.rotation} R; "
+        "us per call by split count (0 = auto)"
+    )
     print("bits   B       T  warps " + "".join(f"{s:>8d}" for s in splits))
     for case in args.cases.split(","):
         bits, b, t = (int(x) for x in case.split(":"))
