@@ -12,6 +12,7 @@
 //      rho sqrt(pi/2)/d_p) against Sq qr. Window tokens (sinks and the recent ring) are exact: extra blocks do
 //      them in float32 on CUDA cores, in the original domain.
 //   3. tq_attention_reduce_kernel: merges the splits, un-rotates once (x = R_v^T y) and adds the window part.
+//      After the decode kernel it is a programmatic dependent launch (sm_90+): its R_v check overlaps that kernel.
 #include <cuda_fp16.h>
 
 #include <algorithm>
@@ -715,6 +716,46 @@ __device__ __forceinline__ void reduce_hadamard(const AttentionParams& p, const 
   }
 }
 
+// The reduce kernel's dense un-rotation, out[i] = (sum_k R[k][i] y[k] + owin[i]) / l for a 16-byte aligned R of
+// any structure. Thread t sums the rows k = t / (D/4) + STEP it of its column quad 4 (t % (D/4)) with float4
+// loads in rounds of 8, all independent (the latency of R's loads is the cost: one column per thread with scalar
+// loads left ptxas to keep 3-11 in flight, bench/NOTES.md "Small T, second pass"); the STEP partial sums of a
+// column meet in part[STEP][D] (STEP * D = 4 * kThreads floats). Every thread of the block calls it.
+template <int D>
+__device__ __forceinline__ void reduce_dense(const AttentionParams& p, const float* rot, const float* y,
+                                             const float* owin, float* part, float l, int64_t base) {
+  constexpr int kQuads = D / 4;
+  constexpr int kStep = kThreads / kQuads;  // rows summed in parallel per column
+  constexpr int kIters = D / kStep;         // float4 loads per thread: 8 / 32 / 128
+  static_assert(kThreads % kQuads == 0 && kIters % 8 == 0, "whole rounds of 8 loads");
+  const int jq = threadIdx.x % kQuads;
+  const int k0 = threadIdx.x / kQuads;
+  const float4* r4 = reinterpret_cast<const float4*>(rot) + jq;
+  float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll 1
+  for (int it0 = 0; it0 < kIters; it0 += 8) {
+    float4 r[8];
+#pragma unroll
+    for (int u = 0; u < 8; ++u) r[u] = __ldg(r4 + static_cast<int64_t>(k0 + kStep * (it0 + u)) * kQuads);
+#pragma unroll
+    for (int u = 0; u < 8; ++u) {
+      const float yk = y[k0 + kStep * (it0 + u)];
+      acc.x = fmaf(r[u].x, yk, acc.x);
+      acc.y = fmaf(r[u].y, yk, acc.y);
+      acc.z = fmaf(r[u].z, yk, acc.z);
+      acc.w = fmaf(r[u].w, yk, acc.w);
+    }
+  }
+  reinterpret_cast<float4*>(part + k0 * D)[jq] = acc;
+  __syncthreads();
+  for (int i = threadIdx.x; i < D; i += kThreads) {
+    float sum = 0.0f;
+#pragma unroll
+    for (int s = 0; s < kStep; ++s) sum += part[s * D + i];
+    dev::store_from_float(p.out, p.dtype, base + i, l > 0.0f ? (sum + owin[i]) / l : 0.0f);
+  }
+}
+
 __global__ void __launch_bounds__(kThreads) tq_attention_reduce_kernel(const AttnArgs a) {
   const AttentionParams& p = a.p;
   const int d = p.k_codec.head_dim;
@@ -728,7 +769,14 @@ __global__ void __launch_bounds__(kThreads) tq_attention_reduce_kernel(const Att
   const float2* ml = a.part_ml + grow * a.nsp;
   const int rh = p.v_rotation_heads == 1 ? 0 : g;
   const float* rot = p.v_rotation + static_cast<int64_t>(rh) * d * d;
+  // The Sylvester-Hadamard check of R_v (row 0, where a dense R fails, then the full matrix), on every launch. It
+  // reads only R_v, so it runs before pdl_wait: launched as a programmatic dependent of the decode kernel
+  // (launch_attention), it overlaps that kernel; launched plainly, pdl_wait returns at once.
   uint32_t bad = 0;
+  for (int j = threadIdx.x; j < d; j += kThreads) bad |= dev::hadamard_row0_mismatch(rot, rot[0], rot[j]);
+  bool v_hadamard = __syncthreads_or(bad) == 0;
+  if (v_hadamard) v_hadamard = __syncthreads_or(reduce_rotation_mismatch(rot, d)) == 0;  // uniform branch
+  dev::pdl_wait();  // the partials below are the previous grid's output
   if (threadIdx.x < 32) {
     float mx = kNegInf;
     for (int sp = threadIdx.x; sp < a.nsp; sp += 32) {
@@ -747,12 +795,8 @@ __global__ void __launch_bounds__(kThreads) tq_attention_reduce_kernel(const Att
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) l += __shfl_xor_sync(0xffffffffu, l, off);
     if (threadIdx.x == 0) total_l = l;
-  } else {
-    // First half of the Sylvester-Hadamard check of R_v (row 0; a dense R fails here) while warp 0 weighs.
-    for (int j = threadIdx.x - 32; j < d; j += kThreads - 32)
-      bad |= dev::hadamard_row0_mismatch(rot, rot[0], rot[j]);
   }
-  const bool v_hadamard = __syncthreads_or(bad) == 0;
+  __syncthreads();  // weight and total_l
   const float* po = a.part_o + grow * a.nsp * d;
   for (int i = threadIdx.x; i < d; i += kThreads) {
     // Independent loads (no data-dependent branch around them); partials of weight 0 may hold garbage: select.
@@ -771,11 +815,11 @@ __global__ void __launch_bounds__(kThreads) tq_attention_reduce_kernel(const Att
     orot[i] = r;
     owin[i] = w;
   }
+  __syncthreads();  // orot and owin complete
   const float l = total_l;
-  // A Sylvester-Hadamard R_v (checked on every launch: row 0 above, the full matrix here; the check's barrier
-  // also publishes orot/owin): x = R_v[0] .* (H orot), one warp's butterfly transform (reduce_hadamard).
-  // Any other R: dense below.
-  if (v_hadamard && __syncthreads_or(reduce_rotation_mismatch(rot, d)) == 0) {
+  // A Sylvester-Hadamard R_v: x = R_v[0] .* (H orot), one warp's butterfly transform (reduce_hadamard). Any other
+  // R: dense below.
+  if (v_hadamard) {
     if (threadIdx.x < 32) {
       switch (d) {
         case 64: reduce_hadamard<2>(p, rot, orot, owin, l, grow * d); break;
@@ -785,8 +829,16 @@ __global__ void __launch_bounds__(kThreads) tq_attention_reduce_kernel(const Att
     }
     return;
   }
-  __syncthreads();  // orot and owin complete (v_hadamard is uniform over the block)
-  for (int i = threadIdx.x; i < d; i += kThreads) {
+  if ((reinterpret_cast<uintptr_t>(rot) & 15) == 0) {
+    __shared__ __align__(16) float part[4 * kThreads];
+    switch (d) {
+      case 64: reduce_dense<64>(p, rot, orot, owin, part, l, grow * d); break;
+      case 128: reduce_dense<128>(p, rot, orot, owin, part, l, grow * d); break;
+      default: reduce_dense<256>(p, rot, orot, owin, part, l, grow * d); break;
+    }
+    return;
+  }
+  for (int i = threadIdx.x; i < d; i += kThreads) {  // a misaligned R: one column per thread, scalar loads
     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll 4
     for (int k = 0; k < d; k += 4) {  // d is a multiple of 16
@@ -824,28 +876,37 @@ int fast_blocks_per_sm(FastKernel kernel, int threads, int smem_bytes) {
 
 // Splits of `tiles` tiles over bh (batch x kv head) rows of blocks: least estimated time, in units of one
 // block's time per tile when it has an SM to itself. A block costs its tiles plus kBlockCost (prologue, pipeline
-// fill, merge: a latency chain); an SM running k blocks at once gets through 1 + (kFullRate - 1)(k - 1)/(per_sm - 1)
-// tiles per unit; more blocks than fit run in whole waves; more than one split adds the reduce kernel. Constants
-// from bench/gpu_harness/split_sweep.py on an H100 (B 1..32, T 1K..128K; bench/NOTES.md); ties -> fewer splits.
+// fill, merge: a latency chain). The busiest SM runs k = ceil(blocks / SMs) blocks at once (blocks are not split
+// across SMs, so 1.2 blocks per SM on average still means 2 on some), getting through
+// 1 + (kFullRate - 1) sqrt((k - 1) / (per_sm - 1)) tiles per unit: most of the gain of sharing an SM comes with
+// the second block. More blocks than fit run in whole waves; more than one split adds the reduce kernel. Fitted
+// to `python3 bench/gpu_harness/smallt_sweep.py` on an H100 (4-bit, B 1..32, T 1K..128K, every split count,
+// reduce kernel as a programmatic dependent launch; bench/NOTES.md "Small T, second pass"): the earlier model
+// (average blocks per SM, rate linear in k, kBlockCost 6.5, kReduceCost 3.5, kFullRate 1.7) was off by 2x in the
+// split count at mid T (B=8 T=4K: 2 splits 57.6 us, 4 splits 50.9; B=4 T=16K: 16 splits 85.6, 8 splits 78.4).
+// Ties -> fewer splits.
 int64_t choose_fast_splits(int64_t tiles, int64_t bh, int per_sm, int sms) {
-  constexpr double kBlockCost = 6.5;
-  constexpr double kReduceCost = 3.5;
-  constexpr double kFullRate = 1.7;
+  constexpr double kBlockCost = 3.0;
+  constexpr double kReduceCost = 2.0;
+  constexpr double kFullRate = 1.3;
   int64_t best = 1;
   double best_cost = 1e300;
   const int64_t max_ns = std::min<int64_t>(tiles, kMaxSplits);
   for (int64_t ns = 1; ns <= max_ns; ++ns) {
     const int64_t per = (tiles + ns - 1) / ns;
     if ((tiles + per - 1) / per != ns) continue;  // same tiles per split as a smaller count
-    const double blocks = static_cast<double>(bh * ns);
-    const double k = std::min(static_cast<double>(per_sm), std::max(1.0, blocks / sms));
-    const double rate = 1.0 + (kFullRate - 1.0) * (k - 1.0) / std::max(1, per_sm - 1);
+    const int64_t blocks = bh * ns;
     const double block_time = static_cast<double>(per) + kBlockCost;
-    const double slots = static_cast<double>(sms) * per_sm;
-    // More blocks than fit at once run in whole waves of full SMs (a partial last wave costs a whole one).
-    const double throughput = blocks <= slots ? blocks * block_time / (sms * rate)
-                                              : std::ceil(blocks / slots) * block_time * per_sm / kFullRate;
-    const double cost = std::max(block_time, throughput) + (ns > 1 ? kReduceCost : 0.0);
+    double time = 0.0;
+    if (blocks <= static_cast<int64_t>(sms) * per_sm) {
+      const int64_t k = (blocks + sms - 1) / sms;  // blocks on the busiest SM
+      const double share = per_sm > 1 ? static_cast<double>(k - 1) / (per_sm - 1) : 0.0;
+      time = static_cast<double>(k) * block_time / (1.0 + (kFullRate - 1.0) * std::sqrt(share));
+    } else {  // whole waves of full SMs (a partial last wave costs a whole one)
+      const int64_t slots = static_cast<int64_t>(sms) * per_sm;
+      time = static_cast<double>((blocks + slots - 1) / slots) * block_time * per_sm / kFullRate;
+    }
+    const double cost = time + (ns > 1 ? kReduceCost : 0.0);
     if (cost < best_cost - 1e-9) {
       best_cost = cost;
       best = ns;
@@ -874,6 +935,41 @@ bool choose_eight_warps(int64_t tiles, int64_t splits, int64_t bh, int sms, bool
   if (splits != 2 || window) return false;
   const int64_t per = (tiles + 1) / 2;
   return per <= 16 && 2 * bh > sms;
+}
+
+// The reduce kernel follows the decode kernel as a programmatic dependent launch on sm_90 and later: its R_v
+// check overlaps the decode kernel and the launch gap between the two goes (bench/NOTES.md "Small T, second
+// pass": B=1 T=1K 20.4 -> 18.5 us on an H100). Not the decode kernel after the kernel before it: its blocks,
+// resident early and waiting, made B=32 T=1K 51 -> 65 us. Tuning override for benches and tests:
+// TQ_DECODE_PDL=0 launches the reduce kernel plainly (same results, an A/B in one build).
+bool dependent_launch_enabled() {
+  if (compute_capability_major() < 9) return false;
+  const char* v = std::getenv("TQ_DECODE_PDL");
+  return v == nullptr || std::atoi(v) != 0;
+}
+
+// Launches kernel(a) with the programmatic-stream-serialization attribute when `dependent`; a runtime that
+// refuses the attribute gets a plain launch.
+template <typename Kernel>
+cudaError_t launch_maybe_dependent(Kernel kernel, dim3 grid, int threads, int smem, cudaStream_t stream,
+                                   bool dependent, const AttnArgs& a) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = dim3(threads);
+  cfg.dynamicSmemBytes = static_cast<size_t>(smem);
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = dependent ? 1 : 0;
+  cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, a);
+  if (e != cudaSuccess && dependent) {
+    cudaGetLastError();
+    cfg.numAttrs = 0;
+    e = cudaLaunchKernelEx(&cfg, kernel, a);
+  }
+  return e;
 }
 
 // sizing_only: the workspace size is wanted before the device pointers exist (ORT before past_lengths is on the
@@ -1088,12 +1184,13 @@ cudaError_t launch_attention(const AttentionParams& p, void* workspace, cudaStre
     }
     if (e != cudaSuccess) return e;
   }
-  // 3. Reduce and un-rotate (unless the decode kernel wrote the output).
+  // 3. Reduce and un-rotate (unless the decode kernel wrote the output). After the decode kernel (which calls
+  // dev::pdl_trigger first) it is a programmatic dependent launch on sm_90+ (dependent_launch_enabled).
   if (a.fast_out) return cudaSuccess;
   const int64_t rows_all = static_cast<int64_t>(p.batch) * p.q_heads * p.new_tokens;
   if (rows_all > 0x7fffffffLL) return invalid("TQAttention: too many query rows");
-  tq_attention_reduce_kernel<<<static_cast<unsigned>(rows_all), kThreads, 0, stream>>>(a);
-  e = cudaGetLastError();
+  e = launch_maybe_dependent(tq_attention_reduce_kernel, dim3(static_cast<unsigned>(rows_all)), kThreads, 0, stream,
+                             a.fast && dependent_launch_enabled(), a);
   return e == cudaSuccess ? e : cuda_failed(e, "TQAttention: tq_attention_reduce_kernel launch");
 }
 

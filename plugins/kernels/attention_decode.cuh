@@ -331,6 +331,9 @@ __global__ void __launch_bounds__(NW * 32, (HALF2 ? kFastMinBlocks : kFastMinBlo
   constexpr int CSK = D / 4;    // K coordinates per thread per token
   constexpr int CSV = D / 8;    // V coordinates per thread per token (= n-tiles of P V)
   constexpr int KSTEPS = D / 16;
+  // The reduce kernel (a programmatic dependent launch after this kernel: launch_attention) may start now; it
+  // reads only R_v until its pdl_wait, which waits for this grid to complete.
+  dev::pdl_trigger();
   const AttentionParams& p = a.p;
   const int split = blockIdx.x;
   const int b = blockIdx.z / p.kv_heads;

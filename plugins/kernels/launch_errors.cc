@@ -43,4 +43,18 @@ int multiprocessor_count() {
   return cached_count;
 }
 
+int compute_capability_major() {
+  static thread_local int cached_device = -1;
+  static thread_local int cached_major = 0;
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return 0;
+  if (device != cached_device) {
+    int major = 0;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) major = 0;
+    cached_device = device;
+    cached_major = major;
+  }
+  return cached_major;
+}
+
 }  // namespace tq::kernels

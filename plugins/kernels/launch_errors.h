@@ -13,5 +13,7 @@ void clear_error();
 
 // Multiprocessor count of the current device (cached per device).
 int multiprocessor_count();
+// Major compute capability of the current device (cached per device; 0 when it cannot be read).
+int compute_capability_major();
 
 }  // namespace tq::kernels

@@ -70,6 +70,22 @@ __device__ __forceinline__ uint32_t hmul2_u32(uint32_t a, uint32_t b) {
 
 __device__ __forceinline__ float half_bits_to_float(uint16_t bits) { return __half2float(__ushort_as_half(bits)); }
 
+// Programmatic dependent launch (sm_90 and later; no-ops before): pdl_trigger lets the next kernel of the stream,
+// when it was launched with cudaLaunchAttributeProgrammaticStreamSerialization, start before this grid ends;
+// pdl_wait in that kernel blocks until the previous grid has completed and its memory is visible (it returns at
+// once when the kernel was launched without the attribute). Nothing before pdl_wait may read what the previous
+// grid writes.
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
 }  // namespace tq::kernels::dev
 
 // ------------------------------------------------------------------ Sylvester-Hadamard rotations (format.md 3.1)

@@ -86,6 +86,25 @@ def main() -> None:
                 torch.cuda.synchronize()
                 assert torch.isfinite(out).all()
     os.environ.pop("TQ_DECODE_WARPS")
+    # The reduce kernel as a programmatic dependent launch of the decode kernel (its R_v check before
+    # griddepcontrol.wait) and launched plainly (TQ_DECODE_PDL=0): B = 8, T = 1K, the launcher's own plan
+    # (reduce kernel) and 8 splits, Hadamard and dense R.
+    b, t = 8, 1024
+    x = torch.randn((b, hkv, t, d), device="cuda", dtype=torch.float16)
+    past = torch.empty((b, hkv, 0, kc.row_bytes), dtype=torch.uint8, device="cuda")
+    cache, _ = k.quantize(kc, x, past, rot, cb, None, None)
+    q = torch.randn((b, hkv * group, 1, d), device="cuda", dtype=torch.float16)
+    mask = torch.zeros((b, 1, 1, t), device="cuda")
+    for vrot in (rot, torch.from_numpy(dense.rotation).cuda()):
+        for pdl in ("1", "0"):
+            os.environ["TQ_DECODE_PDL"] = pdl
+            for splits in (0, 8):
+                out = k.attention(
+                    kc, kc, q, cache, cache, mask, vrot, cb, vrot, cb, scale=0.1, force_splits=splits
+                )
+                torch.cuda.synchronize()
+                assert torch.isfinite(out).all()
+    os.environ.pop("TQ_DECODE_PDL")
     print("sanitize cases ran", np.__version__)
 
 

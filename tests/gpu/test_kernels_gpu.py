@@ -584,3 +584,93 @@ def test_attention_unrotation_hadamard_and_dense(kernels, monkeypatch, case):
         assert np.isfinite(got).all(), f"non-finite output (splits={splits})"
         err = rel_err(got, want)
         assert err < 2e-3, f"relative error {err:.2e} (splits={splits})"
+
+
+# The reduce kernel follows the decode kernel as a programmatic dependent launch on sm_90+ (launch_attention;
+# its R_v check runs before griddepcontrol.wait and overlaps the decode kernel); TQ_DECODE_PDL=0 launches it
+# plainly. Both ways must match the float64 reference and each other bit for bit: T = 1K at B = 1, 8, 32,
+# G = 1/4/8, the launcher's own plan (B = 1, 8: the reduce kernel follows) and forced 2 and 8 splits, a
+# Sylvester-Hadamard R, a near-miss of it (one flipped sign: the dense path), a dense R (as R_k and R_v; the
+# reduce kernel's float4 dense un-rotation) and a misaligned Hadamard R (the scalar dense paths), with and
+# without a window.
+PDL_CASES = [  # (B, G, R kind, window (ns, rw))
+    (1, 1, "hadamard", (0, 0)),
+    (1, 4, "hadamard", (0, 0)),
+    (1, 8, "one_sign", (0, 0)),
+    (1, 4, "dense", (2, 6)),
+    (8, 4, "hadamard", (0, 0)),
+    (8, 8, "hadamard", (2, 6)),
+    (8, 1, "one_sign", (0, 0)),
+    (8, 4, "dense", (0, 0)),
+    (32, 4, "hadamard", (0, 0)),
+    (32, 4, "one_sign", (0, 0)),
+    (32, 8, "dense", (0, 0)),
+    (8, 4, "misaligned", (0, 0)),  # R_k and R_v 4 bytes off 16-byte alignment: the scalar dense paths
+]
+
+
+@pytest.mark.parametrize("case", PDL_CASES, ids=lambda c: f"B{c[0]}-G{c[1]}-{c[2]}-w{c[3][0] + c[3][1]}")
+def test_attention_reduce_dependent_launch(kernels, monkeypatch, case):
+    b, group, kind, (ns, rw) = case
+    d, hkv, total = 128, 2, 1024
+    hq = hkv * group
+    rng = np.random.default_rng(b * 31 + group + len(kind))
+    kref, kc = build(d, (d,), (4,), 0, 0, "hadamard", seed=3)
+    vref, vc = build(d, (d,), (3,), 0, 0, "hadamard", seed=11)
+    rot = _rotation("hadamard" if kind == "misaligned" else kind, d, hkv, rng)
+    k_cache, k_win = make_cache(kref, rng, b, hkv, total, d, ns, rw, "float16")
+    v_cache, v_win = make_cache(vref, rng, b, hkv, total, d, ns, rw, "float16")
+    q = rng.standard_normal((b, hq, 1, d)).astype(np.float16)
+    pad = rng.integers(0, total // 2, b)
+    pad[0] = 0
+    mask = build_mask("pad", b, hq, 1, total, rng, pad)
+    want = reference_attention(
+        q.astype(np.float32),
+        k_cache,
+        v_cache,
+        mask,
+        rot,
+        kref.codebook,
+        rot,
+        vref.codebook,
+        None,
+        None if k_win is None else k_win.astype(np.float32),
+        None if v_win is None else v_win.astype(np.float32),
+        k_bits=kc.bits,
+        k_part_sizes=kc.part_sizes,
+        v_bits=vc.bits,
+        v_part_sizes=vc.part_sizes,
+        scale=1.0 / np.sqrt(d),
+        sink_tokens=ns,
+        recent_window=rw,
+    ).astype(np.float64)
+    rot_dev = dev(rot)
+    if kind == "misaligned":  # the same values one float into a buffer
+        rot_dev = torch.zeros(rot.size + 1, dtype=torch.float32, device="cuda")[1:].view(rot.shape)
+        rot_dev.copy_(dev(rot))
+        assert rot_dev.data_ptr() % 16 != 0
+    args = [dev(q), dev(k_cache), dev(v_cache), dev(mask), rot_dev, dev(kref.codebook), rot_dev]
+    wins = (dev(k_win) if k_win is not None else None, dev(v_win) if v_win is not None else None)
+    for splits in (0, 2, 8):
+        outs = []
+        for pdl in ("1", "0"):
+            monkeypatch.setenv("TQ_DECODE_PDL", pdl)
+            out = kernels.attention(
+                kc,
+                vc,
+                *args,
+                dev(vref.codebook),
+                None,
+                *wins,
+                scale=1.0 / np.sqrt(d),
+                sink_tokens=ns,
+                recent_window=rw,
+                force_splits=splits,
+            )
+            torch.cuda.synchronize()
+            got = out.float().cpu().numpy().astype(np.float64)
+            assert np.isfinite(got).all(), f"non-finite output (splits={splits}, pdl={pdl})"
+            err = rel_err(got, want)
+            assert err < 2e-3, f"relative error {err:.2e} (splits={splits}, pdl={pdl})"
+            outs.append(out.clone())
+        assert torch.equal(outs[0], outs[1]), f"dependent and plain launches differ (splits={splits})"
