@@ -12,7 +12,9 @@
 // - Tensor cores for Q K^T and P V (mma.m16n8k16, fp32 accumulation) with the decoded K/V fragments built
 //   straight in registers. The order of the D coordinates inside a dot product is free, so each thread decodes a
 //   contiguous chunk of a row (K: chunk lane%4 of D/4 coordinates; V: chunk lane/4 of D/8 coordinates) and the
-//   query fragments (and the output columns) are permuted to match, once per block.
+//   query fragments (and the output columns) are permuted to match, once per block. With G <= 8 the products
+//   run transposed, S^T = K Q^T and O^T = V^T P^T (decoded K/V as the A operand, the 8 query rows as n), so no
+//   mma row is padding (bench/NOTES.md "Long T"); G > 8 keeps Q and P as the A operand (16 rows).
 // - Whole tiles of both caches (32 tokens per warp) stream global -> shared with 16-byte cp.async, 3-4 stages
 //   deep; each warp owns 32 tokens of a tile and keeps its own online softmax; warps merge once at the end.
 //   4 warps per block (128-token tiles); with G <= 8 also 8 warps (256-token tiles), which the launcher takes
@@ -538,9 +540,9 @@ __global__ void __launch_bounds__(NW * 32, (HALF2 ? kFastMinBlocks : kFastMinBlo
     const uint8_t* ks = reinterpret_cast<const uint8_t*>(smem) + stage * a.fast_stage_bytes;
     const uint8_t* vs = ks + a.fast_k_bytes;
 
-    // S = Q K^T: n-tile u covers tokens 8u..8u+7; this thread decodes token 8u + qr, chunk qc.
     uint32_t pf[4][2];  // P * gamma_V as half2: HALF2 the A operand of P V per n-tile u and row half, else B (P^T)
     if constexpr (HALF2) {
+      // S = Q K^T: n-tile u covers tokens 8u..8u+7; this thread decodes token 8u + qr, chunk qc.
       float sacc[4][4];
 #pragma unroll
       for (int u = 0; u < 4; ++u) {
