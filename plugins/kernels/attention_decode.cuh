@@ -12,7 +12,9 @@
 // - Tensor cores for Q K^T and P V (mma.m16n8k16, fp32 accumulation) with the decoded K/V fragments built
 //   straight in registers. The order of the D coordinates inside a dot product is free, so each thread decodes a
 //   contiguous chunk of a row (K: chunk lane%4 of D/4 coordinates; V: chunk lane/4 of D/8 coordinates) and the
-//   query fragments (and the output columns) are permuted to match, once per block.
+//   query fragments (and the output columns) are permuted to match, once per block. With G <= 8 the products
+//   run transposed, S^T = K Q^T and O^T = V^T P^T (decoded K/V as the A operand, the 8 query rows as n), so no
+//   mma row is padding (bench/NOTES.md "Long T"); G > 8 keeps Q and P as the A operand (16 rows).
 // - Whole tiles of both caches (32 tokens per warp) stream global -> shared with 16-byte cp.async, 3-4 stages
 //   deep; each warp owns 32 tokens of a tile and keeps its own online softmax; warps merge once at the end.
 //   4 warps per block (128-token tiles); with G <= 8 also 8 warps (256-token tiles), which the launcher takes
@@ -48,32 +50,23 @@ __host__ __device__ constexpr int fast_stages(int mk, int mv) {
 #endif
 constexpr int kExpSkip = TQ_EXP_SKIP;
 
-// d[0..1] += rows 0..7 of A B (m16n8k16, fp32 accumulation) when rows 8..15 of A are zero: those rows' outputs
-// go to scratch registers the compiler drops, and d[2..3] are untouched.
-__device__ __forceinline__ void mma_16816_upper(float (&d)[4], uint32_t a0, uint32_t a2, uint32_t b0, uint32_t b1) {
-  float junk0, junk1;
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%10,%11};\n"
-      : "+f"(d[0]), "+f"(d[1]), "=f"(junk0), "=f"(junk1)
-      : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1), "f"(0.0f), "f"(0.0f));
-  (void)junk0;
-  (void)junk1;
-}
-
-// The fragment product of the decode kernel: all 16 rows (HALF2) or only rows 0..7 (a[1], a[3] are zero).
-template <bool HALF2>
-__device__ __forceinline__ void mma_rows(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  if constexpr (HALF2) {
-    dev::mma_16816(d, a, b0, b1);
-  } else {
-    mma_16816_upper(d, a[0], a[2], b0, b1);
-  }
-}
-
 __device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
   uint32_t d;
   asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(d) : "r"(a), "r"(b), "r"(sel));
+  return d;
+}
+
+// 2^x with results below 2^-126 flushed to 0 (one MUFU.EX2; __expf's non-ftz ex2 adds a range fix-up).
+__device__ __forceinline__ float exp2_ftz(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// Transpose of an 8x8 fp16 matrix held as an mma fragment (lane 4i + j holds row i, columns 2j, 2j + 1).
+__device__ __forceinline__ uint32_t movmatrix_trans(uint32_t x) {
+  uint32_t d;
+  asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(d) : "r"(x));
   return d;
 }
 
@@ -286,6 +279,31 @@ __device__ __forceinline__ void load_tile_fast(uint8_t* dst, const uint8_t* cach
   }
 }
 
+// p, but computed out of ptxas's sight: keeps a loop-invariant pointer in registers instead of rematerializing.
+__device__ __forceinline__ const uint8_t* opaque_ptr(const uint8_t* p) {
+  const uint8_t* q;
+  asm("mov.b64 %0, %1;\n" : "=l"(q) : "l"(p));
+  return q;
+}
+
+// One full tile (NT rows of RB bytes) of a split: NT * RB is a multiple of 16, so every tile of the split has
+// the same unaligned head and chunk count nck (NT * RB / 16, plus one with a head); each thread issues copies
+// k = threadIdx.x + j * NTHREADS at constant offsets from its own pointers (dst, src: the tile's 16-byte
+// aligned start + 16 * threadIdx.x), no per-chunk index arithmetic. The caller checks that the aligned range
+// lies inside the allocation (else load_tile_fast).
+template <int RB, int NT, int NTHREADS>
+__device__ __forceinline__ void load_full_tile(uint8_t* dst, const uint8_t* src, int nck) {
+  constexpr int kChunks = NT * RB / 16;
+  static_assert(NT * RB % 16 == 0, "tile bytes a multiple of 16");
+  constexpr int kIter = (kChunks + 1 + NTHREADS - 1) / NTHREADS;
+  static_assert((kIter - 1) * NTHREADS <= kChunks, "only the last round is partial");
+#pragma unroll
+  for (int j = 0; j < kIter; ++j) {
+    if (j < kIter - 1 || static_cast<int>(threadIdx.x) + j * NTHREADS < nck)
+      dev::cp_async_16(dst + 16 * NTHREADS * j, src + 16 * NTHREADS * j, 16);
+  }
+}
+
 // fast_out's un-rotation when R_v is Sylvester-Hadamard (dev::hadamard_row0_mismatch, then dev::hadamard_mismatch
 // over the whole matrix, on every launch): x_r = R_v[0] .* (H o_r) / l_r, one warp per query row r (a butterfly
 // transform in registers and shuffles; output row row0 + r: S == 1). Returns false, having written nothing, for
@@ -449,10 +467,13 @@ __global__ void __launch_bounds__(NW * 32, (HALF2 ? kFastMinBlocks : kFastMinBlo
   }
   const int64_t mrow0 = mask_row(a, b, g, qr);
   const int64_t mrow1 = mask_row(a, b, g, qr + 8);
+  const int64_t mrow_one = mask_row(a, b, g, 0);  // the mask row of every query row when p.mask_heads == 1
 
   float oacc[CSV][4];
 #pragma unroll
   for (int i = 0; i < CSV; ++i) oacc[i][0] = oacc[i][1] = oacc[i][2] = oacc[i][3] = 0.0f;
+  // Running max and sum per query row held by this thread: HALF2 rows qr, qr + 8; otherwise (S^T layout) rows
+  // 2qc, 2qc + 1.
   float m_run[2] = {kNegInf, kNegInf};
   float l_run[2] = {0.0f, 0.0f};
 
@@ -464,6 +485,19 @@ __global__ void __launch_bounds__(NW * 32, (HALF2 ? kFastMinBlocks : kFastMinBlo
   constexpr int VRB = MV * D / 8 + 2;
   const int hk = static_cast<int>(reinterpret_cast<uintptr_t>(kslice + c0 * KRB) & 15);
   const int hv = static_cast<int>(reinterpret_cast<uintptr_t>(vslice + c0 * VRB) & 15);
+  // Tile 0's 16-byte aligned starts (tile nt: + nt * tile bytes). Opaque to ptxas, which otherwise recomputed
+  // them from the kernel parameters on every tile (~45 uniform-datapath instructions).
+  const uint8_t* ktile0 = opaque_ptr(kslice + c0 * KRB - hk);
+  const uint8_t* vtile0 = opaque_ptr(vslice + c0 * VRB - hv);
+  const int kchunks = (hk + kFastTile * KRB + 15) / 16;  // 16-byte chunks of a full tile
+  const int vchunks = (hv + kFastTile * VRB + 15) / 16;
+  // Tiles [0, nfast) are full and their aligned copy ranges lie inside both allocations (load_full_tile).
+  int64_t nfast = (c1 - c0) / kFastTile;
+  {
+    const int64_t kroom = kend - ktile0 - 16 * kchunks, vroom = vend - vtile0 - 16 * vchunks;
+    nfast = min(nfast, kroom < 0 ? 0 : kroom / (kFastTile * KRB) + 1);
+    nfast = min(nfast, vroom < 0 ? 0 : vroom / (kFastTile * VRB) + 1);
+  }
   const int kal = (hk + 2 * (qr & 1)) & 3;
   const int koff = hk + (32 * warp + qr) * KRB + qc * (CSK * (MK == 4 ? 4 : 2) / 8) - kal;  // codes (2-bit seg)
   const int k1off = hk + (32 * warp + qr) * KRB + D / 4 + qc * (CSK / 8);  // 1-bit segment (unshifted)
@@ -473,21 +507,33 @@ __global__ void __launch_bounds__(NW * 32, (HALF2 ? kFastMinBlocks : kFastMinBlo
   const int v1off = hv + (32 * warp + 2 * qc) * VRB + D / 4 + qr * (CSV / 8);
   const int knoff = hk + (32 * warp + 2 * qc) * KRB + KRB - 2;  // gamma of column 2qc (then + col * KRB)
   const int vnoff = hv + (32 * warp + 2 * qc) * VRB + VRB - 2;
+  const int knoff_t = hk + (32 * warp + qr) * KRB + KRB - 2;  // S^T layout (G <= 8): gamma of token qr
+  const int vnoff_t = hv + (32 * warp + qr) * VRB + VRB - 2;
+  const int64_t mrow_t[2] = {mask_row(a, b, g, 2 * qc), mask_row(a, b, g, 2 * qc + 1)};  // S^T rows 2qc, 2qc + 1
   const bool one_mask_row = p.mask_heads == 1;
 
+  int stage = kFastStages - 1;  // it % kFastStages, advanced first thing in the loop (no 64-bit modulo per tile)
   for (int64_t it = 0; it < ntiles; ++it) {
-    const int stage = static_cast<int>(it % kFastStages);
+    stage = stage == kFastStages - 1 ? 0 : stage + 1;
     dev::cp_async_wait<kFastStages - 2>();
     __syncthreads();
     {
       const int64_t nt = it + kFastStages - 1;
-      const int ns = static_cast<int>(nt % kFastStages);
+      const int ns = stage == 0 ? kFastStages - 1 : stage - 1;  // nt % kFastStages
       if (nt < ntiles) {
         const int64_t ct = c0 + nt * kFastTile;
         const int64_t n = min(static_cast<int64_t>(kFastTile), c1 - ct);
         uint8_t* dst = reinterpret_cast<uint8_t*>(smem) + ns * a.fast_stage_bytes;
-        load_tile_fast(dst, kslice, ct, n, KRB, kend);
-        load_tile_fast(dst + a.fast_k_bytes, vslice, ct, n, VRB, vend);
+        if (!HALF2 && nt < nfast) {  // (HALF2 keeps HEAD's copy loop: this one raised its loop's spills)
+          const uint8_t* kt = ktile0 + nt * (kFastTile * KRB);  // the tile's 16-byte aligned start
+          const uint8_t* vt = vtile0 + nt * (kFastTile * VRB);
+          load_full_tile<KRB, kFastTile, NW * 32>(dst + 16 * threadIdx.x, kt + 16 * threadIdx.x, kchunks);
+          load_full_tile<VRB, kFastTile, NW * 32>(dst + a.fast_k_bytes + 16 * threadIdx.x, vt + 16 * threadIdx.x,
+                                                  vchunks);
+        } else {  // the last tile of a split, or the end of the allocation
+          load_tile_fast(dst, kslice, ct, n, KRB, kend);
+          load_tile_fast(dst + a.fast_k_bytes, vslice, ct, n, VRB, vend);
+        }
       }
       dev::cp_async_commit();
     }
@@ -497,122 +543,254 @@ __global__ void __launch_bounds__(NW * 32, (HALF2 ? kFastMinBlocks : kFastMinBlo
     const uint8_t* ks = reinterpret_cast<const uint8_t*>(smem) + stage * a.fast_stage_bytes;
     const uint8_t* vs = ks + a.fast_k_bytes;
 
-    // S = Q K^T: n-tile u covers tokens 8u..8u+7; this thread decodes token 8u + qr, chunk qc.
-    float sacc[4][4];
+    uint32_t pf[4][2];  // P * gamma_V as half2: HALF2 the A operand of P V per n-tile u and row half, else B (P^T)
+    if constexpr (HALF2) {
+      // S = Q K^T: n-tile u covers tokens 8u..8u+7; this thread decodes token 8u + qr, chunk qc.
+      float sacc[4][4];
 #pragma unroll
-    for (int u = 0; u < 4; ++u) {
-      sacc[u][0] = sacc[u][1] = sacc[u][2] = sacc[u][3] = 0.0f;
-      if constexpr ((kExpSkip & 4) != 0) continue;
-      uint32_t lo[CSK / 4], hi[CSK / 4];
-      decode_chunk_at<MK, CSK>(tk, ks + koff + 8 * u * KRB, ks + k1off + 8 * u * KRB, kal, lo, hi);
+      for (int u = 0; u < 4; ++u) {
+        sacc[u][0] = sacc[u][1] = sacc[u][2] = sacc[u][3] = 0.0f;
+        if constexpr ((kExpSkip & 4) != 0) continue;
+        uint32_t lo[CSK / 4], hi[CSK / 4];
+        decode_chunk_at<MK, CSK>(tk, ks + koff + 8 * u * KRB, ks + k1off + 8 * u * KRB, kal, lo, hi);
 #pragma unroll
-      for (int kk = 0; kk < KSTEPS; ++kk) {
-        mma_rows<HALF2>(sacc[u], qf[kk], prmt(lo[kk], hi[kk], 0x5140u), prmt(lo[kk], hi[kk], 0x7362u));
+        for (int kk = 0; kk < KSTEPS; ++kk) {
+          dev::mma_16816(sacc[u], qf[kk], prmt(lo[kk], hi[kk], 0x5140u), prmt(lo[kk], hi[kk], 0x7362u));
+        }
       }
-    }
-    // Columns held by this thread: tokens 8u + 2qc + e. gamma_K, soft-cap, mask, validity.
-    const int ncols = static_cast<int>(
-        min(static_cast<int64_t>(nvalid), max(static_cast<int64_t>(0), p.mask_tokens - p.sink_tokens - ct)));
-    float vn[4][2], madd[2][4][2];
+      // Columns held by this thread: tokens 8u + 2qc + e. gamma_K, soft-cap, mask, validity.
+      const int ncols = static_cast<int>(
+          min(static_cast<int64_t>(nvalid), max(static_cast<int64_t>(0), p.mask_tokens - p.sink_tokens - ct)));
+      float vn[4][2], madd[2][4][2];
 #pragma unroll
-    for (int u = 0; u < 4; ++u) {
+      for (int u = 0; u < 4; ++u) {
 #pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const int col = 8 * u + 2 * qc + e;
-        const float kn = __half2float(*reinterpret_cast<const __half*>(ks + knoff + (8 * u + e) * KRB));
-        vn[u][e] = __half2float(*reinterpret_cast<const __half*>(vs + vnoff + (8 * u + e) * VRB));
-        sacc[u][e] *= kn;
-        if constexpr (HALF2) sacc[u][2 + e] *= kn;
-        const bool ok = col < ncols;
-        if (!ok) vn[u][e] = 0.0f;  // rows past the end may hold NaN norms
-        madd[0][u][e] = ok && mrow0 >= 0 ? 0.0f : kNegInf;
-        madd[1][u][e] = HALF2 && ok && mrow1 >= 0 ? 0.0f : kNegInf;
+        for (int e = 0; e < 2; ++e) {
+          const int col = 8 * u + 2 * qc + e;
+          const float kn = __half2float(*reinterpret_cast<const __half*>(ks + knoff + (8 * u + e) * KRB));
+          vn[u][e] = __half2float(*reinterpret_cast<const __half*>(vs + vnoff + (8 * u + e) * VRB));
+          sacc[u][e] *= kn;
+          if constexpr (HALF2) sacc[u][2 + e] *= kn;
+          const bool ok = col < ncols;
+          if (!ok) vn[u][e] = 0.0f;  // rows past the end may hold NaN norms
+          madd[0][u][e] = ok && mrow0 >= 0 ? 0.0f : kNegInf;
+          madd[1][u][e] = HALF2 && ok && mrow1 >= 0 ? 0.0f : kNegInf;
+        }
       }
-    }
-    if constexpr (SOFTCAP) {
-#pragma unroll
-      for (int u = 0; u < 4; ++u)
-#pragma unroll
-        for (int i = 0; i < (HALF2 ? 4 : 2); ++i) sacc[u][i] = p.softcap * tanhf(sacc[u][i] / p.softcap);
-    }
-    if constexpr ((kExpSkip & 1) == 0) {
-      const int64_t t0 = ct + 2 * qc + p.sink_tokens;  // token of column 2qc
-      auto add_mask = [&](auto load) {
+      if constexpr (SOFTCAP) {
 #pragma unroll
         for (int u = 0; u < 4; ++u)
 #pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const int64_t t = t0 + 8 * u + e;
-            if (madd[0][u][e] == 0.0f) madd[0][u][e] = load(mrow0 + t);
-            if constexpr (HALF2) {
-              if (madd[1][u][e] == 0.0f) madd[1][u][e] = one_mask_row ? madd[0][u][e] : load(mrow1 + t);
-            }
+          for (int i = 0; i < (HALF2 ? 4 : 2); ++i) sacc[u][i] = p.softcap * tanhf(sacc[u][i] / p.softcap);
+      }
+      if constexpr ((kExpSkip & 1) == 0) {
+        const int64_t t0 = ct + 2 * qc + p.sink_tokens;  // token of column 2qc
+        auto load = [&](int64_t o) -> float {
+          if constexpr (MASK == static_cast<int>(MaskType::kFloat16)) {
+            return __half2float(static_cast<const __half*>(p.mask)[o]);
+          } else if constexpr (MASK == static_cast<int>(MaskType::kBool)) {
+            return static_cast<const uint8_t*>(p.mask)[o] ? 0.0f : kNegInf;
+          } else {
+            return static_cast<const float*>(p.mask)[o];
           }
-      };
-      if constexpr (MASK == static_cast<int>(MaskType::kFloat16)) {
-        add_mask([&](int64_t o) { return __half2float(static_cast<const __half*>(p.mask)[o]); });
-      } else if constexpr (MASK == static_cast<int>(MaskType::kBool)) {
-        add_mask([&](int64_t o) { return static_cast<const uint8_t*>(p.mask)[o] ? 0.0f : kNegInf; });
-      } else {
-        add_mask([&](int64_t o) { return static_cast<const float*>(p.mask)[o]; });
+        };
+        const bool per_element = true;
+        if (per_element) {
+#pragma unroll
+          for (int u = 0; u < 4; ++u)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              const int64_t t = t0 + 8 * u + e;
+              if (madd[0][u][e] == 0.0f) madd[0][u][e] = load(mrow0 + t);
+              if constexpr (HALF2) {
+                if (madd[1][u][e] == 0.0f) madd[1][u][e] = one_mask_row ? madd[0][u][e] : load(mrow1 + t);
+              }
+            }
+        }
       }
-    }
-    float tile_max[2] = {kNegInf, kNegInf};
+      float tile_max[2] = {kNegInf, kNegInf};
 #pragma unroll
-    for (int u = 0; u < 4; ++u)
+      for (int u = 0; u < 4; ++u)
 #pragma unroll
-      for (int i = 0; i < (HALF2 ? 4 : 2); ++i) {
-        float sc = sacc[u][i] + madd[i >> 1][u][i & 1];
-        if (sc != sc) sc = kNegInf;
-        sacc[u][i] = sc;
-        tile_max[i >> 1] = fmaxf(tile_max[i >> 1], sc);
+        for (int i = 0; i < (HALF2 ? 4 : 2); ++i) {
+          float sc = sacc[u][i] + madd[i >> 1][u][i & 1];
+          sc = fmaxf(sc, kNegInf);  // NaN -> -inf (fmaxf returns the other operand), anything else unchanged
+          sacc[u][i] = sc;
+          tile_max[i >> 1] = fmaxf(tile_max[i >> 1], sc);
+        }
+      float alpha[2] = {1.0f, 1.0f}, m_use[2] = {0.0f, 0.0f};
+#pragma unroll
+      for (int h = 0; h < (HALF2 ? 2 : 1); ++h) {
+        tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 1));
+        tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 2));
+        const float m_new = fmaxf(m_run[h], tile_max[h]);
+        m_use[h] = m_new == kNegInf ? 0.0f : m_new;
+        // 1 when the running max did not move (also for rows past G, whose max stays -inf): the rescale of the
+        // accumulators below is skipped unless some row's max moved (before, those rows forced it every tile).
+        alpha[h] = m_new == m_run[h] ? 1.0f : __expf(m_run[h] - m_use[h]);
+        m_run[h] = m_new;
+        l_run[h] *= alpha[h];
       }
-    float alpha[2] = {1.0f, 1.0f}, m_use[2] = {0.0f, 0.0f};
+      if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {  // the running max moved
 #pragma unroll
-    for (int h = 0; h < (HALF2 ? 2 : 1); ++h) {
-      tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 1));
-      tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 2));
-      const float m_new = fmaxf(m_run[h], tile_max[h]);
-      m_use[h] = m_new == kNegInf ? 0.0f : m_new;
-      // 1 when the running max did not move (also for rows past G, whose max stays -inf): the rescale of the
-      // accumulators below is skipped unless some row's max moved (before, those rows forced it every tile).
-      alpha[h] = m_new == m_run[h] ? 1.0f : __expf(m_run[h] - m_use[h]);
-      m_run[h] = m_new;
-      l_run[h] *= alpha[h];
-    }
-    if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {  // the running max moved
-#pragma unroll
-      for (int i = 0; i < CSV; ++i) {
-        oacc[i][0] *= alpha[0];
-        oacc[i][1] *= alpha[0];
-        if constexpr (HALF2) {
+        for (int i = 0; i < CSV; ++i) {
+          oacc[i][0] *= alpha[0];
+          oacc[i][1] *= alpha[0];
           oacc[i][2] *= alpha[1];
           oacc[i][3] *= alpha[1];
         }
       }
-    }
-    uint32_t pf[4][2];  // P * gamma_V as half2, per n-tile u and row half h
-#pragma unroll
-    for (int u = 0; u < 4; ++u) {
-      const float p0 = __expf(sacc[u][0] - m_use[0]);
-      const float p1 = __expf(sacc[u][1] - m_use[0]);
-      l_run[0] += p0 + p1;
-      pf[u][0] = dev::pack_half2(p0 * vn[u][0], p1 * vn[u][1]);
-      pf[u][1] = 0u;
-    }
-    if constexpr (HALF2) {
 #pragma unroll
       for (int u = 0; u < 4; ++u) {
-        const float p0 = __expf(sacc[u][2] - m_use[1]);
-        const float p1 = __expf(sacc[u][3] - m_use[1]);
-        l_run[1] += p0 + p1;
-        pf[u][1] = dev::pack_half2(p0 * vn[u][0], p1 * vn[u][1]);
+        const float p0 = __expf(sacc[u][0] - m_use[0]);
+        const float p1 = __expf(sacc[u][1] - m_use[0]);
+        l_run[0] += p0 + p1;
+        pf[u][0] = dev::pack_half2(p0 * vn[u][0], p1 * vn[u][1]);
+        pf[u][1] = 0u;
       }
+      if constexpr (HALF2) {
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+          const float p0 = __expf(sacc[u][2] - m_use[1]);
+          const float p1 = __expf(sacc[u][3] - m_use[1]);
+          l_run[1] += p0 + p1;
+          pf[u][1] = dev::pack_half2(p0 * vn[u][0], p1 * vn[u][1]);
+        }
+      }
+    } else {
+      // S^T = K Q^T (G <= 8): K as the A operand, m-tile m = tokens 16m .. 16m+15, whose rows qr and qr + 8 are
+      // the tokens this thread decodes (chunk qc, the same decode as the HALF2 layout's n-tiles 2m and 2m+1); Q^T
+      // as B is the Q fragment's row qr (qf[kk][0], qf[kk][2]). Half the mma count of Q K^T with 16 query rows,
+      // and no zero operands. st[m][2h + r] = score of token 16m + 8h + qr, query row 2qc + r.
+      float st[2][4];
+#pragma unroll
+      for (int m = 0; m < 2; ++m) {
+        st[m][0] = st[m][1] = st[m][2] = st[m][3] = 0.0f;
+        if constexpr ((kExpSkip & 4) != 0) continue;
+        uint32_t lo0[CSK / 4], hi0[CSK / 4], lo1[CSK / 4], hi1[CSK / 4];
+        decode_chunk_at<MK, CSK>(tk, ks + koff + 16 * m * KRB, ks + k1off + 16 * m * KRB, kal, lo0, hi0);
+        decode_chunk_at<MK, CSK>(tk, ks + koff + (16 * m + 8) * KRB, ks + k1off + (16 * m + 8) * KRB, kal, lo1, hi1);
+#pragma unroll
+        for (int kk = 0; kk < KSTEPS; ++kk) {
+          const uint32_t ka[4] = {prmt(lo0[kk], hi0[kk], 0x5140u), prmt(lo1[kk], hi1[kk], 0x5140u),
+                                  prmt(lo0[kk], hi0[kk], 0x7362u), prmt(lo1[kk], hi1[kk], 0x7362u)};
+          dev::mma_16816(st[m], ka, qf[kk][0], qf[kk][2]);
+        }
+      }
+      // gamma_K, soft-cap, mask, validity of tokens 16m + 8h + qr (rows past the end may hold NaN norms).
+      const int ncols = static_cast<int>(
+          min(static_cast<int64_t>(nvalid), max(static_cast<int64_t>(0), p.mask_tokens - p.sink_tokens - ct)));
+      float vn[2][2], madd[2][2][2];  // [m][h], [m][h][r]
+#pragma unroll
+      for (int m = 0; m < 2; ++m) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int tok = 16 * m + 8 * h;  // + qr
+          const float kn = __half2float(*reinterpret_cast<const __half*>(ks + knoff_t + tok * KRB));
+          vn[m][h] = __half2float(*reinterpret_cast<const __half*>(vs + vnoff_t + tok * VRB));
+          const bool ok = tok + qr < ncols;
+          if (!ok) vn[m][h] = 0.0f;
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            st[m][2 * h + r] *= kn;
+            madd[m][h][r] = ok && mrow_t[r] >= 0 ? 0.0f : kNegInf;
+          }
+        }
+      }
+      if constexpr (SOFTCAP) {
+#pragma unroll
+        for (int m = 0; m < 2; ++m)
+#pragma unroll
+          for (int i = 0; i < 4; ++i) st[m][i] = p.softcap * tanhf(st[m][i] / p.softcap);
+      }
+      if constexpr ((kExpSkip & 1) == 0) {
+        auto load = [&](int64_t o) -> float {
+          if constexpr (MASK == static_cast<int>(MaskType::kFloat16)) {
+            return __half2float(static_cast<const __half*>(p.mask)[o]);
+          } else if constexpr (MASK == static_cast<int>(MaskType::kBool)) {
+            return static_cast<const uint8_t*>(p.mask)[o] ? 0.0f : kNegInf;
+          } else {
+            return static_cast<const float*>(p.mask)[o];
+          }
+        };
+        // One mask row for every query row of this kv head (mask_heads == 1, S == 1): one coalesced probe per
+        // warp (lane l reads the mask at token ct + l). When every visible value is 0 (an all-visible mask),
+        // madd already holds the result and the per-element loads are skipped. Exact for any mask: any other
+        // value (a bool false's -inf, NaN, a bias) takes the per-element path.
+        bool per_element = true;
+        if (one_mask_row) {
+          const float v = lane < ncols ? load(mrow_one + ct + p.sink_tokens + lane) : 0.0f;
+          per_element = __any_sync(0xffffffffu, v != 0.0f);
+        }
+        if (per_element) {
+          const int64_t t0 = ct + qr + p.sink_tokens;  // token of row qr
+#pragma unroll
+          for (int m = 0; m < 2; ++m)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+              const int64_t t = t0 + 16 * m + 8 * h;
+              if (madd[m][h][0] == 0.0f) madd[m][h][0] = load(mrow_t[0] + t);
+              if (madd[m][h][1] == 0.0f) madd[m][h][1] = one_mask_row ? madd[m][h][0] : load(mrow_t[1] + t);
+            }
+        }
+      }
+      // Online softmax of rows 2qc + r over this warp's 32 tokens (8 lanes with the same qc hold them).
+      float tile_max[2] = {kNegInf, kNegInf};
+#pragma unroll
+      for (int m = 0; m < 2; ++m)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const float sc = fmaxf(st[m][i] + madd[m][i >> 1][i & 1], kNegInf);  // NaN -> -inf
+          st[m][i] = sc;
+          tile_max[i & 1] = fmaxf(tile_max[i & 1], sc);
+        }
+      float alpha[2], m_use[2];
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 4));
+        tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 8));
+        tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 16));
+        const float m_new = fmaxf(m_run[r], tile_max[r]);
+        m_use[r] = m_new == kNegInf ? 0.0f : m_new;
+        alpha[r] = m_new == m_run[r] ? 1.0f : __expf(m_run[r] - m_use[r]);
+        m_run[r] = m_new;
+        l_run[r] *= alpha[r];
+      }
+      if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {  // the running max moved
+#pragma unroll
+        for (int i = 0; i < CSV / 2; ++i) {  // O^T: element 2e + r is query row 2qc + r
+          oacc[i][0] *= alpha[0];
+          oacc[i][1] *= alpha[1];
+          oacc[i][2] *= alpha[0];
+          oacc[i][3] *= alpha[1];
+        }
+      }
+      // P * gamma_V: half2 (row 2qc, row 2qc + 1) of token 16m + 8h + qr is the m8n8 fragment of P (tokens x
+      // rows); its transpose holds (tokens 16m + 8h + 2qc, +1) of row qr: the B operand of P V (O^T = V^T P^T).
+      // e^(s - m) as 2^(s log2e - m log2e), the product fused: FFMA + MUFU per probability.
+      constexpr float kLog2e = 1.4426950408889634f;
+      const float ml0 = m_use[0] * kLog2e, ml1 = m_use[1] * kLog2e;
+#pragma unroll
+      for (int m = 0; m < 2; ++m)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const float p0 = exp2_ftz(fmaf(st[m][2 * h], kLog2e, -ml0));
+          const float p1 = exp2_ftz(fmaf(st[m][2 * h + 1], kLog2e, -ml1));
+          l_run[0] += p0;
+          l_run[1] += p1;
+          pf[2 * m + h][0] = movmatrix_trans(dev::pack_half2(p0 * vn[m][h], p1 * vn[m][h]));
+          pf[2 * m + h][1] = 0u;
+        }
     }
     // O += P V, two 16-token k-steps. V tokens of this thread: 16s + 2qc + {0, 1} (b0), + 8 (b1); chunk qr.
+    // HALF2: O = P V with P as the A operand (16 query rows), one mma per n-tile (a coordinate of each thread's
+    // chunk). Otherwise (G <= 8): O^T = V^T P^T, V^T as the A operand (m-tile i = chunk positions 2i, 2i+1 of
+    // every thread's chunk, i.e. the same decoded pairs) and P^T as B (the S fragment of row qr is already the
+    // B operand's layout): half the mma count, and no accumulator registers for padding rows 8..15.
 #pragma unroll
     for (int s = 0; s < ((kExpSkip & 2) != 0 ? 0 : 2); ++s) {
       const uint32_t af[4] = {pf[2 * s][0], pf[2 * s][1], pf[2 * s + 1][0], pf[2 * s + 1][1]};
+      (void)af;
       uint32_t xs[2][CSV / 4];  // [b0/b1]: selectors of the token pair 2qc (+8), 2qc+1 (+8)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
@@ -626,8 +804,16 @@ __global__ void __launch_bounds__(NW * 32, (HALF2 ? kFastMinBlocks : kFastMinBlo
         uint32_t b0[4], b1[4];
         pair_lookup<MV>(tv, xs[0][j], b0);
         pair_lookup<MV>(tv, xs[1][j], b1);
+        if constexpr (HALF2) {
 #pragma unroll
-        for (int e = 0; e < 4; ++e) mma_rows<HALF2>(oacc[4 * j + e], af, b0[e], b1[e]);
+          for (int e = 0; e < 4; ++e) dev::mma_16816(oacc[4 * j + e], af, b0[e], b1[e]);
+        } else {
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const uint32_t vt[4] = {b0[2 * e], b0[2 * e + 1], b1[2 * e], b1[2 * e + 1]};
+            dev::mma_16816(oacc[2 * j + e], vt, pf[2 * s][0], pf[2 * s + 1][0]);
+          }
+        }
       }
     }
   }
@@ -637,26 +823,49 @@ __global__ void __launch_bounds__(NW * 32, (HALF2 ? kFastMinBlocks : kFastMinBlo
   // Merge the warps through shared memory (stage space is free now), un-permuting the output columns.
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    l_run[h] += __shfl_xor_sync(0xffffffffu, l_run[h], 1);
-    l_run[h] += __shfl_xor_sync(0xffffffffu, l_run[h], 2);
+    if constexpr (HALF2) {  // row qr + 8h: the lanes of one qr
+      l_run[h] += __shfl_xor_sync(0xffffffffu, l_run[h], 1);
+      l_run[h] += __shfl_xor_sync(0xffffffffu, l_run[h], 2);
+    } else {  // row 2qc + h: the lanes of one qc
+      l_run[h] += __shfl_xor_sync(0xffffffffu, l_run[h], 4);
+      l_run[h] += __shfl_xor_sync(0xffffffffu, l_run[h], 8);
+      l_run[h] += __shfl_xor_sync(0xffffffffu, l_run[h], 16);
+    }
   }
   float* cb_o = reinterpret_cast<float*>(smem);  // [warps][16][D]
   float* cb_m = cb_o + kFastWarps * kFastRows * D;
   float* cb_l = cb_m + kFastWarps * kFastRows;
+  if constexpr (HALF2) {
 #pragma unroll
-  for (int nt = 0; nt < CSV; ++nt) {
+    for (int nt = 0; nt < CSV; ++nt) {
 #pragma unroll
-    for (int e = 0; e < 2; ++e) {
-      const int col = (2 * qc + e) * CSV + chunk_coord<MV>(nt);
-      cb_o[(warp * kFastRows + qr) * D + col] = oacc[nt][e];
-      if constexpr (HALF2) cb_o[(warp * kFastRows + qr + 8) * D + col] = oacc[nt][2 + e];
+      for (int e = 0; e < 2; ++e) {
+        const int col = (2 * qc + e) * CSV + chunk_coord<MV>(nt);
+        cb_o[(warp * kFastRows + qr) * D + col] = oacc[nt][e];
+        cb_o[(warp * kFastRows + qr + 8) * D + col] = oacc[nt][2 + e];
+      }
+    }
+  } else {  // O^T: m-tile i, element 2e + r = chunk position 2i + e of chunk qr, query row 2qc + r
+#pragma unroll
+    for (int i = 0; i < CSV / 2; ++i) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int col = qr * CSV + chunk_coord<MV>(2 * i + e);
+        cb_o[(warp * kFastRows + 2 * qc) * D + col] = oacc[i][2 * e];
+        cb_o[(warp * kFastRows + 2 * qc + 1) * D + col] = oacc[i][2 * e + 1];
+      }
     }
   }
-  if (qc == 0) {
+  if (HALF2 && qc == 0) {
     cb_m[warp * kFastRows + qr] = m_run[0];
     cb_m[warp * kFastRows + qr + 8] = m_run[1];
     cb_l[warp * kFastRows + qr] = l_run[0];
     cb_l[warp * kFastRows + qr + 8] = l_run[1];
+  } else if (!HALF2 && qr == 0) {
+    cb_m[warp * kFastRows + 2 * qc] = m_run[0];
+    cb_m[warp * kFastRows + 2 * qc + 1] = m_run[1];
+    cb_l[warp * kFastRows + 2 * qc] = l_run[0];
+    cb_l[warp * kFastRows + 2 * qc + 1] = l_run[1];
   }
   __syncthreads();
   float* mo = cb_l + kFastWarps * kFastRows;  // [16][D] merged o (fast_out)

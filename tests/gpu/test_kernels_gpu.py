@@ -223,6 +223,11 @@ ATTN_CASES = [  # (D, G, S, k(parts, bits, qjl), v(parts, bits), window(ns, rw),
     (128, 8, 1, ((128,), (4,), 0), ((128,), (3,)), (0, 0), "bool", 20.0),
     (128, 16, 1, ((128,), (3,), 0), ((128,), (4,)), (2, 6), "pad", 0.0),
     (128, 2, 1, ((128,), (2,), 0), ((128,), (4,)), (1, 3), "causal_f16", 0.0),
+    # decode kernel's mask paths: one mask row with exact zeros (the per-warp all-visible probe skips the
+    # per-element loads except where padding is -inf), and one mask row per query head (no probe)
+    (128, 4, 1, ((128,), (4,), 0), ((128,), (4,)), (0, 0), "zero", 0.0),
+    (128, 4, 1, ((128,), (3,), 0), ((128,), (3,)), (2, 6), "pad_heads", 0.0),
+    (128, 8, 1, ((128,), (4,), 0), ((128,), (3,)), (0, 0), "pad_heads_f16", 0.0),
 ]
 
 
@@ -236,8 +241,10 @@ def build_mask(kind, b, hq, s, total, rng, pad):
         allowed &= t[None, None, None, :] <= qpos[None, None, :, None]
     if kind == "bool":
         return allowed
+    if kind.startswith("pad_heads"):  # one mask row per query head
+        allowed = np.broadcast_to(allowed, (b, hq, s, total))
     add = np.where(allowed, 0.0, -np.inf).astype(np.float32)
-    if kind.startswith("causal") or kind == "pad":
+    if kind.startswith("causal") or kind.startswith("pad"):
         add = add + rng.uniform(-0.5, 0.5, add.shape).astype(np.float32) * allowed  # a real additive bias
     return add.astype(np.float16) if kind.endswith("f16") else add
 
