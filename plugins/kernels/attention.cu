@@ -865,8 +865,7 @@ size_t align256(size_t v) { return (v + 255) & ~static_cast<size_t>(255); }
 // Blocks of the decode kernel resident on the whole device at once (one "wave").
 int fast_blocks_per_sm(FastKernel kernel, int threads, int smem_bytes) {
   int per_sm = 0;
-  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes) != cudaSuccess ||
-      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem_bytes) != cudaSuccess ||
+  if (prepare_launch(reinterpret_cast<const void*>(kernel), threads, smem_bytes, &per_sm) != cudaSuccess ||
       per_sm <= 0) {
     cudaGetLastError();  // a failed query only degrades the split choice
     per_sm = 2;
@@ -1109,7 +1108,7 @@ template <int D, int WM>
 cudaError_t launch_split(const Plan& plan, cudaStream_t stream) {
   const AttnArgs& a = plan.args;
   auto kernel = tq_attention_split_kernel<D, WM>;
-  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, a.smem_bytes);
+  cudaError_t e = prepare_launch(reinterpret_cast<const void*>(kernel), kThreads, a.smem_bytes, nullptr);
   if (e != cudaSuccess) return cuda_failed(e, "TQAttention: shared memory attribute of the split kernel");
   const dim3 grid(a.nsp, plan.rowblocks, a.p.batch * a.p.kv_heads);
   kernel<<<grid, kThreads, a.smem_bytes, stream>>>(a);
@@ -1159,8 +1158,8 @@ cudaError_t launch_attention(const AttentionParams& p, void* workspace, cudaStre
                                           : static_cast<int64_t>(p.batch) * p.q_heads * p.new_tokens;
     const int64_t blocks = (rows_in_head + kRotateRows - 1) / kRotateRows;
     if (blocks > 0x7fffffffLL) return invalid("TQAttention: too many query rows");
-    e = cudaFuncSetAttribute(tq_rotate_q_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             static_cast<int>(plan.rotate_smem));
+    e = prepare_launch(reinterpret_cast<const void*>(tq_rotate_q_kernel), kThreads,
+                       static_cast<int>(plan.rotate_smem), nullptr);
     if (e != cudaSuccess) return cuda_failed(e, "TQAttention: shared memory attribute of tq_rotate_q_kernel");
     const dim3 grid(static_cast<unsigned>(blocks), per_head ? p.kv_heads : 1);
     tq_rotate_q_kernel<<<grid, kThreads, plan.rotate_smem, stream>>>(a);
@@ -1170,7 +1169,7 @@ cudaError_t launch_attention(const AttentionParams& p, void* workspace, cudaStre
   // 2. Splits.
   if (a.fast) {
     const FastKernel kernel = fast_kernel(a);
-    e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, a.smem_bytes);
+    e = prepare_launch(reinterpret_cast<const void*>(kernel), a.fast_warps * 32, a.smem_bytes, nullptr);
     if (e != cudaSuccess) return cuda_failed(e, "TQAttention: shared memory attribute of the decode kernel");
     const dim3 grid(a.nsp, 1, p.batch * p.kv_heads);
     kernel<<<grid, a.fast_warps * 32, a.smem_bytes, stream>>>(a);

@@ -2,6 +2,8 @@
 
 #include <cstdarg>
 #include <cstdio>
+#include <mutex>
+#include <vector>
 
 #include "kernels/tq_kernels.h"
 
@@ -55,6 +57,53 @@ int compute_capability_major() {
     cached_major = major;
   }
   return cached_major;
+}
+
+namespace {
+struct PreparedKernel {
+  int device;
+  const void* kernel;
+  int smem_limit;  // the largest shared-memory limit set on this kernel so far
+  struct Occupancy {
+    int threads, smem_bytes, blocks_per_sm;
+  };
+  std::vector<Occupancy> occupancy;
+};
+std::mutex g_prepared_mutex;
+std::vector<PreparedKernel> g_prepared;  // a few dozen kernel instances at most: a linear search is enough
+}  // namespace
+
+cudaError_t prepare_launch(const void* kernel, int threads, int smem_bytes, int* blocks_per_sm) {
+  int device = 0;
+  cudaError_t e = cudaGetDevice(&device);
+  if (e != cudaSuccess) return e;
+  std::lock_guard<std::mutex> lock(g_prepared_mutex);
+  PreparedKernel* entry = nullptr;
+  for (PreparedKernel& k : g_prepared) {
+    if (k.device == device && k.kernel == kernel) entry = &k;
+  }
+  if (entry == nullptr) {
+    g_prepared.push_back(PreparedKernel{device, kernel, -1, {}});
+    entry = &g_prepared.back();
+  }
+  if (smem_bytes > entry->smem_limit) {
+    e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes);
+    if (e != cudaSuccess) return e;
+    entry->smem_limit = smem_bytes;
+  }
+  if (blocks_per_sm == nullptr) return cudaSuccess;
+  for (const PreparedKernel::Occupancy& o : entry->occupancy) {
+    if (o.threads == threads && o.smem_bytes == smem_bytes) {
+      *blocks_per_sm = o.blocks_per_sm;
+      return cudaSuccess;
+    }
+  }
+  int per_sm = 0;
+  e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, static_cast<size_t>(smem_bytes));
+  if (e != cudaSuccess) return e;
+  entry->occupancy.push_back({threads, smem_bytes, per_sm});
+  *blocks_per_sm = per_sm;
+  return cudaSuccess;
 }
 
 }  // namespace tq::kernels

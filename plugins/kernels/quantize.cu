@@ -462,8 +462,8 @@ cudaError_t launch_quantize(const QuantizeParams& p, void* /*workspace*/, cudaSt
     if (e != cudaSuccess) return e;
   } else if (p.new_tokens > 0) {
     const size_t smem = quantize_smem_bytes(d, p.codec.num_parts, lay.row_bytes, nullptr, nullptr);
-    cudaError_t e = cudaFuncSetAttribute(tq_quantize_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(smem));
+    cudaError_t e = prepare_launch(reinterpret_cast<const void*>(tq_quantize_kernel), kThreads,
+                                   static_cast<int>(smem), nullptr);
     if (e != cudaSuccess) return cuda_failed(e, "TQQuantize: shared memory attribute");
     const dim3 grid((p.new_tokens + kVectors - 1) / kVectors, p.kv_heads, p.batch);
     tq_quantize_kernel<<<grid, kThreads, smem, stream>>>(args);

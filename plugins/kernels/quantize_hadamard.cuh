@@ -1026,11 +1026,9 @@ cudaError_t launch_typed(const QuantizeArgs& args, cudaStream_t stream) {
   const QuantizeParams& p = args.p;
   const size_t smem = smem_bytes<D, kHalf>();
   auto kernel = tq_quantize_wht4_kernel<D, kHalf>;
-  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-  if (e != cudaSuccess) return cuda_failed(e, "TQQuantize: shared memory attribute (Hadamard path)");
   int per_sm = 0;
-  e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem);
-  if (e != cudaSuccess) return cuda_failed(e, "TQQuantize: occupancy query");
+  cudaError_t e = prepare_launch(reinterpret_cast<const void*>(kernel), kThreads, static_cast<int>(smem), &per_sm);
+  if (e != cudaSuccess) return cuda_failed(e, "TQQuantize: shared memory attribute / occupancy (Hadamard path)");
   const int64_t tiles = (static_cast<int64_t>(p.new_tokens) + Sh::VW - 1) / Sh::VW;
   const int64_t blocks_needed = (tiles + kWarps - 1) / kWarps;
   const int64_t heads = static_cast<int64_t>(p.batch) * p.kv_heads;
