@@ -16,6 +16,15 @@ from tqexport.codec import Codec as RefCodec  # noqa: E402
 from tqexport.codec import CodecConfig  # noqa: E402
 
 
+def decode_inputs(k, kc, rot, cb, b, hkv, t, d, group):
+    """A quantized random cache of t tokens, float16 queries (group per kv head), an all-zero mask."""
+    x = torch.randn((b, hkv, t, d), device="cuda", dtype=torch.float16)
+    past = torch.empty((b, hkv, 0, kc.row_bytes), dtype=torch.uint8, device="cuda")
+    cache, _ = k.quantize(kc, x, past, rot, cb, None, None)
+    q = torch.randn((b, hkv * group, 1, d), device="cuda", dtype=torch.float16)
+    return cache, q, torch.zeros((b, 1, 1, t), device="cuda")
+
+
 def main() -> None:
     k = Kernels()
     for d, bits, qjl, s, group in (
@@ -69,11 +78,7 @@ def main() -> None:
     kref = RefCodec.build(CodecConfig(head_dim=d, bits=(4,)))
     kc = Codec(d, (d,), (4,))
     rot, cb = torch.from_numpy(kref.rotation).cuda(), torch.from_numpy(kref.codebook).cuda()
-    x = torch.randn((b, hkv, t, d), device="cuda", dtype=torch.float16)
-    past = torch.empty((b, hkv, 0, kc.row_bytes), dtype=torch.uint8, device="cuda")
-    cache, _ = k.quantize(kc, x, past, rot, cb, None, None)
-    q = torch.randn((b, hkv * group, 1, d), device="cuda", dtype=torch.float16)
-    mask = torch.zeros((b, 1, 1, t), device="cuda")
+    cache, q, mask = decode_inputs(k, kc, rot, cb, b, hkv, t, d, group)
     dense = RefCodec.build(CodecConfig(head_dim=d, bits=(4,), rotation="dense"))
     for vrot in (rot, torch.from_numpy(dense.rotation).cuda()):
         krot = vrot
@@ -90,11 +95,7 @@ def main() -> None:
     # griddepcontrol.wait) and launched plainly (TQ_DECODE_PDL=0): B = 8, T = 1K, the launcher's own plan
     # (reduce kernel) and 8 splits, Hadamard and dense R.
     b, t = 8, 1024
-    x = torch.randn((b, hkv, t, d), device="cuda", dtype=torch.float16)
-    past = torch.empty((b, hkv, 0, kc.row_bytes), dtype=torch.uint8, device="cuda")
-    cache, _ = k.quantize(kc, x, past, rot, cb, None, None)
-    q = torch.randn((b, hkv * group, 1, d), device="cuda", dtype=torch.float16)
-    mask = torch.zeros((b, 1, 1, t), device="cuda")
+    cache, q, mask = decode_inputs(k, kc, rot, cb, b, hkv, t, d, group)
     for vrot in (rot, torch.from_numpy(dense.rotation).cuda()):
         for pdl in ("1", "0"):
             os.environ["TQ_DECODE_PDL"] = pdl

@@ -183,6 +183,30 @@ def reference_attention(*args, **kwargs):
     return reference_ops.tq_attention(*args, **kwargs)
 
 
+def reference_decode(q, k_cache, v_cache, mask, k_rot, v_rot, kref, vref, kc, vc, k_win, v_win, ns, rw):
+    """float64 reference of a decode step (no QJL, no soft-cap, scale 1/sqrt(D)) with rotations R_k, R_v."""
+    return reference_attention(
+        q.astype(np.float32),
+        k_cache,
+        v_cache,
+        mask,
+        k_rot,
+        kref.codebook,
+        v_rot,
+        vref.codebook,
+        None,
+        None if k_win is None else k_win.astype(np.float32),
+        None if v_win is None else v_win.astype(np.float32),
+        k_bits=kc.bits,
+        k_part_sizes=kc.part_sizes,
+        v_bits=vc.bits,
+        v_part_sizes=vc.part_sizes,
+        scale=1.0 / np.sqrt(q.shape[-1]),
+        sink_tokens=ns,
+        recent_window=rw,
+    ).astype(np.float64)
+
+
 def rel_err(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30))
 
@@ -546,26 +570,7 @@ def test_attention_unrotation_hadamard_and_dense(kernels, monkeypatch, case):
     v_cache, v_win = make_cache(vref, rng, b, hkv, total, d, ns, rw, "float16")
     q = rng.standard_normal((b, hq, 1, d)).astype(np.float16)
     mask = build_mask("pad", b, hq, 1, total, rng, np.array([0, 5]))
-    want = reference_attention(
-        q.astype(np.float32),
-        k_cache,
-        v_cache,
-        mask,
-        k_rot,
-        kref.codebook,
-        v_rot,
-        vref.codebook,
-        None,
-        None if k_win is None else k_win.astype(np.float32),
-        None if v_win is None else v_win.astype(np.float32),
-        k_bits=kc.bits,
-        k_part_sizes=kc.part_sizes,
-        v_bits=vc.bits,
-        v_part_sizes=vc.part_sizes,
-        scale=1.0 / np.sqrt(d),
-        sink_tokens=ns,
-        recent_window=rw,
-    ).astype(np.float64)
+    want = reference_decode(q, k_cache, v_cache, mask, k_rot, v_rot, kref, vref, kc, vc, k_win, v_win, ns, rw)
     for splits in (1, 3):
         out = kernels.attention(
             kc,
@@ -631,26 +636,7 @@ def test_attention_reduce_dependent_launch(kernels, monkeypatch, case):
     pad = rng.integers(0, total // 2, b)
     pad[0] = 0
     mask = build_mask("pad", b, hq, 1, total, rng, pad)
-    want = reference_attention(
-        q.astype(np.float32),
-        k_cache,
-        v_cache,
-        mask,
-        rot,
-        kref.codebook,
-        rot,
-        vref.codebook,
-        None,
-        None if k_win is None else k_win.astype(np.float32),
-        None if v_win is None else v_win.astype(np.float32),
-        k_bits=kc.bits,
-        k_part_sizes=kc.part_sizes,
-        v_bits=vc.bits,
-        v_part_sizes=vc.part_sizes,
-        scale=1.0 / np.sqrt(d),
-        sink_tokens=ns,
-        recent_window=rw,
-    ).astype(np.float64)
+    want = reference_decode(q, k_cache, v_cache, mask, rot, rot, kref, vref, kc, vc, k_win, v_win, ns, rw)
     rot_dev = dev(rot)
     if kind == "misaligned":  # the same values one float into a buffer
         rot_dev = torch.zeros(rot.size + 1, dtype=torch.float32, device="cuda")[1:].view(rot.shape)
