@@ -63,6 +63,11 @@ def main() -> None:
     ap.add_argument("--skip-sdpa", action="store_true", help="time only the TQ kernels (A/B of builds)")
     ap.add_argument("--cases", default="", help="only these bits:B:T cases, comma-separated (e.g. 4:1:1024)")
     ap.add_argument(
+        "--widths",
+        default="4,3",
+        help="K/V code widths, comma-separated: 4 (both 4-bit) or 4/3 (K 4-bit, V 3-bit); default 4,3",
+    )
+    ap.add_argument(
         "--rotation",
         choices=("hadamard", "dense"),
         default="hadamard",
@@ -91,15 +96,17 @@ def main() -> None:
     batches = (1, 8, 32)
     lengths = (1024, 4096, 32768, 131072) if not args.quick else (1024, 32768)
     rows = []
-    for bits in (4, 3):
-        codec = Codec(D, (D,), (bits,))
-        cb = torch.zeros((1, 256), device="cuda")
-        cb[0, : 2**bits] = torch.linspace(-0.2, 0.2, 2**bits, device="cuda")
+    for bits in args.widths.split(","):
+        kbits, vbits = (int(x) for x in bits.split("/")) if "/" in bits else (int(bits), int(bits))
+        kcodec, vcodec = Codec(D, (D,), (kbits,)), Codec(D, (D,), (vbits,))
+        kcb, vcb = torch.zeros((1, 256), device="cuda"), torch.zeros((1, 256), device="cuda")
+        kcb[0, : 2**kbits] = torch.linspace(-0.2, 0.2, 2**kbits, device="cuda")
+        vcb[0, : 2**vbits] = torch.linspace(-0.2, 0.2, 2**vbits, device="cuda")
         for b in batches:
             for t in lengths:
                 if args.cases and f"{bits}:{b}:{t}" not in args.cases.split(","):
                     continue
-                comp_bytes = b * HKV * t * 2 * codec.row_bytes
+                comp_bytes = b * HKV * t * (kcodec.row_bytes + vcodec.row_bytes)
                 fp16_bytes = b * HKV * t * D * 2 * 2
                 copies = int(max(1, min(4, L2_FLUSH_BYTES // max(comp_bytes, 1) + 1)))
                 sdpa_copies = int(max(1, min(4, L2_FLUSH_BYTES // fp16_bytes + 1)))
@@ -107,14 +114,28 @@ def main() -> None:
                     q = [
                         torch.randn((b, HQ, 1, D), dtype=torch.float16, device="cuda") for _ in range(copies)
                     ]
-                    kc = [random_cache(torch, codec, b, t) for _ in range(copies)]
-                    vc = [random_cache(torch, codec, b, t) for _ in range(copies)]
+                    kc = [random_cache(torch, kcodec, b, t) for _ in range(copies)]
+                    vc = [random_cache(torch, vcodec, b, t) for _ in range(copies)]
                     mask = torch.zeros((1, 1, 1, t), dtype=torch.float32, device="cuda")
                     out = torch.empty_like(q[0])
 
-                    def ours(i: int, codec=codec, q=q, kc=kc, vc=vc, mask=mask, cb=cb, out=out) -> None:
+                    codecs, books = (kcodec, vcodec), (kcb, vcb)
+
+                    def ours(
+                        i: int, codecs=codecs, books=books, q=q, kc=kc, vc=vc, mask=mask, out=out
+                    ) -> None:
                         kern.attention(
-                            codec, codec, q[i], kc[i], vc[i], mask, rot, cb, rot, cb, scale=0.088, out=out
+                            *codecs,
+                            q[i],
+                            kc[i],
+                            vc[i],
+                            mask,
+                            rot,
+                            books[0],
+                            rot,
+                            books[1],
+                            scale=0.088,
+                            out=out,
                         )
 
                     t_ours = time_graph_us(ours, copies)
@@ -124,7 +145,9 @@ def main() -> None:
                         bw = comp_bytes / (t_ours * 1e-6) / 1e9
                         nan = float("nan")
                         rows.append((bits, b, t, t_ours, nan, nan, bw, bw / copy_gbs))
-                        print(f"bits={bits} B={b:2d} T={t:6d}: ours {t_ours:9.1f} us {bw:6.0f} GB/s")
+                        print(
+                            f"bits={bits} B={b:2d} T={t:6d}: ours {t_ours:9.1f} us {bw:6.0f} GB/s", flush=True
+                        )
                         continue
                     k16 = [
                         torch.randn((b, HKV, t, D), dtype=torch.float16, device="cuda")
@@ -162,7 +185,7 @@ def main() -> None:
     )
     print("bits   B       T   ours_us   sdpa_us  speedup  %copy")
     for bits, b, t, to, ts, sp, _bw, share in rows:
-        print(f"{bits:4d} {b:3d} {t:7d} {to:9.1f} {ts:9.1f} {sp:8.2f} {100 * share:6.0f}")
+        print(f"{bits:>4} {b:3d} {t:7d} {to:9.1f} {ts:9.1f} {sp:8.2f} {100 * share:6.0f}")
 
 
 if __name__ == "__main__":

@@ -5,10 +5,16 @@
 // Design (bench/NOTES.md, attention v2):
 // - Norms are folded out of the inner loops: score_t = gamma_t * <q_rot, c[codes_t]> and the PV operand is
 //   p_t * gamma_t, so dequantization is a pure code -> centroid lookup.
-// - The lookup runs in registers with byte permutes (prmt): the fp16 centroid table is split into a low-byte and
-//   a high-byte plane (8 entries = 2 registers per plane); one prmt per plane looks up 4 codes, one or two more
-//   interleave the planes into half2. 4-bit codes look up both 8-entry halves and select on bit 3 (a byte mask
-//   made by prmt's sign-replicate mode); 3-bit codes merge the 2-bit and 1-bit segments into prmt selectors.
+// - 4-bit codes with G <= 8 decode through a shared-memory table of code pairs: entry e (one code byte) is
+//   half2(c[e & 15], c[e >> 4]), kLutReps copies interleaved by word so a warp's random lookups rarely share a
+//   bank; one byte extract + address + 32-bit load gives an mma operand register (K: one token's two
+//   coordinates; V: one coordinate of two tokens, from a byte built of both tokens' nibbles).
+//   bench/NOTES.md "Pair tables".
+// - Otherwise the lookup runs in registers with byte permutes (prmt): the fp16 centroid table is split into a
+//   low-byte and a high-byte plane (8 entries = 2 registers per plane); one prmt per plane looks up 4 codes, one
+//   or two more interleave the planes into half2. 4-bit codes look up both 8-entry halves and select on bit 3 (a
+//   byte mask made by prmt's sign-replicate mode); 3-bit codes merge the 2-bit and 1-bit segments into prmt
+//   selectors.
 // - Tensor cores for Q K^T and P V (mma.m16n8k16, fp32 accumulation) with the decoded K/V fragments built
 //   straight in registers. The order of the D coordinates inside a dot product is free, so each thread decodes a
 //   contiguous chunk of a row (K: chunk lane%4 of D/4 coordinates; V: chunk lane/4 of D/8 coordinates) and the
@@ -38,11 +44,44 @@ constexpr int kFastMinBlocks = TQ_FAST_MIN_BLOCKS;  // register cap: blocks per 
 #endif
 constexpr int kFastMinBlocksHalf = TQ_FAST_MIN_BLOCKS_HALF;
 
-// Pipeline depth: 4 stages when 4 blocks of them fit an SM's shared memory (<= 56 KB each), else 3. Host and
-// device both take it from here (fast_smem_layout). An 8-warp block's stages are twice as large (2 per SM).
-__host__ __device__ constexpr int fast_stages(int mk, int mv) {
-  return 4 * (kFastTile * ((mk + mv) * kFastD / 8 + 4) + 64) <= 56 * 1024 ? 4 : 3;
+// 4-bit codes of the G <= 8 instances decode through a shared-memory table of code *pairs*: entry e (a code
+// byte, low nibble first) holds half2(c[e & 15], c[e >> 4]), so one 32-bit load decodes two coordinates (a K
+// byte of one token, or a V byte built from two tokens' codes at one position). kLutReps copies of the table,
+// interleaved by word (word e * kLutReps + lane % kLutReps), keep the lanes of a warp on distinct banks except
+// for lanes lane % kLutReps apart. 0 turns the table off (byte-permute lookups in registers, as before).
+#ifndef TQ_DECODE_LUT_REPS
+#define TQ_DECODE_LUT_REPS 16
+#endif
+constexpr int kLutReps = TQ_DECODE_LUT_REPS;
+static_assert(kLutReps == 0 || kLutReps == 8 || kLutReps == 16 || kLutReps == 32, "table copies: 0, 8, 16 or 32");
+__host__ __device__ constexpr bool lut_decode(int m, bool half2) { return kLutReps > 0 && m == 4 && !half2; }
+__host__ __device__ constexpr int fast_lut_bytes(int mk, int mv, bool half2) {
+  return ((lut_decode(mk, half2) ? 1 : 0) + (lut_decode(mv, half2) ? 1 : 0)) * 256 * 4 * kLutReps;
 }
+
+// Pipeline depth: 4 stages when 4 blocks of them fit an SM's shared memory (<= 56 KB each), else 3; with the
+// pair tables the most stages that fit next to them (at least 2). Host and device both take it from here
+// (fast_smem_layout). An 8-warp block's stages are twice as large (2 blocks per SM, one table each).
+__host__ __device__ constexpr int fast_stages(int mk, int mv, int lut_bytes_per_4_warps = 0) {
+  return lut_bytes_per_4_warps == 0
+             ? (4 * (kFastTile * ((mk + mv) * kFastD / 8 + 4) + 64) <= 56 * 1024 ? 4 : 3)
+             : (4 * (kFastTile * ((mk + mv) * kFastD / 8 + 4) + 64) + lut_bytes_per_4_warps <= 56 * 1024
+                    ? 4
+                    : (3 * (kFastTile * ((mk + mv) * kFastD / 8 + 4) + 64) + lut_bytes_per_4_warps <= 56 * 1024 ? 3
+                                                                                                             : 2));
+}
+// Blocks per SM the register cap is sized for: 4 (G <= 8) or 3 (G > 8) 4-warp blocks, or as many as the shared
+// memory of the stages and pair tables admits when that is fewer (228 KB per SM, 1 KB reserved per block), so
+// a table instance that smem limits to 3 blocks may use up to 168 registers instead of spilling at 128.
+__host__ __device__ constexpr int fast_min_blocks(int mk, int mv, bool half2, int nw) {
+  const int by_regs = (half2 ? kFastMinBlocks : kFastMinBlocksHalf) * kFastWarps / nw;
+  const int lut = fast_lut_bytes(mk, mv, half2);
+  const int stage = (kFastTile * ((mk + mv) * kFastD / 8 + 4) + 64) * nw / kFastWarps;
+  const int smem = fast_stages(mk, mv, lut * kFastWarps / nw) * stage + lut;
+  const int by_smem = 228 * 1024 / (smem + 1024);
+  return lut == 0 || by_smem >= by_regs ? by_regs : (by_smem < 1 ? 1 : by_smem);
+}
+
 // Timing experiments only (bench/gpu_harness/build_variant.sh; results are wrong when set): bit 1 skips the mask
 // loads, bit 2 the P V decode + mma, bit 4 the Q K decode + mma. 0 in every real build.
 #ifndef TQ_EXP_SKIP
@@ -255,6 +294,36 @@ __device__ __forceinline__ void pair_selectors(const ChunkWords<M, CS>& a, const
   }
 }
 
+// Pair tables (kLutReps > 0): a 32-bit shared-memory load at a 32-bit shared address.
+__device__ __forceinline__ uint32_t lds_u32(uint32_t addr) {
+  uint32_t v;
+  asm("ld.shared.b32 %0, [%1];\n" : "=r"(v) : "r"(addr));
+  return v;
+}
+
+// Entry of a pair table for code byte k (0..3) of x; base = the table's address + 4 * (lane % kLutReps).
+__device__ __forceinline__ uint32_t lut_pair(uint32_t base, uint32_t x, int k) {
+  return lds_u32(base + ((x >> (8 * k)) & 0xffu) * (4 * kLutReps));
+}
+
+// Fills a pair table (256 entries x kLutReps copies) from a 4-bit codebook with the float16 rounding of make_lut.
+// Each 16-byte store writes 4 copies of one entry: thread i covers copies 4 (i % Q) .. +3 (Q = kLutReps / 4) of
+// entries i / Q + (NT / Q) j.
+template <int NT>
+__device__ __forceinline__ void fill_pair_lut(const float* codebook, uint32_t* lut) {
+  constexpr int kQuads = kLutReps / 4;
+  constexpr int kPerThread = 256 * kQuads / NT;
+  static_assert(kLutReps >= 4 && NT % kQuads == 0 && 256 * kQuads % NT == 0, "whole entries per thread");
+  const int e0 = threadIdx.x / kQuads;
+  const int quad = threadIdx.x % kQuads;
+#pragma unroll
+  for (int j = 0; j < kPerThread; ++j) {
+    const int e = e0 + (NT / kQuads) * j;
+    const uint32_t w = dev::pack_half2(codebook[e & 15], codebook[e >> 4]);
+    reinterpret_cast<uint4*>(lut)[e * kQuads + quad] = make_uint4(w, w, w, w);
+  }
+}
+
 // Coordinate of position p in a chunk.
 template <int M>
 __host__ __device__ constexpr int chunk_coord(int p) {
@@ -339,11 +408,13 @@ __device__ __noinline__ bool fast_out_hadamard(const float* rot, const float* mo
 // MASK: MaskType as int (the mask load is compiled in); SOFTCAP: scores pass through softcap * tanh(s / softcap);
 // HALF2: query rows 8..15 exist (G > 8); NW: warps per block, 4 or (without HALF2) 8, same registers per thread.
 template <int MK, int MV, int MASK, bool SOFTCAP, bool HALF2, int NW>
-__global__ void __launch_bounds__(NW * 32, (HALF2 ? kFastMinBlocks : kFastMinBlocksHalf) * kFastWarps / NW)
+__global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW))
     tq_attention_decode_kernel(const AttnArgs a) {
   static_assert(NW == kFastWarps || (NW == 2 * kFastWarps && !HALF2), "4 warps, or 8 without HALF2");
   constexpr int D = kFastD;
-  constexpr int kFastStages = fast_stages(MK, MV);  // shadows the maximum
+  constexpr bool LK = lut_decode(MK, HALF2);        // K codes through a pair table
+  constexpr bool LV = lut_decode(MV, HALF2);        // V codes through a pair table
+  constexpr int kFastStages = fast_stages(MK, MV, fast_lut_bytes(MK, MV, HALF2) * 4 / NW);  // shadows the maximum
   constexpr int kFastTile = 32 * NW;                // shadows the 4-warp tile
   constexpr int kFastWarps = NW;                    // shadows the 4-warp block
   constexpr int CSK = D / 4;    // K coordinates per thread per token
@@ -402,6 +473,16 @@ __global__ void __launch_bounds__(NW * 32, (HALF2 ? kFastMinBlocks : kFastMinBlo
   uint32_t tk[lut_words<MK>()], tv[lut_words<MV>()];
   make_lut<MK>(p.k_codebook, tk);
   make_lut<MV>(p.v_codebook, tv);
+  // Pair tables after the stages (the warp merge may overwrite them after the loop); the q rotation's first
+  // barrier below orders the fill before every lookup.
+  uint32_t* const lut_k = reinterpret_cast<uint32_t*>(smem + kFastStages * a.fast_stage_bytes);
+  uint32_t* const lut_v = lut_k + (LK ? 256 * kLutReps : 0);
+  if constexpr (LK) fill_pair_lut<NW * 32>(p.k_codebook, lut_k);
+  if constexpr (LV) fill_pair_lut<NW * 32>(p.v_codebook, lut_v);
+  constexpr int kReps = kLutReps > 0 ? kLutReps : 1;
+  const uint32_t lane_word = 4u * static_cast<uint32_t>(lane % kReps);
+  const uint32_t lutk_base = dev::smem_addr(lut_k) + lane_word;
+  const uint32_t lutv_base = dev::smem_addr(lut_v) + lane_word;
 
   // q rotation (formerly its own kernel): qh[r][i] = fp16(scale * sum_k R_k[i][k] q[r][k]) for this kv head's
   // rows, staged in stage kFastStages-1: the prologue leaves it empty and the loop refills it only after its
@@ -667,14 +748,29 @@ __global__ void __launch_bounds__(NW * 32, (HALF2 ? kFastMinBlocks : kFastMinBlo
       for (int m = 0; m < 2; ++m) {
         st[m][0] = st[m][1] = st[m][2] = st[m][3] = 0.0f;
         if constexpr ((kExpSkip & 4) != 0) continue;
-        uint32_t lo0[CSK / 4], hi0[CSK / 4], lo1[CSK / 4], hi1[CSK / 4];
-        decode_chunk_at<MK, CSK>(tk, ks + koff + 16 * m * KRB, ks + k1off + 16 * m * KRB, kal, lo0, hi0);
-        decode_chunk_at<MK, CSK>(tk, ks + koff + (16 * m + 8) * KRB, ks + k1off + (16 * m + 8) * KRB, kal, lo1, hi1);
+        if constexpr (LK) {
+          // Code byte 2h + e of word kk / 2 holds chunk positions 4kk + 2e, +1 (e = 0: a0/a1, e = 1: a2/a3).
+          const auto w0 = load_chunk<4, CSK>(ks + koff + 16 * m * KRB, ks + k1off + 16 * m * KRB, kal);
+          const auto w1 = load_chunk<4, CSK>(ks + koff + (16 * m + 8) * KRB, ks + k1off + (16 * m + 8) * KRB, kal);
 #pragma unroll
-        for (int kk = 0; kk < KSTEPS; ++kk) {
-          const uint32_t ka[4] = {prmt(lo0[kk], hi0[kk], 0x5140u), prmt(lo1[kk], hi1[kk], 0x5140u),
-                                  prmt(lo0[kk], hi0[kk], 0x7362u), prmt(lo1[kk], hi1[kk], 0x7362u)};
-          dev::mma_16816(st[m], ka, qf[kk][0], qf[kk][2]);
+          for (int kk = 0; kk < KSTEPS; ++kk) {
+            const int h = 2 * (kk % 2);
+            const uint32_t ka[4] = {lut_pair(lutk_base, w0.w[kk / 2], h), lut_pair(lutk_base, w1.w[kk / 2], h),
+                                    lut_pair(lutk_base, w0.w[kk / 2], h + 1),
+                                    lut_pair(lutk_base, w1.w[kk / 2], h + 1)};
+            dev::mma_16816(st[m], ka, qf[kk][0], qf[kk][2]);
+          }
+        } else {
+          uint32_t lo0[CSK / 4], hi0[CSK / 4], lo1[CSK / 4], hi1[CSK / 4];
+          decode_chunk_at<MK, CSK>(tk, ks + koff + 16 * m * KRB, ks + k1off + 16 * m * KRB, kal, lo0, hi0);
+          decode_chunk_at<MK, CSK>(tk, ks + koff + (16 * m + 8) * KRB, ks + k1off + (16 * m + 8) * KRB, kal, lo1,
+                                   hi1);
+#pragma unroll
+          for (int kk = 0; kk < KSTEPS; ++kk) {
+            const uint32_t ka[4] = {prmt(lo0[kk], hi0[kk], 0x5140u), prmt(lo1[kk], hi1[kk], 0x5140u),
+                                    prmt(lo0[kk], hi0[kk], 0x7362u), prmt(lo1[kk], hi1[kk], 0x7362u)};
+            dev::mma_16816(st[m], ka, qf[kk][0], qf[kk][2]);
+          }
         }
       }
       // gamma_K, soft-cap, mask, validity of tokens 16m + 8h + qr (rows past the end may hold NaN norms).
@@ -797,13 +893,30 @@ __global__ void __launch_bounds__(NW * 32, (HALF2 ? kFastMinBlocks : kFastMinBlo
         const int tok = 16 * s + 8 * h;  // relative to column 2qc; its pair partner is tok + 1
         const auto wa = load_chunk<MV, CSV>(vs + voff + tok * VRB - val0, vs + v1off + tok * VRB, val0);
         const auto wb = load_chunk<MV, CSV>(vs + voff + (tok + 1) * VRB - val1, vs + v1off + (tok + 1) * VRB, val1);
-        pair_selectors<MV, CSV>(wa, wb, xs[h]);
+        if constexpr (LV) {
+          // Pair bytes (a_p | b_p << 4): word 2u byte k = position 8u + 2k, word 2u + 1 byte k = 8u + 2k + 1.
+#pragma unroll
+          for (int u = 0; u < CSV / 8; ++u) {
+            xs[h][2 * u] = (wa.w[u] & 0x0f0f0f0fu) | ((wb.w[u] << 4) & 0xf0f0f0f0u);
+            xs[h][2 * u + 1] = ((wa.w[u] >> 4) & 0x0f0f0f0fu) | (wb.w[u] & 0xf0f0f0f0u);
+          }
+        } else {
+          pair_selectors<MV, CSV>(wa, wb, xs[h]);
+        }
       }
 #pragma unroll
       for (int j = 0; j < CSV / 4; ++j) {  // n-tiles 4j .. 4j+3
         uint32_t b0[4], b1[4];
-        pair_lookup<MV>(tv, xs[0][j], b0);
-        pair_lookup<MV>(tv, xs[1][j], b1);
+        if constexpr (LV) {  // position 4j + e: word 2 (j / 2) + e % 2, byte 2 (j % 2) + e / 2
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            b0[e] = lut_pair(lutv_base, xs[0][2 * (j / 2) + e % 2], 2 * (j % 2) + e / 2);
+            b1[e] = lut_pair(lutv_base, xs[1][2 * (j / 2) + e % 2], 2 * (j % 2) + e / 2);
+          }
+        } else {
+          pair_lookup<MV>(tv, xs[0][j], b0);
+          pair_lookup<MV>(tv, xs[1][j], b1);
+        }
         if constexpr (HALF2) {
 #pragma unroll
           for (int e = 0; e < 4; ++e) dev::mma_16816(oacc[4 * j + e], af, b0[e], b1[e]);
@@ -930,7 +1043,10 @@ inline void fast_smem_layout(AttnArgs& a) {
   // warp partials (o, m, l), then the merged o and l of the fused epilogue
   const int nw = a.fast_warps;
   const int merge = (nw * kFastRows * kFastD + 2 * nw * kFastRows + kFastRows * kFastD + kFastRows) * 4;
-  a.smem_bytes = std::max(fast_stages(a.klay.mse_bits[0], a.vlay.mse_bits[0]) * a.fast_stage_bytes, merge);
+  const int mk = a.klay.mse_bits[0], mv = a.vlay.mse_bits[0];
+  const int lut = fast_lut_bytes(mk, mv, a.rows > 8);  // pair tables after the stages (same rule as the kernel)
+  const int stages = fast_stages(mk, mv, lut * kFastWarps / nw);
+  a.smem_bytes = std::max(stages * a.fast_stage_bytes + lut, merge);
 }
 
 // True when the fast decode kernel serves these parameters.

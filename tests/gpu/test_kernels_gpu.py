@@ -9,6 +9,8 @@ tails are NaN-poisoned: any over-read turns the output NaN.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -505,6 +507,62 @@ DECODE_CASES = [*ATTN_CASES[8:], ATTN_CASES[0], ATTN_CASES[1]]
 def test_attention_decode_warps(kernels, monkeypatch, case, warps):
     monkeypatch.setenv("TQ_DECODE_WARPS", str(warps))
     test_attention_concat_matches_reference(kernels, case, "float16", 1100)
+
+
+# 4-bit K and V codes of the G <= 8 decode instances go through shared-memory tables of code pairs (entry e =
+# c[e & 15], c[e >> 4]), one per cache. The converter's codebooks are the same for K and V at equal widths
+# and antisymmetric, so a swapped table, nibble order or codebook pointer would pass every case above; here K
+# and V decode with two different asymmetric codebooks (the codes stay those the real codebooks produced).
+PAIR_TABLE_CASES = [  # (G, K bits, V bits): both tables, K table only, V table only; G = 16 takes no table
+    (4, 4, 4),
+    (8, 4, 3),
+    (2, 2, 4),
+    (16, 4, 4),
+]
+
+
+@pytest.mark.parametrize("case", PAIR_TABLE_CASES, ids=lambda c: f"G{c[0]}-k{c[1]}v{c[2]}")
+@pytest.mark.parametrize("warps", [4, 8])
+def test_attention_decode_distinct_asymmetric_codebooks(kernels, monkeypatch, case, warps):
+    monkeypatch.setenv("TQ_DECODE_WARPS", str(warps))
+    group, kbits, vbits = case
+    d, hkv, b, total = 128, 2, 3, 700
+    rng = np.random.default_rng(100 + group + kbits + vbits)
+    kref, kc = build(d, (d,), (kbits,), 0, 0, "hadamard", seed=3)
+    vref, vc = build(d, (d,), (vbits,), 0, 0, "hadamard", seed=4)
+    k_cache, _ = make_cache(kref, rng, b, hkv, total, d, 0, 0, "float16")
+    v_cache, _ = make_cache(vref, rng, b, hkv, total, d, 0, 0, "float16")
+    k_book = kref.codebook.copy()
+    v_book = vref.codebook.copy()
+    k_book[0, : 2**kbits] = np.sort(rng.uniform(-0.3, 0.2, 2**kbits)).astype(np.float32)  # asymmetric
+    v_book[0, : 2**vbits] = rng.uniform(-0.2, 0.3, 2**vbits).astype(np.float32)  # not even sorted
+    q = rng.standard_normal((b, hkv * group, 1, d)).astype(np.float16)
+    mask = build_mask("pad", b, hkv * group, 1, total, rng, np.array([0, 3, total // 2]))
+    k_books, v_books = SimpleNamespace(codebook=k_book), SimpleNamespace(codebook=v_book)
+    want = reference_decode(
+        q, k_cache, v_cache, mask, kref.rotation, vref.rotation, k_books, v_books, kc, vc, None, None, 0, 0
+    )
+    for splits in (0, 1, 3):
+        out = kernels.attention(
+            kc,
+            vc,
+            dev(q),
+            dev(k_cache),
+            dev(v_cache),
+            dev(mask),
+            dev(kref.rotation),
+            dev(k_book),
+            dev(vref.rotation),
+            dev(v_book),
+            None,
+            None,
+            None,
+            scale=1.0 / np.sqrt(d),
+            force_splits=splits,
+        )
+        torch.cuda.synchronize()
+        err = rel_err(out.float().cpu().numpy().astype(np.float64), want)
+        assert err < 2e-3, f"relative error {err:.2e} (splits={splits})"
 
 
 @pytest.mark.parametrize("window", [(2, 6), (0, 0)], ids=["sinks2-recent6", "no-window"])
