@@ -59,25 +59,31 @@ __host__ __device__ constexpr int fast_lut_bytes(int mk, int mv, bool half2) {
   return ((lut_decode(mk, half2) ? 1 : 0) + (lut_decode(mv, half2) ? 1 : 0)) * 256 * 4 * kLutReps;
 }
 
+// Shared memory per 4 warps the stages and tables may take: 56 KB (4 blocks per SM); 75 KB (3 blocks) for the
+// 4-warp instances with a K pair table, whose tile loop needs more than 128 registers (it spills at 4 blocks).
+__host__ __device__ constexpr int fast_block_budget(int mk, bool half2, int nw) {
+  return lut_decode(mk, half2) && nw == kFastWarps ? 75 * 1024 : 56 * 1024;
+}
+
 // Pipeline depth: 4 stages when 4 blocks of them fit an SM's shared memory (<= 56 KB each), else 3; with the
-// pair tables the most stages that fit next to them (at least 2). Host and device both take it from here
-// (fast_smem_layout). An 8-warp block's stages are twice as large (2 blocks per SM, one table each).
-__host__ __device__ constexpr int fast_stages(int mk, int mv, int lut_bytes_per_4_warps = 0) {
+// pair tables the most stages that fit next to them in fast_block_budget (at least 2). Host and device both
+// take it from here (fast_smem_layout). An 8-warp block's stages are twice as large (2 blocks per SM, one table
+// each): lut_bytes_per_4_warps and the budget are per 4 warps.
+__host__ __device__ constexpr int fast_stages(int mk, int mv, int lut_bytes_per_4_warps = 0,
+                                              int budget = 56 * 1024) {
   return lut_bytes_per_4_warps == 0
              ? (4 * (kFastTile * ((mk + mv) * kFastD / 8 + 4) + 64) <= 56 * 1024 ? 4 : 3)
-             : (4 * (kFastTile * ((mk + mv) * kFastD / 8 + 4) + 64) + lut_bytes_per_4_warps <= 56 * 1024
+             : (4 * (kFastTile * ((mk + mv) * kFastD / 8 + 4) + 64) + lut_bytes_per_4_warps <= budget
                     ? 4
-                    : (3 * (kFastTile * ((mk + mv) * kFastD / 8 + 4) + 64) + lut_bytes_per_4_warps <= 56 * 1024 ? 3
-                                                                                                             : 2));
-}
-// Blocks per SM the register cap is sized for: 4 (G <= 8) or 3 (G > 8) 4-warp blocks, or as many as the shared
+                    : (3 * (kFastTile * ((mk + mv) * kFastD / 8 + 4) + 64) + lut_bytes_per_4_warps <= budget ? 3 : 2));
+}// Blocks per SM the register cap is sized for: 4 (G <= 8) or 3 (G > 8) 4-warp blocks, or as many as the shared
 // memory of the stages and pair tables admits when that is fewer (228 KB per SM, 1 KB reserved per block), so
 // a table instance that smem limits to 3 blocks may use up to 168 registers instead of spilling at 128.
 __host__ __device__ constexpr int fast_min_blocks(int mk, int mv, bool half2, int nw) {
   const int by_regs = (half2 ? kFastMinBlocks : kFastMinBlocksHalf) * kFastWarps / nw;
   const int lut = fast_lut_bytes(mk, mv, half2);
   const int stage = (kFastTile * ((mk + mv) * kFastD / 8 + 4) + 64) * nw / kFastWarps;
-  const int smem = fast_stages(mk, mv, lut * kFastWarps / nw) * stage + lut;
+  const int smem = fast_stages(mk, mv, lut * kFastWarps / nw, fast_block_budget(mk, half2, nw)) * stage + lut;
   const int by_smem = 228 * 1024 / (smem + 1024);
   return lut == 0 || by_smem >= by_regs ? by_regs : (by_smem < 1 ? 1 : by_smem);
 }
@@ -414,7 +420,8 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW))
   constexpr int D = kFastD;
   constexpr bool LK = lut_decode(MK, HALF2);        // K codes through a pair table
   constexpr bool LV = lut_decode(MV, HALF2);        // V codes through a pair table
-  constexpr int kFastStages = fast_stages(MK, MV, fast_lut_bytes(MK, MV, HALF2) * 4 / NW);  // shadows the maximum
+  constexpr int kFastStages =  // shadows the maximum
+      fast_stages(MK, MV, fast_lut_bytes(MK, MV, HALF2) * 4 / NW, fast_block_budget(MK, HALF2, NW));
   constexpr int kFastTile = 32 * NW;                // shadows the 4-warp tile
   constexpr int kFastWarps = NW;                    // shadows the 4-warp block
   constexpr int CSK = D / 4;    // K coordinates per thread per token
@@ -1045,7 +1052,7 @@ inline void fast_smem_layout(AttnArgs& a) {
   const int merge = (nw * kFastRows * kFastD + 2 * nw * kFastRows + kFastRows * kFastD + kFastRows) * 4;
   const int mk = a.klay.mse_bits[0], mv = a.vlay.mse_bits[0];
   const int lut = fast_lut_bytes(mk, mv, a.rows > 8);  // pair tables after the stages (same rule as the kernel)
-  const int stages = fast_stages(mk, mv, lut * kFastWarps / nw);
+  const int stages = fast_stages(mk, mv, lut * kFastWarps / nw, fast_block_budget(mk, a.rows > 8, nw));
   a.smem_bytes = std::max(stages * a.fast_stage_bytes + lut, merge);
 }
 
