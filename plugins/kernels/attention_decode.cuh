@@ -174,24 +174,26 @@ __host__ __device__ constexpr int unit_coord(int p) {
 }
 
 // 2/3-bit selector words of one unit: s0 = positions 0..7, s1 = positions 8..15 (see unit_coord), 3-bit nibbles.
+// w1: the 32-bit word holding the unit's 16 bits of the 1-bit segment in half `half` (0: bits 0..15, 1: 16..31).
+// The high bits spread as far as nibble i holding bits 2i, 2i+1 at 4i, 4i+1 (a prmt does the first step), which
+// is all the two shifts into bit 4i+2 need.
 template <int M>
-__device__ __forceinline__ void unit_selectors(uint32_t w2, uint32_t w1, uint32_t& s0, uint32_t& s1) {
+__device__ __forceinline__ void unit_selectors(uint32_t w2, uint32_t w1, int half, uint32_t& s0,
+                                               uint32_t& s1) {
   s0 = w2 & 0x33333333u;
   s1 = (w2 >> 2) & 0x33333333u;
   if constexpr (M == 3) {
-    uint32_t x = w1 & 0xffffu;
-    x = (x | (x << 8)) & 0x00ff00ffu;
+    uint32_t x = prmt(w1, 0u, half ? 0x4342u : 0x4140u);  // bytes (b0, 0, b1, 0) of the half
     x = (x | (x << 4)) & 0x0f0f0f0fu;
     x = (x | (x << 2)) & 0x33333333u;
-    x = (x | (x << 1)) & 0x55555555u;
     s0 |= (x << 2) & 0x44444444u;
-    s1 |= x & 0x44444444u;
+    s1 |= (x << 1) & 0x44444444u;
   }
 }
 
 template <int M>
 __device__ __forceinline__ void decode_unit(const uint32_t (&t)[lut_words<M>()], uint32_t w2, uint32_t w1,
-                                            uint32_t* lo, uint32_t* hi) {
+                                            uint32_t* lo, uint32_t* hi, int half = 0) {
   if constexpr (M == 4) {
     const uint32_t sel = w2 & 0x77777777u;
     const uint32_t wl = w2 << 4;
@@ -199,7 +201,7 @@ __device__ __forceinline__ void decode_unit(const uint32_t (&t)[lut_words<M>()],
     lut_lookup<4>(t, sel >> 16, prmt(wl, w2, 0xFBEAu), lo[1], hi[1]);
   } else {
     uint32_t s0, s1;
-    unit_selectors<M>(w2, w1, s0, s1);
+    unit_selectors<M>(w2, w1, half, s0, s1);
     lut_lookup<M>(t, s0, 0u, lo[0], hi[0]);
     lut_lookup<M>(t, s0 >> 16, 0u, lo[1], hi[1]);
     lut_lookup<M>(t, s1, 0u, lo[2], hi[2]);
@@ -253,7 +255,7 @@ __device__ __forceinline__ void decode_chunk_at(const uint32_t (&t)[lut_words<M>
     for (int u = 0; u < CS / 8; ++u) decode_unit<4>(t, c.w[u], 0u, lo + 2 * u, hi + 2 * u);
   } else {
 #pragma unroll
-    for (int u = 0; u < CS / 16; ++u) decode_unit<M>(t, c.w[u], c.w1[u / 2] >> (16 * (u % 2)), lo + 4 * u, hi + 4 * u);
+    for (int u = 0; u < CS / 16; ++u) decode_unit<M>(t, c.w[u], c.w1[u / 2], lo + 4 * u, hi + 4 * u, u % 2);
   }
 }
 
@@ -290,8 +292,8 @@ __device__ __forceinline__ void pair_selectors(const ChunkWords<M, CS>& a, const
 #pragma unroll
     for (int u = 0; u < CS / 16; ++u) {
       uint32_t a0, a1, b0, b1;
-      unit_selectors<M>(a.w[u], a.w1[u / 2] >> (16 * (u % 2)), a0, a1);
-      unit_selectors<M>(b.w[u], b.w1[u / 2] >> (16 * (u % 2)), b0, b1);
+      unit_selectors<M>(a.w[u], a.w1[u / 2], u % 2, a0, a1);
+      unit_selectors<M>(b.w[u], b.w1[u / 2], u % 2, b0, b1);
       x[4 * u] = prmt(a0, b0, 0x5140u);
       x[4 * u + 1] = prmt(a0, b0, 0x7362u);
       x[4 * u + 2] = prmt(a1, b1, 0x5140u);
