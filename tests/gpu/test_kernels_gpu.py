@@ -209,6 +209,28 @@ def reference_decode(q, k_cache, v_cache, mask, k_rot, v_rot, kref, vref, kc, vc
     ).astype(np.float64)
 
 
+def kernel_decode(kernels, kc, vc, args, wins, ns, rw, splits):
+    """One decode step through the kernels (no QJL, no soft-cap, scale 1/sqrt(D)). args: device tensors q,
+    k_cache, v_cache, mask, R_k, k_codebook, R_v, v_codebook; wins: the K and V windows or None."""
+    out = kernels.attention(
+        kc,
+        vc,
+        *args[:8],
+        None,
+        *wins,
+        scale=1.0 / np.sqrt(args[0].shape[-1]),
+        sink_tokens=ns,
+        recent_window=rw,
+        force_splits=splits,
+    )
+    torch.cuda.synchronize()
+    return out
+
+
+def dev_wins(k_win, v_win):
+    return (dev(k_win) if k_win is not None else None, dev(v_win) if v_win is not None else None)
+
+
 def rel_err(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30))
 
@@ -542,25 +564,9 @@ def test_attention_decode_distinct_asymmetric_codebooks(kernels, monkeypatch, ca
     want = reference_decode(
         q, k_cache, v_cache, mask, kref.rotation, vref.rotation, k_books, v_books, kc, vc, None, None, 0, 0
     )
+    args = [dev(x) for x in (q, k_cache, v_cache, mask, kref.rotation, k_book, vref.rotation, v_book)]
     for splits in (0, 1, 3):
-        out = kernels.attention(
-            kc,
-            vc,
-            dev(q),
-            dev(k_cache),
-            dev(v_cache),
-            dev(mask),
-            dev(kref.rotation),
-            dev(k_book),
-            dev(vref.rotation),
-            dev(v_book),
-            None,
-            None,
-            None,
-            scale=1.0 / np.sqrt(d),
-            force_splits=splits,
-        )
-        torch.cuda.synchronize()
+        out = kernel_decode(kernels, kc, vc, args, (None, None), 0, 0, splits)
         err = rel_err(out.float().cpu().numpy().astype(np.float64), want)
         assert err < 2e-3, f"relative error {err:.2e} (splits={splits})"
 
@@ -629,27 +635,9 @@ def test_attention_unrotation_hadamard_and_dense(kernels, monkeypatch, case):
     q = rng.standard_normal((b, hq, 1, d)).astype(np.float16)
     mask = build_mask("pad", b, hq, 1, total, rng, np.array([0, 5]))
     want = reference_decode(q, k_cache, v_cache, mask, k_rot, v_rot, kref, vref, kc, vc, k_win, v_win, ns, rw)
+    args = [dev(x) for x in (q, k_cache, v_cache, mask, k_rot, kref.codebook, v_rot, vref.codebook)]
     for splits in (1, 3):
-        out = kernels.attention(
-            kc,
-            vc,
-            dev(q),
-            dev(k_cache),
-            dev(v_cache),
-            dev(mask),
-            dev(k_rot),
-            dev(kref.codebook),
-            dev(v_rot),
-            dev(vref.codebook),
-            None,
-            dev(k_win) if k_win is not None else None,
-            dev(v_win) if v_win is not None else None,
-            scale=1.0 / np.sqrt(d),
-            sink_tokens=ns,
-            recent_window=rw,
-            force_splits=splits,
-        )
-        torch.cuda.synchronize()
+        out = kernel_decode(kernels, kc, vc, args, dev_wins(k_win, v_win), ns, rw, splits)
         got = out.float().cpu().numpy().astype(np.float64)
         assert np.isfinite(got).all(), f"non-finite output (splits={splits})"
         err = rel_err(got, want)
@@ -701,24 +689,12 @@ def test_attention_reduce_dependent_launch(kernels, monkeypatch, case):
         rot_dev.copy_(dev(rot))
         assert rot_dev.data_ptr() % 16 != 0
     args = [dev(q), dev(k_cache), dev(v_cache), dev(mask), rot_dev, dev(kref.codebook), rot_dev]
-    wins = (dev(k_win) if k_win is not None else None, dev(v_win) if v_win is not None else None)
+    wins = dev_wins(k_win, v_win)
     for splits in (0, 2, 8):
         outs = []
         for pdl in ("1", "0"):
             monkeypatch.setenv("TQ_DECODE_PDL", pdl)
-            out = kernels.attention(
-                kc,
-                vc,
-                *args,
-                dev(vref.codebook),
-                None,
-                *wins,
-                scale=1.0 / np.sqrt(d),
-                sink_tokens=ns,
-                recent_window=rw,
-                force_splits=splits,
-            )
-            torch.cuda.synchronize()
+            out = kernel_decode(kernels, kc, vc, [*args, dev(vref.codebook)], wins, ns, rw, splits)
             got = out.float().cpu().numpy().astype(np.float64)
             assert np.isfinite(got).all(), f"non-finite output (splits={splits}, pdl={pdl})"
             err = rel_err(got, want)
