@@ -41,9 +41,9 @@ def dense_rotation(d: int, seed: int = 0) -> np.ndarray:
     return np.linalg.qr(np.random.default_rng(seed).standard_normal((d, d)))[0]
 
 
-def random_cache(torch, codec: Codec, b: int, t: int):
+def random_cache(torch, codec: Codec, b: int, t: int, hkv: int = HKV):
     """Random codes with float16 norms of 1.0 (random bytes could be NaN norms)."""
-    cache = torch.randint(0, 256, (b, HKV, t, codec.row_bytes), dtype=torch.uint8, device="cuda")
+    cache = torch.randint(0, 256, (b, hkv, t, codec.row_bytes), dtype=torch.uint8, device="cuda")
     p = len(codec.bits)
     norm_off = codec.row_bytes - 2 * p * (2 if codec.qjl else 1)
     one = torch.tensor([1.0] * p, dtype=torch.float16, device="cuda").view(torch.uint8)
@@ -73,7 +73,14 @@ def main() -> None:
         default="hadamard",
         help="R of K and V (default hadamard)",
     )
+    ap.add_argument(
+        "--shape",
+        default=f"{HQ},{HKV},{D}",
+        help=f"Hq,Hkv,D of the timing rows (default {HQ},{HKV},{D}: issue 4's shape; D != 128 takes the "
+        "general split kernel)",
+    )
     args = ap.parse_args()
+    hq, hkv, d = (int(x) for x in args.shape.split(","))
     kern = Kernels()
     make_rotation = hadamard_rotation if args.rotation == "hadamard" else dense_rotation
     if args.profile:
@@ -92,13 +99,13 @@ def main() -> None:
     name = torch.cuda.get_device_name()
     copy_gbs = copy_bandwidth_gbs()
     print(f"card: {name}; device-to-device copy: {copy_gbs:.0f} GB/s (read + write)")
-    rot = torch.from_numpy(make_rotation(D)[None]).float().cuda()
+    rot = torch.from_numpy(make_rotation(d)[None]).float().cuda()
     batches = (1, 8, 32)
     lengths = (1024, 4096, 32768, 131072) if not args.quick else (1024, 32768)
     rows = []
     for bits in args.widths.split(","):
         kbits, vbits = (int(x) for x in bits.split("/")) if "/" in bits else (int(bits), int(bits))
-        kcodec, vcodec = Codec(D, (D,), (kbits,)), Codec(D, (D,), (vbits,))
+        kcodec, vcodec = Codec(d, (d,), (kbits,)), Codec(d, (d,), (vbits,))
         kcb, vcb = torch.zeros((1, 256), device="cuda"), torch.zeros((1, 256), device="cuda")
         kcb[0, : 2**kbits] = torch.linspace(-0.2, 0.2, 2**kbits, device="cuda")
         vcb[0, : 2**vbits] = torch.linspace(-0.2, 0.2, 2**vbits, device="cuda")
@@ -106,16 +113,16 @@ def main() -> None:
             for t in lengths:
                 if args.cases and f"{bits}:{b}:{t}" not in args.cases.split(","):
                     continue
-                comp_bytes = b * HKV * t * (kcodec.row_bytes + vcodec.row_bytes)
-                fp16_bytes = b * HKV * t * D * 2 * 2
+                comp_bytes = b * hkv * t * (kcodec.row_bytes + vcodec.row_bytes)
+                fp16_bytes = b * hkv * t * d * 2 * 2
                 copies = int(max(1, min(4, L2_FLUSH_BYTES // max(comp_bytes, 1) + 1)))
                 sdpa_copies = int(max(1, min(4, L2_FLUSH_BYTES // fp16_bytes + 1)))
                 try:
                     q = [
-                        torch.randn((b, HQ, 1, D), dtype=torch.float16, device="cuda") for _ in range(copies)
+                        torch.randn((b, hq, 1, d), dtype=torch.float16, device="cuda") for _ in range(copies)
                     ]
-                    kc = [random_cache(torch, kcodec, b, t) for _ in range(copies)]
-                    vc = [random_cache(torch, vcodec, b, t) for _ in range(copies)]
+                    kc = [random_cache(torch, kcodec, b, t, hkv) for _ in range(copies)]
+                    vc = [random_cache(torch, vcodec, b, t, hkv) for _ in range(copies)]
                     mask = torch.zeros((1, 1, 1, t), dtype=torch.float32, device="cuda")
                     out = torch.empty_like(q[0])
 
@@ -150,15 +157,15 @@ def main() -> None:
                         )
                         continue
                     k16 = [
-                        torch.randn((b, HKV, t, D), dtype=torch.float16, device="cuda")
+                        torch.randn((b, hkv, t, d), dtype=torch.float16, device="cuda")
                         for _ in range(sdpa_copies)
                     ]
                     v16 = [
-                        torch.randn((b, HKV, t, D), dtype=torch.float16, device="cuda")
+                        torch.randn((b, hkv, t, d), dtype=torch.float16, device="cuda")
                         for _ in range(sdpa_copies)
                     ]
                     q16 = [
-                        torch.randn((b, HQ, 1, D), dtype=torch.float16, device="cuda")
+                        torch.randn((b, hq, 1, d), dtype=torch.float16, device="cuda")
                         for _ in range(sdpa_copies)
                     ]
 
@@ -180,7 +187,7 @@ def main() -> None:
                     flush=True,
                 )
     print(
-        f"\n{name}; copy {copy_gbs:.0f} GB/s; Hq={HQ} Hkv={HKV} D={D}, decode S=1, fp16 q/out, "
+        f"\n{name}; copy {copy_gbs:.0f} GB/s; Hq={hq} Hkv={hkv} D={d}, decode S=1, fp16 q/out, "
         f"{args.rotation} R"
     )
     print("bits   B       T   ours_us   sdpa_us  speedup  %copy")
