@@ -70,20 +70,20 @@ __host__ __device__ constexpr int fast_block_budget(int mk, bool half2, int nw) 
 // take it from here (fast_smem_layout). An 8-warp block's stages are twice as large (2 blocks per SM, one table
 // each): lut_bytes_per_4_warps and the budget are per 4 warps.
 __host__ __device__ constexpr int fast_stages(int mk, int mv, int lut_bytes_per_4_warps = 0,
-                                              int budget = 56 * 1024) {
+                                              int budget = 56 * 1024, int d = kFastD) {
   return lut_bytes_per_4_warps == 0
-             ? (4 * (kFastTile * ((mk + mv) * kFastD / 8 + 4) + 64) <= 56 * 1024 ? 4 : 3)
-             : (4 * (kFastTile * ((mk + mv) * kFastD / 8 + 4) + 64) + lut_bytes_per_4_warps <= budget
+             ? (4 * (kFastTile * ((mk + mv) * d / 8 + 4) + 64) <= 56 * 1024 ? 4 : 3)
+             : (4 * (kFastTile * ((mk + mv) * d / 8 + 4) + 64) + lut_bytes_per_4_warps <= budget
                     ? 4
-                    : (3 * (kFastTile * ((mk + mv) * kFastD / 8 + 4) + 64) + lut_bytes_per_4_warps <= budget ? 3 : 2));
+                    : (3 * (kFastTile * ((mk + mv) * d / 8 + 4) + 64) + lut_bytes_per_4_warps <= budget ? 3 : 2));
 }// Blocks per SM the register cap is sized for: 4 (G <= 8) or 3 (G > 8) 4-warp blocks, or as many as the shared
 // memory of the stages and pair tables admits when that is fewer (228 KB per SM, 1 KB reserved per block), so
 // a table instance that smem limits to 3 blocks may use up to 168 registers instead of spilling at 128.
-__host__ __device__ constexpr int fast_min_blocks(int mk, int mv, bool half2, int nw) {
+__host__ __device__ constexpr int fast_min_blocks(int mk, int mv, bool half2, int nw, int d) {
   const int by_regs = (half2 ? kFastMinBlocks : kFastMinBlocksHalf) * kFastWarps / nw;
   const int lut = fast_lut_bytes(mk, mv, half2);
-  const int stage = (kFastTile * ((mk + mv) * kFastD / 8 + 4) + 64) * nw / kFastWarps;
-  const int smem = fast_stages(mk, mv, lut * kFastWarps / nw, fast_block_budget(mk, half2, nw)) * stage + lut;
+  const int stage = (kFastTile * ((mk + mv) * d / 8 + 4) + 64) * nw / kFastWarps;
+  const int smem = fast_stages(mk, mv, lut * kFastWarps / nw, fast_block_budget(mk, half2, nw), d) * stage + lut;
   const int by_smem = 228 * 1024 / (smem + 1024);
   return lut == 0 || by_smem >= by_regs ? by_regs : (by_smem < 1 ? 1 : by_smem);
 }
@@ -387,43 +387,44 @@ __device__ __forceinline__ void load_full_tile(uint8_t* dst, const uint8_t* src,
 // any other R_v (the caller's dense loop); the return is uniform and each path passes a block barrier after
 // mo/mol were written. Every thread of the block calls it. Out of line: inlined into the decode kernel, this code
 // made ptxas move spills into the tile loop (bench/NOTES.md "Hadamard un-rotation").
-template <int NW>
+template <int NW, int D>
 __device__ __noinline__ bool fast_out_hadamard(const float* rot, const float* mo, const float* mol, int rows,
                                                void* out, DType dtype, int64_t row0) {
-  constexpr int D = kFastD;
+  constexpr int N = D / 32;  // coordinates per lane
   const int tid = threadIdx.x;
   const int lane = tid % 32;
   const int warp = tid / 32;
   const uint32_t bad0 = tid < D ? dev::hadamard_row0_mismatch(rot, __ldg(rot), __ldg(rot + tid)) : 0u;
   if (__syncthreads_or(bad0) != 0) return false;  // a dense R_v stops here
   if (__syncthreads_or(dev::hadamard_mismatch<D, NW * 32, 8>(rot, tid)) != 0) return false;
-  const float4 s4 = __ldg(reinterpret_cast<const float4*>(rot) + lane);
+  float sgn[N];
+#pragma unroll
+  for (int e = 0; e < N; ++e) sgn[e] = __ldg(rot + N * lane + e);
 #pragma unroll 1
   for (int r = warp; r < rows; r += NW) {
-    const float4 o4 = *reinterpret_cast<const float4*>(mo + r * D + 4 * lane);
-    float v[4] = {o4.x, o4.y, o4.z, o4.w};
-    dev::warp_fwht<4>(v, lane);
+    float v[N];
+#pragma unroll
+    for (int e = 0; e < N; ++e) v[e] = mo[r * D + N * lane + e];
+    dev::warp_fwht<N>(v, lane);
     const float l = mol[r];
-    const int64_t base = (row0 + r) * D + 4 * lane;
-    dev::store_from_float(out, dtype, base + 0, l > 0.0f ? s4.x * v[0] / l : 0.0f);
-    dev::store_from_float(out, dtype, base + 1, l > 0.0f ? s4.y * v[1] / l : 0.0f);
-    dev::store_from_float(out, dtype, base + 2, l > 0.0f ? s4.z * v[2] / l : 0.0f);
-    dev::store_from_float(out, dtype, base + 3, l > 0.0f ? s4.w * v[3] / l : 0.0f);
+    const int64_t base = (row0 + r) * D + N * lane;
+#pragma unroll
+    for (int e = 0; e < N; ++e) dev::store_from_float(out, dtype, base + e, l > 0.0f ? sgn[e] * v[e] / l : 0.0f);
   }
   return true;
 }
 
 // MASK: MaskType as int (the mask load is compiled in); SOFTCAP: scores pass through softcap * tanh(s / softcap);
 // HALF2: query rows 8..15 exist (G > 8); NW: warps per block, 4 or (without HALF2) 8, same registers per thread.
-template <int MK, int MV, int MASK, bool SOFTCAP, bool HALF2, int NW>
-__global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW))
+template <int MK, int MV, int MASK, bool SOFTCAP, bool HALF2, int NW, int D>
+__global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D))
     tq_attention_decode_kernel(const AttnArgs a) {
   static_assert(NW == kFastWarps || (NW == 2 * kFastWarps && !HALF2), "4 warps, or 8 without HALF2");
-  constexpr int D = kFastD;
+  static_assert(D == kFastD || (D == 64 && MV == 4), "D = 128, or D = 64 with 4-bit V (whole V code words)");
   constexpr bool LK = lut_decode(MK, HALF2);        // K codes through a pair table
   constexpr bool LV = lut_decode(MV, HALF2);        // V codes through a pair table
   constexpr int kFastStages =  // shadows the maximum
-      fast_stages(MK, MV, fast_lut_bytes(MK, MV, HALF2) * 4 / NW, fast_block_budget(MK, HALF2, NW));
+      fast_stages(MK, MV, fast_lut_bytes(MK, MV, HALF2) * 4 / NW, fast_block_budget(MK, HALF2, NW), D);
   constexpr int kFastTile = 32 * NW;                // shadows the 4-warp tile
   constexpr int kFastWarps = NW;                    // shadows the 4-warp block
   constexpr int CSK = D / 4;    // K coordinates per thread per token
@@ -504,7 +505,7 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW))
     qs[idx] = dev::load_as_float(p.q, p.dtype, global_row(a, b, g, idx / D) * D + idx % D);
   __syncthreads();
   {
-    const int i = NW == 4 ? threadIdx.x : threadIdx.x % D;  // 8 warps: threads D.. repeat 0..D-1, store nothing
+    const int i = threadIdx.x % D;  // threads D.. (8 warps, or D = 64) repeat 0..D-1 and store nothing
     const float* rrow = p.k_rotation + (static_cast<int64_t>(p.k_rotation_heads == 1 ? 0 : g) * D + i) * D;
     const bool vec = (reinterpret_cast<uintptr_t>(p.k_rotation) & 15) == 0;
     float acc[kFastRows];
@@ -529,7 +530,7 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW))
       }
     }
     __syncthreads();
-    if (NW == 4 || threadIdx.x < D) {
+    if (threadIdx.x < D) {
 #pragma unroll
       for (int r = 0; r < kFastRows; ++r)
         if (r < a.rows) qh[r * QH + i] = __float2half_rn(acc[r] * p.scale);
@@ -1021,8 +1022,8 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW))
   // A Sylvester-Hadamard R_v: fast_out_hadamard (its barriers publish mo and mol). Any other R_v: threads 0..D-1,
   // one output column each, dense.
   const float* rot = p.v_rotation + static_cast<int64_t>(p.v_rotation_heads == 1 ? 0 : g) * D * D;
-  if (fast_out_hadamard<NW>(rot, mo, mol, a.rows, p.out, p.dtype, global_row(a, b, g, 0))) return;
-  if (NW > 4 && threadIdx.x >= D) return;
+  if (fast_out_hadamard<NW, D>(rot, mo, mol, a.rows, p.out, p.dtype, global_row(a, b, g, 0))) return;
+  if (threadIdx.x >= D) return;
   const int i = threadIdx.x;
   float acc[kFastRows];
 #pragma unroll
@@ -1051,10 +1052,11 @@ inline void fast_smem_layout(AttnArgs& a) {
   a.fast_stage_bytes = a.fast_k_bytes + v_bytes;
   // warp partials (o, m, l), then the merged o and l of the fused epilogue
   const int nw = a.fast_warps;
-  const int merge = (nw * kFastRows * kFastD + 2 * nw * kFastRows + kFastRows * kFastD + kFastRows) * 4;
+  const int d = a.p.k_codec.head_dim;
+  const int merge = (nw * kFastRows * d + 2 * nw * kFastRows + kFastRows * d + kFastRows) * 4;
   const int mk = a.klay.mse_bits[0], mv = a.vlay.mse_bits[0];
   const int lut = fast_lut_bytes(mk, mv, a.rows > 8);  // pair tables after the stages (same rule as the kernel)
-  const int stages = fast_stages(mk, mv, lut * kFastWarps / nw, fast_block_budget(mk, a.rows > 8, nw));
+  const int stages = fast_stages(mk, mv, lut * kFastWarps / nw, fast_block_budget(mk, a.rows > 8, nw), d);
   a.smem_bytes = std::max(stages * a.fast_stage_bytes + lut, merge);
 }
 
@@ -1063,48 +1065,52 @@ inline bool fast_decode_eligible(const AttentionParams& p, const RowLayout& kl, 
   auto ok = [](const CodecConfig& c, const RowLayout& l) {
     return c.num_parts == 1 && c.qjl == 0 && l.mse_bits[0] >= 2 && l.mse_bits[0] <= 4;
   };
-  return p.new_tokens == 1 && p.k_codec.head_dim == kFastD && rows <= kFastRows && ok(p.k_codec, kl) &&
-         ok(p.v_codec, vl);
+  // D = 64 needs 4-bit V: a thread's V chunk (D / 8 coordinates) must hold whole code words.
+  const int d = p.k_codec.head_dim;
+  return p.new_tokens == 1 && (d == kFastD || (d == 64 && vl.mse_bits[0] == 4)) && rows <= kFastRows &&
+         ok(p.k_codec, kl) && ok(p.v_codec, vl);
 }
 
 using FastKernel = void (*)(AttnArgs);
 
-template <int MK, int MV, int MASK>
+template <int MK, int MV, int MASK, int D>
 FastKernel fast_kernel_s(bool softcap, bool half2, bool eight) {
   if (half2)
-    return softcap ? tq_attention_decode_kernel<MK, MV, MASK, true, true, 4>
-                   : tq_attention_decode_kernel<MK, MV, MASK, false, true, 4>;
+    return softcap ? tq_attention_decode_kernel<MK, MV, MASK, true, true, 4, D>
+                   : tq_attention_decode_kernel<MK, MV, MASK, false, true, 4, D>;
   if (eight)
-    return softcap ? tq_attention_decode_kernel<MK, MV, MASK, true, false, 8>
-                   : tq_attention_decode_kernel<MK, MV, MASK, false, false, 8>;
-  return softcap ? tq_attention_decode_kernel<MK, MV, MASK, true, false, 4>
-                 : tq_attention_decode_kernel<MK, MV, MASK, false, false, 4>;
+    return softcap ? tq_attention_decode_kernel<MK, MV, MASK, true, false, 8, D>
+                   : tq_attention_decode_kernel<MK, MV, MASK, false, false, 8, D>;
+  return softcap ? tq_attention_decode_kernel<MK, MV, MASK, true, false, 4, D>
+                 : tq_attention_decode_kernel<MK, MV, MASK, false, false, 4, D>;
 }
 
-template <int MK, int MV>
+template <int MK, int MV, int D>
 FastKernel fast_kernel_m(MaskType mask, bool softcap, bool half2, bool eight) {
 #if defined(TQ_EXP_MINIMAL) && TQ_EXP_MINIMAL
   (void)mask;
   (void)softcap;
-  if (half2) return tq_attention_decode_kernel<MK, MV, static_cast<int>(MaskType::kFloat32), false, true, 4>;
-  return eight ? tq_attention_decode_kernel<MK, MV, static_cast<int>(MaskType::kFloat32), false, false, 8>
-               : tq_attention_decode_kernel<MK, MV, static_cast<int>(MaskType::kFloat32), false, false, 4>;  // timing
+  constexpr int kF32 = static_cast<int>(MaskType::kFloat32);
+  if (half2) return tq_attention_decode_kernel<MK, MV, kF32, false, true, 4, D>;
+  return eight ? tq_attention_decode_kernel<MK, MV, kF32, false, false, 8, D>
+               : tq_attention_decode_kernel<MK, MV, kF32, false, false, 4, D>;  // timing
 #else
   switch (mask) {
     case MaskType::kFloat16:
-      return fast_kernel_s<MK, MV, static_cast<int>(MaskType::kFloat16)>(softcap, half2, eight);
-    case MaskType::kBool: return fast_kernel_s<MK, MV, static_cast<int>(MaskType::kBool)>(softcap, half2, eight);
-    default: return fast_kernel_s<MK, MV, static_cast<int>(MaskType::kFloat32)>(softcap, half2, eight);
+      return fast_kernel_s<MK, MV, static_cast<int>(MaskType::kFloat16), D>(softcap, half2, eight);
+    case MaskType::kBool: return fast_kernel_s<MK, MV, static_cast<int>(MaskType::kBool), D>(softcap, half2, eight);
+    default: return fast_kernel_s<MK, MV, static_cast<int>(MaskType::kFloat32), D>(softcap, half2, eight);
   }
 #endif
 }
 
 template <int MK>
-FastKernel fast_kernel_v(int mv, MaskType mask, bool softcap, bool half2, bool eight) {
+FastKernel fast_kernel_v(int mv, int d, MaskType mask, bool softcap, bool half2, bool eight) {
+  if (d == 64) return fast_kernel_m<MK, 4, 64>(mask, softcap, half2, eight);  // eligible only with 4-bit V
   switch (mv) {
-    case 2: return fast_kernel_m<MK, 2>(mask, softcap, half2, eight);
-    case 3: return fast_kernel_m<MK, 3>(mask, softcap, half2, eight);
-    default: return fast_kernel_m<MK, 4>(mask, softcap, half2, eight);
+    case 2: return fast_kernel_m<MK, 2, kFastD>(mask, softcap, half2, eight);
+    case 3: return fast_kernel_m<MK, 3, kFastD>(mask, softcap, half2, eight);
+    default: return fast_kernel_m<MK, 4, kFastD>(mask, softcap, half2, eight);
   }
 }
 
@@ -1119,9 +1125,10 @@ inline FastKernel fast_kernel(const AttnArgs& a) {
   const bool softcap = a.p.softcap > 0.0f;
   const bool half2 = a.rows > 8;
   const bool eight = a.fast_warps == 2 * kFastWarps;
+  const int d = a.p.k_codec.head_dim;
   switch (a.klay.mse_bits[0]) {
-    case 2: return fast_kernel_v<2>(a.vlay.mse_bits[0], mask, softcap, half2, eight);
-    case 3: return fast_kernel_v<3>(a.vlay.mse_bits[0], mask, softcap, half2, eight);
-    default: return fast_kernel_v<4>(a.vlay.mse_bits[0], mask, softcap, half2, eight);
+    case 2: return fast_kernel_v<2>(a.vlay.mse_bits[0], d, mask, softcap, half2, eight);
+    case 3: return fast_kernel_v<3>(a.vlay.mse_bits[0], d, mask, softcap, half2, eight);
+    default: return fast_kernel_v<4>(a.vlay.mse_bits[0], d, mask, softcap, half2, eight);
   }
 }

@@ -33,6 +33,8 @@ def main() -> None:
         (256, 4, 0, 1, 1),
         (128, 3, 0, 1, 4),
         (128, 4, 0, 1, 16),
+        (64, 4, 0, 1, 3),
+        (64, 4, 0, 1, 16),
     ):
         ref = RefCodec.build(CodecConfig(head_dim=d, bits=(bits,), qjl=bool(qjl)))
         c = Codec(d, (d,), (bits,), qjl)
@@ -73,23 +75,25 @@ def main() -> None:
         torch.cuda.synchronize()
         assert torch.isfinite(out).all()
     # The decode kernel's one-split epilogue (no window) and the reduce kernel (3 splits), each with
-    # Sylvester-Hadamard rotations (butterfly un-rotation) and dense ones (dense fallback), 4 and 8 warps.
-    d, b, hkv, t, group = 128, 2, 2, 300, 4
-    kref = RefCodec.build(CodecConfig(head_dim=d, bits=(4,)))
-    kc = Codec(d, (d,), (4,))
-    rot, cb = torch.from_numpy(kref.rotation).cuda(), torch.from_numpy(kref.codebook).cuda()
-    cache, q, mask = decode_inputs(k, kc, rot, cb, b, hkv, t, d, group)
-    dense = RefCodec.build(CodecConfig(head_dim=d, bits=(4,), rotation="dense"))
-    for vrot in (rot, torch.from_numpy(dense.rotation).cuda()):
-        krot = vrot
-        for warps in ("4", "8"):
-            os.environ["TQ_DECODE_WARPS"] = warps
-            for splits in (1, 3):
-                out = k.attention(
-                    kc, kc, q, cache, cache, mask, krot, cb, vrot, cb, scale=0.1, force_splits=splits
-                )
-                torch.cuda.synchronize()
-                assert torch.isfinite(out).all()
+    # Sylvester-Hadamard rotations (butterfly un-rotation) and dense ones (dense fallback), 4 and 8 warps,
+    # D 128 and 64 (4-bit K and V: the D = 64 decode instances).
+    for d in (64, 128):
+        b, hkv, t, group = 2, 2, 300, 4
+        kref = RefCodec.build(CodecConfig(head_dim=d, bits=(4,)))
+        kc = Codec(d, (d,), (4,))
+        rot, cb = torch.from_numpy(kref.rotation).cuda(), torch.from_numpy(kref.codebook).cuda()
+        cache, q, mask = decode_inputs(k, kc, rot, cb, b, hkv, t, d, group)
+        dense = RefCodec.build(CodecConfig(head_dim=d, bits=(4,), rotation="dense"))
+        for vrot in (rot, torch.from_numpy(dense.rotation).cuda()):
+            krot = vrot
+            for warps in ("4", "8"):
+                os.environ["TQ_DECODE_WARPS"] = warps
+                for splits in (1, 3):
+                    out = k.attention(
+                        kc, kc, q, cache, cache, mask, krot, cb, vrot, cb, scale=0.1, force_splits=splits
+                    )
+                    torch.cuda.synchronize()
+                    assert torch.isfinite(out).all()
     os.environ.pop("TQ_DECODE_WARPS")
     # The reduce kernel as a programmatic dependent launch of the decode kernel (its R_v check before
     # griddepcontrol.wait) and launched plainly (TQ_DECODE_PDL=0): B = 8, T = 1K, the launcher's own plan

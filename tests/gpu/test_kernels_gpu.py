@@ -276,6 +276,12 @@ ATTN_CASES = [  # (D, G, S, k(parts, bits, qjl), v(parts, bits), window(ns, rw),
     (128, 4, 1, ((128,), (4,), 0), ((128,), (4,)), (0, 0), "zero", 0.0),
     (128, 4, 1, ((128,), (3,), 0), ((128,), (3,)), (2, 6), "pad_heads", 0.0),
     (128, 8, 1, ((128,), (4,), 0), ((128,), (3,)), (0, 0), "pad_heads_f16", 0.0),
+    # decode fast path at D = 64 (4-bit V only): SmolLM2's G = 3, K 3-bit with a window and soft-cap, G = 16
+    # (16-row fragments) with K 2-bit and per-head float16 masks, and the all-visible mask probe
+    (64, 3, 1, ((64,), (4,), 0), ((64,), (4,)), (0, 0), "pad", 0.0),
+    (64, 8, 1, ((64,), (3,), 0), ((64,), (4,)), (2, 6), "bool", 30.0),
+    (64, 16, 1, ((64,), (2,), 0), ((64,), (4,)), (0, 0), "pad_heads_f16", 0.0),
+    (64, 4, 1, ((64,), (4,), 0), ((64,), (4,)), (0, 0), "zero", 0.0),
 ]
 
 
@@ -535,20 +541,22 @@ def test_attention_decode_warps(kernels, monkeypatch, case, warps):
 # c[e & 15], c[e >> 4]), one per cache. The converter's codebooks are the same for K and V at equal widths
 # and antisymmetric, so a swapped table, nibble order or codebook pointer would pass every case above; here K
 # and V decode with two different asymmetric codebooks (the codes stay those the real codebooks produced).
-PAIR_TABLE_CASES = [  # (G, K bits, V bits): both tables, K table only, V table only; G = 16 takes no table
-    (4, 4, 4),
-    (8, 4, 3),
-    (2, 2, 4),
-    (16, 4, 4),
+PAIR_TABLE_CASES = [  # (G, K bits, V bits, D): both tables, K table only, V table only; G = 16 takes no table
+    (4, 4, 4, 128),
+    (8, 4, 3, 128),
+    (2, 2, 4, 128),
+    (16, 4, 4, 128),
+    (3, 4, 4, 64),
+    (8, 3, 4, 64),
 ]
 
 
-@pytest.mark.parametrize("case", PAIR_TABLE_CASES, ids=lambda c: f"G{c[0]}-k{c[1]}v{c[2]}")
+@pytest.mark.parametrize("case", PAIR_TABLE_CASES, ids=lambda c: f"G{c[0]}-k{c[1]}v{c[2]}-D{c[3]}")
 @pytest.mark.parametrize("warps", [4, 8])
 def test_attention_decode_distinct_asymmetric_codebooks(kernels, monkeypatch, case, warps):
     monkeypatch.setenv("TQ_DECODE_WARPS", str(warps))
-    group, kbits, vbits = case
-    d, hkv, b, total = 128, 2, 3, 700
+    group, kbits, vbits, d = case
+    hkv, b, total = 2, 3, 700
     rng = np.random.default_rng(100 + group + kbits + vbits)
     kref, kc = build(d, (d,), (kbits,), 0, 0, "hadamard", seed=3)
     vref, vc = build(d, (d,), (vbits,), 0, 0, "hadamard", seed=4)
@@ -584,7 +592,8 @@ def test_attention_decode_eight_warps_buffer_mode(kernels, monkeypatch, group, w
 # the R a "hadamard" codec stores, near-misses of it (one sign, one ulp, two rows swapped, one head of two)
 # and a dense R, as R_k and R_v alike (k_dense: dense R_k, Hadamard R_v); all must match the float64
 # reference over the very R they are given. Splits 1 and 3: D=128 S=1 without a window runs the decode
-# kernel's own epilogue with one split and the reduce kernel with 3; D=64/256 (split kernel) always reduce.
+# kernel's own epilogue with one split and the reduce kernel with 3; D=64/256 (split kernel) always reduce,
+# except D=64 at G=4, whose V is 4-bit so that the D=64 decode kernel and its epilogue run instead.
 # float16 q, caches and output.
 def _rotation(kind: str, d: int, hkv: int, rng) -> np.ndarray:
     had = build(d, (d,), (4,), 0, 0, "hadamard", seed=11)[0].rotation.astype(np.float32)  # [1, d, d]
@@ -627,7 +636,8 @@ def test_attention_unrotation_hadamard_and_dense(kernels, monkeypatch, case):
     hq = hkv * group
     rng = np.random.default_rng(d * 7 + group + len(kind))
     kref, kc = build(d, (d,), (4,), 0, 0, "hadamard", seed=3)
-    vref, vc = build(d, (d,), (3,), 0, 0, "hadamard", seed=11)
+    vbits = 4 if (d == 64 and group == 4) else 3  # D = 64 takes the decode kernel only with 4-bit V
+    vref, vc = build(d, (d,), (vbits,), 0, 0, "hadamard", seed=11)
     v_rot = _rotation("hadamard" if kind == "k_dense" else kind, d, hkv, rng)
     k_rot = _rotation("dense" if kind == "k_dense" else kind, d, hkv, rng)
     k_cache, k_win = make_cache(kref, rng, b, hkv, total, d, ns, rw, "float16")
