@@ -25,6 +25,25 @@ def decode_inputs(k, kc, rot, cb, b, hkv, t, d, group):
     return cache, q, torch.zeros((b, 1, 1, t), device="cuda")
 
 
+def decode_codec(d):
+    """4-bit codec at head dim d: harness codec, Hadamard R, codebook, and a dense R (device tensors)."""
+    ref = RefCodec.build(CodecConfig(head_dim=d, bits=(4,)))
+    dense = RefCodec.build(CodecConfig(head_dim=d, bits=(4,), rotation="dense"))
+    cuda = [torch.from_numpy(x).cuda() for x in (ref.rotation, ref.codebook, dense.rotation)]
+    return Codec(d, (d,), (4,)), cuda[0], cuda[1], cuda[2]
+
+
+def decode_launches(k, kc, q, cache, mask, rot, cb, env, values, splits_list):
+    """Decode steps with R_k = R_v = rot, for each value of the environment knob env and each split count."""
+    for value in values:
+        os.environ[env] = value
+        for splits in splits_list:
+            out = k.attention(kc, kc, q, cache, cache, mask, rot, cb, rot, cb, scale=0.1, force_splits=splits)
+            torch.cuda.synchronize()
+            assert torch.isfinite(out).all()
+    os.environ.pop(env)
+
+
 def main() -> None:
     k = Kernels()
     for d, bits, qjl, s, group in (
@@ -79,37 +98,18 @@ def main() -> None:
     # D 128 and 64 (4-bit K and V: the D = 64 decode instances).
     for d in (64, 128):
         b, hkv, t, group = 2, 2, 300, 4
-        kref = RefCodec.build(CodecConfig(head_dim=d, bits=(4,)))
-        kc = Codec(d, (d,), (4,))
-        rot, cb = torch.from_numpy(kref.rotation).cuda(), torch.from_numpy(kref.codebook).cuda()
+        kc, rot, cb, dense = decode_codec(d)
         cache, q, mask = decode_inputs(k, kc, rot, cb, b, hkv, t, d, group)
-        dense = RefCodec.build(CodecConfig(head_dim=d, bits=(4,), rotation="dense"))
-        for vrot in (rot, torch.from_numpy(dense.rotation).cuda()):
-            krot = vrot
-            for warps in ("4", "8"):
-                os.environ["TQ_DECODE_WARPS"] = warps
-                for splits in (1, 3):
-                    out = k.attention(
-                        kc, kc, q, cache, cache, mask, krot, cb, vrot, cb, scale=0.1, force_splits=splits
-                    )
-                    torch.cuda.synchronize()
-                    assert torch.isfinite(out).all()
-    os.environ.pop("TQ_DECODE_WARPS")
+        for vrot in (rot, dense):
+            decode_launches(k, kc, q, cache, mask, vrot, cb, "TQ_DECODE_WARPS", ("4", "8"), (1, 3))
     # The reduce kernel as a programmatic dependent launch of the decode kernel (its R_v check before
     # griddepcontrol.wait) and launched plainly (TQ_DECODE_PDL=0): B = 8, T = 1K, the launcher's own plan
-    # (reduce kernel) and 8 splits, Hadamard and dense R.
-    b, t = 8, 1024
+    # (reduce kernel) and 8 splits, Hadamard and dense R, D = 128.
+    d, b, hkv, t, group = 128, 8, 2, 1024, 4
+    kc, rot, cb, dense = decode_codec(d)
     cache, q, mask = decode_inputs(k, kc, rot, cb, b, hkv, t, d, group)
-    for vrot in (rot, torch.from_numpy(dense.rotation).cuda()):
-        for pdl in ("1", "0"):
-            os.environ["TQ_DECODE_PDL"] = pdl
-            for splits in (0, 8):
-                out = k.attention(
-                    kc, kc, q, cache, cache, mask, vrot, cb, vrot, cb, scale=0.1, force_splits=splits
-                )
-                torch.cuda.synchronize()
-                assert torch.isfinite(out).all()
-    os.environ.pop("TQ_DECODE_PDL")
+    for vrot in (rot, dense):
+        decode_launches(k, kc, q, cache, mask, vrot, cb, "TQ_DECODE_PDL", ("1", "0"), (0, 8))
     print("sanitize cases ran", np.__version__)
 
 
