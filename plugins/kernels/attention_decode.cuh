@@ -76,7 +76,9 @@ __host__ __device__ constexpr int fast_stages(int mk, int mv, int lut_bytes_per_
              : (4 * (kFastTile * ((mk + mv) * d / 8 + 4) + 64) + lut_bytes_per_4_warps <= budget
                     ? 4
                     : (3 * (kFastTile * ((mk + mv) * d / 8 + 4) + 64) + lut_bytes_per_4_warps <= budget ? 3 : 2));
-}// Blocks per SM the register cap is sized for: 4 (G <= 8) or 3 (G > 8) 4-warp blocks, or as many as the shared
+}
+
+// Blocks per SM the register cap is sized for: 4 (G <= 8) or 3 (G > 8) 4-warp blocks, or as many as the shared
 // memory of the stages and pair tables admits when that is fewer (228 KB per SM, 1 KB reserved per block), so
 // a table instance that smem limits to 3 blocks may use up to 168 registers instead of spilling at 128.
 __host__ __device__ constexpr int fast_min_blocks(int mk, int mv, bool half2, int nw, int d) {
