@@ -1,4 +1,5 @@
-// Fast decode path of TQAttention (S == 1, D == 128, one part per cache, no QJL, 2..4 MSE bits for K and V).
+// Fast decode path of TQAttention (S == 1, one part per cache, no QJL, 2..4 MSE bits for K and V; D = 128, D = 64,
+// and D = 256 with G <= 8; at D = 64 2/3-bit V needs G <= 8 too: fast_decode_eligible).
 // Included by attention.cu inside its anonymous namespace (it shares AttnArgs, window_block, mask_add, ...);
 // everything else goes through the generic split kernel there.
 //
@@ -61,8 +62,9 @@ __host__ __device__ constexpr int fast_lut_bytes(int mk, int mv, bool half2) {
 
 // Shared memory per 4 warps the stages and tables may take: 56 KB (4 blocks per SM); 75 KB (3 blocks) for the
 // 4-warp instances with a K pair table, whose tile loop needs more than 128 registers (it spills at 4 blocks).
-__host__ __device__ constexpr int fast_block_budget(int mk, bool half2, int nw) {
-  return lut_decode(mk, half2) && nw == kFastWarps ? 75 * 1024 : 56 * 1024;
+// D = 256 (4 warps, G <= 8 only) is sized for 2 blocks per SM: twice D = 128's query and accumulator registers.
+__host__ __device__ constexpr int fast_block_budget(int mk, bool half2, int nw, int d = kFastD) {
+  return d == 256 ? 112 * 1024 : (lut_decode(mk, half2) && nw == kFastWarps ? 75 * 1024 : 56 * 1024);
 }
 
 // Pipeline depth: 4 stages when 4 blocks of them fit an SM's shared memory (<= 56 KB each), else 3; with the
@@ -82,10 +84,10 @@ __host__ __device__ constexpr int fast_stages(int mk, int mv, int lut_bytes_per_
 // memory of the stages and pair tables admits when that is fewer (228 KB per SM, 1 KB reserved per block), so
 // a table instance that smem limits to 3 blocks may use up to 168 registers instead of spilling at 128.
 __host__ __device__ constexpr int fast_min_blocks(int mk, int mv, bool half2, int nw, int d) {
-  const int by_regs = (half2 ? kFastMinBlocks : kFastMinBlocksHalf) * kFastWarps / nw;
+  const int by_regs = d == 256 ? 2 : (half2 ? kFastMinBlocks : kFastMinBlocksHalf) * kFastWarps / nw;
   const int lut = fast_lut_bytes(mk, mv, half2);
   const int stage = (kFastTile * ((mk + mv) * d / 8 + 4) + 64) * nw / kFastWarps;
-  const int smem = fast_stages(mk, mv, lut * kFastWarps / nw, fast_block_budget(mk, half2, nw), d) * stage + lut;
+  const int smem = fast_stages(mk, mv, lut * kFastWarps / nw, fast_block_budget(mk, half2, nw, d), d) * stage + lut;
   const int by_smem = 228 * 1024 / (smem + 1024);
   return lut == 0 || by_smem >= by_regs ? by_regs : (by_smem < 1 ? 1 : by_smem);
 }
@@ -244,6 +246,20 @@ __device__ __forceinline__ ChunkWords<M, CS> load_chunk(const uint8_t* codes, co
     }
   }
   return c;
+}
+
+// Selector word of half a 2/3-bit unit: nibble p holds the code of unit coordinate 2p + odd (unit_selectors' s0
+// for odd = 0, s1 for 1). w1: the unit's 16 bits of the 1-bit segment in bits 0..15.
+template <int M>
+__device__ __forceinline__ uint32_t half_unit_selector(uint32_t w2, uint32_t w1, int odd) {
+  uint32_t s = (w2 >> (2 * odd)) & 0x33333333u;
+  if constexpr (M == 3) {
+    uint32_t x = prmt(w1, 0u, 0x4140u);  // bytes (b0, 0, b1, 0)
+    x = (x | (x << 4)) & 0x0f0f0f0fu;
+    x = (x | (x << 2)) & 0x33333333u;
+    s |= (x << (2 - odd)) & 0x44444444u;
+  }
+  return s;
 }
 
 // Decodes a thread's CS-coordinate chunk of one row into CS/4 groups of byte planes.
@@ -422,15 +438,18 @@ template <int MK, int MV, int MASK, bool SOFTCAP, bool HALF2, int NW, int D>
 __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D))
     tq_attention_decode_kernel(const AttnArgs a) {
   static_assert(NW == kFastWarps || (NW == 2 * kFastWarps && !HALF2), "4 warps, or 8 without HALF2");
-  static_assert(D == kFastD || (D == 64 && MV == 4), "D = 128, or D = 64 with 4-bit V (whole V code words)");
+  static_assert(D == kFastD || D == 64 || (D == 256 && NW == kFastWarps && !HALF2),
+                "D = 128, D = 64, or D = 256 with 4 warps and G <= 8");
   constexpr bool LK = lut_decode(MK, HALF2);        // K codes through a pair table
   constexpr bool LV = lut_decode(MV, HALF2);        // V codes through a pair table
   constexpr int kFastStages =  // shadows the maximum
-      fast_stages(MK, MV, fast_lut_bytes(MK, MV, HALF2) * 4 / NW, fast_block_budget(MK, HALF2, NW), D);
+      fast_stages(MK, MV, fast_lut_bytes(MK, MV, HALF2) * 4 / NW, fast_block_budget(MK, HALF2, NW, D), D);
   constexpr int kFastTile = 32 * NW;                // shadows the 4-warp tile
   constexpr int kFastWarps = NW;                    // shadows the 4-warp block
   constexpr int CSK = D / 4;    // K coordinates per thread per token
   constexpr int CSV = D / 8;    // V coordinates per thread per token (= n-tiles of P V)
+  constexpr bool VHALF = CSV < unit_coords<MV>();  // D = 64, 2/3-bit V: half a unit per thread
+  static_assert(!VHALF || (2 * CSV == unit_coords<MV>() && !HALF2 && !lut_decode(MV, HALF2)), "half units");
   constexpr int KSTEPS = D / 16;
   // The reduce kernel (a programmatic dependent launch after this kernel: launch_attention) may start now; it
   // reads only R_v until its pdl_wait, which waits for this grid to complete.
@@ -499,15 +518,18 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
   // q rotation (formerly its own kernel): qh[r][i] = fp16(scale * sum_k R_k[i][k] q[r][k]) for this kv head's
   // rows, staged in stage kFastStages-1: the prologue leaves it empty and the loop refills it only after its
   // first barrier. Same float32 operation order as tq_rotate_q_kernel.
-  static_assert(kFastWarps * 32 >= kFastD, "one thread per rotated coordinate");
+  // Thread t rotates coordinate t (threads D.. with 8 warps or D = 64 repeat 0..D-1 and store nothing), or at
+  // D = 256 coordinates t and t + 128.
+  constexpr int kRot = D > kFastWarps * 32 ? D / (kFastWarps * 32) : 1;
+  static_assert(kRot * kFastWarps * 32 >= D && (kRot == 1 || kRot * kFastWarps * 32 == D), "rotated coordinates");
   constexpr int QH = D + 8;  // fp16 row stride of the rotated queries
   float* qs = reinterpret_cast<float*>(smem + (kFastStages - 1) * a.fast_stage_bytes);  // [rows][D] float32
   __half* qh = reinterpret_cast<__half*>(qs);                                             // [16][QH] afterwards
   for (int idx = threadIdx.x; idx < a.rows * D; idx += blockDim.x)
     qs[idx] = dev::load_as_float(p.q, p.dtype, global_row(a, b, g, idx / D) * D + idx % D);
   __syncthreads();
-  {
-    const int i = threadIdx.x % D;  // threads D.. (8 warps, or D = 64) repeat 0..D-1 and store nothing
+  if constexpr (kRot == 1) {  // kept apart from the D = 256 loop: merging them moved ptxas' register allocation
+    const int i = threadIdx.x % D;
     const float* rrow = p.k_rotation + (static_cast<int64_t>(p.k_rotation_heads == 1 ? 0 : g) * D + i) * D;
     const bool vec = (reinterpret_cast<uintptr_t>(p.k_rotation) & 15) == 0;
     float acc[kFastRows];
@@ -536,6 +558,44 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
 #pragma unroll
       for (int r = 0; r < kFastRows; ++r)
         if (r < a.rows) qh[r * QH + i] = __float2half_rn(acc[r] * p.scale);
+    }
+  } else {  // D = 256: coordinates t and t + 128
+    const bool vec = (reinterpret_cast<uintptr_t>(p.k_rotation) & 15) == 0;
+    float acc[kRot][kFastRows];
+#pragma unroll
+    for (int j = 0; j < kRot; ++j) {
+      const int i = threadIdx.x + kFastWarps * 32 * j;
+      const float* rrow = p.k_rotation + (static_cast<int64_t>(p.k_rotation_heads == 1 ? 0 : g) * D + i) * D;
+#pragma unroll
+      for (int r = 0; r < kFastRows; ++r) acc[j][r] = 0.0f;
+#pragma unroll 1
+      for (int c0 = 0; c0 < D; c0 += 32) {
+        float4 rv[8];
+#pragma unroll
+        for (int k = 0; k < 8; ++k)
+          rv[k] = vec ? __ldg(reinterpret_cast<const float4*>(rrow + c0) + k)
+                      : make_float4(rrow[c0 + 4 * k], rrow[c0 + 4 * k + 1], rrow[c0 + 4 * k + 2],
+                                    rrow[c0 + 4 * k + 3]);
+#pragma unroll
+        for (int r = 0; r < kFastRows; ++r) {
+          if (r < a.rows) {
+#pragma unroll
+            for (int k = 0; k < 8; ++k) {
+              const float4 v = *reinterpret_cast<const float4*>(qs + r * D + c0 + 4 * k);
+              acc[j][r] =
+                  fmaf(rv[k].x, v.x, fmaf(rv[k].y, v.y, fmaf(rv[k].z, v.z, fmaf(rv[k].w, v.w, acc[j][r]))));
+            }
+          }
+        }
+      }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int j = 0; j < kRot; ++j) {
+      const int i = threadIdx.x + kFastWarps * 32 * j;
+#pragma unroll
+      for (int r = 0; r < kFastRows; ++r)
+        if (r < a.rows) qh[r * QH + i] = __float2half_rn(acc[j][r] * p.scale);
     }
   }
   __syncthreads();
@@ -596,8 +656,12 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
   const int k1off = hk + (32 * warp + qr) * KRB + D / 4 + qc * (CSK / 8);  // 1-bit segment (unshifted)
   const int val0 = hv & 3;
   const int val1 = (hv + 2) & 3;
-  const int voff = hv + (32 * warp + 2 * qc) * VRB + qr * (CSV * (MV == 4 ? 4 : 2) / 8);
-  const int v1off = hv + (32 * warp + 2 * qc) * VRB + D / 4 + qr * (CSV / 8);
+  // D = 64 with 2/3-bit V: a V chunk (8 coordinates) is half a 16-coordinate unit; thread qr reads unit qr / 2
+  // whole and decodes its even (qr even) or odd coordinates (half_unit_selector; v_chunk_coord).
+  const int vbyte = VHALF ? (qr / 2) * 4 : qr * (CSV * (MV == 4 ? 4 : 2) / 8);
+  const int v1byte = VHALF ? (qr / 2) * 2 : qr * (CSV / 8);
+  const int voff = hv + (32 * warp + 2 * qc) * VRB + vbyte;
+  const int v1off = hv + (32 * warp + 2 * qc) * VRB + D / 4 + v1byte;
   const int knoff = hk + (32 * warp + 2 * qc) * KRB + KRB - 2;  // gamma of column 2qc (then + col * KRB)
   const int vnoff = hv + (32 * warp + 2 * qc) * VRB + VRB - 2;
   const int knoff_t = hk + (32 * warp + qr) * KRB + KRB - 2;  // S^T layout (G <= 8): gamma of token qr
@@ -903,9 +967,15 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const int tok = 16 * s + 8 * h;  // relative to column 2qc; its pair partner is tok + 1
-        const auto wa = load_chunk<MV, CSV>(vs + voff + tok * VRB - val0, vs + v1off + tok * VRB, val0);
-        const auto wb = load_chunk<MV, CSV>(vs + voff + (tok + 1) * VRB - val1, vs + v1off + (tok + 1) * VRB, val1);
-        if constexpr (LV) {
+        constexpr int CSL = VHALF ? 2 * CSV : CSV;  // coordinates loaded
+        const auto wa = load_chunk<MV, CSL>(vs + voff + tok * VRB - val0, vs + v1off + tok * VRB, val0);
+        const auto wb = load_chunk<MV, CSL>(vs + voff + (tok + 1) * VRB - val1, vs + v1off + (tok + 1) * VRB, val1);
+        if constexpr (VHALF) {
+          const uint32_t sa = half_unit_selector<MV>(wa.w[0], wa.w1[0], qr & 1);
+          const uint32_t sb = half_unit_selector<MV>(wb.w[0], wb.w1[0], qr & 1);
+          xs[h][0] = prmt(sa, sb, 0x5140u);
+          xs[h][1] = prmt(sa, sb, 0x7362u);
+        } else if constexpr (LV) {
           // Pair bytes (a_p | b_p << 4): word 2u byte k = position 8u + 2k, word 2u + 1 byte k = 8u + 2k + 1.
 #pragma unroll
           for (int u = 0; u < CSV / 8; ++u) {
@@ -975,7 +1045,7 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
     for (int i = 0; i < CSV / 2; ++i) {
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
-        const int col = qr * CSV + chunk_coord<MV>(2 * i + e);
+        const int col = VHALF ? 16 * (qr / 2) + 2 * (2 * i + e) + (qr & 1) : qr * CSV + chunk_coord<MV>(2 * i + e);
         cb_o[(warp * kFastRows + 2 * qc) * D + col] = oacc[i][2 * e];
         cb_o[(warp * kFastRows + 2 * qc + 1) * D + col] = oacc[i][2 * e + 1];
       }
@@ -1025,23 +1095,28 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
   // one output column each, dense.
   const float* rot = p.v_rotation + static_cast<int64_t>(p.v_rotation_heads == 1 ? 0 : g) * D * D;
   if (fast_out_hadamard<NW, D>(rot, mo, mol, a.rows, p.out, p.dtype, global_row(a, b, g, 0))) return;
+  // D = 256: two columns per thread (a loop only there: it moved the smaller instances' register allocation).
+  constexpr int kCols = D > kFastWarps * 32 ? D / (kFastWarps * 32) : 1;
   if (threadIdx.x >= D) return;
-  const int i = threadIdx.x;
-  float acc[kFastRows];
+#pragma unroll 1
+  for (int j = 0; j < kCols; ++j) {
+    const int i = threadIdx.x + kFastWarps * 32 * j;
+    float acc[kFastRows];
 #pragma unroll
-  for (int r = 0; r < kFastRows; ++r) acc[r] = 0.0f;
+    for (int r = 0; r < kFastRows; ++r) acc[r] = 0.0f;
 #pragma unroll 4
-  for (int k = 0; k < D; ++k) {
-    const float rk = rot[k * D + i];
+    for (int k = 0; k < D; ++k) {
+      const float rk = rot[k * D + i];
 #pragma unroll
-    for (int r = 0; r < kFastRows; ++r)
-      if (r < a.rows) acc[r] = fmaf(rk, mo[r * D + k], acc[r]);
-  }
+      for (int r = 0; r < kFastRows; ++r)
+        if (r < a.rows) acc[r] = fmaf(rk, mo[r * D + k], acc[r]);
+    }
 #pragma unroll
-  for (int r = 0; r < kFastRows; ++r) {
-    if (r < a.rows) {
-      const float l = mol[r];
-      dev::store_from_float(p.out, p.dtype, global_row(a, b, g, r) * D + i, l > 0.0f ? acc[r] / l : 0.0f);
+    for (int r = 0; r < kFastRows; ++r) {
+      if (r < a.rows) {
+        const float l = mol[r];
+        dev::store_from_float(p.out, p.dtype, global_row(a, b, g, r) * D + i, l > 0.0f ? acc[r] / l : 0.0f);
+      }
     }
   }
 }
@@ -1058,7 +1133,7 @@ inline void fast_smem_layout(AttnArgs& a) {
   const int merge = (nw * kFastRows * d + 2 * nw * kFastRows + kFastRows * d + kFastRows) * 4;
   const int mk = a.klay.mse_bits[0], mv = a.vlay.mse_bits[0];
   const int lut = fast_lut_bytes(mk, mv, a.rows > 8);  // pair tables after the stages (same rule as the kernel)
-  const int stages = fast_stages(mk, mv, lut * kFastWarps / nw, fast_block_budget(mk, a.rows > 8, nw), d);
+  const int stages = fast_stages(mk, mv, lut * kFastWarps / nw, fast_block_budget(mk, a.rows > 8, nw, d), d);
   a.smem_bytes = std::max(stages * a.fast_stage_bytes + lut, merge);
 }
 
@@ -1067,22 +1142,36 @@ inline bool fast_decode_eligible(const AttentionParams& p, const RowLayout& kl, 
   auto ok = [](const CodecConfig& c, const RowLayout& l) {
     return c.num_parts == 1 && c.qjl == 0 && l.mse_bits[0] >= 2 && l.mse_bits[0] <= 4;
   };
-  // D = 64 needs 4-bit V: a thread's V chunk (D / 8 coordinates) must hold whole code words.
+  // D = 256 needs G <= 8 (the S^T layout: 16 query rows would double its registers again); D = 64 with 2/3-bit
+  // V also (a thread's V chunk is half a code unit, decoded in the S^T layout only).
   const int d = p.k_codec.head_dim;
-  return p.new_tokens == 1 && (d == kFastD || (d == 64 && vl.mse_bits[0] == 4)) && rows <= kFastRows &&
-         ok(p.k_codec, kl) && ok(p.v_codec, vl);
+  const bool dim_ok = d == kFastD || (d == 64 && (vl.mse_bits[0] == 4 || rows <= 8)) || (d == 256 && rows <= 8);
+  return p.new_tokens == 1 && dim_ok && rows <= kFastRows && ok(p.k_codec, kl) && ok(p.v_codec, vl);
 }
 
 using FastKernel = void (*)(AttnArgs);
 
+// Instances that exist: G > 8 (HALF2) not at D = 256 nor with half-unit V chunks (D = 64, 2/3-bit V); 8 warps
+// not at D = 256 (fast_decode_eligible and fast_warps_ok keep the launcher off the others).
+template <int MV, int D>
+constexpr bool fast_has_half2() {
+  return D != 256 && !(D == 64 && MV != 4);
+}
+
 template <int MK, int MV, int MASK, int D>
 FastKernel fast_kernel_s(bool softcap, bool half2, bool eight) {
-  if (half2)
-    return softcap ? tq_attention_decode_kernel<MK, MV, MASK, true, true, 4, D>
-                   : tq_attention_decode_kernel<MK, MV, MASK, false, true, 4, D>;
-  if (eight)
-    return softcap ? tq_attention_decode_kernel<MK, MV, MASK, true, false, 8, D>
-                   : tq_attention_decode_kernel<MK, MV, MASK, false, false, 8, D>;
+  if constexpr (fast_has_half2<MV, D>()) {
+    if (half2)
+      return softcap ? tq_attention_decode_kernel<MK, MV, MASK, true, true, 4, D>
+                     : tq_attention_decode_kernel<MK, MV, MASK, false, true, 4, D>;
+  }
+  if constexpr (D != 256) {
+    if (eight)
+      return softcap ? tq_attention_decode_kernel<MK, MV, MASK, true, false, 8, D>
+                     : tq_attention_decode_kernel<MK, MV, MASK, false, false, 8, D>;
+  }
+  (void)half2;
+  (void)eight;
   return softcap ? tq_attention_decode_kernel<MK, MV, MASK, true, false, 4, D>
                  : tq_attention_decode_kernel<MK, MV, MASK, false, false, 4, D>;
 }
@@ -1093,9 +1182,15 @@ FastKernel fast_kernel_m(MaskType mask, bool softcap, bool half2, bool eight) {
   (void)mask;
   (void)softcap;
   constexpr int kF32 = static_cast<int>(MaskType::kFloat32);
-  if (half2) return tq_attention_decode_kernel<MK, MV, kF32, false, true, 4, D>;
-  return eight ? tq_attention_decode_kernel<MK, MV, kF32, false, false, 8, D>
-               : tq_attention_decode_kernel<MK, MV, kF32, false, false, 4, D>;  // timing
+  if constexpr (fast_has_half2<MV, D>()) {
+    if (half2) return tq_attention_decode_kernel<MK, MV, kF32, false, true, 4, D>;
+  }
+  if constexpr (D != 256) {
+    if (eight) return tq_attention_decode_kernel<MK, MV, kF32, false, false, 8, D>;
+  }
+  (void)half2;
+  (void)eight;
+  return tq_attention_decode_kernel<MK, MV, kF32, false, false, 4, D>;  // timing
 #else
   switch (mask) {
     case MaskType::kFloat16:
@@ -1106,19 +1201,26 @@ FastKernel fast_kernel_m(MaskType mask, bool softcap, bool half2, bool eight) {
 #endif
 }
 
-template <int MK>
-FastKernel fast_kernel_v(int mv, int d, MaskType mask, bool softcap, bool half2, bool eight) {
-  if (d == 64) return fast_kernel_m<MK, 4, 64>(mask, softcap, half2, eight);  // eligible only with 4-bit V
+template <int MK, int D>
+FastKernel fast_kernel_d(int mv, MaskType mask, bool softcap, bool half2, bool eight) {
   switch (mv) {
-    case 2: return fast_kernel_m<MK, 2, kFastD>(mask, softcap, half2, eight);
-    case 3: return fast_kernel_m<MK, 3, kFastD>(mask, softcap, half2, eight);
-    default: return fast_kernel_m<MK, 4, kFastD>(mask, softcap, half2, eight);
+    case 2: return fast_kernel_m<MK, 2, D>(mask, softcap, half2, eight);
+    case 3: return fast_kernel_m<MK, 3, D>(mask, softcap, half2, eight);
+    default: return fast_kernel_m<MK, 4, D>(mask, softcap, half2, eight);
   }
 }
 
-// True when the decode kernel can run with this many warps per block (8 only without HALF2, i.e. G <= 8).
-inline bool fast_warps_ok(int warps, int rows) {
-  return warps == kFastWarps || (warps == 2 * kFastWarps && rows <= 8);
+template <int MK>
+FastKernel fast_kernel_v(int mv, int d, MaskType mask, bool softcap, bool half2, bool eight) {
+  if (d == 64) return fast_kernel_d<MK, 64>(mv, mask, softcap, half2, eight);
+  if (d == 256) return fast_kernel_d<MK, 256>(mv, mask, softcap, half2, eight);
+  return fast_kernel_d<MK, kFastD>(mv, mask, softcap, half2, eight);
+}
+
+// True when the decode kernel can run with this many warps per block (8 only without HALF2, i.e. G <= 8, and
+// not at D = 256).
+inline bool fast_warps_ok(int warps, int rows, int d) {
+  return warps == kFastWarps || (warps == 2 * kFastWarps && rows <= 8 && d != 256);
 }
 
 // The decode kernel instance for these parameters (fast_decode_eligible and fast_warps_ok must hold).

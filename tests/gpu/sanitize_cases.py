@@ -54,6 +54,8 @@ def main() -> None:
         (128, 4, 0, 1, 16),
         (64, 4, 0, 1, 3),
         (64, 4, 0, 1, 16),
+        (256, 3, 0, 1, 8),
+        (64, 3, 0, 1, 4),
     ):
         ref = RefCodec.build(CodecConfig(head_dim=d, bits=(bits,), qjl=bool(qjl)))
         c = Codec(d, (d,), (bits,), qjl)
@@ -95,8 +97,8 @@ def main() -> None:
         assert torch.isfinite(out).all()
     # The decode kernel's one-split epilogue (no window) and the reduce kernel (3 splits), each with
     # Sylvester-Hadamard rotations (butterfly un-rotation) and dense ones (dense fallback), 4 and 8 warps,
-    # D 128 and 64 (4-bit K and V: the D = 64 decode instances).
-    for d in (64, 128):
+    # D 128, 64 and 256 (4-bit K and V: the D = 64 and D = 256 decode instances).
+    for d in (64, 128, 256):
         b, hkv, t, group = 2, 2, 300, 4
         kc, rot, cb, dense = decode_codec(d)
         cache, q, mask = decode_inputs(k, kc, rot, cb, b, hkv, t, d, group)

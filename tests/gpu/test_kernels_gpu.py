@@ -282,6 +282,17 @@ ATTN_CASES = [  # (D, G, S, k(parts, bits, qjl), v(parts, bits), window(ns, rw),
     (64, 8, 1, ((64,), (3,), 0), ((64,), (4,)), (2, 6), "bool", 30.0),
     (64, 16, 1, ((64,), (2,), 0), ((64,), (4,)), (0, 0), "pad_heads_f16", 0.0),
     (64, 4, 1, ((64,), (4,), 0), ((64,), (4,)), (0, 0), "zero", 0.0),
+    # D = 64 with 2/3-bit V (G <= 8: each thread decodes half a 16-coordinate unit): SmolLM2 at preset 3, K 4-bit /
+    # V 2-bit with a window, a bool mask and soft-cap, K 2-bit / V 3-bit with per-head float16 masks
+    (64, 3, 1, ((64,), (3,), 0), ((64,), (3,)), (0, 0), "pad", 0.0),
+    (64, 8, 1, ((64,), (4,), 0), ((64,), (2,)), (2, 6), "bool", 30.0),
+    (64, 4, 1, ((64,), (2,), 0), ((64,), (3,)), (0, 0), "pad_heads_f16", 0.0),
+    # decode fast path at D = 256 (G <= 8, 4 warps, every width): Gemma 2's G = 2 with soft-cap 50 and a
+    # window, 3-bit K/V at G = 8 with a bool mask, K 2-bit / V 4-bit with per-head float16 masks, the mask probe
+    (256, 2, 1, ((256,), (4,), 0), ((256,), (4,)), (4, 8), "pad", 50.0),
+    (256, 8, 1, ((256,), (3,), 0), ((256,), (3,)), (0, 0), "bool", 0.0),
+    (256, 4, 1, ((256,), (2,), 0), ((256,), (4,)), (0, 0), "pad_heads_f16", 0.0),
+    (256, 1, 1, ((256,), (4,), 0), ((256,), (2,)), (0, 0), "zero", 0.0),
 ]
 
 
@@ -548,6 +559,10 @@ PAIR_TABLE_CASES = [  # (G, K bits, V bits, D): both tables, K table only, V tab
     (16, 4, 4, 128),
     (3, 4, 4, 64),
     (8, 3, 4, 64),
+    (2, 4, 4, 256),
+    (8, 4, 3, 256),
+    (4, 4, 3, 64),
+    (2, 3, 2, 64),
 ]
 
 
@@ -591,9 +606,9 @@ def test_attention_decode_eight_warps_buffer_mode(kernels, monkeypatch, group, w
 # else the dense product; the q rotation stays dense. The kernels never see rotation_kind: these cases feed
 # the R a "hadamard" codec stores, near-misses of it (one sign, one ulp, two rows swapped, one head of two)
 # and a dense R, as R_k and R_v alike (k_dense: dense R_k, Hadamard R_v); all must match the float64
-# reference over the very R they are given. Splits 1 and 3: D=128 S=1 without a window runs the decode
-# kernel's own epilogue with one split and the reduce kernel with 3; D=64/256 (split kernel) always reduce,
-# except D=64 at G=4, whose V is 4-bit so that the D=64 decode kernel and its epilogue run instead.
+# reference over the very R they are given. Splits 1 and 3: D=128 and D=256 S=1 without a window run the
+# decode kernel's own epilogue with one split and the reduce kernel with 3, at D=64 with 4-bit V (G = 4) or
+# 3-bit V (G = 1, 8) alike.
 # float16 q, caches and output.
 def _rotation(kind: str, d: int, hkv: int, rng) -> np.ndarray:
     had = build(d, (d,), (4,), 0, 0, "hadamard", seed=11)[0].rotation.astype(np.float32)  # [1, d, d]
@@ -636,7 +651,7 @@ def test_attention_unrotation_hadamard_and_dense(kernels, monkeypatch, case):
     hq = hkv * group
     rng = np.random.default_rng(d * 7 + group + len(kind))
     kref, kc = build(d, (d,), (4,), 0, 0, "hadamard", seed=3)
-    vbits = 4 if (d == 64 and group == 4) else 3  # D = 64 takes the decode kernel only with 4-bit V
+    vbits = 4 if (d == 64 and group == 4) else 3  # D = 64: whole (4-bit) and half (3-bit) V units per thread
     vref, vc = build(d, (d,), (vbits,), 0, 0, "hadamard", seed=11)
     v_rot = _rotation("hadamard" if kind == "k_dense" else kind, d, hkv, rng)
     k_rot = _rotation("dense" if kind == "k_dense" else kind, d, hkv, rng)
