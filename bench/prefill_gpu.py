@@ -1,0 +1,86 @@
+"""TQAttention on a prefill chunk (S > 1 query tokens, causal) vs torch SDPA fp16, in the same run.
+
+A converted model's prefill runs TQAttention with S = chunk length over the compressed cache (the past plus
+the chunk, which TQQuantize has just appended). This times that call against
+`torch.nn.functional.scaled_dot_product_attention` on the uncompressed float16 cache of the same length: with
+no past, `is_causal=True` (flash attention); with a past, a boolean mask of the chunk's causal band (SDPA then
+takes its masked kernel). Hq 32, Hkv 8, D 128 by default, 4-bit K/V, Hadamard R. Prints the card, microseconds
+and the ratio SDPA / ours (> 1: ours faster). Never asserts.
+Run: python3 bench/prefill_gpu.py [--shape Hq,Hkv,D] [--bits 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.attention_gpu import hadamard_rotation, random_cache  # noqa: E402
+from bench.gpu_harness.capi import Codec, Kernels  # noqa: E402
+from bench.gpu_harness.timing import time_graph_us  # noqa: E402
+
+CASES = [  # (B, past tokens, chunk tokens)
+    (1, 0, 256),
+    (1, 0, 1024),
+    (1, 0, 2048),
+    (1, 4096, 512),
+    (1, 8192, 2048),
+    (4, 0, 1024),
+    (4, 4096, 256),
+]
+
+
+def main() -> None:
+    import torch
+    import torch.nn.functional as F
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shape", default="32,8,128", help="Hq,Hkv,D (default 32,8,128)")
+    ap.add_argument("--bits", type=int, default=4, help="K and V code width (default 4)")
+    args = ap.parse_args()
+    hq, hkv, d = (int(x) for x in args.shape.split(","))
+    kern = Kernels()
+    codec = Codec(d, (d,), (args.bits,))
+    book = torch.zeros((1, 256), device="cuda")
+    book[0, : 2**args.bits] = torch.linspace(-0.2, 0.2, 2**args.bits, device="cuda")
+    rot = torch.from_numpy(hadamard_rotation(d)[None]).float().cuda()
+    name = torch.cuda.get_device_name()
+    rows = []
+    for b, past, s in CASES:
+        t = past + s
+        q = torch.randn((b, hq, s, d), dtype=torch.float16, device="cuda")
+        kc, vc = random_cache(torch, codec, b, t, hkv), random_cache(torch, codec, b, t, hkv)
+        qpos = past + torch.arange(s, device="cuda")
+        allowed = torch.arange(t, device="cuda")[None, :] <= qpos[:, None]  # [s, t]
+        mask = torch.where(allowed, 0.0, float("-inf")).float()[None, None].expand(b, 1, s, t).contiguous()
+        out = torch.empty_like(q)
+
+        def ours(_i: int, q=q, kc=kc, vc=vc, mask=mask, out=out) -> None:
+            kern.attention(codec, codec, q, kc, vc, mask, rot, book, rot, book, scale=d**-0.5, out=out)
+
+        t_ours = time_graph_us(ours, 1, inner=5, repeats=5)
+        kc = vc = ours = None
+        k16 = torch.randn((b, hkv, t, d), dtype=torch.float16, device="cuda")
+        v16 = torch.randn((b, hkv, t, d), dtype=torch.float16, device="cuda")
+        band = allowed[None, None].expand(b, 1, s, t)
+
+        def sdpa(_i: int, q=q, k16=k16, v16=v16, band=band, causal=past == 0) -> None:
+            if causal:
+                F.scaled_dot_product_attention(q, k16, v16, is_causal=True, enable_gqa=True)
+            else:
+                F.scaled_dot_product_attention(q, k16, v16, attn_mask=band, enable_gqa=True)
+
+        t_sdpa = time_graph_us(sdpa, 1, inner=5, repeats=5)
+        rows.append((b, past, s, t_ours, t_sdpa))
+        print(f"B={b} past={past} S={s}: ours {t_ours:9.1f} us  sdpa {t_sdpa:9.1f} us", flush=True)
+        torch.cuda.empty_cache()
+    print(f"\n{name}; Hq={hq} Hkv={hkv} D={d}, {args.bits}-bit K/V, causal prefill chunk, fp16 q/out")
+    print("  B   past      S    ours_us    sdpa_us  sdpa/ours")
+    for b, past, s, to, ts in rows:
+        print(f"{b:3d} {past:6d} {s:6d} {to:10.1f} {ts:10.1f} {ts / to:10.3f}")
+
+
+if __name__ == "__main__":
+    main()
