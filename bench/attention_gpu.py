@@ -76,8 +76,9 @@ def main() -> None:
     ap.add_argument(
         "--shape",
         default=f"{HQ},{HKV},{D}",
-        help=f"Hq,Hkv,D of the timing rows (default {HQ},{HKV},{D}: issue 4's shape). The decode kernel serves "
-        "D 128, D 64 with 4-bit V and D 256 with Hq/Hkv <= 8; anything else takes the general split kernel",
+        help=f"Hq,Hkv,D of the timing rows (default {HQ},{HKV},{D}: issue 4's shape). The decode kernel "
+        "serves D 128, D 64 and D 256 (at D 256 and with 2/3-bit V at D 64: Hq/Hkv <= 8); anything else "
+        "takes the general split kernel",
     )
     args = ap.parse_args()
     hq, hkv, d = (int(x) for x in args.shape.split(","))
