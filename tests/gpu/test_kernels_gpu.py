@@ -282,13 +282,14 @@ ATTN_CASES = [  # (D, G, S, k(parts, bits, qjl), v(parts, bits), window(ns, rw),
     (64, 8, 1, ((64,), (3,), 0), ((64,), (4,)), (2, 6), "bool", 30.0),
     (64, 16, 1, ((64,), (2,), 0), ((64,), (4,)), (0, 0), "pad_heads_f16", 0.0),
     (64, 4, 1, ((64,), (4,), 0), ((64,), (4,)), (0, 0), "zero", 0.0),
-    # D = 64 with 2/3-bit V (G <= 8: each thread decodes half a 16-coordinate unit): SmolLM2 at preset 3, K 4-bit /
-    # V 2-bit with a window, a bool mask and soft-cap, K 2-bit / V 3-bit with per-head float16 masks
+    # D = 64 with 2/3-bit V (G <= 8: each thread decodes half a 16-coordinate unit): SmolLM2 at preset 3,
+    # K 4-bit / V 2-bit with a window, a bool mask and soft-cap, K 2-bit / V 3-bit with per-head float16 masks
     (64, 3, 1, ((64,), (3,), 0), ((64,), (3,)), (0, 0), "pad", 0.0),
     (64, 8, 1, ((64,), (4,), 0), ((64,), (2,)), (2, 6), "bool", 30.0),
     (64, 4, 1, ((64,), (2,), 0), ((64,), (3,)), (0, 0), "pad_heads_f16", 0.0),
     # decode fast path at D = 256 (G <= 8, 4 warps, every width): Gemma 2's G = 2 with soft-cap 50 and a
-    # window, 3-bit K/V at G = 8 with a bool mask, K 2-bit / V 4-bit with per-head float16 masks, the mask probe
+    # window, 3-bit K/V at G = 8 with a bool mask, K 2-bit / V 4-bit with per-head float16 masks, the mask
+    # probe
     (256, 2, 1, ((256,), (4,), 0), ((256,), (4,)), (4, 8), "pad", 50.0),
     (256, 8, 1, ((256,), (3,), 0), ((256,), (3,)), (0, 0), "bool", 0.0),
     (256, 4, 1, ((256,), (2,), 0), ((256,), (4,)), (0, 0), "pad_heads_f16", 0.0),
@@ -386,6 +387,23 @@ def test_attention_concat_matches_reference(kernels, case, dtype, total):
         assert np.isfinite(got).all(), f"non-finite output (splits={splits})"
         err = rel_err(got, want)
         assert err < 2e-3, f"relative error {err:.2e} (splits={splits})"
+
+
+# Prefill chunks (S > 1) long enough for 64-row blocks, whole 64-token tiles hidden by a causal mask (no
+# past) or by left padding (batch row 2: total // 2 tokens), with a past, a window, soft-cap and float16
+# masks, D 64 / 128 / 256; every split count, compared with the float64 reference.
+PREFILL_CASES = [  # (case as ATTN_CASES, total tokens)
+    ((128, 4, 256, ((128,), (4,), 0), ((128,), (4,)), (0, 0), "causal", 0.0), 256),
+    ((128, 2, 192, ((128,), (3,), 0), ((128,), (3,)), (0, 0), "causal_f16", 0.0), 320),
+    ((128, 4, 96, ((128,), (4,), 0), ((128,), (4,)), (2, 6), "causal", 30.0), 200),
+    ((64, 1, 130, ((64,), (4,), 0), ((64,), (2,)), (0, 0), "causal", 0.0), 130),
+    ((256, 2, 128, ((256,), (4,), 0), ((256,), (4,)), (0, 0), "causal", 0.0), 128),
+]
+
+
+@pytest.mark.parametrize("case", PREFILL_CASES, ids=lambda c: f"D{c[0][0]}-G{c[0][1]}-S{c[0][2]}-T{c[1]}")
+def test_attention_prefill_chunks(kernels, case):
+    test_attention_concat_matches_reference(kernels, case[0], "float16", case[1])
 
 
 @pytest.mark.parametrize("window", [(2, 6), (0, 0)], ids=["sinks2-recent6", "no-window"])
