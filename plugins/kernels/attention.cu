@@ -1046,7 +1046,7 @@ cudaError_t make_plan(const AttentionParams& p, Plan* plan, bool sizing_only = f
   a.fast_warps = kFastWarps;
   const int64_t base = static_cast<int64_t>(p.batch) * p.kv_heads * plan->rowblocks;
   const int forced_warps = a.fast ? forced_fast_warps() : 0;
-  if (forced_warps > 0 && fast_warps_ok(forced_warps, a.rows, d)) a.fast_warps = forced_warps;
+  if (forced_warps > 0 && fast_warps_ok(forced_warps, a.rows, d, a.vlay.mse_bits[0])) a.fast_warps = forced_warps;
   int64_t tiles = (p.cache_rows + kFastTile - 1) / kFastTile;  // 4-warp tiles
   int64_t nsplit = 0;
   if (p.force_splits > 0) {
@@ -1057,7 +1057,7 @@ cudaError_t make_plan(const AttentionParams& p, Plan* plan, bool sizing_only = f
     const int64_t tw = (p.cache_rows + 32 * a.fast_warps - 1) / (32 * a.fast_warps);  // tiles at these warps
     nsplit = choose_fast_splits(std::max<int64_t>(tw, 1), std::max<int64_t>(base, 1),
                                 fast_blocks_per_sm(fast_kernel(a), 32 * a.fast_warps, a.smem_bytes), sms);
-    if (forced_warps == 0 && fast_warps_ok(2 * kFastWarps, a.rows, d) &&
+    if (forced_warps == 0 && fast_warps_ok(2 * kFastWarps, a.rows, d, a.vlay.mse_bits[0]) &&
         choose_eight_warps(std::max<int64_t>(tiles, 1), nsplit, std::max<int64_t>(base, 1), sms,
                            w > 0 && p.window_rows > 0)) {
       a.fast_warps = 2 * kFastWarps;

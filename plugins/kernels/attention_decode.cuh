@@ -1156,12 +1156,15 @@ inline bool fast_decode_eligible(const AttentionParams& p, const RowLayout& kl, 
 
 using FastKernel = void (*)(AttnArgs);
 
-// Instances that exist: G > 8 (HALF2) not at D = 256 nor with half-unit V chunks (D = 64, 2/3-bit V); 8 warps
-// not at D = 256 (fast_decode_eligible and fast_warps_ok keep the launcher off the others).
+// Instances that exist: G > 8 (HALF2) and 8-warp blocks only at D = 128 and at D = 64 with 4-bit V, not at
+// D = 256 nor with half-unit V chunks (D = 64, 2/3-bit V): fast_decode_eligible and fast_warps_ok keep the
+// launcher off the others. (Each instance costs compile time: the CI compiles every one for the TensorRT
+// plugin library.)
 template <int MV, int D>
-constexpr bool fast_has_half2() {
+__host__ __device__ constexpr bool fast_has_half2() {
   return D != 256 && !(D == 64 && MV != 4);
 }
+__host__ __device__ constexpr bool fast_has_eight(int mv, int d) { return d != 256 && !(d == 64 && mv != 4); }
 
 template <int MK, int MV, int MASK, int D>
 FastKernel fast_kernel_s(bool softcap, bool half2, bool eight) {
@@ -1170,7 +1173,7 @@ FastKernel fast_kernel_s(bool softcap, bool half2, bool eight) {
       return softcap ? tq_attention_decode_kernel<MK, MV, MASK, true, true, 4, D>
                      : tq_attention_decode_kernel<MK, MV, MASK, false, true, 4, D>;
   }
-  if constexpr (D != 256) {
+  if constexpr (fast_has_eight(MV, D)) {
     if (eight)
       return softcap ? tq_attention_decode_kernel<MK, MV, MASK, true, false, 8, D>
                      : tq_attention_decode_kernel<MK, MV, MASK, false, false, 8, D>;
@@ -1190,7 +1193,7 @@ FastKernel fast_kernel_m(MaskType mask, bool softcap, bool half2, bool eight) {
   if constexpr (fast_has_half2<MV, D>()) {
     if (half2) return tq_attention_decode_kernel<MK, MV, kF32, false, true, 4, D>;
   }
-  if constexpr (D != 256) {
+  if constexpr (fast_has_eight(MV, D)) {
     if (eight) return tq_attention_decode_kernel<MK, MV, kF32, false, false, 8, D>;
   }
   (void)half2;
@@ -1223,9 +1226,9 @@ FastKernel fast_kernel_v(int mv, int d, MaskType mask, bool softcap, bool half2,
 }
 
 // True when the decode kernel can run with this many warps per block (8 only without HALF2, i.e. G <= 8, and
-// not at D = 256).
-inline bool fast_warps_ok(int warps, int rows, int d) {
-  return warps == kFastWarps || (warps == 2 * kFastWarps && rows <= 8 && d != 256);
+// where fast_has_eight).
+inline bool fast_warps_ok(int warps, int rows, int d, int mv) {
+  return warps == kFastWarps || (warps == 2 * kFastWarps && rows <= 8 && fast_has_eight(mv, d));
 }
 
 // The decode kernel instance for these parameters (fast_decode_eligible and fast_warps_ok must hold).

@@ -552,8 +552,9 @@ def test_attention_rejects_unsupported_head_dim(kernels):
         )
 
 
-# Decode kernel with 4 or 8 warps per block (TQ_DECODE_WARPS overrides the launcher's choice; G > 8 ignores
-# 8): every fast-path case above over 1, 3 and automatic splits; buffer mode with empty and short sequences.
+# Decode kernel with 4 or 8 warps per block (TQ_DECODE_WARPS overrides the launcher's choice; G > 8, D = 256
+# and 2/3-bit V at D = 64 ignore 8): every fast-path case above over 1, 3 and automatic splits; buffer mode
+# with empty and short sequences.
 DECODE_CASES = [*ATTN_CASES[8:], ATTN_CASES[0], ATTN_CASES[1]]
 
 
