@@ -662,7 +662,7 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
   const int val0 = hv & 3;
   const int val1 = (hv + 2) & 3;
   // D = 64 with 2/3-bit V: a V chunk (8 coordinates) is half a 16-coordinate unit; thread qr reads unit qr / 2
-  // whole and decodes its even (qr even) or odd coordinates (half_unit_selector; v_chunk_coord).
+  // whole and decodes its even (qr even) or odd coordinates (half_unit_selector; the merge's `col`).
   const int vbyte = VHALF ? (qr / 2) * 4 : qr * (CSV * (MV == 4 ? 4 : 2) / 8);
   const int v1byte = VHALF ? (qr / 2) * 2 : qr * (CSV / 8);
   const int voff = hv + (32 * warp + 2 * qc) * VRB + vbyte;
@@ -1142,38 +1142,32 @@ inline void fast_smem_layout(AttnArgs& a) {
   a.smem_bytes = std::max(stages * a.fast_stage_bytes + lut, merge);
 }
 
+// The G > 8 (HALF2) and 8-warp instances exist only at D = 128 and at D = 64 with 4-bit V: not at D = 256
+// (registers) nor with half-unit V chunks (D = 64, 2/3-bit V: S^T layout only), and each instance costs compile
+// time (the CI compiles every one for the TensorRT plugin library). fast_decode_eligible and fast_warps_ok keep
+// the launcher off the others.
+__host__ __device__ constexpr bool fast_wide_instances(int mv, int d) { return d == kFastD || (d == 64 && mv == 4); }
+
 // True when the fast decode kernel serves these parameters.
 inline bool fast_decode_eligible(const AttentionParams& p, const RowLayout& kl, const RowLayout& vl, int rows) {
   auto ok = [](const CodecConfig& c, const RowLayout& l) {
     return c.num_parts == 1 && c.qjl == 0 && l.mse_bits[0] >= 2 && l.mse_bits[0] <= 4;
   };
-  // D = 256 needs G <= 8 (the S^T layout: 16 query rows would double its registers again); D = 64 with 2/3-bit
-  // V also (a thread's V chunk is half a code unit, decoded in the S^T layout only).
   const int d = p.k_codec.head_dim;
-  const bool dim_ok = d == kFastD || (d == 64 && (vl.mse_bits[0] == 4 || rows <= 8)) || (d == 256 && rows <= 8);
+  const bool dim_ok = (d == kFastD || d == 64 || d == 256) && (rows <= 8 || fast_wide_instances(vl.mse_bits[0], d));
   return p.new_tokens == 1 && dim_ok && rows <= kFastRows && ok(p.k_codec, kl) && ok(p.v_codec, vl);
 }
 
 using FastKernel = void (*)(AttnArgs);
 
-// Instances that exist: G > 8 (HALF2) and 8-warp blocks only at D = 128 and at D = 64 with 4-bit V, not at
-// D = 256 nor with half-unit V chunks (D = 64, 2/3-bit V): fast_decode_eligible and fast_warps_ok keep the
-// launcher off the others. (Each instance costs compile time: the CI compiles every one for the TensorRT
-// plugin library.)
-template <int MV, int D>
-__host__ __device__ constexpr bool fast_has_half2() {
-  return D != 256 && !(D == 64 && MV != 4);
-}
-__host__ __device__ constexpr bool fast_has_eight(int mv, int d) { return d != 256 && !(d == 64 && mv != 4); }
-
 template <int MK, int MV, int MASK, int D>
 FastKernel fast_kernel_s(bool softcap, bool half2, bool eight) {
-  if constexpr (fast_has_half2<MV, D>()) {
+  if constexpr (fast_wide_instances(MV, D)) {
     if (half2)
       return softcap ? tq_attention_decode_kernel<MK, MV, MASK, true, true, 4, D>
                      : tq_attention_decode_kernel<MK, MV, MASK, false, true, 4, D>;
   }
-  if constexpr (fast_has_eight(MV, D)) {
+  if constexpr (fast_wide_instances(MV, D)) {
     if (eight)
       return softcap ? tq_attention_decode_kernel<MK, MV, MASK, true, false, 8, D>
                      : tq_attention_decode_kernel<MK, MV, MASK, false, false, 8, D>;
@@ -1190,10 +1184,10 @@ FastKernel fast_kernel_m(MaskType mask, bool softcap, bool half2, bool eight) {
   (void)mask;
   (void)softcap;
   constexpr int kF32 = static_cast<int>(MaskType::kFloat32);
-  if constexpr (fast_has_half2<MV, D>()) {
+  if constexpr (fast_wide_instances(MV, D)) {
     if (half2) return tq_attention_decode_kernel<MK, MV, kF32, false, true, 4, D>;
   }
-  if constexpr (fast_has_eight(MV, D)) {
+  if constexpr (fast_wide_instances(MV, D)) {
     if (eight) return tq_attention_decode_kernel<MK, MV, kF32, false, false, 8, D>;
   }
   (void)half2;
@@ -1226,9 +1220,9 @@ FastKernel fast_kernel_v(int mv, int d, MaskType mask, bool softcap, bool half2,
 }
 
 // True when the decode kernel can run with this many warps per block (8 only without HALF2, i.e. G <= 8, and
-// where fast_has_eight).
+// where fast_wide_instances).
 inline bool fast_warps_ok(int warps, int rows, int d, int mv) {
-  return warps == kFastWarps || (warps == 2 * kFastWarps && rows <= 8 && fast_has_eight(mv, d));
+  return warps == kFastWarps || (warps == 2 * kFastWarps && rows <= 8 && fast_wide_instances(mv, d));
 }
 
 // The decode kernel instance for these parameters (fast_decode_eligible and fast_warps_ok must hold).
