@@ -1,7 +1,11 @@
 // TQAttention on CUDA (docs/format.md sections 6-8), decode (S == 1) and prefill chunks (S > 1).
 //
-// Three stream-ordered kernels:
-//   1. tq_rotate_q_kernel: qr = scale * R_k q (and scale * Sq qr with QJL), float32 math, stored float16.
+// Decode (S == 1, the common codecs) runs the decode kernel of attention_decode.cuh, then the reduce kernel
+// unless it wrote the output itself. Everything else (prefill chunks, QJL keys, multi-part codecs, G > 8 at some
+// widths) runs the general path, stream-ordered kernels:
+//   0. tq_rotation_form_kernel: whether each head of R_k and R_v is Sylvester-Hadamard, checked once per call.
+//   1. tq_rotate_q_kernel: qr = scale * R_k q (and scale * Sq qr with QJL), float32 math, stored float16; a
+//      butterfly transform per row for a Hadamard R_k without QJL.
 //   2. tq_attention_split_kernel: flash-decoding over the compressed cache. One block serves every query row
 //      (G heads x S queries) of one kv head for one split of the sequence, so the cache is read once per kv head.
 //      Tiles of 64 compressed rows are copied global->shared with 16-byte cp.async (rows are only 2-byte aligned:
@@ -11,8 +15,9 @@
 //      float32 online softmax, all in the rotated domain. The QJL term is an extra D columns of K (signs times
 //      rho sqrt(pi/2)/d_p) against Sq qr. Window tokens (sinks and the recent ring) are exact: extra blocks do
 //      them in float32 on CUDA cores, in the original domain.
-//   3. tq_attention_reduce_kernel: merges the splits, un-rotates once (x = R_v^T y) and adds the window part.
-//      After the decode kernel it is a programmatic dependent launch (sm_90+): its R_v check overlaps that kernel.
+//   3. tq_attention_reduce_rows_kernel (general path, one warp per row) or tq_attention_reduce_kernel (after the
+//      decode kernel, as a programmatic dependent launch on sm_90+: its R_v check overlaps that kernel): merges
+//      the splits, un-rotates once (x = R_v^T y) and adds the window part.
 #include <cuda_fp16.h>
 
 #include <algorithm>
@@ -59,6 +64,7 @@ struct AttnArgs {
   __half* qbuf;         // [B*Hq*S][kd]
   float* part_o;        // [B*Hq*S][nsp][D]
   float2* part_ml;      // [B*Hq*S][nsp] (max, sum)
+  int* rot_form;        // general path: [2 Hkv], 1 where R_k head h ([h]) / R_v head h ([Hkv + h]) is Hadamard
 };
 
 __device__ __forceinline__ int64_t pmod(int64_t a, int64_t m) {
@@ -230,6 +236,51 @@ __device__ __forceinline__ int load_raw_tile(uint8_t* dst, const uint8_t* cache,
   return head;
 }
 
+// One thread's decode item in the split kernel: a group of 16 coordinates of K codes (kind 0), K QJL signs
+// (kind 1) or V codes (kind 2), where its bytes sit in a compressed row and where it goes in the float16 tile.
+struct DecodeItem {
+  int kind = 0;
+  int phase = 0;         // first token of a tile this thread decodes (then every phases-th)
+  int row_bytes = 0;
+  int norm_offset = 0;   // gamma (kinds 0, 2) or rho (kind 1) of the item's part
+  int code_offset = 0;   // the part's first segment byte (kinds 0, 2) or the group's 16 sign bits (kind 1)
+  int bits = 0;
+  int part_size = 0;
+  int group = 0;         // 16-coordinate group inside the part
+  float qjl_factor = 0.0f;  // sqrt(pi/2) / d_p
+  const uint32_t* table = nullptr;
+  __half* dst = nullptr;    // the item's column in row 0 of the tile
+  int dst_stride = 0;
+};
+
+// Additive mask values of one warp's score fragment (rows mrow0 / mrow1, NT 8-column tiles starting at column
+// col0 = token t0), -inf where the column is past the tile's valid tokens, the row is padding or the token is
+// past the mask. Every load is independent of the others.
+template <int NT, MaskType MT>
+__device__ __forceinline__ void load_mask_tile(const AttentionParams& p, int64_t mrow0, int64_t mrow1, int64_t t0,
+                                               int col0, int nt_valid, float (&m)[NT][4]) {
+#pragma unroll
+  for (int n = 0; n < NT; ++n) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int dc = n * 8 + (e & 1);
+      const int64_t mr = e < 2 ? mrow0 : mrow1;
+      const int64_t t = t0 + dc;
+      float v = kNegInf;
+      if (col0 + dc < nt_valid && mr >= 0 && t < p.mask_tokens) {
+        if constexpr (MT == MaskType::kFloat16) {
+          v = __half2float(static_cast<const __half*>(p.mask)[mr + t]);
+        } else if constexpr (MT == MaskType::kBool) {
+          v = static_cast<const uint8_t*>(p.mask)[mr + t] ? 0.0f : kNegInf;
+        } else {
+          v = static_cast<const float*>(p.mask)[mr + t];
+        }
+      }
+      m[n][e] = v;
+    }
+  }
+}
+
 // --------------------------------------------------------------------------------------- window (exact)
 // NWARPS: warps per block (4; the decode kernel's 8-warp blocks pass 8).
 template <int D, int NWARPS = kThreads / 32>
@@ -388,9 +439,54 @@ __global__ void __launch_bounds__(kThreads) tq_attention_split_kernel(const Attn
   float m_run[2] = {kNegInf, kNegInf};
   float l_run[2] = {0.0f, 0.0f};
 
+  // This thread's decode item: one group of 16 coordinates (K codes, K QJL signs or V codes) of every
+  // phases-th token of a tile. items <= 48 (D = 256 with QJL), so phases >= 2; threads past phases * items idle.
   const int kgroups = D / 16;
   const int kitems = kgroups * (kc.qjl ? 2 : 1);
   const int items = kitems + kgroups;  // K groups (+ QJL groups) and V groups per token
+  const int phases = kThreads / items;
+  DecodeItem dc;
+  {
+    const int it = threadIdx.x % items;
+    dc.phase = threadIdx.x / items;
+    if (it < kgroups) {  // K codes
+      const int coord = it * 16;
+      const int pp = part_of(kc, a.klay, coord);
+      dc.kind = 0;
+      dc.row_bytes = krb;
+      dc.norm_offset = a.klay.norm_offset + 2 * pp;
+      dc.code_offset = a.klay.code_offset[pp];
+      dc.bits = a.klay.mse_bits[pp];
+      dc.part_size = kc.part_sizes[pp];
+      dc.group = (coord - a.klay.part_offset[pp]) / 16;
+      dc.table = tab_k + pp * 256;
+      dc.dst = ks + coord;
+      dc.dst_stride = kstride;
+    } else if (it < kitems) {  // K QJL signs of group grp: rho of its part, 16 sign bits
+      const int grp = it - kgroups;
+      const int pp = part_of(kc, a.klay, grp * 16);
+      dc.kind = 1;
+      dc.row_bytes = krb;
+      dc.norm_offset = a.klay.rnorm_offset + 2 * pp;
+      dc.code_offset = a.klay.qjl_offset + 2 * grp;
+      dc.qjl_factor = 1.2533141373155001f / static_cast<float>(kc.part_sizes[pp]);
+      dc.dst = ks + D + grp * 16;
+      dc.dst_stride = kstride;
+    } else {  // V codes
+      const int coord = (it - kitems) * 16;
+      const int pp = part_of(vc, a.vlay, coord);
+      dc.kind = 2;
+      dc.row_bytes = vrb;
+      dc.norm_offset = a.vlay.norm_offset + 2 * pp;
+      dc.code_offset = a.vlay.code_offset[pp];
+      dc.bits = a.vlay.mse_bits[pp];
+      dc.part_size = vc.part_sizes[pp];
+      dc.group = (coord - a.vlay.part_offset[pp]) / 16;
+      dc.table = tab_v + pp * 256;
+      dc.dst = vs + coord;
+      dc.dst_stride = vstride;
+    }
+  }
   int stage = 0;
   for (int64_t ct = c0; ct < c1; ct += kTileTokens, stage ^= 1) {
     const int nt_valid = static_cast<int>(min(static_cast<int64_t>(kTileTokens), c1 - ct));
@@ -404,61 +500,37 @@ __global__ void __launch_bounds__(kThreads) tq_attention_split_kernel(const Attn
     dev::cp_async_wait<1>();
     __syncthreads();
 
-    // Decode the tile into float16 K (and QJL columns) and V, gamma applied; rows past the end are zeros.
-    const uint8_t* rk = raw + stage * a.raw_stage_bytes + heads[stage][0];
-    const uint8_t* rv = raw + stage * a.raw_stage_bytes + a.raw_k_bytes + heads[stage][1];
-    for (int idx = threadIdx.x; idx < kTileTokens * items; idx += kThreads) {
-      const int i = idx / items;
-      const int it = idx % items;
-      uint32_t out[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-      __half* dst;
-      if (it < kgroups) {  // K codes
-        dst = ks + i * kstride + it * 16;
+    // Decode the tile into float16 K (and QJL columns) and V, gamma applied; rows past the end are zeros. Each
+    // thread keeps one item (dc, set up before the loop) and decodes it for tokens phase, phase + phases, ...
+    if (dc.phase < phases) {
+      const uint8_t* rbase = raw + stage * a.raw_stage_bytes + (dc.kind == 2 ? a.raw_k_bytes + heads[stage][1]
+                                                                                : heads[stage][0]);
+      for (int i = dc.phase; i < kTileTokens; i += phases) {
+        uint32_t out[8] = {0, 0, 0, 0, 0, 0, 0, 0};
         if (i < nt_valid) {
-          const uint8_t* row = rk + i * krb;
-          const int coord = it * 16;
-          const int pp = part_of(kc, a.klay, coord);
-          const uint16_t gbits = *reinterpret_cast<const uint16_t*>(row + a.klay.norm_offset + 2 * pp);
-          const uint32_t gamma2 = static_cast<uint32_t>(gbits) | (static_cast<uint32_t>(gbits) << 16);
-          decode_codes(a.klay.mse_bits[pp], row + a.klay.code_offset[pp], kc.part_sizes[pp],
-                       (coord - a.klay.part_offset[pp]) / 16, tab_k + pp * 256, gamma2, out);
-        }
-      } else if (it < kitems) {  // K QJL signs: (2 bit - 1) * rho_p * sqrt(pi/2) / d_p
-        const int grp = it - kgroups;
-        dst = ks + i * kstride + D + grp * 16;
-        if (i < nt_valid) {
-          const uint8_t* row = rk + i * krb;
-          const int coord = grp * 16;
-          const int pp = part_of(kc, a.klay, coord);
-          const float rho = dev::half_bits_to_float(
-              *reinterpret_cast<const uint16_t*>(row + a.klay.rnorm_offset + 2 * pp));
-          const float sc = rho * 1.2533141373155001f / static_cast<float>(kc.part_sizes[pp]);
-          const uint32_t sc2 = dev::pack_half2(sc, sc);
-          const uint32_t bits = *reinterpret_cast<const uint16_t*>(row + a.klay.qjl_offset + 2 * grp);
+          const uint8_t* row = rbase + i * dc.row_bytes;
+          if (dc.kind != 1) {  // K or V codes
+            const uint16_t gbits = *reinterpret_cast<const uint16_t*>(row + dc.norm_offset);
+            const uint32_t gamma2 = static_cast<uint32_t>(gbits) | (static_cast<uint32_t>(gbits) << 16);
+            decode_codes(dc.bits, row + dc.code_offset, dc.part_size, dc.group, dc.table, gamma2, out);
+          } else {  // K QJL signs: (2 bit - 1) * rho_p * sqrt(pi/2) / d_p
+            const float rho = dev::half_bits_to_float(*reinterpret_cast<const uint16_t*>(row + dc.norm_offset));
+            const float sc = rho * dc.qjl_factor;
+            const uint32_t sc2 = dev::pack_half2(sc, sc);
+            const uint32_t bits = *reinterpret_cast<const uint16_t*>(row + dc.code_offset);
 #pragma unroll
-          for (int k = 0; k < 8; ++k) {
-            const uint32_t b0 = (bits >> (2 * k)) & 1u;
-            const uint32_t b1 = (bits >> (2 * k + 1)) & 1u;
-            const uint32_t sgn = 0xBC00BC00u ^ ((b0 << 15) | (b1 << 31));
-            out[k] = dev::hmul2_u32(sgn, sc2);
+            for (int k = 0; k < 8; ++k) {
+              const uint32_t b0 = (bits >> (2 * k)) & 1u;
+              const uint32_t b1 = (bits >> (2 * k + 1)) & 1u;
+              const uint32_t sgn = 0xBC00BC00u ^ ((b0 << 15) | (b1 << 31));
+              out[k] = dev::hmul2_u32(sgn, sc2);
+            }
           }
         }
-      } else {  // V codes
-        const int grp = it - kitems;
-        dst = vs + i * vstride + grp * 16;
-        if (i < nt_valid) {
-          const uint8_t* row = rv + i * vrb;
-          const int coord = grp * 16;
-          const int pp = part_of(vc, a.vlay, coord);
-          const uint16_t gbits = *reinterpret_cast<const uint16_t*>(row + a.vlay.norm_offset + 2 * pp);
-          const uint32_t gamma2 = static_cast<uint32_t>(gbits) | (static_cast<uint32_t>(gbits) << 16);
-          decode_codes(a.vlay.mse_bits[pp], row + a.vlay.code_offset[pp], vc.part_sizes[pp],
-                       (coord - a.vlay.part_offset[pp]) / 16, tab_v + pp * 256, gamma2, out);
-        }
+        uint4* d4 = reinterpret_cast<uint4*>(dc.dst + i * dc.dst_stride);
+        d4[0] = make_uint4(out[0], out[1], out[2], out[3]);
+        d4[1] = make_uint4(out[4], out[5], out[6], out[7]);
       }
-      uint4* d4 = reinterpret_cast<uint4*>(dst);
-      d4[0] = make_uint4(out[0], out[1], out[2], out[3]);
-      d4[1] = make_uint4(out[4], out[5], out[6], out[7]);
     }
     __syncthreads();
 
@@ -478,23 +550,28 @@ __global__ void __launch_bounds__(kThreads) tq_attention_split_kernel(const Attn
         dev::mma_16816(sacc[2 * n2 + 1], af, bf[2], bf[3]);
       }
     }
-    // Soft-cap, mask, validity; online softmax (rows rl0 and rl0 + 8).
+    // Soft-cap, mask, validity; online softmax (rows rl0 and rl0 + 8). The tile's mask values are loaded first,
+    // all independent (-inf for a position outside the tile, a padding row or past the mask): loaded one by one
+    // after each score's branches they were the kernel's longest stall (bench/NOTES.md "Prefill v2").
+    float madd[NTILES][4];
+    {
+      const int col0 = wn * NW + (lane % 4) * 2;
+      const int64_t t0 = ct + col0 + p.sink_tokens;
+      switch (p.mask_type) {
+        case MaskType::kFloat16: load_mask_tile<NTILES, MaskType::kFloat16>(p, mrow0, mrow1, t0, col0, nt_valid, madd); break;
+        case MaskType::kBool: load_mask_tile<NTILES, MaskType::kBool>(p, mrow0, mrow1, t0, col0, nt_valid, madd); break;
+        default: load_mask_tile<NTILES, MaskType::kFloat32>(p, mrow0, mrow1, t0, col0, nt_valid, madd); break;
+      }
+    }
     float tile_max[2] = {kNegInf, kNegInf};
 #pragma unroll
     for (int n = 0; n < NTILES; ++n) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int col = wn * NW + n * 8 + (lane % 4) * 2 + (e & 1);
-        const int64_t mr = e < 2 ? mrow0 : mrow1;
-        const int64_t t = ct + col + p.sink_tokens;
         float sc = sacc[n][e];
-        if (col >= nt_valid || mr < 0 || t >= p.mask_tokens) {
-          sc = kNegInf;
-        } else {
-          if (p.softcap > 0.0f) sc = p.softcap * tanhf(sc / p.softcap);
-          sc += mask_add(p, mr + t);
-          if (sc != sc) sc = kNegInf;
-        }
+        if (p.softcap > 0.0f) sc = p.softcap * tanhf(sc / p.softcap);
+        sc += madd[n][e];  // -inf where excluded: -inf, or NaN (an infinite score) -> -inf below
+        if (sc != sc) sc = kNegInf;
         sacc[n][e] = sc;
         tile_max[e >> 1] = fmaxf(tile_max[e >> 1], sc);
       }
@@ -597,7 +674,43 @@ __global__ void __launch_bounds__(kThreads) tq_attention_split_kernel(const Attn
 }
 
 // ------------------------------------------------------------------------------------------ rotate q
+// Global query row of row idx of rotation head rhead (rows of one head are consecutive), or -1 past the end.
+__device__ __forceinline__ int64_t rotate_global_row(const AttnArgs& a, int rhead, int64_t idx) {
+  const AttentionParams& p = a.p;
+  if (p.k_rotation_heads == 1) return idx < static_cast<int64_t>(p.batch) * p.q_heads * p.new_tokens ? idx : -1;
+  const int64_t per_b = static_cast<int64_t>(a.group) * p.new_tokens;
+  if (idx >= static_cast<int64_t>(p.batch) * per_b) return -1;
+  const int64_t b = idx / per_b;
+  const int64_t rem = idx % per_b;
+  const int64_t h = static_cast<int64_t>(rhead) * a.group + rem / p.new_tokens;
+  return (b * p.q_heads + h) * p.new_tokens + rem % p.new_tokens;
+}
+
+// A Sylvester-Hadamard R_k (rot_form): qr = H (R[0] .* q), one warp's butterfly transform per row
+// (dev::warp_fwht; lane holds coordinates N lane .. N lane + N - 1), kRotateRows rows per block.
+template <int N>
+__device__ __forceinline__ void rotate_q_hadamard(const AttnArgs& a, const float* rot, int rhead, int64_t first) {
+  const AttentionParams& p = a.p;
+  constexpr int D = 32 * N;
+  const int lane = threadIdx.x % 32;
+  float r0[N];
+#pragma unroll
+  for (int e = 0; e < N; ++e) r0[e] = __ldg(rot + N * lane + e);
+  for (int r = threadIdx.x / 32; r < kRotateRows; r += kThreads / 32) {
+    const int64_t gr = rotate_global_row(a, rhead, first + r);
+    if (gr < 0) break;
+    float v[N];
+#pragma unroll
+    for (int e = 0; e < N; ++e) v[e] = r0[e] * dev::load_as_float(p.q, p.dtype, gr * D + N * lane + e);
+    dev::warp_fwht<N>(v, lane);
+#pragma unroll
+    for (int e = 0; e < N; ++e) a.qbuf[gr * a.kd + N * lane + e] = __float2half_rn(v[e] * p.scale);
+  }
+}
+
 // qbuf[row] = float16(scale * R_k q) and, with QJL, float16(scale * Sq R_k q). Rows of one rotation head per block.
+// Without QJL and with a Sylvester-Hadamard R_k (rot_form, checked once per call) a butterfly transform, else the
+// dense product.
 __global__ void __launch_bounds__(kThreads) tq_rotate_q_kernel(const AttnArgs a) {
   const AttentionParams& p = a.p;
   const int d = p.k_codec.head_dim;
@@ -606,29 +719,19 @@ __global__ void __launch_bounds__(kThreads) tq_rotate_q_kernel(const AttnArgs a)
   float* qsm = reinterpret_cast<float*>(smem);  // [kRotateRows][d+4]
   float* rsm = qsm + kRotateRows * qstride;     // [kRotateRows][d+4] qr
   const int rhead = blockIdx.y;
-  const bool per_head = p.k_rotation_heads != 1;
-  const int64_t rows_in_head =
-      per_head ? static_cast<int64_t>(p.batch) * a.group * p.new_tokens
-               : static_cast<int64_t>(p.batch) * p.q_heads * p.new_tokens;
   const int64_t first = static_cast<int64_t>(blockIdx.x) * kRotateRows;
+  if (!p.k_codec.qjl && a.rot_form[rhead] != 0) {  // uniform per block
+    const float* rot = p.k_rotation + static_cast<int64_t>(rhead) * d * d;
+    switch (d) {
+      case 64: rotate_q_hadamard<2>(a, rot, rhead, first); break;
+      case 128: rotate_q_hadamard<4>(a, rot, rhead, first); break;
+      default: rotate_q_hadamard<8>(a, rot, rhead, first); break;
+    }
+    return;
+  }
   int64_t grows[kRotateRows];
 #pragma unroll
-  for (int i = 0; i < kRotateRows; ++i) {
-    const int64_t idx = first + i;
-    int64_t gr = -1;
-    if (idx < rows_in_head) {
-      if (per_head) {
-        const int64_t per_b = static_cast<int64_t>(a.group) * p.new_tokens;
-        const int64_t b = idx / per_b;
-        const int64_t rem = idx % per_b;
-        const int64_t h = static_cast<int64_t>(rhead) * a.group + rem / p.new_tokens;
-        gr = (b * p.q_heads + h) * p.new_tokens + rem % p.new_tokens;
-      } else {
-        gr = idx;
-      }
-    }
-    grows[i] = gr;
-  }
+  for (int i = 0; i < kRotateRows; ++i) grows[i] = rotate_global_row(a, rhead, first + i);
   for (int idx = threadIdx.x; idx < kRotateRows * d; idx += kThreads) {
     const int i = idx / d;
     const int k = idx % d;
@@ -851,12 +954,119 @@ __global__ void __launch_bounds__(kThreads) tq_attention_reduce_kernel(const Att
   }
 }
 
+// ------------------------------------------------------------------------------------------ general path
+// rot_form[h] = 1 when R_k head h is Sylvester-Hadamard (the same check as the reduce kernel's), rot_form[Hkv + h]
+// likewise for R_v: checked once per call, so the rotate and reduce kernels of the general path (many blocks of a
+// few rows each in a prefill chunk) need not each read all of R. Block (head, matrix: 0 = R_k, 1 = R_v).
+__global__ void __launch_bounds__(kThreads) tq_rotation_form_kernel(const AttnArgs a) {
+  const AttentionParams& p = a.p;
+  const int d = p.k_codec.head_dim;
+  const bool is_v = blockIdx.y == 1;
+  const int head = blockIdx.x;
+  if (head >= (is_v ? p.v_rotation_heads : p.k_rotation_heads)) return;  // uniform per block
+  const float* rot = (is_v ? p.v_rotation : p.k_rotation) + static_cast<int64_t>(head) * d * d;
+  uint32_t bad = 0;
+  for (int j = threadIdx.x; j < d; j += kThreads) bad |= dev::hadamard_row0_mismatch(rot, rot[0], rot[j]);
+  bool hadamard = __syncthreads_or(bad) == 0;
+  if (hadamard) hadamard = __syncthreads_or(reduce_rotation_mismatch(rot, d)) == 0;  // uniform branch
+  if (threadIdx.x == 0) a.rot_form[(is_v ? p.kv_heads : 0) + head] = hadamard ? 1 : 0;
+}
+
+// General-path reduce, one warp per query row (lane holds coordinates N lane .. N lane + N - 1): merges the
+// splits, un-rotates (x = R_v^T y: R_v[0] .* (H y) for a Hadamard R_v per rot_form, else the dense product with
+// y_k shuffled from its lane) and adds the window part. Same weights and split order as the decode path's
+// reduce kernel.
+template <int N>
+__device__ __forceinline__ void reduce_row_warp(const AttnArgs& a, int64_t grow) {
+  const AttentionParams& p = a.p;
+  constexpr int D = 32 * N;
+  const int lane = threadIdx.x % 32;
+  const int h = static_cast<int>((grow / p.new_tokens) % p.q_heads);
+  const int rh = p.v_rotation_heads == 1 ? 0 : h / a.group;
+  const float* rot = p.v_rotation + static_cast<int64_t>(rh) * D * D;
+  const float2* ml = a.part_ml + grow * a.nsp;
+  float mx = kNegInf;
+  for (int sp = lane; sp < a.nsp; sp += 32) {
+    const float2 v = ml[sp];
+    if (v.y > 0.0f) mx = fmaxf(mx, v.x);
+  }
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+  float y[N], w[N];
+#pragma unroll
+  for (int e = 0; e < N; ++e) y[e] = w[e] = 0.0f;
+  float l = 0.0f;
+  const float* po = a.part_o + grow * a.nsp * D + N * lane;
+  for (int sp = 0; sp < a.nsp; ++sp) {
+    const float2 v = ml[sp];
+    const float f = (v.y > 0.0f && mx != kNegInf) ? __expf(v.x - mx) : 0.0f;
+    l += f * v.y;
+    float raw[N];
+    if constexpr (N % 4 == 0) {
+#pragma unroll
+      for (int e = 0; e < N; e += 4) {
+        const float4 r4 = *reinterpret_cast<const float4*>(po + static_cast<int64_t>(sp) * D + e);
+        raw[e] = r4.x;
+        raw[e + 1] = r4.y;
+        raw[e + 2] = r4.z;
+        raw[e + 3] = r4.w;
+      }
+    } else {
+#pragma unroll
+      for (int e = 0; e < N; ++e) raw[e] = po[static_cast<int64_t>(sp) * D + e];
+    }
+#pragma unroll
+    for (int e = 0; e < N; ++e) {
+      const float t = f != 0.0f ? raw[e] * f : 0.0f;  // partials of weight 0 may hold garbage
+      if (sp < a.nsplit) {
+        y[e] += t;
+      } else {
+        w[e] += t;
+      }
+    }
+  }
+  const int64_t base = grow * D + N * lane;
+  if (a.rot_form[p.kv_heads + rh] != 0) {
+    dev::warp_fwht<N>(y, lane);
+#pragma unroll
+    for (int e = 0; e < N; ++e) {
+      const float out = l > 0.0f ? (__ldg(rot + N * lane + e) * y[e] + w[e]) / l : 0.0f;
+      dev::store_from_float(p.out, p.dtype, base + e, out);
+    }
+    return;
+  }
+  float acc[N];
+#pragma unroll
+  for (int e = 0; e < N; ++e) acc[e] = 0.0f;
+  for (int src = 0; src < 32; ++src) {
+#pragma unroll
+    for (int u = 0; u < N; ++u) {
+      const float yk = __shfl_sync(0xffffffffu, y[u], src);
+      const float* rrow = rot + static_cast<int64_t>(N * src + u) * D + N * lane;
+#pragma unroll
+      for (int e = 0; e < N; ++e) acc[e] = fmaf(__ldg(rrow + e), yk, acc[e]);
+    }
+  }
+#pragma unroll
+  for (int e = 0; e < N; ++e) dev::store_from_float(p.out, p.dtype, base + e, l > 0.0f ? (acc[e] + w[e]) / l : 0.0f);
+}
+
+__global__ void __launch_bounds__(kThreads) tq_attention_reduce_rows_kernel(const AttnArgs a, int64_t rows_all) {
+  const int64_t grow = static_cast<int64_t>(blockIdx.x) * (kThreads / 32) + threadIdx.x / 32;
+  if (grow >= rows_all) return;  // whole warps
+  switch (a.p.k_codec.head_dim) {
+    case 64: reduce_row_warp<2>(a, grow); break;
+    case 128: reduce_row_warp<4>(a, grow); break;
+    default: reduce_row_warp<8>(a, grow); break;
+  }
+}
+
 // ------------------------------------------------------------------------------------------ host
 struct Plan {
   AttnArgs args;
   int wm = 1;
   int rowblocks = 1;
-  size_t qbuf_bytes = 0, part_o_bytes = 0, part_ml_bytes = 0;
+  size_t qbuf_bytes = 0, part_o_bytes = 0, part_ml_bytes = 0, rot_form_bytes = 0;
   size_t rotate_smem = 0;
 };
 
@@ -1100,6 +1310,7 @@ cudaError_t make_plan(const AttentionParams& p, Plan* plan, bool sizing_only = f
   plan->qbuf_bytes = align256(rows_all * a.kd * 2);
   plan->part_o_bytes = align256(rows_all * a.nsp * d * 4);
   plan->part_ml_bytes = align256(rows_all * a.nsp * 8);
+  plan->rot_form_bytes = align256(static_cast<size_t>(2) * p.kv_heads * 4);
   plan->rotate_smem = static_cast<size_t>(2 * kRotateRows) * (d + 4) * 4;
   return cudaSuccess;
 }
@@ -1132,7 +1343,7 @@ bool attention_head_dim_supported(int head_dim) { return head_dim == 64 || head_
 size_t attention_workspace_bytes(const AttentionParams& p) {
   Plan plan;
   if (make_plan(p, &plan, /*sizing_only=*/true) != cudaSuccess) return 0;
-  return plan.qbuf_bytes + plan.part_o_bytes + plan.part_ml_bytes;
+  return plan.qbuf_bytes + plan.part_o_bytes + plan.part_ml_bytes + plan.rot_form_bytes;
 }
 
 cudaError_t launch_attention(const AttentionParams& p, void* workspace, cudaStream_t stream) {
@@ -1143,16 +1354,21 @@ cudaError_t launch_attention(const AttentionParams& p, void* workspace, cudaStre
   if (p.batch == 0) return cudaSuccess;
   if (workspace == nullptr || (reinterpret_cast<uintptr_t>(workspace) & 255))
     return invalid("TQAttention: workspace must be non-null and 256-byte aligned (%zu bytes)",
-                   plan.qbuf_bytes + plan.part_o_bytes + plan.part_ml_bytes);
+                   plan.qbuf_bytes + plan.part_o_bytes + plan.part_ml_bytes + plan.rot_form_bytes);
   AttnArgs& a = plan.args;
   char* ws = static_cast<char*>(workspace);
   a.qbuf = reinterpret_cast<__half*>(ws);
   a.part_o = reinterpret_cast<float*>(ws + plan.qbuf_bytes);
   a.part_ml = reinterpret_cast<float2*>(ws + plan.qbuf_bytes + plan.part_o_bytes);
+  a.rot_form = reinterpret_cast<int*>(ws + plan.qbuf_bytes + plan.part_o_bytes + plan.part_ml_bytes);
   const int d = p.k_codec.head_dim;
 
-  // 1. Rotate q (the decode kernel rotates its own rows).
+  // 1. Rotate q (the decode kernel rotates its own rows), after the one check of R_k's and R_v's structure.
   if (!a.fast) {
+    const dim3 form_grid(std::max(p.k_rotation_heads, p.v_rotation_heads), 2);
+    tq_rotation_form_kernel<<<form_grid, kThreads, 0, stream>>>(a);
+    e = cudaGetLastError();
+    if (e != cudaSuccess) return cuda_failed(e, "TQAttention: tq_rotation_form_kernel launch");
     const bool per_head = p.k_rotation_heads != 1;
     const int64_t rows_in_head = per_head ? static_cast<int64_t>(p.batch) * a.group * p.new_tokens
                                           : static_cast<int64_t>(p.batch) * p.q_heads * p.new_tokens;
@@ -1188,8 +1404,14 @@ cudaError_t launch_attention(const AttentionParams& p, void* workspace, cudaStre
   if (a.fast_out) return cudaSuccess;
   const int64_t rows_all = static_cast<int64_t>(p.batch) * p.q_heads * p.new_tokens;
   if (rows_all > 0x7fffffffLL) return invalid("TQAttention: too many query rows");
+  if (!a.fast) {
+    const int64_t blocks = (rows_all + kThreads / 32 - 1) / (kThreads / 32);
+    tq_attention_reduce_rows_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(a, rows_all);
+    e = cudaGetLastError();
+    return e == cudaSuccess ? e : cuda_failed(e, "TQAttention: tq_attention_reduce_rows_kernel launch");
+  }
   e = launch_maybe_dependent(tq_attention_reduce_kernel, dim3(static_cast<unsigned>(rows_all)), kThreads, 0, stream,
-                             a.fast && dependent_launch_enabled(), a);
+                             dependent_launch_enabled(), a);
   return e == cudaSuccess ? e : cuda_failed(e, "TQAttention: tq_attention_reduce_kernel launch");
 }
 

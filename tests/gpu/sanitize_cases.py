@@ -112,6 +112,20 @@ def main() -> None:
     cache, q, mask = decode_inputs(k, kc, rot, cb, b, hkv, t, d, group)
     for vrot in (rot, dense):
         decode_launches(k, kc, q, cache, mask, vrot, cb, "TQ_DECODE_PDL", ("1", "0"), (0, 8))
+    # Prefill chunks on the general path: the once-per-call structure check of R, the rotate kernel's
+    # butterfly and dense products, the row-per-warp reduce kernel; 64-row blocks (G * S = 160), 1 and 3
+    # splits, Hadamard and dense R, D 64 / 128 / 256.
+    for d in (64, 128, 256):
+        b, hkv, t, group, s = 2, 2, 200, 4, 40
+        kc, rot, cb, dense = decode_codec(d)
+        cache, _, _ = decode_inputs(k, kc, rot, cb, b, hkv, t, d, group)
+        q = torch.randn((b, hkv * group, s, d), device="cuda", dtype=torch.float16)
+        mask = torch.zeros((b, 1, s, t), device="cuda")
+        for r in (rot, dense):
+            for splits in (1, 3):
+                out = k.attention(kc, kc, q, cache, cache, mask, r, cb, r, cb, scale=0.1, force_splits=splits)
+                torch.cuda.synchronize()
+                assert torch.isfinite(out).all()
     print("sanitize cases ran", np.__version__)
 
 

@@ -305,7 +305,7 @@ def build_mask(kind, b, hq, s, total, rng, pad):
     allowed &= t[None, None, None, :] >= pad[:, None, None, None]
     if kind.startswith("causal"):
         allowed &= t[None, None, None, :] <= qpos[None, None, :, None]
-    if kind == "bool":
+    if kind.endswith("bool"):  # "bool" (padding only) or "causal_bool"
         return allowed
     if kind.startswith("pad_heads"):  # one mask row per query head
         allowed = np.broadcast_to(allowed, (b, hq, s, total))
@@ -682,6 +682,53 @@ def test_attention_unrotation_hadamard_and_dense(kernels, monkeypatch, case):
     args = [dev(x) for x in (q, k_cache, v_cache, mask, k_rot, kref.codebook, v_rot, vref.codebook)]
     for splits in (1, 3):
         out = kernel_decode(kernels, kc, vc, args, dev_wins(k_win, v_win), ns, rw, splits)
+        got = out.float().cpu().numpy().astype(np.float64)
+        assert np.isfinite(got).all(), f"non-finite output (splits={splits})"
+        err = rel_err(got, want)
+        assert err < 2e-3, f"relative error {err:.2e} (splits={splits})"
+
+
+# General path (S > 1): the structure of R_k and R_v is checked once per call (tq_rotation_form_kernel); the
+# rotate kernel then takes a butterfly transform for a Hadamard R_k, the row-per-warp reduce kernel one for a
+# Hadamard R_v, and dense products otherwise. Every kind of R (near misses, per-head R with one head off the
+# structure, a dense R_k with a Hadamard R_v), a misaligned R, D 64 / 128 / 256, float32, float16 and bool
+# masks, one and three splits, against the float64 reference.
+PREFILL_ROTATION_CASES = (  # (D, R kind, mask kind)
+    [(128, k, "causal") for k in [*HADAMARD_KINDS, "misaligned"]]
+    + [(d, k, m) for d in (64, 256) for k, m in (("hadamard", "causal_bool"), ("dense", "causal_f16"))]
+    + [(d, "head1_off", "pad_heads_f16") for d in (64, 256)]
+)
+
+
+@pytest.mark.parametrize("case", PREFILL_ROTATION_CASES, ids=lambda c: f"D{c[0]}-{c[1]}-{c[2]}")
+def test_attention_prefill_rotations(kernels, case):
+    d, kind, mask_kind = case
+    hkv, b, group, s, total = 2, 2, 4, 24, 160
+    hq = hkv * group
+    rng = np.random.default_rng(d * 5 + len(kind) + len(mask_kind))
+    kref, kc = build(d, (d,), (4,), 0, 0, "hadamard", seed=3)
+    vref, vc = build(d, (d,), (3,), 0, 0, "hadamard", seed=11)
+    base = "hadamard" if kind == "misaligned" else kind
+    v_rot = _rotation("hadamard" if kind == "k_dense" else base, d, hkv, rng)
+    k_rot = _rotation("dense" if kind == "k_dense" else base, d, hkv, rng)
+    k_cache, k_win = make_cache(kref, rng, b, hkv, total, d, 0, 0, "float16")
+    v_cache, v_win = make_cache(vref, rng, b, hkv, total, d, 0, 0, "float16")
+    q = rng.standard_normal((b, hq, s, d)).astype(np.float16)
+    mask = build_mask(mask_kind, b, hq, s, total, rng, np.array([0, 7]))
+    want = reference_decode(q, k_cache, v_cache, mask, k_rot, v_rot, kref, vref, kc, vc, k_win, v_win, 0, 0)
+
+    def on_device(r: np.ndarray) -> torch.Tensor:
+        if kind != "misaligned":
+            return dev(r)
+        out = torch.zeros(r.size + 1, dtype=torch.float32, device="cuda")[1:].view(r.shape)
+        out.copy_(dev(r))
+        assert out.data_ptr() % 16 != 0
+        return out
+
+    args = [dev(q), dev(k_cache), dev(v_cache), dev(mask), on_device(k_rot), dev(kref.codebook)]
+    args += [on_device(v_rot), dev(vref.codebook)]
+    for splits in (1, 3):
+        out = kernel_decode(kernels, kc, vc, args, (None, None), 0, 0, splits)
         got = out.float().cpu().numpy().astype(np.float64)
         assert np.isfinite(got).all(), f"non-finite output (splits={splits})"
         err = rel_err(got, want)

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Prefill chunks (bench/NOTES.md "Prefill v2"): one device call that checks a harness build and times
+# bench/prefill_gpu.py for it and for a baseline build in the same call.
+#   bash bench/gpu_harness/prefill_device.sh NEW_LIB [BASE_LIB] [--no-tests]
+# NEW_LIB / BASE_LIB: harness libraries (smallt_build.sh NAME SRC full). Runs the kernel and quantize GPU tests
+# and compute-sanitizer memcheck / racecheck on tests/gpu/sanitize_cases.py against NEW_LIB (unless
+# --no-tests), then bench/prefill_gpu.py for BASE_LIB and NEW_LIB, then the per-kernel split of NEW_LIB's calls
+# (prefill_profile.py). Logs under $OUT.
+set -uo pipefail
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+out="${OUT:-/tmp/out}"
+mkdir -p "$out"
+new=$1
+base=${2:-}
+tests=1
+[ "${3:-}" = --no-tests ] && tests=0
+nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv,noheader
+rc=0
+if [ "$tests" = 1 ]; then
+  TQ_KERNELS_LIB="$new" timeout 300 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_kernels_gpu.py \
+    tests/gpu/test_quantize_gpu.py --tb=short -rf 2>&1 | tee "$out/pytest.log" | tail -8
+  rc=${PIPESTATUS[0]}
+  for tool in memcheck racecheck; do
+    log="$out/sanitize_$tool.log"
+    TQ_KERNELS_LIB="$new" timeout 150 compute-sanitizer --tool "$tool" --print-limit 20 python3 \
+      tests/gpu/sanitize_cases.py >"$log" 2>&1
+    src=$?
+    echo "compute-sanitizer $tool: rc=$src $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$log" | tail -1)"
+    [ "$src" -eq 0 ] || rc=1
+  done
+fi
+if [ -n "$base" ]; then
+  echo "== base $base"
+  TQ_KERNELS_LIB="$base" timeout 200 python3 bench/prefill_gpu.py 2>&1 | tail -9
+fi
+echo "== new $new"
+TQ_KERNELS_LIB="$new" timeout 200 python3 bench/prefill_gpu.py 2>&1 | tail -9
+TQ_KERNELS_LIB="$new" timeout 100 python3 bench/gpu_harness/prefill_profile.py 2>&1 | grep -v Warn | tail -14
+echo "prefill_device: tests and sanitizers rc=$rc"
+exit "$rc"

@@ -1,0 +1,63 @@
+"""Per-kernel time of TQAttention prefill chunks (torch.profiler / CUPTI), to see where a prefill call goes.
+
+Prints, for each case of bench/prefill_gpu.py's shape, every CUDA kernel the call launches with its mean time.
+Run on a GPU: python3 bench/gpu_harness/prefill_profile.py [--shape 32,8,128] [--bits 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from bench.attention_gpu import hadamard_rotation, random_cache  # noqa: E402
+from bench.gpu_harness.capi import Codec, Kernels  # noqa: E402
+
+CASES = [(1, 0, 2048), (1, 8192, 2048), (4, 4096, 256)]
+
+
+def main() -> None:
+    import torch
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shape", default="32,8,128")
+    ap.add_argument("--bits", type=int, default=4)
+    args = ap.parse_args()
+    hq, hkv, d = (int(x) for x in args.shape.split(","))
+    kern = Kernels()
+    codec = Codec(d, (d,), (args.bits,))
+    book = torch.zeros((1, 256), device="cuda")
+    book[0, : 2**args.bits] = torch.linspace(-0.2, 0.2, 2**args.bits, device="cuda")
+    rot = torch.from_numpy(hadamard_rotation(d)[None]).float().cuda()
+    print(torch.cuda.get_device_name())
+    for b, past, s in CASES:
+        t = past + s
+        q = torch.randn((b, hq, s, d), dtype=torch.float16, device="cuda")
+        kc, vc = random_cache(torch, codec, b, t, hkv), random_cache(torch, codec, b, t, hkv)
+        qpos = past + torch.arange(s, device="cuda")
+        allowed = torch.arange(t, device="cuda")[None, :] <= qpos[:, None]
+        mask = torch.where(allowed, 0.0, float("-inf")).float()[None, None].expand(b, 1, s, t).contiguous()
+        out = torch.empty_like(q)
+        for _ in range(2):
+            kern.attention(codec, codec, q, kc, vc, mask, rot, book, rot, book, scale=d**-0.5, out=out)
+        torch.cuda.synchronize()
+        reps = 5
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            for _ in range(reps):
+                kern.attention(codec, codec, q, kc, vc, mask, rot, book, rot, book, scale=d**-0.5, out=out)
+            torch.cuda.synchronize()
+        per = defaultdict(float)
+        for ev in prof.events():
+            if ev.device_type == torch.autograd.DeviceType.CUDA:
+                per[ev.name[:90]] += ev.device_time / reps
+        print(f"B={b} past={past} S={s}: total {sum(per.values()):.1f} us per call")
+        for name, us in sorted(per.items(), key=lambda kv: -kv[1]):
+            print(f"  {us:9.1f} us  {name}")
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
