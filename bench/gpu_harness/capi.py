@@ -73,6 +73,8 @@ class Kernels:
         self.lib.tqh_quantize.restype = ctypes.c_int
         self.lib.tqh_attention_workspace.argtypes = [i64p, f64p]
         self.lib.tqh_attention_workspace.restype = ctypes.c_int64
+        self.lib.tqh_attention_workspace_max.argtypes = [i64p, f64p]
+        self.lib.tqh_attention_workspace_max.restype = ctypes.c_int64
         self.lib.tqh_attention.argtypes = [i64p, f64p, ctypes.c_void_p, ctypes.c_void_p]
         self.lib.tqh_attention.restype = ctypes.c_int
         self.lib.tqh_last_error.restype = ctypes.c_char_p
@@ -229,6 +231,30 @@ class Kernels:
             force_splits,
         ]
         return (ctypes.c_int64 * len(args))(*args), (ctypes.c_double * 2)(scale, softcap)
+
+    def attention_workspace(
+        self,
+        k_codec: Codec,
+        v_codec: Codec,
+        q,
+        k_cache,
+        mask,
+        k_rotation,
+        v_rotation,
+        k_window=None,
+        *,
+        sink_tokens: int = 0,
+        recent_window: int = 0,
+        upper_bound: bool = False,
+    ) -> int:
+        """Workspace bytes of a TQAttention call with these shapes (tensors may live on the meta device):
+        attention_workspace_bytes, or with upper_bound attention_workspace_bytes_max."""
+        args, fargs = self._attention_args(
+            k_codec, v_codec, q, k_cache, k_cache, mask, k_rotation, None, v_rotation, None, None,
+            k_window, k_window, None, q, 1.0, 0.0, CONCAT, sink_tokens, recent_window, 0,
+        )  # fmt: skip
+        fn = self.lib.tqh_attention_workspace_max if upper_bound else self.lib.tqh_attention_workspace
+        return int(fn(args, fargs))
 
     def attention(
         self,

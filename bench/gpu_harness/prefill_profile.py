@@ -1,7 +1,8 @@
 """Per-kernel time of TQAttention prefill chunks (torch.profiler / CUPTI), to see where a prefill call goes.
 
 Prints, for each case of bench/prefill_gpu.py's shape, every CUDA kernel the call launches with its mean time.
-Run on a GPU: python3 bench/gpu_harness/prefill_profile.py [--shape 32,8,128] [--bits 4]
+Run on a GPU: python3 bench/gpu_harness/prefill_profile.py [--shape 32,8,128] [--bits 4] [--case B,PAST,S]
+--ncu: no profiler, three calls of the first case only (a target for `ncu --launch-skip 2 --launch-count 1`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shape", default="32,8,128")
     ap.add_argument("--bits", type=int, default=4)
+    ap.add_argument("--case", help="B,PAST,S instead of the default cases")
+    ap.add_argument("--ncu", action="store_true")
     args = ap.parse_args()
+    cases = [tuple(int(x) for x in args.case.split(","))] if args.case else CASES
     hq, hkv, d = (int(x) for x in args.shape.split(","))
     kern = Kernels()
     codec = Codec(d, (d,), (args.bits,))
@@ -33,7 +37,7 @@ def main() -> None:
     book[0, : 2**args.bits] = torch.linspace(-0.2, 0.2, 2**args.bits, device="cuda")
     rot = torch.from_numpy(hadamard_rotation(d)[None]).float().cuda()
     print(torch.cuda.get_device_name())
-    for b, past, s in CASES:
+    for b, past, s in cases:
         t = past + s
         q = torch.randn((b, hq, s, d), dtype=torch.float16, device="cuda")
         kc, vc = random_cache(torch, codec, b, t, hkv), random_cache(torch, codec, b, t, hkv)
@@ -41,9 +45,11 @@ def main() -> None:
         allowed = torch.arange(t, device="cuda")[None, :] <= qpos[:, None]
         mask = torch.where(allowed, 0.0, float("-inf")).float()[None, None].expand(b, 1, s, t).contiguous()
         out = torch.empty_like(q)
-        for _ in range(2):
+        for _ in range(3 if args.ncu else 2):
             kern.attention(codec, codec, q, kc, vc, mask, rot, book, rot, book, scale=d**-0.5, out=out)
         torch.cuda.synchronize()
+        if args.ncu:
+            return
         reps = 5
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
             for _ in range(reps):

@@ -104,6 +104,10 @@ __attribute__((visibility("default"))) int64_t tqh_attention_workspace(const int
   return static_cast<int64_t>(tq::kernels::attention_workspace_bytes(attention_params(a, f)));
 }
 
+__attribute__((visibility("default"))) int64_t tqh_attention_workspace_max(const int64_t* a, const double* f) {
+  return static_cast<int64_t>(tq::kernels::attention_workspace_bytes_max(attention_params(a, f)));
+}
+
 __attribute__((visibility("default"))) int tqh_attention(const int64_t* a, const double* f, void* workspace,
                                                          void* stream) {
   return static_cast<int>(

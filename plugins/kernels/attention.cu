@@ -6,8 +6,9 @@
 //   0. tq_rotation_form_kernel: whether each head of R_k and R_v is Sylvester-Hadamard, checked once per call.
 //   1. tq_rotate_q_kernel: qr = scale * R_k q (and scale * Sq qr with QJL), float32 math, stored float16; a
 //      butterfly transform per row for a Hadamard R_k without QJL.
-//   2. tq_attention_split_kernel: flash-decoding over the compressed cache. One block serves every query row
-//      (G heads x S queries) of one kv head for one split of the sequence, so the cache is read once per kv head.
+//   2. tq_attention_split_kernel: flash-decoding over the compressed cache. One block serves 16-128 query rows
+//      (of the G heads x S queries) of one kv head for one split of the sequence; with G S <= 128 the cache is
+//      read once per kv head.
 //      Tiles of 64 compressed rows are copied global->shared with 16-byte cp.async (rows are only 2-byte aligned:
 //      the copy covers the tile's aligned byte range; the unaligned head is skipped when decoding and the tail past
 //      the tensor is zero-filled, never read), decoded to float16 through per-part lookup tables (pairs of codes
@@ -24,6 +25,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <type_traits>
 
 #include "kernels/launch_errors.h"
 #include "kernels/tq_device.cuh"
@@ -39,6 +41,7 @@ constexpr int kMaxWindowSplits = 64;
 constexpr int kWindowChunk = 128;
 constexpr int kRotateRows = 16;
 constexpr float kNegInf = -INFINITY;
+constexpr float kLog2eF = 1.4426950408889634f;
 
 struct AttnArgs {
   AttentionParams p;
@@ -65,6 +68,8 @@ struct AttnArgs {
   float* part_o;        // [B*Hq*S][nsp][D]
   float2* part_ml;      // [B*Hq*S][nsp] (max, sum)
   int* rot_form;        // general path: [2 Hkv], 1 where R_k head h ([h]) / R_v head h ([Hkv + h]) is Hadamard
+  int split_q;          // general path, no QJL: the split kernel rotates its own q rows when R_k is Hadamard
+  int split_out;        // general path, one split, no window: the split kernel writes the output when R_v is Hadamard
 };
 
 __device__ __forceinline__ int64_t pmod(int64_t a, int64_t m) {
@@ -253,27 +258,30 @@ struct DecodeItem {
   int dst_stride = 0;
 };
 
-// Additive mask values of one warp's score fragment (rows mrow0 / mrow1, NT 8-column tiles starting at column
-// col0 = token t0), -inf where the column is past the tile's valid tokens, the row is padding or the token is
-// past the mask. Every load is independent of the others.
+// Additive mask values of one warp's score fragment in a tile: rows at mask offsets mr0 / mr1 (-1: a padding row),
+// NT 8-column tiles whose first column is token t0, this thread's columns dc = 8 n + {0, 1}; -inf where dc >= lim
+// (past the tile's valid tokens or past the mask). Every load independent, at a constant offset of one row pointer.
 template <int NT, MaskType MT>
-__device__ __forceinline__ void load_mask_tile(const AttentionParams& p, int64_t mrow0, int64_t mrow1, int64_t t0,
-                                               int col0, int nt_valid, float (&m)[NT][4]) {
+__device__ __forceinline__ void load_mask_tile(const void* mask, int64_t mr0, int64_t mr1, int64_t t0, int lim,
+                                               float (&m)[NT][4]) {
+  using Elem = std::conditional_t<MT == MaskType::kFloat16, __half,
+                                  std::conditional_t<MT == MaskType::kBool, uint8_t, float>>;
+  const Elem* base = static_cast<const Elem*>(mask);
+  const Elem* rows[2] = {mr0 >= 0 ? base + mr0 + t0 : nullptr, mr1 >= 0 ? base + mr1 + t0 : nullptr};
 #pragma unroll
   for (int n = 0; n < NT; ++n) {
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const int dc = n * 8 + (e & 1);
-      const int64_t mr = e < 2 ? mrow0 : mrow1;
-      const int64_t t = t0 + dc;
+      const Elem* r = rows[e >> 1];
       float v = kNegInf;
-      if (col0 + dc < nt_valid && mr >= 0 && t < p.mask_tokens) {
+      if (r != nullptr && dc < lim) {
         if constexpr (MT == MaskType::kFloat16) {
-          v = __half2float(static_cast<const __half*>(p.mask)[mr + t]);
+          v = __half2float(r[dc]);
         } else if constexpr (MT == MaskType::kBool) {
-          v = static_cast<const uint8_t*>(p.mask)[mr + t] ? 0.0f : kNegInf;
+          v = r[dc] ? 0.0f : kNegInf;
         } else {
-          v = static_cast<const float*>(p.mask)[mr + t];
+          v = r[dc];
         }
       }
       m[n][e] = v;
@@ -348,11 +356,110 @@ __device__ void window_block(const AttnArgs& a, int b, int g, int rowblock, int 
 // ------------------------------------------------------------------------------------ fast decode path
 #include "kernels/attention_decode.cuh"
 
+// ------------------------------------------------------------------------------------ split-kernel prologue/epilogue
+// A Sylvester-Hadamard R_k (rot_form), no QJL: the split kernel rotates its own query rows [row0, row0 + rb) into
+// shared memory, qs[rl] = float16(scale * H (R[0] .* q)), one warp's butterfly per row (as the rotate kernel's).
+template <int D>
+__device__ __forceinline__ void split_rotate_q(const AttnArgs& a, const float* rot, int b, int g, int row0, int rb,
+                                               int nwarps, __half* qs, int qstride) {
+  constexpr int N = D / 32;
+  const AttentionParams& p = a.p;
+  const int lane = threadIdx.x % 32;
+  float r0[N];
+#pragma unroll
+  for (int e = 0; e < N; ++e) r0[e] = __ldg(rot + N * lane + e);
+  for (int rl = threadIdx.x / 32; rl < rb; rl += nwarps) {
+    const int r = row0 + rl;
+    float v[N];
+    if (r < a.rows) {
+      const int64_t grow = global_row(a, b, g, r);
+#pragma unroll
+      for (int e = 0; e < N; ++e) v[e] = r0[e] * dev::load_as_float(p.q, p.dtype, grow * D + N * lane + e);
+      dev::warp_fwht<N>(v, lane);
+    } else {
+#pragma unroll
+      for (int e = 0; e < N; ++e) v[e] = 0.0f;
+    }
+#pragma unroll
+    for (int e = 0; e < N; ++e) qs[rl * qstride + N * lane + e] = __float2half_rn(v[e] * p.scale);
+  }
+}
+
+// A Sylvester-Hadamard R_v (rot_form), one split, no window: the warp's two fragment rows (row, row + 8) are whole,
+// so out = R_v^T (o / l) = R_v[0] .* H (o / l) in registers. Column c = 8 i + 2 (lane % 4) + j of fragment i, half
+// j: the butterflies run over j, i in registers and over lane % 4 with two shuffles. A row that saw nothing is 0.
+template <int DT>
+__device__ __forceinline__ void split_write_out(const AttnArgs& a, const float* rot, int b, int g, int row,
+                                                float (&o)[DT][4], const float (&l)[2]) {
+  const AttentionParams& p = a.p;
+  constexpr int D = DT * 8;
+  const int lane = threadIdx.x % 32;
+  const int q4 = lane % 4;
+#pragma unroll
+  for (int i = 0; i < DT; ++i) {  // bit 0 of c: j
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float x = o[i][2 * h], y = o[i][2 * h + 1];
+      o[i][2 * h] = x + y;
+      o[i][2 * h + 1] = x - y;
+    }
+  }
+#pragma unroll
+  for (int m = 1; m <= 2; m <<= 1) {  // bits 1, 2 of c: lane % 4
+    const bool upper = (q4 & m) != 0;
+#pragma unroll
+    for (int i = 0; i < DT; ++i) {
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const float other = __shfl_xor_sync(0xffffffffu, o[i][k], m);
+        o[i][k] = upper ? other - o[i][k] : o[i][k] + other;
+      }
+    }
+  }
+#pragma unroll
+  for (int hb = 1; hb < DT; hb <<= 1) {  // bits 3.. of c: i
+#pragma unroll
+    for (int i = 0; i < DT; ++i) {
+      if ((i & hb) == 0) {
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          const float x = o[i][k], y = o[i + hb][k];
+          o[i][k] = x + y;
+          o[i + hb][k] = x - y;
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int r = row + 8 * h;
+    if (r >= a.rows) continue;
+    const int64_t base = global_row(a, b, g, r) * D;
+    const float inv = l[h] > 0.0f ? 1.0f / l[h] : 0.0f;
+#pragma unroll
+    for (int i = 0; i < DT; ++i) {
+      const int c = 8 * i + 2 * q4;
+      const float2 r0 = __ldg(reinterpret_cast<const float2*>(rot + c));
+      const float v0 = l[h] > 0.0f ? r0.x * o[i][2 * h] * inv : 0.0f;
+      const float v1 = l[h] > 0.0f ? r0.y * o[i][2 * h + 1] * inv : 0.0f;
+      if (p.dtype == DType::kFloat16) {
+        *reinterpret_cast<__half2*>(static_cast<__half*>(p.out) + base + c) = __floats2half2_rn(v0, v1);
+      } else {
+        *reinterpret_cast<float2*>(static_cast<float*>(p.out) + base + c) = make_float2(v0, v1);
+      }
+    }
+  }
+}
+
 // ------------------------------------------------------------------------------------ compressed splits
+// Threads of the split kernel: 4 warps, or 8 for 128-row blocks (WM = 8, prefill chunks).
+constexpr int split_threads(int wm) { return wm == 8 ? 2 * kThreads : kThreads; }
+
 template <int D, int WM>
-__global__ void __launch_bounds__(kThreads) tq_attention_split_kernel(const AttnArgs a) {
-  constexpr int WN = 4 / WM;             // warps along tokens
-  constexpr int RB = 16 * WM;            // query rows per block
+__global__ void __launch_bounds__(split_threads(WM)) tq_attention_split_kernel(const AttnArgs a) {
+  constexpr int WN = WM >= 4 ? 1 : 4 / WM;  // warps along tokens
+  constexpr int NT = 32 * WM * WN;          // threads
+  constexpr int RB = 16 * WM;               // query rows per block
   constexpr int NW = kTileTokens / WN;   // tokens per warp per tile
   constexpr int NTILES = NW / 8;
   constexpr int DT = D / 8;
@@ -363,7 +470,7 @@ __global__ void __launch_bounds__(kThreads) tq_attention_split_kernel(const Attn
   const int g = blockIdx.z % p.kv_heads;
 
   if (split >= a.nsplit) {
-    window_block<D>(a, b, g, rowblock, RB, split - a.nsplit);
+    window_block<D, NT / 32>(a, b, g, rowblock, RB, split - a.nsplit);
     return;
   }
 
@@ -392,7 +499,7 @@ __global__ void __launch_bounds__(kThreads) tq_attention_split_kernel(const Attn
   const int64_t bg = static_cast<int64_t>(b) * p.kv_heads + g;
 
   if (c0 >= c1) {
-    for (int rl = threadIdx.x; rl < RB; rl += kThreads) {
+    for (int rl = threadIdx.x; rl < RB; rl += NT) {
       const int r = rowblock * RB + rl;
       if (r < a.rows) a.part_ml[global_row(a, b, g, r) * a.nsp + split] = make_float2(kNegInf, 0.0f);
     }
@@ -419,19 +526,42 @@ __global__ void __launch_bounds__(kThreads) tq_attention_split_kernel(const Attn
   }
   for (int pp = 0; pp < kc.num_parts; ++pp) build_table(p.k_codebook + pp * 256, a.klay.mse_bits[pp], tab_k + pp * 256);
   for (int pp = 0; pp < vc.num_parts; ++pp) build_table(p.v_codebook + pp * 256, a.vlay.mse_bits[pp], tab_v + pp * 256);
-  for (int idx = threadIdx.x; idx < RB * (kd / 8); idx += kThreads) {
-    const int rl = idx / (kd / 8);
-    const int c8 = idx % (kd / 8);
-    const int r = rowblock * RB + rl;
-    uint4 v = make_uint4(0, 0, 0, 0);
-    if (r < a.rows) v = *reinterpret_cast<const uint4*>(a.qbuf + global_row(a, b, g, r) * kd + c8 * 8);
-    *reinterpret_cast<uint4*>(qs + rl * qstride + c8 * 8) = v;
+  const int krh = p.k_rotation_heads == 1 ? 0 : g;
+  if (a.split_q && a.rot_form[krh] != 0) {  // uniform: rotate this block's q rows here (rotate kernel skipped them)
+    split_rotate_q<D>(a, p.k_rotation + static_cast<int64_t>(krh) * D * D, b, g, rowblock * RB, RB, NT / 32, qs,
+                      qstride);
+  } else {
+    for (int idx = threadIdx.x; idx < RB * (kd / 8); idx += NT) {
+      const int rl = idx / (kd / 8);
+      const int c8 = idx % (kd / 8);
+      const int r = rowblock * RB + rl;
+      uint4 v = make_uint4(0, 0, 0, 0);
+      if (r < a.rows) v = *reinterpret_cast<const uint4*>(a.qbuf + global_row(a, b, g, r) * kd + c8 * 8);
+      *reinterpret_cast<uint4*>(qs + rl * qstride + c8 * 8) = v;
+    }
   }
 
   // Per-thread rows of the mma fragments: rl0 = wm*16 + lane/4 and rl0 + 8.
   const int rl0 = wm * 16 + lane / 4;
   const int64_t mrow0 = mask_row(a, b, g, rowblock * RB + rl0);
   const int64_t mrow1 = mask_row(a, b, g, rowblock * RB + rl0 + 8);
+
+  // This thread's mask values of a tile (its score fragment's positions), loaded a tile ahead where registers
+  // allow (D <= 128; at D = 256 the output fragments leave no room) so their latency hides behind a whole tile.
+  constexpr bool kPrefetchMask = D <= 128;
+  float madd[NTILES][4];
+  const int mcol0 = wn * NW + (lane % 4) * 2;
+  auto fetch_mask = [&](int64_t tile0, int tile_valid) {
+    const int64_t t0 = tile0 + mcol0 + p.sink_tokens;
+    const int lim = static_cast<int>(max(static_cast<int64_t>(-1), min(static_cast<int64_t>(tile_valid - mcol0),
+                                                                        p.mask_tokens - t0)));
+    switch (p.mask_type) {
+      case MaskType::kFloat16: load_mask_tile<NTILES, MaskType::kFloat16>(p.mask, mrow0, mrow1, t0, lim, madd); break;
+      case MaskType::kBool: load_mask_tile<NTILES, MaskType::kBool>(p.mask, mrow0, mrow1, t0, lim, madd); break;
+      default: load_mask_tile<NTILES, MaskType::kFloat32>(p.mask, mrow0, mrow1, t0, lim, madd); break;
+    }
+  };
+  if constexpr (kPrefetchMask) fetch_mask(c0, static_cast<int>(min(static_cast<int64_t>(kTileTokens), c1 - c0)));
 
   float oacc[DT][4];
 #pragma unroll
@@ -441,10 +571,11 @@ __global__ void __launch_bounds__(kThreads) tq_attention_split_kernel(const Attn
 
   // This thread's decode item: one group of 16 coordinates (K codes, K QJL signs or V codes) of every
   // phases-th token of a tile. items <= 48 (D = 256 with QJL), so phases >= 2; threads past phases * items idle.
+  static_assert(NT >= 96, "at least two tokens per item round");
   const int kgroups = D / 16;
   const int kitems = kgroups * (kc.qjl ? 2 : 1);
   const int items = kitems + kgroups;  // K groups (+ QJL groups) and V groups per token
-  const int phases = kThreads / items;
+  const int phases = NT / items;
   DecodeItem dc;
   {
     const int it = threadIdx.x % items;
@@ -550,19 +681,10 @@ __global__ void __launch_bounds__(kThreads) tq_attention_split_kernel(const Attn
         dev::mma_16816(sacc[2 * n2 + 1], af, bf[2], bf[3]);
       }
     }
-    // Soft-cap, mask, validity; online softmax (rows rl0 and rl0 + 8). The tile's mask values are loaded first,
-    // all independent (-inf for a position outside the tile, a padding row or past the mask): loaded one by one
-    // after each score's branches they were the kernel's longest stall (bench/NOTES.md "Prefill v2").
-    float madd[NTILES][4];
-    {
-      const int col0 = wn * NW + (lane % 4) * 2;
-      const int64_t t0 = ct + col0 + p.sink_tokens;
-      switch (p.mask_type) {
-        case MaskType::kFloat16: load_mask_tile<NTILES, MaskType::kFloat16>(p, mrow0, mrow1, t0, col0, nt_valid, madd); break;
-        case MaskType::kBool: load_mask_tile<NTILES, MaskType::kBool>(p, mrow0, mrow1, t0, col0, nt_valid, madd); break;
-        default: load_mask_tile<NTILES, MaskType::kFloat32>(p, mrow0, mrow1, t0, col0, nt_valid, madd); break;
-      }
-    }
+    // Soft-cap, mask, validity; online softmax (rows rl0 and rl0 + 8). The mask values were loaded ahead (the
+    // previous tile, or just above for D = 256), all independent: loaded one by one after each score's branches
+    // they were the kernel's longest stall (bench/NOTES.md "Prefill v2").
+    if constexpr (!kPrefetchMask) fetch_mask(ct, nt_valid);
     float tile_max[2] = {kNegInf, kNegInf};
 #pragma unroll
     for (int n = 0; n < NTILES; ++n) {
@@ -570,11 +692,15 @@ __global__ void __launch_bounds__(kThreads) tq_attention_split_kernel(const Attn
       for (int e = 0; e < 4; ++e) {
         float sc = sacc[n][e];
         if (p.softcap > 0.0f) sc = p.softcap * tanhf(sc / p.softcap);
-        sc += madd[n][e];  // -inf where excluded: -inf, or NaN (an infinite score) -> -inf below
-        if (sc != sc) sc = kNegInf;
+        // -inf where excluded; NaN (an infinite score against -inf, or a NaN score) -> -inf (fmaxf drops NaN)
+        sc = fmaxf(sc + madd[n][e], kNegInf);
         sacc[n][e] = sc;
         tile_max[e >> 1] = fmaxf(tile_max[e >> 1], sc);
       }
+    }
+    if constexpr (kPrefetchMask) {
+      if (ct + kTileTokens < c1) fetch_mask(ct + kTileTokens, static_cast<int>(min(static_cast<int64_t>(kTileTokens),
+                                                                                 c1 - ct - kTileTokens)));
     }
     float alpha[2], m_use[2];
 #pragma unroll
@@ -583,22 +709,25 @@ __global__ void __launch_bounds__(kThreads) tq_attention_split_kernel(const Attn
       tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 2));
       const float m_new = fmaxf(m_run[h], tile_max[h]);
       m_use[h] = m_new == kNegInf ? 0.0f : m_new;
-      alpha[h] = __expf(m_run[h] - m_use[h]);
+      alpha[h] = exp2_ftz((m_run[h] - m_use[h]) * kLog2eF);  // exactly 1 where the max did not move
       m_run[h] = m_new;
       l_run[h] *= alpha[h];
     }
+    if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {  // warp-uniform: skip a no-op rescale
 #pragma unroll
-    for (int i = 0; i < DT; ++i) {
-      oacc[i][0] *= alpha[0];
-      oacc[i][1] *= alpha[0];
-      oacc[i][2] *= alpha[1];
-      oacc[i][3] *= alpha[1];
+      for (int i = 0; i < DT; ++i) {
+        oacc[i][0] *= alpha[0];
+        oacc[i][1] *= alpha[0];
+        oacc[i][2] *= alpha[1];
+        oacc[i][3] *= alpha[1];
+      }
     }
+    const float ml[2] = {m_use[0] * kLog2eF, m_use[1] * kLog2eF};
 #pragma unroll
     for (int n = 0; n < NTILES; ++n) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const float pr = __expf(sacc[n][e] - m_use[e >> 1]);
+        const float pr = exp2_ftz(fmaf(sacc[n][e], kLog2eF, -ml[e >> 1]));
         sacc[n][e] = pr;
         l_run[e >> 1] += pr;
       }
@@ -624,12 +753,36 @@ __global__ void __launch_bounds__(kThreads) tq_attention_split_kernel(const Attn
   }
   dev::cp_async_wait<0>();
 
-  // Merge the WN warps of each row group through shared memory (the K/V tile space is free now).
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     l_run[h] += __shfl_xor_sync(0xffffffffu, l_run[h], 1);
     l_run[h] += __shfl_xor_sync(0xffffffffu, l_run[h], 2);
   }
+  if constexpr (WN == 1) {
+    const int vrh = p.v_rotation_heads == 1 ? 0 : g;
+    if (a.split_out && a.rot_form[p.kv_heads + vrh] != 0) {  // uniform: the output itself, no reduce kernel
+      split_write_out<DT>(a, p.v_rotation + static_cast<int64_t>(vrh) * D * D, b, g, rowblock * RB + rl0, oacc,
+                          l_run);
+      return;
+    }
+    // Each warp holds whole rows: its fragments go straight to the partials (what the merge below computes for
+    // one warp, bit for bit: weight exp(0) = 1, zeros for a row that saw nothing).
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int r = rowblock * RB + rl0 + 8 * h;
+      if (r >= a.rows) continue;
+      const int64_t grow = global_row(a, b, g, r);
+      float* po = a.part_o + (grow * a.nsp + split) * D + (lane % 4) * 2;
+      const bool seen = m_run[h] != kNegInf;
+#pragma unroll
+      for (int i = 0; i < DT; ++i)
+        *reinterpret_cast<float2*>(po + i * 8) =
+            seen ? make_float2(oacc[i][2 * h], oacc[i][2 * h + 1]) : make_float2(0.0f, 0.0f);
+      if (lane % 4 == 0) a.part_ml[grow * a.nsp + split] = make_float2(m_run[h], seen ? l_run[h] : 0.0f);
+    }
+    return;
+  }
+  // Merge the WN warps of each row group through shared memory (the K/V tile space is free now).
   float* cb_o = reinterpret_cast<float*>(smem + a.off_k);  // [WN][RB][D]
   float* cb_m = cb_o + WN * RB * D;                         // [WN][RB]
   float* cb_l = cb_m + WN * RB;
@@ -650,7 +803,7 @@ __global__ void __launch_bounds__(kThreads) tq_attention_split_kernel(const Attn
     cb_l[wn * RB + rl0 + 8] = l_run[1];
   }
   __syncthreads();
-  for (int idx = threadIdx.x; idx < RB * D; idx += kThreads) {
+  for (int idx = threadIdx.x; idx < RB * D; idx += NT) {
     const int rl = idx / D;
     const int d = idx % D;
     const int r = rowblock * RB + rl;
@@ -721,6 +874,7 @@ __global__ void __launch_bounds__(kThreads) tq_rotate_q_kernel(const AttnArgs a)
   const int rhead = blockIdx.y;
   const int64_t first = static_cast<int64_t>(blockIdx.x) * kRotateRows;
   if (!p.k_codec.qjl && a.rot_form[rhead] != 0) {  // uniform per block
+    if (a.split_q) return;                           // the split kernel rotates its own rows
     const float* rot = p.k_rotation + static_cast<int64_t>(rhead) * d * d;
     switch (d) {
       case 64: rotate_q_hadamard<2>(a, rot, rhead, first); break;
@@ -983,6 +1137,7 @@ __device__ __forceinline__ void reduce_row_warp(const AttnArgs& a, int64_t grow)
   const int lane = threadIdx.x % 32;
   const int h = static_cast<int>((grow / p.new_tokens) % p.q_heads);
   const int rh = p.v_rotation_heads == 1 ? 0 : h / a.group;
+  if (a.split_out && a.rot_form[p.kv_heads + rh] != 0) return;  // the split kernel wrote this row
   const float* rot = p.v_rotation + static_cast<int64_t>(rh) * D * D;
   const float2* ml = a.part_ml + grow * a.nsp;
   float mx = kNegInf;
@@ -1181,6 +1336,52 @@ cudaError_t launch_maybe_dependent(Kernel kernel, dim3 grid, int threads, int sm
   return e;
 }
 
+// The split kernel's shared memory for rb-row blocks (query rows, one K and one V float16 tile, two stages of
+// compressed tiles, the lookup tables); sets a's offsets and smem_bytes and returns the size.
+int split_smem_layout(AttnArgs& a, int rb) {
+  const int d = a.p.k_codec.head_dim;
+  size_t off = align256(static_cast<size_t>(rb) * (a.kd + 8) * 2);
+  a.off_k = static_cast<int>(off);
+  off += align256(static_cast<size_t>(kTileTokens) * (a.kd + 8) * 2);
+  a.off_v = static_cast<int>(off);
+  off += align256(static_cast<size_t>(kTileTokens) * (d + 8) * 2);
+  a.off_raw = static_cast<int>(off);
+  a.raw_k_bytes = static_cast<int>(align256(static_cast<size_t>(kTileTokens) * a.klay.row_bytes + 32));
+  a.raw_stage_bytes =
+      a.raw_k_bytes + static_cast<int>(align256(static_cast<size_t>(kTileTokens) * a.vlay.row_bytes + 32));
+  off += 2 * static_cast<size_t>(a.raw_stage_bytes);
+  a.off_tab_k = static_cast<int>(off);
+  off += static_cast<size_t>(a.p.k_codec.num_parts) * 256 * 4;
+  a.off_tab_v = static_cast<int>(off);
+  off += static_cast<size_t>(a.p.v_codec.num_parts) * 256 * 4;
+  a.smem_bytes = static_cast<int>(off);
+  return a.smem_bytes;
+}
+
+// Opt-in shared memory per block of the current device (227 KB on H100, 163 KB on Orin).
+int max_block_smem() {
+  int device = 0, bytes = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess || bytes <= 0) {
+    cudaGetLastError();
+    return 48 * 1024;
+  }
+  return bytes;
+}
+
+bool split_fusion_enabled() {
+  const char* v = std::getenv("TQ_SPLIT_FUSE");
+  return v == nullptr || std::atoi(v) != 0;
+}
+
+// TQ_SPLIT_WM = 1, 2, 4 or 8 forces the split kernel's rows per block (16 WM), for A/B timing and tests.
+int forced_split_wm() {
+  const char* v = std::getenv("TQ_SPLIT_WM");
+  if (v == nullptr) return 0;
+  const int w = std::atoi(v);
+  return w == 1 || w == 2 || w == 4 || w == 8 ? w : 0;
+}
+
 // sizing_only: the workspace size is wanted before the device pointers exist (ORT before past_lengths is on the
 // device, TensorRT getWorkspaceSize): the plan depends on shapes alone, so the pointer checks are skipped.
 cudaError_t make_plan(const AttentionParams& p, Plan* plan, bool sizing_only = false) {
@@ -1247,7 +1448,11 @@ cudaError_t make_plan(const AttentionParams& p, Plan* plan, bool sizing_only = f
   a.rows = a.group * p.new_tokens;
   a.kd = d * (p.k_codec.qjl ? 2 : 1);
   a.window = w;
-  plan->wm = a.rows <= 16 ? 1 : (a.rows <= 32 ? 2 : 4);
+  // Query rows per split-kernel block: 16 WM. 128-row blocks (8 warps) halve the decode work per row of a long
+  // prefill chunk; they need their shared memory (not at D = 256 with QJL).
+  plan->wm = a.rows <= 16 ? 1 : (a.rows <= 32 ? 2 : (a.rows <= 64 ? 4 : 8));
+  if (const int forced = forced_split_wm(); forced > 0) plan->wm = forced;
+  if (plan->wm == 8 && split_smem_layout(a, 128) > max_block_smem()) plan->wm = 4;
   const int rb = 16 * plan->wm;
   plan->rowblocks = (a.rows + rb - 1) / rb;
   if (plan->rowblocks > 65535) return invalid("TQAttention: G * S=%d query rows per kv head: too many", a.rows);
@@ -1274,7 +1479,11 @@ cudaError_t make_plan(const AttentionParams& p, Plan* plan, bool sizing_only = f
       nsplit = 1;
     }
   } else {
-    nsplit = (4LL * multiprocessor_count() + std::max<int64_t>(base, 1) - 1) / std::max<int64_t>(base, 1);
+    // Enough blocks for 16 warps per SM: 4 blocks of 4 warps, or 2 of 8 (WM = 8). More splits than that only add
+    // partials and the reduce kernel: a 2K-token prefill chunk (Hq 32, Hkv 8, 512 blocks of 128 rows) stays one
+    // split, so the split kernel writes the output itself.
+    const int64_t target = (plan->wm == 8 ? 2LL : 4LL) * multiprocessor_count();
+    nsplit = (target + std::max<int64_t>(base, 1) - 1) / std::max<int64_t>(base, 1);
   }
   const int tile_tokens = a.fast ? 32 * a.fast_warps : kTileTokens;
   tiles = (p.cache_rows + tile_tokens - 1) / tile_tokens;
@@ -1287,23 +1496,15 @@ cudaError_t make_plan(const AttentionParams& p, Plan* plan, bool sizing_only = f
   a.win_chunk = a.nwin > 0 ? static_cast<int>((wd + a.nwin - 1) / a.nwin) : 0;
   a.nsp = a.nsplit + a.nwin;
   a.fast_out = a.fast && a.nsp == 1 ? 1 : 0;
+  // General path: the split kernel rotates q itself and, with one split, no window and whole rows per warp
+  // (WM >= 4), writes the output itself, where R_k / R_v are Hadamard (rot_form; the rotate and reduce kernels
+  // skip those rows). TQ_SPLIT_FUSE=0 turns both off (A/B timing).
+  const bool fuse = split_fusion_enabled();
+  a.split_q = !a.fast && fuse && !p.k_codec.qjl ? 1 : 0;
+  const bool out_aligned = (reinterpret_cast<uintptr_t>(p.out) & 7) == 0;  // half2 / float2 stores
+  a.split_out = !a.fast && fuse && a.nsp == 1 && plan->wm >= 4 && out_aligned ? 1 : 0;
 
-  // Shared memory of the split kernel.
-  size_t off = align256(static_cast<size_t>(rb) * (a.kd + 8) * 2);
-  a.off_k = static_cast<int>(off);
-  off += align256(static_cast<size_t>(kTileTokens) * (a.kd + 8) * 2);
-  a.off_v = static_cast<int>(off);
-  off += align256(static_cast<size_t>(kTileTokens) * (d + 8) * 2);
-  a.off_raw = static_cast<int>(off);
-  a.raw_k_bytes = static_cast<int>(align256(static_cast<size_t>(kTileTokens) * a.klay.row_bytes + 32));
-  a.raw_stage_bytes =
-      a.raw_k_bytes + static_cast<int>(align256(static_cast<size_t>(kTileTokens) * a.vlay.row_bytes + 32));
-  off += 2 * static_cast<size_t>(a.raw_stage_bytes);
-  a.off_tab_k = static_cast<int>(off);
-  off += static_cast<size_t>(p.k_codec.num_parts) * 256 * 4;
-  a.off_tab_v = static_cast<int>(off);
-  off += static_cast<size_t>(p.v_codec.num_parts) * 256 * 4;
-  a.smem_bytes = static_cast<int>(off);
+  split_smem_layout(a, rb);
   if (a.fast) fast_smem_layout(a);
 
   const size_t rows_all = static_cast<size_t>(p.batch) * p.q_heads * p.new_tokens;
@@ -1319,10 +1520,11 @@ template <int D, int WM>
 cudaError_t launch_split(const Plan& plan, cudaStream_t stream) {
   const AttnArgs& a = plan.args;
   auto kernel = tq_attention_split_kernel<D, WM>;
-  cudaError_t e = prepare_launch(reinterpret_cast<const void*>(kernel), kThreads, a.smem_bytes, nullptr);
+  const int threads = split_threads(WM);
+  cudaError_t e = prepare_launch(reinterpret_cast<const void*>(kernel), threads, a.smem_bytes, nullptr);
   if (e != cudaSuccess) return cuda_failed(e, "TQAttention: shared memory attribute of the split kernel");
   const dim3 grid(a.nsp, plan.rowblocks, a.p.batch * a.p.kv_heads);
-  kernel<<<grid, kThreads, a.smem_bytes, stream>>>(a);
+  kernel<<<grid, threads, a.smem_bytes, stream>>>(a);
   e = cudaGetLastError();
   return e == cudaSuccess ? e : cuda_failed(e, "TQAttention: tq_attention_split_kernel launch");
 }
@@ -1332,7 +1534,8 @@ cudaError_t launch_split_d(const Plan& plan, cudaStream_t stream) {
   switch (plan.wm) {
     case 1: return launch_split<D, 1>(plan, stream);
     case 2: return launch_split<D, 2>(plan, stream);
-    default: return launch_split<D, 4>(plan, stream);
+    case 4: return launch_split<D, 4>(plan, stream);
+    default: return launch_split<D, 8>(plan, stream);
   }
 }
 
@@ -1344,6 +1547,26 @@ size_t attention_workspace_bytes(const AttentionParams& p) {
   Plan plan;
   if (make_plan(p, &plan, /*sizing_only=*/true) != cudaSuccess) return 0;
   return plan.qbuf_bytes + plan.part_o_bytes + plan.part_ml_bytes + plan.rot_form_bytes;
+}
+
+// An upper bound of attention_workspace_bytes over every shape up to p's (batch, new_tokens, cache_rows,
+// mask_tokens, window_rows each <= p's; the rest equal), for a workspace sized once at maximum shapes (TensorRT).
+// The exact size is not monotone: a smaller shape has fewer blocks, so it may take more splits. Split rows bound:
+// general path, nsplit <= target / base + 1 with base = B Hkv ceil(G S / RB), so rows * nsplit <= rows + target
+// RB, and target RB <= 4 SMs 64 (target = 4 SMs up to RB = 64, 2 SMs at RB = 128; 4 SMs 128 is used); the decode
+// kernel (S == 1) at most kMaxSplits splits of B Hq rows; windows add rows * nwin.
+size_t attention_workspace_bytes_max(const AttentionParams& p) {
+  Plan plan;
+  if (make_plan(p, &plan, /*sizing_only=*/true) != cudaSuccess) return 0;
+  const AttnArgs& a = plan.args;
+  const size_t d = static_cast<size_t>(p.k_codec.head_dim);
+  const size_t rows_all = static_cast<size_t>(p.batch) * p.q_heads * p.new_tokens;
+  const size_t decode_rows = static_cast<size_t>(p.batch) * p.q_heads;
+  const size_t nwin = static_cast<size_t>(a.nwin);
+  const size_t general = rows_all * (1 + nwin) + static_cast<size_t>(4) * multiprocessor_count() * 128;
+  const size_t decode = decode_rows * (kMaxSplits + nwin);
+  const size_t part_rows = std::max({rows_all * a.nsp, general, decode});
+  return plan.qbuf_bytes + align256(part_rows * d * 4) + align256(part_rows * 8) + plan.rot_form_bytes;
 }
 
 cudaError_t launch_attention(const AttentionParams& p, void* workspace, cudaStream_t stream) {

@@ -99,6 +99,9 @@ struct AttentionParams {
 
 // From shapes and attributes alone: the data pointers (past_lengths, windows, k_qjl_matrix) may still be null.
 size_t attention_workspace_bytes(const AttentionParams& p);
+// Enough for every shape up to p's (batch, new_tokens, cache_rows, mask_tokens, window_rows): for a workspace
+// sized once at a profile's maximum shapes (TensorRT getWorkspaceSize).
+size_t attention_workspace_bytes_max(const AttentionParams& p);
 cudaError_t launch_attention(const AttentionParams& p, void* workspace, cudaStream_t stream);
 
 // Message of the last failed launcher call on this thread ("" when none).

@@ -398,11 +398,17 @@ PREFILL_CASES = [  # (case as ATTN_CASES, total tokens)
     ((128, 4, 96, ((128,), (4,), 0), ((128,), (4,)), (2, 6), "causal", 30.0), 200),
     ((64, 1, 130, ((64,), (4,), 0), ((64,), (2,)), (0, 0), "causal", 0.0), 130),
     ((256, 2, 128, ((256,), (4,), 0), ((256,), (4,)), (0, 0), "causal", 0.0), 128),
+    # QJL keys at D = 256: 128-row blocks would need 270 KB of shared memory, so the plan keeps 64-row blocks
+    ((256, 2, 40, ((256,), (3,), 1), ((256,), (4,)), (0, 0), "causal_bool", 0.0), 100),
 ]
 
 
+# Rows per split-kernel block: the launcher's choice (128 for G * S > 64) and 64 forced (TQ_SPLIT_WM=4).
+@pytest.mark.parametrize("wm", ["", "4"], ids=["auto", "wm4"])
 @pytest.mark.parametrize("case", PREFILL_CASES, ids=lambda c: f"D{c[0][0]}-G{c[0][1]}-S{c[0][2]}-T{c[1]}")
-def test_attention_prefill_chunks(kernels, case):
+def test_attention_prefill_chunks(kernels, monkeypatch, case, wm):
+    if wm:
+        monkeypatch.setenv("TQ_SPLIT_WM", wm)
     test_attention_concat_matches_reference(kernels, case[0], "float16", case[1])
 
 
@@ -693,16 +699,18 @@ def test_attention_unrotation_hadamard_and_dense(kernels, monkeypatch, case):
 # Hadamard R_v, and dense products otherwise. Every kind of R (near misses, per-head R with one head off the
 # structure, a dense R_k with a Hadamard R_v), a misaligned R, D 64 / 128 / 256, float32, float16 and bool
 # masks, one and three splits, against the float64 reference.
-PREFILL_ROTATION_CASES = (  # (D, R kind, mask kind)
-    [(128, k, "causal") for k in [*HADAMARD_KINDS, "misaligned"]]
-    + [(d, k, m) for d in (64, 256) for k, m in (("hadamard", "causal_bool"), ("dense", "causal_f16"))]
-    + [(d, "head1_off", "pad_heads_f16") for d in (64, 256)]
+PREFILL_ROTATION_CASES = (  # (D, R kind, mask kind, dtype of q / out)
+    [(128, k, "causal", "float16") for k in [*HADAMARD_KINDS, "misaligned"]]
+    + [(d, "hadamard", "causal_bool", "float16") for d in (64, 256)]
+    + [(d, "dense", "causal_f16", "float16") for d in (64, 256)]
+    + [(d, "head1_off", "pad_heads_f16", "float16") for d in (64, 256)]
+    + [(128, "hadamard", "causal", "float32"), (64, "per_head", "causal", "float32")]
 )
 
 
-@pytest.mark.parametrize("case", PREFILL_ROTATION_CASES, ids=lambda c: f"D{c[0]}-{c[1]}-{c[2]}")
+@pytest.mark.parametrize("case", PREFILL_ROTATION_CASES, ids=lambda c: f"D{c[0]}-{c[1]}-{c[2]}-{c[3]}")
 def test_attention_prefill_rotations(kernels, case):
-    d, kind, mask_kind = case
+    d, kind, mask_kind, dtype = case
     hkv, b, group, s, total = 2, 2, 4, 24, 160
     hq = hkv * group
     rng = np.random.default_rng(d * 5 + len(kind) + len(mask_kind))
@@ -713,7 +721,7 @@ def test_attention_prefill_rotations(kernels, case):
     k_rot = _rotation("dense" if kind == "k_dense" else base, d, hkv, rng)
     k_cache, k_win = make_cache(kref, rng, b, hkv, total, d, 0, 0, "float16")
     v_cache, v_win = make_cache(vref, rng, b, hkv, total, d, 0, 0, "float16")
-    q = rng.standard_normal((b, hq, s, d)).astype(np.float16)
+    q = rng.standard_normal((b, hq, s, d)).astype(dtype)
     mask = build_mask(mask_kind, b, hq, s, total, rng, np.array([0, 7]))
     want = reference_decode(q, k_cache, v_cache, mask, k_rot, v_rot, kref, vref, kc, vc, k_win, v_win, 0, 0)
 
@@ -733,6 +741,55 @@ def test_attention_prefill_rotations(kernels, case):
         assert np.isfinite(got).all(), f"non-finite output (splits={splits})"
         err = rel_err(got, want)
         assert err < 2e-3, f"relative error {err:.2e} (splits={splits})"
+
+
+# TensorRT sizes the workspace once, at a profile's maximum shapes (attention_workspace_bytes_max), and
+# every smaller shape's exact need must fit in it. The exact need is not monotone (a smaller shape has fewer
+# blocks, so it may take more splits): sweep batch, chunk length and context below a few maximum shapes
+# (decode and prefill, D 64 / 128 / 256, a window), and show that the exact need at the maximum alone would
+# have been too small.
+WORKSPACE_MAX_SHAPES = [  # (B, S, T, Hq, Hkv, D, (sinks, recent))
+    (8, 2048, 8192, 32, 8, 128, (0, 0)),
+    (1, 2048, 2048, 32, 8, 128, (0, 0)),
+    (1, 1100, 2048, 32, 8, 128, (0, 0)),
+    (4, 1, 131072, 32, 8, 128, (0, 0)),
+    (2, 512, 4096, 8, 4, 256, (4, 8)),
+    (1, 1024, 32768, 32, 8, 64, (0, 0)),
+]
+
+
+def test_attention_workspace_upper_bound(kernels):
+    exceeded = []
+    for b_max, s_max, t_max, hq, hkv, d, (ns, rw) in WORKSPACE_MAX_SHAPES:
+        codec = Codec(d, (d,), (4,))
+        w = ns + rw
+
+        def shaped(*shape, dtype=torch.float16):  # shapes only: one element, zero strides
+            return torch.zeros(1, dtype=dtype, device="cuda").expand(*shape)
+
+        def need(b, s, t, bound=False, d=d, hq=hq, hkv=hkv, codec=codec, w=w, ns=ns, rw=rw):
+            wd = min(t, w)
+            return kernels.attention_workspace(
+                codec, codec, shaped(b, hq, s, d), shaped(b, hkv, t - wd, codec.row_bytes, dtype=torch.uint8),
+                shaped(b, 1, s, t, dtype=torch.float32), shaped(1, d, d, dtype=torch.float32),
+                shaped(1, d, d, dtype=torch.float32), shaped(b, hkv, wd, d) if w else None,
+                sink_tokens=ns, recent_window=rw, upper_bound=bound,
+            )  # fmt: skip
+
+        bound = need(b_max, s_max, t_max, bound=True)
+        at_max = need(b_max, s_max, t_max)
+        assert 0 < at_max <= bound
+        worst = 0
+        for b in sorted({1, max(b_max // 2, 1), b_max}):
+            for s in sorted({*range(1, s_max + 1, max(s_max // 128, 1)), s_max}):
+                for t in sorted({s, max(t_max // 2, s), t_max}):
+                    if b <= b_max and s <= s_max and t <= t_max:
+                        got = need(b, s, t)
+                        assert got > 0, (b, s, t)
+                        worst = max(worst, got)
+        assert worst <= bound, f"max shape {(b_max, s_max, t_max)}: need {worst} > bound {bound}"
+        exceeded.append(worst > at_max)
+    assert any(exceeded), "no smaller shape needed more than the maximum shape: the bound would be moot"
 
 
 # The reduce kernel follows the decode kernel as a programmatic dependent launch on sm_90+ (launch_attention;

@@ -276,7 +276,7 @@ size_t TQAttentionPlugin::getWorkspaceSize(const DynamicPluginTensorDesc* inputs
   try {
     const std::vector<PluginTensorDesc> descs = tensor_descs(inputs, nb_inputs, /*use_max=*/true);
     const kernels::AttentionParams p = make_params(descs.data(), nb_inputs, nullptr, nullptr);
-    return align_up(kernels::attention_workspace_bytes(p));
+    return align_up(kernels::attention_workspace_bytes_max(p));  // any runtime shape up to the max
   } catch (const std::exception& e) {
     caught_error("TQAttention getWorkspaceSize", e);
   }
