@@ -69,6 +69,9 @@ struct AttnArgs {
   float2* part_ml;      // [B*Hq*S][nsp] (max, sum)
   int* rot_form;        // general path: [2 Hkv], 1 where R_k head h ([h]) / R_v head h ([Hkv + h]) is Hadamard
   int split_q;          // general path, no QJL: the split kernel rotates its own q rows when R_k is Hadamard
+  uint32_t* vis;        // prefill chunks: [Bm Hm S][vis_words] bit k: mask row sees a token of cache tile k; or null
+  int vis_words;        // ceil(tiles / 32)
+  int64_t vis_tiles;    // ceil(cache_rows / kTileTokens)
   int split_out;        // general path, one split, no window: the split kernel writes the output when R_v is Hadamard
 };
 
@@ -465,7 +468,8 @@ __global__ void __launch_bounds__(split_threads(WM)) tq_attention_split_kernel(c
   constexpr int DT = D / 8;
   const AttentionParams& p = a.p;
   const int split = blockIdx.x;
-  const int rowblock = blockIdx.y;
+  // Last row blocks first: in a causal chunk they see the most tiles, so the long blocks start in the first wave.
+  const int rowblock = static_cast<int>(gridDim.y) - 1 - static_cast<int>(blockIdx.y);
   const int b = blockIdx.z / p.kv_heads;
   const int g = blockIdx.z % p.kv_heads;
 
@@ -562,6 +566,21 @@ __global__ void __launch_bounds__(split_threads(WM)) tq_attention_split_kernel(c
     }
   };
   if constexpr (kPrefetchMask) fetch_mask(c0, static_cast<int>(min(static_cast<int64_t>(kTileTokens), c1 - c0)));
+  // Mask rows of this thread's two fragment rows (indices into the tile bits), and the cached bit word.
+  const int64_t vrow0 = mrow0 >= 0 && p.mask_tokens > 0 ? mrow0 / p.mask_tokens : -1;
+  const int64_t vrow1 = mrow1 >= 0 && p.mask_tokens > 0 ? mrow1 / p.mask_tokens : -1;
+  int64_t vis_word = -1;
+  uint32_t vis_bits[2] = {0u, 0u};
+  // The next tile's mask values (D <= 128), unless the cached tile bits already say this warp will skip it.
+  auto prefetch_next_mask = [&](int64_t tile0) {
+    const int64_t next = tile0 / kTileTokens + 1;
+    bool next_vis = true;
+    if (a.vis != nullptr && next / 32 == vis_word)
+      next_vis = __any_sync(0xffffffffu, ((vis_bits[0] | vis_bits[1]) >> (next % 32)) & 1u);
+    if (next_vis && tile0 + kTileTokens < c1)
+      fetch_mask(tile0 + kTileTokens,
+                 static_cast<int>(min(static_cast<int64_t>(kTileTokens), c1 - tile0 - kTileTokens)));
+  };
 
   float oacc[DT][4];
 #pragma unroll
@@ -629,11 +648,24 @@ __global__ void __launch_bounds__(split_threads(WM)) tq_attention_split_kernel(c
     }
     dev::cp_async_commit();
     dev::cp_async_wait<1>();
-    __syncthreads();
+    // Does the mask let this warp's rows see any token of the tile (tile bits of tq_mask_tiles_kernel; without
+    // them, yes)? A warp that sees none skips the tile's products; a block none of whose warps sees it skips the
+    // decode too (a causal prefill chunk without a past hides about half of its tiles).
+    bool warp_vis = true;
+    if (a.vis != nullptr) {
+      const int64_t tile = ct / kTileTokens;
+      if (tile / 32 != vis_word) {
+        vis_word = tile / 32;
+        vis_bits[0] = vrow0 >= 0 ? a.vis[vrow0 * a.vis_words + vis_word] : 0u;
+        vis_bits[1] = vrow1 >= 0 ? a.vis[vrow1 * a.vis_words + vis_word] : 0u;
+      }
+      warp_vis = __any_sync(0xffffffffu, ((vis_bits[0] | vis_bits[1]) >> (tile % 32)) & 1u);
+    }
+    const bool block_vis = __syncthreads_or(warp_vis) != 0;
 
     // Decode the tile into float16 K (and QJL columns) and V, gamma applied; rows past the end are zeros. Each
     // thread keeps one item (dc, set up before the loop) and decodes it for tokens phase, phase + phases, ...
-    if (dc.phase < phases) {
+    if (block_vis && dc.phase < phases) {
       const uint8_t* rbase = raw + stage * a.raw_stage_bytes + (dc.kind == 2 ? a.raw_k_bytes + heads[stage][1]
                                                                                 : heads[stage][0]);
       for (int i = dc.phase; i < kTileTokens; i += phases) {
@@ -663,91 +695,92 @@ __global__ void __launch_bounds__(split_threads(WM)) tq_attention_split_kernel(c
         d4[1] = make_uint4(out[4], out[5], out[6], out[7]);
       }
     }
-    __syncthreads();
+    if (block_vis) __syncthreads();  // uniform
 
-    // S = Q K^T for this warp's 16 rows and NW tokens.
-    float sacc[NTILES][4];
+    if (warp_vis) {  // uniform per warp
+      // S = Q K^T for this warp's 16 rows and NW tokens.
+      float sacc[NTILES][4];
 #pragma unroll
-    for (int n = 0; n < NTILES; ++n) sacc[n][0] = sacc[n][1] = sacc[n][2] = sacc[n][3] = 0.0f;
-    for (int kk = 0; kk < kd / 16; ++kk) {
-      uint32_t af[4];
-      dev::ldmatrix_x4(af, qs + (wm * 16 + lane % 16) * qstride + kk * 16 + (lane / 16) * 8);
+      for (int n = 0; n < NTILES; ++n) sacc[n][0] = sacc[n][1] = sacc[n][2] = sacc[n][3] = 0.0f;
+      for (int kk = 0; kk < kd / 16; ++kk) {
+        uint32_t af[4];
+        dev::ldmatrix_x4(af, qs + (wm * 16 + lane % 16) * qstride + kk * 16 + (lane / 16) * 8);
 #pragma unroll
-      for (int n2 = 0; n2 < NTILES / 2; ++n2) {
-        uint32_t bf[4];
-        dev::ldmatrix_x4(bf, ks + (wn * NW + n2 * 16 + lane % 8 + (lane / 16) * 8) * kstride + kk * 16 +
-                                 ((lane / 8) % 2) * 8);
-        dev::mma_16816(sacc[2 * n2], af, bf[0], bf[1]);
-        dev::mma_16816(sacc[2 * n2 + 1], af, bf[2], bf[3]);
+        for (int n2 = 0; n2 < NTILES / 2; ++n2) {
+          uint32_t bf[4];
+          dev::ldmatrix_x4(bf, ks + (wn * NW + n2 * 16 + lane % 8 + (lane / 16) * 8) * kstride + kk * 16 +
+                                   ((lane / 8) % 2) * 8);
+          dev::mma_16816(sacc[2 * n2], af, bf[0], bf[1]);
+          dev::mma_16816(sacc[2 * n2 + 1], af, bf[2], bf[3]);
+        }
       }
-    }
-    // Soft-cap, mask, validity; online softmax (rows rl0 and rl0 + 8). The mask values were loaded ahead (the
-    // previous tile, or just above for D = 256), all independent: loaded one by one after each score's branches
-    // they were the kernel's longest stall (bench/NOTES.md "Prefill v2").
-    if constexpr (!kPrefetchMask) fetch_mask(ct, nt_valid);
-    float tile_max[2] = {kNegInf, kNegInf};
+      // Soft-cap, mask, validity; online softmax (rows rl0 and rl0 + 8). The mask values were loaded ahead (the
+      // previous tile, or just above for D = 256), all independent: loaded one by one after each score's branches
+      // they were the kernel's longest stall (bench/NOTES.md "Prefill v2").
+      if constexpr (!kPrefetchMask) fetch_mask(ct, nt_valid);
+      float tile_max[2] = {kNegInf, kNegInf};
 #pragma unroll
-    for (int n = 0; n < NTILES; ++n) {
+      for (int n = 0; n < NTILES; ++n) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        float sc = sacc[n][e];
-        if (p.softcap > 0.0f) sc = p.softcap * tanhf(sc / p.softcap);
-        // -inf where excluded; NaN (an infinite score against -inf, or a NaN score) -> -inf (fmaxf drops NaN)
-        sc = fmaxf(sc + madd[n][e], kNegInf);
-        sacc[n][e] = sc;
-        tile_max[e >> 1] = fmaxf(tile_max[e >> 1], sc);
+        for (int e = 0; e < 4; ++e) {
+          float sc = sacc[n][e];
+          if (p.softcap > 0.0f) sc = p.softcap * tanhf(sc / p.softcap);
+          // -inf where excluded; NaN (an infinite score against -inf, or a NaN score) -> -inf (fmaxf drops NaN)
+          sc = fmaxf(sc + madd[n][e], kNegInf);
+          sacc[n][e] = sc;
+          tile_max[e >> 1] = fmaxf(tile_max[e >> 1], sc);
+        }
       }
-    }
-    if constexpr (kPrefetchMask) {
-      if (ct + kTileTokens < c1) fetch_mask(ct + kTileTokens, static_cast<int>(min(static_cast<int64_t>(kTileTokens),
-                                                                                 c1 - ct - kTileTokens)));
-    }
-    float alpha[2], m_use[2];
+      if constexpr (kPrefetchMask) prefetch_next_mask(ct);  // registers of madd are free: a whole tile ahead
+      float alpha[2], m_use[2];
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 1));
-      tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 2));
-      const float m_new = fmaxf(m_run[h], tile_max[h]);
-      m_use[h] = m_new == kNegInf ? 0.0f : m_new;
-      alpha[h] = exp2_ftz((m_run[h] - m_use[h]) * kLog2eF);  // exactly 1 where the max did not move
-      m_run[h] = m_new;
-      l_run[h] *= alpha[h];
-    }
-    if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {  // warp-uniform: skip a no-op rescale
-#pragma unroll
-      for (int i = 0; i < DT; ++i) {
-        oacc[i][0] *= alpha[0];
-        oacc[i][1] *= alpha[0];
-        oacc[i][2] *= alpha[1];
-        oacc[i][3] *= alpha[1];
+      for (int h = 0; h < 2; ++h) {
+        tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 1));
+        tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 2));
+        const float m_new = fmaxf(m_run[h], tile_max[h]);
+        m_use[h] = m_new == kNegInf ? 0.0f : m_new;
+        alpha[h] = exp2_ftz((m_run[h] - m_use[h]) * kLog2eF);  // exactly 1 where the max did not move
+        m_run[h] = m_new;
+        l_run[h] *= alpha[h];
       }
-    }
-    const float ml[2] = {m_use[0] * kLog2eF, m_use[1] * kLog2eF};
+      if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {  // warp-uniform: skip a no-op rescale
 #pragma unroll
-    for (int n = 0; n < NTILES; ++n) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const float pr = exp2_ftz(fmaf(sacc[n][e], kLog2eF, -ml[e >> 1]));
-        sacc[n][e] = pr;
-        l_run[e >> 1] += pr;
+        for (int i = 0; i < DT; ++i) {
+          oacc[i][0] *= alpha[0];
+          oacc[i][1] *= alpha[0];
+          oacc[i][2] *= alpha[1];
+          oacc[i][3] *= alpha[1];
+        }
       }
-    }
-    // O += P V.
+      const float ml[2] = {m_use[0] * kLog2eF, m_use[1] * kLog2eF};
 #pragma unroll
-    for (int k2 = 0; k2 < NW / 16; ++k2) {
-      uint32_t af[4];
-      af[0] = dev::pack_half2(sacc[2 * k2][0], sacc[2 * k2][1]);
-      af[1] = dev::pack_half2(sacc[2 * k2][2], sacc[2 * k2][3]);
-      af[2] = dev::pack_half2(sacc[2 * k2 + 1][0], sacc[2 * k2 + 1][1]);
-      af[3] = dev::pack_half2(sacc[2 * k2 + 1][2], sacc[2 * k2 + 1][3]);
+      for (int n = 0; n < NTILES; ++n) {
 #pragma unroll
-      for (int d2 = 0; d2 < D / 16; ++d2) {
-        uint32_t bf[4];
-        dev::ldmatrix_x4_trans(bf, vs + (wn * NW + k2 * 16 + lane % 8 + ((lane / 8) % 2) * 8) * vstride + d2 * 16 +
-                                       (lane / 16) * 8);
-        dev::mma_16816(oacc[2 * d2], af, bf[0], bf[1]);
-        dev::mma_16816(oacc[2 * d2 + 1], af, bf[2], bf[3]);
+        for (int e = 0; e < 4; ++e) {
+          const float pr = exp2_ftz(fmaf(sacc[n][e], kLog2eF, -ml[e >> 1]));
+          sacc[n][e] = pr;
+          l_run[e >> 1] += pr;
+        }
       }
+      // O += P V.
+#pragma unroll
+      for (int k2 = 0; k2 < NW / 16; ++k2) {
+        uint32_t af[4];
+        af[0] = dev::pack_half2(sacc[2 * k2][0], sacc[2 * k2][1]);
+        af[1] = dev::pack_half2(sacc[2 * k2][2], sacc[2 * k2][3]);
+        af[2] = dev::pack_half2(sacc[2 * k2 + 1][0], sacc[2 * k2 + 1][1]);
+        af[3] = dev::pack_half2(sacc[2 * k2 + 1][2], sacc[2 * k2 + 1][3]);
+#pragma unroll
+        for (int d2 = 0; d2 < D / 16; ++d2) {
+          uint32_t bf[4];
+          dev::ldmatrix_x4_trans(bf, vs + (wn * NW + k2 * 16 + lane % 8 + ((lane / 8) % 2) * 8) * vstride + d2 * 16 +
+                                         (lane / 16) * 8);
+          dev::mma_16816(oacc[2 * d2], af, bf[0], bf[1]);
+          dev::mma_16816(oacc[2 * d2 + 1], af, bf[2], bf[3]);
+        }
+      }
+    } else if constexpr (kPrefetchMask) {
+      prefetch_next_mask(ct);
     }
     __syncthreads();
   }
@@ -1126,6 +1159,49 @@ __global__ void __launch_bounds__(kThreads) tq_rotation_form_kernel(const AttnAr
   if (threadIdx.x == 0) a.rot_form[(is_v ? p.kv_heads : 0) + head] = hadamard ? 1 : 0;
 }
 
+// Prefill chunks: bit k of vis[row][k / 32] says whether mask row `row` (of Bm Hm S) lets any token of cache
+// tile k (mask tokens [64 k + Ns, 64 k + 64 + Ns) inside the mask) through: value > -inf (float; NaN counts as
+// hidden, as the split kernel drops it) or true (bool). One warp per row, 32 tiles per word, coalesced reads.
+template <MaskType MT>
+__device__ __forceinline__ bool mask_visible(const void* mask, int64_t off) {
+  if constexpr (MT == MaskType::kFloat16) {
+    return __half2float(static_cast<const __half*>(mask)[off]) > kNegInf;
+  } else if constexpr (MT == MaskType::kBool) {
+    return static_cast<const uint8_t*>(mask)[off] != 0;
+  } else {
+    return static_cast<const float*>(mask)[off] > kNegInf;
+  }
+}
+
+template <MaskType MT>
+__device__ __forceinline__ void mask_tiles_row(const AttnArgs& a, int64_t row) {
+  const AttentionParams& p = a.p;
+  const int lane = threadIdx.x % 32;
+  const int64_t base = row * p.mask_tokens;
+  for (int w = 0; w < a.vis_words; ++w) {
+    uint32_t word = 0;
+    const int64_t t_word = static_cast<int64_t>(w) * 32 * kTileTokens + p.sink_tokens;
+#pragma unroll 8
+    for (int i = 0; i < 32 * kTileTokens / 32; ++i) {  // 32 consecutive tokens per step, 2 steps per tile
+      const int64_t t = t_word + static_cast<int64_t>(i) * 32 + lane;
+      const bool vis = t < p.mask_tokens && mask_visible<MT>(p.mask, base + t);
+      if (__ballot_sync(0xffffffffu, vis) != 0u) word |= 1u << (i / 2);
+    }
+    if (lane == 0) a.vis[row * a.vis_words + w] = word;
+  }
+}
+
+__global__ void __launch_bounds__(kThreads) tq_mask_tiles_kernel(const AttnArgs a) {
+  const AttentionParams& p = a.p;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * (kThreads / 32) + threadIdx.x / 32;
+  if (row >= static_cast<int64_t>(p.mask_batch) * p.mask_heads * p.new_tokens) return;  // whole warps
+  switch (p.mask_type) {
+    case MaskType::kFloat16: mask_tiles_row<MaskType::kFloat16>(a, row); break;
+    case MaskType::kBool: mask_tiles_row<MaskType::kBool>(a, row); break;
+    default: mask_tiles_row<MaskType::kFloat32>(a, row); break;
+  }
+}
+
 // General-path reduce, one warp per query row (lane holds coordinates N lane .. N lane + N - 1): merges the
 // splits, un-rotates (x = R_v^T y: R_v[0] .* (H y) for a Hadamard R_v per rot_form, else the dense product with
 // y_k shuffled from its lane) and adds the window part. Same weights and split order as the decode path's
@@ -1221,7 +1297,7 @@ struct Plan {
   AttnArgs args;
   int wm = 1;
   int rowblocks = 1;
-  size_t qbuf_bytes = 0, part_o_bytes = 0, part_ml_bytes = 0, rot_form_bytes = 0;
+  size_t qbuf_bytes = 0, part_o_bytes = 0, part_ml_bytes = 0, rot_form_bytes = 0, vis_bytes = 0;
   size_t rotate_smem = 0;
 };
 
@@ -1369,6 +1445,13 @@ int max_block_smem() {
   return bytes;
 }
 
+// TQ_MASK_TILES=0 / 1: never / always compute the prefill tile bits (A/B timing and tests); -1 when unset.
+int forced_mask_tiles() {
+  const char* v = std::getenv("TQ_MASK_TILES");
+  if (v == nullptr) return -1;
+  return std::atoi(v) != 0 ? 1 : 0;
+}
+
 bool split_fusion_enabled() {
   const char* v = std::getenv("TQ_SPLIT_FUSE");
   return v == nullptr || std::atoi(v) != 0;
@@ -1512,6 +1595,16 @@ cudaError_t make_plan(const AttentionParams& p, Plan* plan, bool sizing_only = f
   plan->part_o_bytes = align256(rows_all * a.nsp * d * 4);
   plan->part_ml_bytes = align256(rows_all * a.nsp * 8);
   plan->rot_form_bytes = align256(static_cast<size_t>(2) * p.kv_heads * 4);
+  // Tile bits for prefill chunks on the general path (one word per 32 cache tiles per mask row), where a causal
+  // mask would hide a good share of the tiles: S >= 16 and a past no longer than the chunk (a quarter or more
+  // hidden). Measured on an H100 (bench/NOTES.md "Prefill v2"): no past 9-20% faster; with a past 4-8x the chunk,
+  // 2-12% slower (the bits' pass reads the whole mask, and few tiles are hidden). TQ_MASK_TILES=0/1 forces it.
+  a.vis_tiles = (p.cache_rows + kTileTokens - 1) / kTileTokens;
+  a.vis_words = static_cast<int>((a.vis_tiles + 31) / 32);
+  const int forced_vis = forced_mask_tiles();
+  const bool want_vis = forced_vis >= 0 ? forced_vis == 1 : p.cache_rows <= 2LL * p.new_tokens;
+  if (!a.fast && p.new_tokens >= 16 && a.vis_tiles > 0 && want_vis)
+    plan->vis_bytes = align256(static_cast<size_t>(p.mask_batch) * p.mask_heads * p.new_tokens * a.vis_words * 4);
   plan->rotate_smem = static_cast<size_t>(2 * kRotateRows) * (d + 4) * 4;
   return cudaSuccess;
 }
@@ -1546,7 +1639,7 @@ bool attention_head_dim_supported(int head_dim) { return head_dim == 64 || head_
 size_t attention_workspace_bytes(const AttentionParams& p) {
   Plan plan;
   if (make_plan(p, &plan, /*sizing_only=*/true) != cudaSuccess) return 0;
-  return plan.qbuf_bytes + plan.part_o_bytes + plan.part_ml_bytes + plan.rot_form_bytes;
+  return plan.qbuf_bytes + plan.part_o_bytes + plan.part_ml_bytes + plan.rot_form_bytes + plan.vis_bytes;
 }
 
 // An upper bound of attention_workspace_bytes over every shape up to p's (batch, new_tokens, cache_rows,
@@ -1554,7 +1647,7 @@ size_t attention_workspace_bytes(const AttentionParams& p) {
 // The exact size is not monotone: a smaller shape has fewer blocks, so it may take more splits. Split rows bound:
 // general path, nsplit <= target / base + 1 with base = B Hkv ceil(G S / RB), so rows * nsplit <= rows + target
 // RB, and target RB <= 4 SMs 64 (target = 4 SMs up to RB = 64, 2 SMs at RB = 128; 4 SMs 128 is used); the decode
-// kernel (S == 1) at most kMaxSplits splits of B Hq rows; windows add rows * nwin.
+// kernel (S == 1) at most kMaxSplits splits of B Hq rows; windows add rows * nwin; the prefill tile bits.
 size_t attention_workspace_bytes_max(const AttentionParams& p) {
   Plan plan;
   if (make_plan(p, &plan, /*sizing_only=*/true) != cudaSuccess) return 0;
@@ -1566,7 +1659,12 @@ size_t attention_workspace_bytes_max(const AttentionParams& p) {
   const size_t general = rows_all * (1 + nwin) + static_cast<size_t>(4) * multiprocessor_count() * 128;
   const size_t decode = decode_rows * (kMaxSplits + nwin);
   const size_t part_rows = std::max({rows_all * a.nsp, general, decode});
-  return plan.qbuf_bytes + align256(part_rows * d * 4) + align256(part_rows * 8) + plan.rot_form_bytes;
+  // Tile bits: whenever a smaller shape could take them (their choice depends on the past's length).
+  const size_t vis = p.new_tokens >= 16 ? align256(static_cast<size_t>(p.mask_batch) * p.mask_heads * p.new_tokens *
+                                                   static_cast<size_t>(a.vis_words) * 4)
+                                        : 0;
+  return plan.qbuf_bytes + align256(part_rows * d * 4) + align256(part_rows * 8) + plan.rot_form_bytes +
+         std::max(plan.vis_bytes, vis);
 }
 
 cudaError_t launch_attention(const AttentionParams& p, void* workspace, cudaStream_t stream) {
@@ -1577,13 +1675,16 @@ cudaError_t launch_attention(const AttentionParams& p, void* workspace, cudaStre
   if (p.batch == 0) return cudaSuccess;
   if (workspace == nullptr || (reinterpret_cast<uintptr_t>(workspace) & 255))
     return invalid("TQAttention: workspace must be non-null and 256-byte aligned (%zu bytes)",
-                   plan.qbuf_bytes + plan.part_o_bytes + plan.part_ml_bytes + plan.rot_form_bytes);
+                   plan.qbuf_bytes + plan.part_o_bytes + plan.part_ml_bytes + plan.rot_form_bytes + plan.vis_bytes);
   AttnArgs& a = plan.args;
   char* ws = static_cast<char*>(workspace);
   a.qbuf = reinterpret_cast<__half*>(ws);
   a.part_o = reinterpret_cast<float*>(ws + plan.qbuf_bytes);
   a.part_ml = reinterpret_cast<float2*>(ws + plan.qbuf_bytes + plan.part_o_bytes);
   a.rot_form = reinterpret_cast<int*>(ws + plan.qbuf_bytes + plan.part_o_bytes + plan.part_ml_bytes);
+  a.vis = plan.vis_bytes > 0 ? reinterpret_cast<uint32_t*>(ws + plan.qbuf_bytes + plan.part_o_bytes +
+                                                         plan.part_ml_bytes + plan.rot_form_bytes)
+                              : nullptr;
   const int d = p.k_codec.head_dim;
 
   // 1. Rotate q (the decode kernel rotates its own rows), after the one check of R_k's and R_v's structure.
@@ -1592,6 +1693,14 @@ cudaError_t launch_attention(const AttentionParams& p, void* workspace, cudaStre
     tq_rotation_form_kernel<<<form_grid, kThreads, 0, stream>>>(a);
     e = cudaGetLastError();
     if (e != cudaSuccess) return cuda_failed(e, "TQAttention: tq_rotation_form_kernel launch");
+    if (a.vis != nullptr) {
+      const int64_t mask_rows = static_cast<int64_t>(p.mask_batch) * p.mask_heads * p.new_tokens;
+      const int64_t blocks = (mask_rows + kThreads / 32 - 1) / (kThreads / 32);
+      if (blocks > 0x7fffffffLL) return invalid("TQAttention: too many mask rows");
+      tq_mask_tiles_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(a);
+      e = cudaGetLastError();
+      if (e != cudaSuccess) return cuda_failed(e, "TQAttention: tq_mask_tiles_kernel launch");
+    }
     const bool per_head = p.k_rotation_heads != 1;
     const int64_t rows_in_head = per_head ? static_cast<int64_t>(p.batch) * a.group * p.new_tokens
                                           : static_cast<int64_t>(p.batch) * p.q_heads * p.new_tokens;

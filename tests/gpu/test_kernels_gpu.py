@@ -403,12 +403,23 @@ PREFILL_CASES = [  # (case as ATTN_CASES, total tokens)
 ]
 
 
-# Rows per split-kernel block: the launcher's choice (128 for G * S > 64) and 64 forced (TQ_SPLIT_WM=4).
-@pytest.mark.parametrize("wm", ["", "4"], ids=["auto", "wm4"])
+# The launcher's choices (128-row blocks for G * S > 64; mask tile bits when the past is no longer than the
+# chunk), 64-row blocks forced (TQ_SPLIT_WM=4), tile bits forced on and off (TQ_MASK_TILES), and the split
+# kernel's own q rotation / output turned off (TQ_SPLIT_FUSE=0).
+PREFILL_MODES = {
+    "auto": {},
+    "wm4": {"TQ_SPLIT_WM": "4"},
+    "tiles1": {"TQ_MASK_TILES": "1"},
+    "tiles0": {"TQ_MASK_TILES": "0"},
+    "nofuse": {"TQ_SPLIT_FUSE": "0"},
+}
+
+
+@pytest.mark.parametrize("mode", list(PREFILL_MODES))
 @pytest.mark.parametrize("case", PREFILL_CASES, ids=lambda c: f"D{c[0][0]}-G{c[0][1]}-S{c[0][2]}-T{c[1]}")
-def test_attention_prefill_chunks(kernels, monkeypatch, case, wm):
-    if wm:
-        monkeypatch.setenv("TQ_SPLIT_WM", wm)
+def test_attention_prefill_chunks(kernels, monkeypatch, case, mode):
+    for name, value in PREFILL_MODES[mode].items():
+        monkeypatch.setenv(name, value)
     test_attention_concat_matches_reference(kernels, case[0], "float16", case[1])
 
 
