@@ -73,7 +73,7 @@ class Kernels:
         self.lib.tqh_quantize.restype = ctypes.c_int
         self.lib.tqh_attention_workspace.argtypes = [i64p, f64p]
         self.lib.tqh_attention_workspace.restype = ctypes.c_int64
-        if hasattr(self.lib, "tqh_attention_workspace_max"):  # absent from builds before 2026-11-26 (A/B baselines)
+        if hasattr(self.lib, "tqh_attention_workspace_max"):  # absent from older builds (A/B baselines)
             self.lib.tqh_attention_workspace_max.argtypes = [i64p, f64p]
             self.lib.tqh_attention_workspace_max.restype = ctypes.c_int64
         self.lib.tqh_attention.argtypes = [i64p, f64p, ctypes.c_void_p, ctypes.c_void_p]
