@@ -32,6 +32,27 @@ CASES = [  # (B, past tokens, chunk tokens)
 ]
 
 
+def codec_setup(torch, d: int, bits: int):
+    """Harness codec (one part, `bits` wide), an evenly spaced codebook and the Hadamard R, on the GPU."""
+    codec = Codec(d, (d,), (bits,))
+    book = torch.zeros((1, 256), device="cuda")
+    book[0, : 2**bits] = torch.linspace(-0.2, 0.2, 2**bits, device="cuda")
+    rot = torch.from_numpy(hadamard_rotation(d)[None]).float().cuda()
+    return codec, book, rot
+
+
+def chunk_inputs(torch, codec, b: int, past: int, s: int, hq: int, hkv: int):
+    """float16 queries of an S-token chunk after `past` tokens, random compressed K/V caches of past + S rows,
+    the chunk's causal band [s, t] (bool) and its additive float32 mask [B, 1, S, T]."""
+    d, t = codec.head_dim, past + s
+    q = torch.randn((b, hq, s, d), dtype=torch.float16, device="cuda")
+    kc, vc = random_cache(torch, codec, b, t, hkv), random_cache(torch, codec, b, t, hkv)
+    qpos = past + torch.arange(s, device="cuda")
+    allowed = torch.arange(t, device="cuda")[None, :] <= qpos[:, None]  # [s, t]
+    mask = torch.where(allowed, 0.0, float("-inf")).float()[None, None].expand(b, 1, s, t).contiguous()
+    return q, kc, vc, allowed, mask
+
+
 def main() -> None:
     import torch
     import torch.nn.functional as F
@@ -42,19 +63,12 @@ def main() -> None:
     args = ap.parse_args()
     hq, hkv, d = (int(x) for x in args.shape.split(","))
     kern = Kernels()
-    codec = Codec(d, (d,), (args.bits,))
-    book = torch.zeros((1, 256), device="cuda")
-    book[0, : 2**args.bits] = torch.linspace(-0.2, 0.2, 2**args.bits, device="cuda")
-    rot = torch.from_numpy(hadamard_rotation(d)[None]).float().cuda()
+    codec, book, rot = codec_setup(torch, d, args.bits)
     name = torch.cuda.get_device_name()
     rows = []
     for b, past, s in CASES:
         t = past + s
-        q = torch.randn((b, hq, s, d), dtype=torch.float16, device="cuda")
-        kc, vc = random_cache(torch, codec, b, t, hkv), random_cache(torch, codec, b, t, hkv)
-        qpos = past + torch.arange(s, device="cuda")
-        allowed = torch.arange(t, device="cuda")[None, :] <= qpos[:, None]  # [s, t]
-        mask = torch.where(allowed, 0.0, float("-inf")).float()[None, None].expand(b, 1, s, t).contiguous()
+        q, kc, vc, allowed, mask = chunk_inputs(torch, codec, b, past, s, hq, hkv)
         out = torch.empty_like(q)
 
         def ours(_i: int, q=q, kc=kc, vc=vc, mask=mask, out=out) -> None:

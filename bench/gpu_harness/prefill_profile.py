@@ -14,8 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.attention_gpu import hadamard_rotation, random_cache  # noqa: E402
-from bench.gpu_harness.capi import Codec, Kernels  # noqa: E402
+from bench.gpu_harness.capi import Kernels  # noqa: E402
+from bench.prefill_gpu import chunk_inputs, codec_setup  # noqa: E402
 
 CASES = [(1, 0, 2048), (1, 8192, 2048), (4, 4096, 256)]
 
@@ -32,18 +32,10 @@ def main() -> None:
     cases = [tuple(int(x) for x in args.case.split(","))] if args.case else CASES
     hq, hkv, d = (int(x) for x in args.shape.split(","))
     kern = Kernels()
-    codec = Codec(d, (d,), (args.bits,))
-    book = torch.zeros((1, 256), device="cuda")
-    book[0, : 2**args.bits] = torch.linspace(-0.2, 0.2, 2**args.bits, device="cuda")
-    rot = torch.from_numpy(hadamard_rotation(d)[None]).float().cuda()
+    codec, book, rot = codec_setup(torch, d, args.bits)
     print(torch.cuda.get_device_name())
     for b, past, s in cases:
-        t = past + s
-        q = torch.randn((b, hq, s, d), dtype=torch.float16, device="cuda")
-        kc, vc = random_cache(torch, codec, b, t, hkv), random_cache(torch, codec, b, t, hkv)
-        qpos = past + torch.arange(s, device="cuda")
-        allowed = torch.arange(t, device="cuda")[None, :] <= qpos[:, None]
-        mask = torch.where(allowed, 0.0, float("-inf")).float()[None, None].expand(b, 1, s, t).contiguous()
+        q, kc, vc, _, mask = chunk_inputs(torch, codec, b, past, s, hq, hkv)
         out = torch.empty_like(q)
         for _ in range(3 if args.ncu else 2):
             kern.attention(codec, codec, q, kc, vc, mask, rot, book, rot, book, scale=d**-0.5, out=out)

@@ -3,9 +3,10 @@
 // Decode (S == 1, the common codecs) runs the decode kernel of attention_decode.cuh, then the reduce kernel
 // unless it wrote the output itself. Everything else (prefill chunks, QJL keys, multi-part codecs, G > 8 at some
 // widths) runs the general path, stream-ordered kernels:
-//   0. tq_rotation_form_kernel: whether each head of R_k and R_v is Sylvester-Hadamard, checked once per call.
-//   1. tq_rotate_q_kernel: qr = scale * R_k q (and scale * Sq qr with QJL), float32 math, stored float16; a
-//      butterfly transform per row for a Hadamard R_k without QJL.
+//   0. tq_rotation_form_kernel: whether each head of R_k and R_v is Sylvester-Hadamard, checked once per call;
+//      for prefill chunks with a short past, tq_mask_tiles_kernel: which 64-token cache tiles each mask row sees.
+//   1. tq_rotate_q_kernel: qr = scale * R_k q (and scale * Sq qr with QJL), float32 math, stored float16 (rows
+//      the split kernel rotates itself, Hadamard R_k without QJL, are skipped).
 //   2. tq_attention_split_kernel: flash-decoding over the compressed cache. One block serves 16-128 query rows
 //      (of the G heads x S queries) of one kv head for one split of the sequence; with G S <= 128 the cache is
 //      read once per kv head.
@@ -15,7 +16,8 @@
 //      -> half2, times gamma), then Q K^T and P V run on tensor cores (mma.m16n8k16, float32 accumulation) with a
 //      float32 online softmax, all in the rotated domain. The QJL term is an extra D columns of K (signs times
 //      rho sqrt(pi/2)/d_p) against Sq qr. Window tokens (sinks and the recent ring) are exact: extra blocks do
-//      them in float32 on CUDA cores, in the original domain.
+//      them in float32 on CUDA cores, in the original domain. Tiles no row of a warp sees (tile bits) are
+//      skipped; with one split, no window and a Hadamard R_v the block writes the output itself.
 //   3. tq_attention_reduce_rows_kernel (general path, one warp per row) or tq_attention_reduce_kernel (after the
 //      decode kernel, as a programmatic dependent launch on sm_90+: its R_v check overlaps that kernel): merges
 //      the splits, un-rotates once (x = R_v^T y) and adds the window part.
@@ -261,6 +263,24 @@ struct DecodeItem {
   int dst_stride = 0;
 };
 
+// The decode item of the 16 code coordinates starting at coord of a K or V row (kind 0; the caller sets kind 2
+// for V): its part's norm, segment bytes, width and lookup table, and its column in the float16 tile.
+__device__ __forceinline__ DecodeItem code_item(const CodecConfig& cfg, const RowLayout& lay, int coord,
+                                                int row_bytes, const uint32_t* tables, __half* tile, int stride) {
+  const int pp = part_of(cfg, lay, coord);
+  DecodeItem item;
+  item.row_bytes = row_bytes;
+  item.norm_offset = lay.norm_offset + 2 * pp;
+  item.code_offset = lay.code_offset[pp];
+  item.bits = lay.mse_bits[pp];
+  item.part_size = cfg.part_sizes[pp];
+  item.group = (coord - lay.part_offset[pp]) / 16;
+  item.table = tables + pp * 256;
+  item.dst = tile + coord;
+  item.dst_stride = stride;
+  return item;
+}
+
 // Additive mask values of one warp's score fragment in a tile: rows at mask offsets mr0 / mr1 (-1: a padding row),
 // NT 8-column tiles whose first column is token t0, this thread's columns dc = 8 n + {0, 1}; -inf where dc >= lim
 // (past the tile's valid tokens or past the mask). Every load independent, at a constant offset of one row pointer.
@@ -388,67 +408,45 @@ __device__ __forceinline__ void split_rotate_q(const AttnArgs& a, const float* r
   }
 }
 
-// A Sylvester-Hadamard R_v (rot_form), one split, no window: the warp's two fragment rows (row, row + 8) are whole,
-// so out = R_v^T (o / l) = R_v[0] .* H (o / l) in registers. Column c = 8 i + 2 (lane % 4) + j of fragment i, half
-// j: the butterflies run over j, i in registers and over lane % 4 with two shuffles. A row that saw nothing is 0.
+// A Sylvester-Hadamard R_v (rot_form), one split, no window: the warp's 16 rows are whole, so the warp writes
+// out = R_v[0] .* H (o / l) itself, bit for bit what the reduce kernel computes from this split's partials (one
+// split: weight exactly 1; the same lane layout, butterflies and rounding), so a plan with the reduce kernel (more
+// splits, as a buffer-mode cache's capacity gives) and one without agree exactly. Row by row through buf (D floats
+// of shared memory per warp): the quad holding the row writes its fragment columns, every lane reads its N.
 template <int DT>
-__device__ __forceinline__ void split_write_out(const AttnArgs& a, const float* rot, int b, int g, int row,
-                                                float (&o)[DT][4], const float (&l)[2]) {
+__device__ __forceinline__ void split_write_out(const AttnArgs& a, const float* rot, int b, int g, int row0,
+                                                const float (&o)[DT][4], const float (&l)[2], float* buf) {
   const AttentionParams& p = a.p;
   constexpr int D = DT * 8;
+  constexpr int N = D / 32;
   const int lane = threadIdx.x % 32;
   const int q4 = lane % 4;
 #pragma unroll
-  for (int i = 0; i < DT; ++i) {  // bit 0 of c: j
+  for (int h = 0; h < 2; ++h) {  // fragment half: compile-time, so o stays in registers
+#pragma unroll 1
+    for (int r8 = 0; r8 < 8; ++r8) {
+      if (lane / 4 == r8) {
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const float x = o[i][2 * h], y = o[i][2 * h + 1];
-      o[i][2 * h] = x + y;
-      o[i][2 * h + 1] = x - y;
-    }
-  }
-#pragma unroll
-  for (int m = 1; m <= 2; m <<= 1) {  // bits 1, 2 of c: lane % 4
-    const bool upper = (q4 & m) != 0;
-#pragma unroll
-    for (int i = 0; i < DT; ++i) {
-#pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        const float other = __shfl_xor_sync(0xffffffffu, o[i][k], m);
-        o[i][k] = upper ? other - o[i][k] : o[i][k] + other;
-      }
-    }
-  }
-#pragma unroll
-  for (int hb = 1; hb < DT; hb <<= 1) {  // bits 3.. of c: i
-#pragma unroll
-    for (int i = 0; i < DT; ++i) {
-      if ((i & hb) == 0) {
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          const float x = o[i][k], y = o[i + hb][k];
-          o[i][k] = x + y;
-          o[i + hb][k] = x - y;
+        for (int i = 0; i < DT; ++i) {
+          buf[8 * i + 2 * q4] = o[i][2 * h];
+          buf[8 * i + 2 * q4 + 1] = o[i][2 * h + 1];
         }
       }
-    }
-  }
+      __syncwarp();
+      const float lr = __shfl_sync(0xffffffffu, l[h], r8 * 4);
+      float y[N];
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int r = row + 8 * h;
-    if (r >= a.rows) continue;
-    const int64_t base = global_row(a, b, g, r) * D;
-    const float inv = l[h] > 0.0f ? 1.0f / l[h] : 0.0f;
+      for (int e = 0; e < N; ++e) y[e] = 0.0f + buf[N * lane + e];  // the reduce kernel's 0 + 1 * partial
+      __syncwarp();
+      const int r = row0 + 8 * h + r8;
+      if (r >= a.rows) continue;  // uniform
+      dev::warp_fwht<N>(y, lane);
+      const int64_t base = global_row(a, b, g, r) * D + N * lane;
+      const float w = 0.0f;  // no window part
 #pragma unroll
-    for (int i = 0; i < DT; ++i) {
-      const int c = 8 * i + 2 * q4;
-      const float2 r0 = __ldg(reinterpret_cast<const float2*>(rot + c));
-      const float v0 = l[h] > 0.0f ? r0.x * o[i][2 * h] * inv : 0.0f;
-      const float v1 = l[h] > 0.0f ? r0.y * o[i][2 * h + 1] * inv : 0.0f;
-      if (p.dtype == DType::kFloat16) {
-        *reinterpret_cast<__half2*>(static_cast<__half*>(p.out) + base + c) = __floats2half2_rn(v0, v1);
-      } else {
-        *reinterpret_cast<float2*>(static_cast<float*>(p.out) + base + c) = make_float2(v0, v1);
+      for (int e = 0; e < N; ++e) {
+        const float out = lr > 0.0f ? (__ldg(rot + N * lane + e) * y[e] + w) / lr : 0.0f;
+        dev::store_from_float(p.out, p.dtype, base + e, out);
       }
     }
   }
@@ -598,20 +596,8 @@ __global__ void __launch_bounds__(split_threads(WM)) tq_attention_split_kernel(c
   DecodeItem dc;
   {
     const int it = threadIdx.x % items;
-    dc.phase = threadIdx.x / items;
     if (it < kgroups) {  // K codes
-      const int coord = it * 16;
-      const int pp = part_of(kc, a.klay, coord);
-      dc.kind = 0;
-      dc.row_bytes = krb;
-      dc.norm_offset = a.klay.norm_offset + 2 * pp;
-      dc.code_offset = a.klay.code_offset[pp];
-      dc.bits = a.klay.mse_bits[pp];
-      dc.part_size = kc.part_sizes[pp];
-      dc.group = (coord - a.klay.part_offset[pp]) / 16;
-      dc.table = tab_k + pp * 256;
-      dc.dst = ks + coord;
-      dc.dst_stride = kstride;
+      dc = code_item(kc, a.klay, it * 16, krb, tab_k, ks, kstride);
     } else if (it < kitems) {  // K QJL signs of group grp: rho of its part, 16 sign bits
       const int grp = it - kgroups;
       const int pp = part_of(kc, a.klay, grp * 16);
@@ -623,19 +609,10 @@ __global__ void __launch_bounds__(split_threads(WM)) tq_attention_split_kernel(c
       dc.dst = ks + D + grp * 16;
       dc.dst_stride = kstride;
     } else {  // V codes
-      const int coord = (it - kitems) * 16;
-      const int pp = part_of(vc, a.vlay, coord);
+      dc = code_item(vc, a.vlay, (it - kitems) * 16, vrb, tab_v, vs, vstride);
       dc.kind = 2;
-      dc.row_bytes = vrb;
-      dc.norm_offset = a.vlay.norm_offset + 2 * pp;
-      dc.code_offset = a.vlay.code_offset[pp];
-      dc.bits = a.vlay.mse_bits[pp];
-      dc.part_size = vc.part_sizes[pp];
-      dc.group = (coord - a.vlay.part_offset[pp]) / 16;
-      dc.table = tab_v + pp * 256;
-      dc.dst = vs + coord;
-      dc.dst_stride = vstride;
     }
+    dc.phase = threadIdx.x / items;
   }
   int stage = 0;
   for (int64_t ct = c0; ct < c1; ct += kTileTokens, stage ^= 1) {
@@ -794,8 +771,9 @@ __global__ void __launch_bounds__(split_threads(WM)) tq_attention_split_kernel(c
   if constexpr (WN == 1) {
     const int vrh = p.v_rotation_heads == 1 ? 0 : g;
     if (a.split_out && a.rot_form[p.kv_heads + vrh] != 0) {  // uniform: the output itself, no reduce kernel
-      split_write_out<DT>(a, p.v_rotation + static_cast<int64_t>(vrh) * D * D, b, g, rowblock * RB + rl0, oacc,
-                          l_run);
+      float* buf = reinterpret_cast<float*>(smem + a.off_k) + (threadIdx.x / 32) * D;  // tile space is free
+      split_write_out<DT>(a, p.v_rotation + static_cast<int64_t>(vrh) * D * D, b, g, rowblock * RB + wm * 16, oacc,
+                          l_run, buf);
       return;
     }
     // Each warp holds whole rows: its fragments go straight to the partials (what the merge below computes for
