@@ -29,6 +29,8 @@ CASES = [  # (B, past tokens, chunk tokens)
     (1, 8192, 2048),
     (4, 0, 1024),
     (4, 4096, 256),
+    (1, 4096, 64),  # two 128-row blocks per kv head: the least the decoded cache is used for
+    (8, 2048, 64),
 ]
 
 

@@ -4,9 +4,9 @@
 #   bash bench/gpu_harness/prefill_device.sh NEW_LIB [BASE_LIB] [--no-tests]
 # NEW_LIB / BASE_LIB: harness libraries (smallt_build.sh NAME SRC full). Runs the kernel and quantize GPU tests
 # and compute-sanitizer memcheck / racecheck on tests/gpu/sanitize_cases.py against NEW_LIB (unless
-# --no-tests), then bench/prefill_gpu.py for BASE_LIB and NEW_LIB, then the per-kernel split of NEW_LIB's calls
-# (prefill_profile.py). NCU=1: also ncu source counters of NEW_LIB's split kernel at B=1 S=2048 ($OUT/sass.csv,
-# summarize with sass_stalls.py). Logs under $OUT.
+# --no-tests), then bench/prefill_gpu.py for BASE_LIB, NEW_LIB and NEW_LIB with TQ_KV16=0, then the per-kernel
+# split of NEW_LIB's calls (prefill_profile.py). NCU=1: also ncu source counters of NEW_LIB's split kernel at
+# B=1 S=2048 ($OUT/sass.csv, summarize with sass_stalls.py). Logs under $OUT.
 set -uo pipefail
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 out="${OUT:-/tmp/out}"
@@ -32,10 +32,12 @@ if [ "$tests" = 1 ]; then
 fi
 if [ -n "$base" ]; then
   echo "== base $base"
-  TQ_KERNELS_LIB="$base" timeout 200 python3 bench/prefill_gpu.py 2>&1 | tail -9
+  TQ_KERNELS_LIB="$base" timeout 200 python3 bench/prefill_gpu.py 2>&1 | tail -12
 fi
 echo "== new $new"
-TQ_KERNELS_LIB="$new" timeout 200 python3 bench/prefill_gpu.py 2>&1 | tail -9
+TQ_KERNELS_LIB="$new" timeout 200 python3 bench/prefill_gpu.py 2>&1 | tail -12
+echo "== new $new, TQ_KV16=0 (each block decodes its own tiles)"
+TQ_KV16=0 TQ_KERNELS_LIB="$new" timeout 200 python3 bench/prefill_gpu.py 2>&1 | tail -12
 TQ_KERNELS_LIB="$new" timeout 100 python3 bench/gpu_harness/prefill_profile.py 2>&1 | grep -v Warn | tail -14
 if [ "${NCU:-0}" = 1 ]; then
   TQ_KERNELS_LIB="$new" timeout 300 ncu --clock-control none -k regex:split_kernel --launch-skip 2 --launch-count 1 \

@@ -7,6 +7,8 @@
 //      for prefill chunks with a short past, tq_mask_tiles_kernel: which 64-token cache tiles each mask row sees.
 //   1. tq_rotate_q_kernel: qr = scale * R_k q (and scale * Sq qr with QJL), float32 math, stored float16 (rows
 //      the split kernel rotates itself, Hadamard R_k without QJL, are skipped).
+//      Prefill chunks whose G S query rows take many split-kernel blocks per kv head: tq_decode_cache_kernel
+//      decodes the cache once into float16 scratch (what each block would otherwise decode for itself).
 //   2. tq_attention_split_kernel: flash-decoding over the compressed cache. One block serves 16-128 query rows
 //      (of the G heads x S queries) of one kv head for one split of the sequence; with G S <= 128 the cache is
 //      read once per kv head.
@@ -14,7 +16,8 @@
 //      the copy covers the tile's aligned byte range; the unaligned head is skipped when decoding and the tail past
 //      the tensor is zero-filled, never read), decoded to float16 through per-part lookup tables (pairs of codes
 //      -> half2, times gamma), then Q K^T and P V run on tensor cores (mma.m16n8k16, float32 accumulation) with a
-//      float32 online softmax, all in the rotated domain. The QJL term is an extra D columns of K (signs times
+//      float32 online softmax, all in the rotated domain. Over the decoded cache the blocks copy float16 tiles
+//      instead (two stages), bit-identical. The QJL term is an extra D columns of K (signs times
 //      rho sqrt(pi/2)/d_p) against Sq qr. Window tokens (sinks and the recent ring) are exact: extra blocks do
 //      them in float32 on CUDA cores, in the original domain. Tiles no row of a warp sees (tile bits) are
 //      skipped; with one split, no window and a Hadamard R_v the block writes the output itself.
@@ -42,6 +45,7 @@ constexpr int kMaxSplits = 256;
 constexpr int kMaxWindowSplits = 64;
 constexpr int kWindowChunk = 128;
 constexpr int kRotateRows = 16;
+constexpr int kDecodeCacheThreads = 256;
 constexpr float kNegInf = -INFINITY;
 constexpr float kLog2eF = 1.4426950408889634f;
 
@@ -75,6 +79,11 @@ struct AttnArgs {
   int vis_words;        // ceil(tiles / 32)
   int64_t vis_tiles;    // ceil(cache_rows / kTileTokens)
   int split_out;        // general path, one split, no window: the split kernel writes the output when R_v is Hadamard
+  // Prefill chunks with many row blocks per kv head: the cache decoded once into float16 (tq_decode_cache_kernel),
+  // [B Hkv][cache_rows][kd] and [B Hkv][cache_rows][D]; null: every split-kernel block decodes its own tiles.
+  __half* k16;
+  __half* v16;
+  int kv_stage_bytes;   // split kernel with k16: bytes between its two stages of K and V float16 tiles
 };
 
 __device__ __forceinline__ int64_t pmod(int64_t a, int64_t m) {
@@ -279,6 +288,73 @@ __device__ __forceinline__ DecodeItem code_item(const CodecConfig& cfg, const Ro
   item.dst = tile + coord;
   item.dst_stride = stride;
   return item;
+}
+
+// Thread tid's decode item of a tile (of nthreads threads; items <= 48, so nthreads >= 96 gives phases >= 2):
+// K code groups first, then K QJL sign groups, then V code groups of one token; the thread decodes its item for
+// tokens phase, phase + phases, ... (phase >= phases: idle). kdst / vdst: row 0 of the float16 K / V tile.
+__device__ __forceinline__ DecodeItem tile_item(const AttnArgs& a, int tid, int nthreads, const uint32_t* tab_k,
+                                                const uint32_t* tab_v, __half* kdst, int kstride, __half* vdst,
+                                                int vstride, int& phases) {
+  const CodecConfig& kc = a.p.k_codec;
+  const int d = kc.head_dim;
+  const int kgroups = d / 16;
+  const int kitems = kgroups * (kc.qjl ? 2 : 1);
+  const int items = kitems + kgroups;
+  phases = nthreads / items;
+  DecodeItem dc;
+  const int it = tid % items;
+  if (it < kgroups) {  // K codes
+    dc = code_item(kc, a.klay, it * 16, a.klay.row_bytes, tab_k, kdst, kstride);
+  } else if (it < kitems) {  // K QJL signs of group grp: rho of its part, 16 sign bits
+    const int grp = it - kgroups;
+    const int pp = part_of(kc, a.klay, grp * 16);
+    dc.kind = 1;
+    dc.row_bytes = a.klay.row_bytes;
+    dc.norm_offset = a.klay.rnorm_offset + 2 * pp;
+    dc.code_offset = a.klay.qjl_offset + 2 * grp;
+    dc.qjl_factor = 1.2533141373155001f / static_cast<float>(kc.part_sizes[pp]);
+    dc.dst = kdst + d + grp * 16;
+    dc.dst_stride = kstride;
+  } else {  // V codes
+    dc = code_item(a.p.v_codec, a.vlay, (it - kitems) * 16, a.vlay.row_bytes, tab_v, vdst, vstride);
+    dc.kind = 2;
+  }
+  dc.phase = tid / items;
+  return dc;
+}
+
+// Decodes item dc of tokens dc.phase, dc.phase + phases, ... < end of a compressed tile whose K rows start at
+// kraw and V rows at vraw into float16, gamma applied; tokens >= nt_valid are written as zeros.
+__device__ __forceinline__ void decode_tile_item(const DecodeItem& dc, const uint8_t* kraw, const uint8_t* vraw,
+                                                 int phases, int nt_valid, int end) {
+  const uint8_t* rbase = dc.kind == 2 ? vraw : kraw;
+  for (int i = dc.phase; i < end; i += phases) {
+    uint32_t out[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    if (i < nt_valid) {
+      const uint8_t* row = rbase + i * dc.row_bytes;
+      if (dc.kind != 1) {  // K or V codes
+        const uint16_t gbits = *reinterpret_cast<const uint16_t*>(row + dc.norm_offset);
+        const uint32_t gamma2 = static_cast<uint32_t>(gbits) | (static_cast<uint32_t>(gbits) << 16);
+        decode_codes(dc.bits, row + dc.code_offset, dc.part_size, dc.group, dc.table, gamma2, out);
+      } else {  // K QJL signs: (2 bit - 1) * rho_p * sqrt(pi/2) / d_p
+        const float rho = dev::half_bits_to_float(*reinterpret_cast<const uint16_t*>(row + dc.norm_offset));
+        const float sc = rho * dc.qjl_factor;
+        const uint32_t sc2 = dev::pack_half2(sc, sc);
+        const uint32_t bits = *reinterpret_cast<const uint16_t*>(row + dc.code_offset);
+#pragma unroll
+        for (int k = 0; k < 8; ++k) {
+          const uint32_t b0 = (bits >> (2 * k)) & 1u;
+          const uint32_t b1 = (bits >> (2 * k + 1)) & 1u;
+          const uint32_t sgn = 0xBC00BC00u ^ ((b0 << 15) | (b1 << 31));
+          out[k] = dev::hmul2_u32(sgn, sc2);
+        }
+      }
+    }
+    uint4* d4 = reinterpret_cast<uint4*>(dc.dst + static_cast<int64_t>(i) * dc.dst_stride);
+    d4[0] = make_uint4(out[0], out[1], out[2], out[3]);
+    d4[1] = make_uint4(out[4], out[5], out[6], out[7]);
+  }
 }
 
 // Additive mask values of one warp's score fragment in a tile: rows at mask offsets mr0 / mr1 (-1: a padding row),
@@ -487,6 +563,9 @@ __global__ void __launch_bounds__(split_threads(WM)) tq_attention_split_kernel(c
   const int qstride = kd + 8;
   const int kstride = kd + 8;
   constexpr int vstride = D + 8;
+  // a.k16: the cache comes decoded (tq_decode_cache_kernel); float16 tiles stream in, two stages of K and V.
+  const bool kv16 = a.k16 != nullptr;
+  const int kv_stage = a.kv_stage_bytes / 2;  // halves between the stages' K (and V) tiles; 0 without a.k16
 
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
@@ -518,16 +597,42 @@ __global__ void __launch_bounds__(split_threads(WM)) tq_attention_split_kernel(c
   const uint8_t* kend = p.k_cache + all_rows * krb;
   const uint8_t* vend = p.v_cache + all_rows * vrb;
 
+  // Tokens [t0, t0 + kTileTokens) of the decoded cache into stage st (rows >= n zero-filled).
+  const __half* k16 = kv16 ? a.k16 + bg * p.cache_rows * kd : nullptr;
+  const __half* v16 = kv16 ? a.v16 + bg * p.cache_rows * D : nullptr;
+  auto load_tile16 = [&](int st, int64_t t0, int64_t n) {
+    const int kc8 = kd / 8;
+    for (int idx = threadIdx.x; idx < kTileTokens * kc8; idx += NT) {
+      const int r = idx / kc8;
+      const int c = idx % kc8;
+      const __half* src = k16 + (t0 + (r < n ? r : 0)) * kd + c * 8;
+      dev::cp_async_16(ks + st * kv_stage + r * kstride + c * 8, src, r < n ? 16 : 0);
+    }
+    for (int idx = threadIdx.x; idx < kTileTokens * (D / 8); idx += NT) {
+      const int r = idx / (D / 8);
+      const int c = idx % (D / 8);
+      const __half* src = v16 + (t0 + (r < n ? r : 0)) * D + c * 8;
+      dev::cp_async_16(vs + st * kv_stage + r * vstride + c * 8, src, r < n ? 16 : 0);
+    }
+  };
   // First tile in flight while the tables and queries are set up.
   int heads[2][2];
   {
     const int64_t n = min(static_cast<int64_t>(kTileTokens), c1 - c0);
-    heads[0][0] = load_raw_tile(raw, kslice, c0, n, krb, kend);
-    heads[0][1] = load_raw_tile(raw + a.raw_k_bytes, vslice, c0, n, vrb, vend);
+    if (kv16) {
+      load_tile16(0, c0, n);
+    } else {
+      heads[0][0] = load_raw_tile(raw, kslice, c0, n, krb, kend);
+      heads[0][1] = load_raw_tile(raw + a.raw_k_bytes, vslice, c0, n, vrb, vend);
+    }
     dev::cp_async_commit();
   }
-  for (int pp = 0; pp < kc.num_parts; ++pp) build_table(p.k_codebook + pp * 256, a.klay.mse_bits[pp], tab_k + pp * 256);
-  for (int pp = 0; pp < vc.num_parts; ++pp) build_table(p.v_codebook + pp * 256, a.vlay.mse_bits[pp], tab_v + pp * 256);
+  if (!kv16) {
+    for (int pp = 0; pp < kc.num_parts; ++pp)
+      build_table(p.k_codebook + pp * 256, a.klay.mse_bits[pp], tab_k + pp * 256);
+    for (int pp = 0; pp < vc.num_parts; ++pp)
+      build_table(p.v_codebook + pp * 256, a.vlay.mse_bits[pp], tab_v + pp * 256);
+  }
   const int krh = p.k_rotation_heads == 1 ? 0 : g;
   if (a.split_q && a.rot_form[krh] != 0) {  // uniform: rotate this block's q rows here (rotate kernel skipped them)
     split_rotate_q<D>(a, p.k_rotation + static_cast<int64_t>(krh) * D * D, b, g, rowblock * RB, RB, NT / 32, qs,
@@ -586,42 +691,22 @@ __global__ void __launch_bounds__(split_threads(WM)) tq_attention_split_kernel(c
   float m_run[2] = {kNegInf, kNegInf};
   float l_run[2] = {0.0f, 0.0f};
 
-  // This thread's decode item: one group of 16 coordinates (K codes, K QJL signs or V codes) of every
-  // phases-th token of a tile. items <= 48 (D = 256 with QJL), so phases >= 2; threads past phases * items idle.
+  // This thread's decode item (tile_item); unused where the cache comes decoded (a.k16).
   static_assert(NT >= 96, "at least two tokens per item round");
-  const int kgroups = D / 16;
-  const int kitems = kgroups * (kc.qjl ? 2 : 1);
-  const int items = kitems + kgroups;  // K groups (+ QJL groups) and V groups per token
-  const int phases = NT / items;
-  DecodeItem dc;
-  {
-    const int it = threadIdx.x % items;
-    if (it < kgroups) {  // K codes
-      dc = code_item(kc, a.klay, it * 16, krb, tab_k, ks, kstride);
-    } else if (it < kitems) {  // K QJL signs of group grp: rho of its part, 16 sign bits
-      const int grp = it - kgroups;
-      const int pp = part_of(kc, a.klay, grp * 16);
-      dc.kind = 1;
-      dc.row_bytes = krb;
-      dc.norm_offset = a.klay.rnorm_offset + 2 * pp;
-      dc.code_offset = a.klay.qjl_offset + 2 * grp;
-      dc.qjl_factor = 1.2533141373155001f / static_cast<float>(kc.part_sizes[pp]);
-      dc.dst = ks + D + grp * 16;
-      dc.dst_stride = kstride;
-    } else {  // V codes
-      dc = code_item(vc, a.vlay, (it - kitems) * 16, vrb, tab_v, vs, vstride);
-      dc.kind = 2;
-    }
-    dc.phase = threadIdx.x / items;
-  }
+  int phases = 0;
+  const DecodeItem dc = tile_item(a, threadIdx.x, NT, tab_k, tab_v, ks, kstride, vs, vstride, phases);
   int stage = 0;
   for (int64_t ct = c0; ct < c1; ct += kTileTokens, stage ^= 1) {
     const int nt_valid = static_cast<int>(min(static_cast<int64_t>(kTileTokens), c1 - ct));
     if (ct + kTileTokens < c1) {
       const int64_t n = min(static_cast<int64_t>(kTileTokens), c1 - ct - kTileTokens);
-      uint8_t* dst = raw + (stage ^ 1) * a.raw_stage_bytes;
-      heads[stage ^ 1][0] = load_raw_tile(dst, kslice, ct + kTileTokens, n, krb, kend);
-      heads[stage ^ 1][1] = load_raw_tile(dst + a.raw_k_bytes, vslice, ct + kTileTokens, n, vrb, vend);
+      if (kv16) {
+        load_tile16(stage ^ 1, ct + kTileTokens, n);
+      } else {
+        uint8_t* dst = raw + (stage ^ 1) * a.raw_stage_bytes;
+        heads[stage ^ 1][0] = load_raw_tile(dst, kslice, ct + kTileTokens, n, krb, kend);
+        heads[stage ^ 1][1] = load_raw_tile(dst + a.raw_k_bytes, vslice, ct + kTileTokens, n, vrb, vend);
+      }
     }
     dev::cp_async_commit();
     dev::cp_async_wait<1>();
@@ -642,39 +727,16 @@ __global__ void __launch_bounds__(split_threads(WM)) tq_attention_split_kernel(c
 
     // Decode the tile into float16 K (and QJL columns) and V, gamma applied; rows past the end are zeros. Each
     // thread keeps one item (dc, set up before the loop) and decodes it for tokens phase, phase + phases, ...
-    if (block_vis && dc.phase < phases) {
-      const uint8_t* rbase = raw + stage * a.raw_stage_bytes + (dc.kind == 2 ? a.raw_k_bytes + heads[stage][1]
-                                                                                : heads[stage][0]);
-      for (int i = dc.phase; i < kTileTokens; i += phases) {
-        uint32_t out[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-        if (i < nt_valid) {
-          const uint8_t* row = rbase + i * dc.row_bytes;
-          if (dc.kind != 1) {  // K or V codes
-            const uint16_t gbits = *reinterpret_cast<const uint16_t*>(row + dc.norm_offset);
-            const uint32_t gamma2 = static_cast<uint32_t>(gbits) | (static_cast<uint32_t>(gbits) << 16);
-            decode_codes(dc.bits, row + dc.code_offset, dc.part_size, dc.group, dc.table, gamma2, out);
-          } else {  // K QJL signs: (2 bit - 1) * rho_p * sqrt(pi/2) / d_p
-            const float rho = dev::half_bits_to_float(*reinterpret_cast<const uint16_t*>(row + dc.norm_offset));
-            const float sc = rho * dc.qjl_factor;
-            const uint32_t sc2 = dev::pack_half2(sc, sc);
-            const uint32_t bits = *reinterpret_cast<const uint16_t*>(row + dc.code_offset);
-#pragma unroll
-            for (int k = 0; k < 8; ++k) {
-              const uint32_t b0 = (bits >> (2 * k)) & 1u;
-              const uint32_t b1 = (bits >> (2 * k + 1)) & 1u;
-              const uint32_t sgn = 0xBC00BC00u ^ ((b0 << 15) | (b1 << 31));
-              out[k] = dev::hmul2_u32(sgn, sc2);
-            }
-          }
-        }
-        uint4* d4 = reinterpret_cast<uint4*>(dc.dst + i * dc.dst_stride);
-        d4[0] = make_uint4(out[0], out[1], out[2], out[3]);
-        d4[1] = make_uint4(out[4], out[5], out[6], out[7]);
-      }
+    if (block_vis && !kv16 && dc.phase < phases) {
+      const uint8_t* sraw = raw + stage * a.raw_stage_bytes;
+      decode_tile_item(dc, sraw + heads[stage][0], sraw + a.raw_k_bytes + heads[stage][1], phases, nt_valid,
+                       kTileTokens);
     }
     if (block_vis) __syncthreads();  // uniform
 
     if (warp_vis) {  // uniform per warp
+      const __half* kst = ks + stage * kv_stage;
+      const __half* vst = vs + stage * kv_stage;
       // S = Q K^T for this warp's 16 rows and NW tokens.
       float sacc[NTILES][4];
 #pragma unroll
@@ -685,7 +747,7 @@ __global__ void __launch_bounds__(split_threads(WM)) tq_attention_split_kernel(c
 #pragma unroll
         for (int n2 = 0; n2 < NTILES / 2; ++n2) {
           uint32_t bf[4];
-          dev::ldmatrix_x4(bf, ks + (wn * NW + n2 * 16 + lane % 8 + (lane / 16) * 8) * kstride + kk * 16 +
+          dev::ldmatrix_x4(bf, kst + (wn * NW + n2 * 16 + lane % 8 + (lane / 16) * 8) * kstride + kk * 16 +
                                    ((lane / 8) % 2) * 8);
           dev::mma_16816(sacc[2 * n2], af, bf[0], bf[1]);
           dev::mma_16816(sacc[2 * n2 + 1], af, bf[2], bf[3]);
@@ -750,7 +812,7 @@ __global__ void __launch_bounds__(split_threads(WM)) tq_attention_split_kernel(c
 #pragma unroll
         for (int d2 = 0; d2 < D / 16; ++d2) {
           uint32_t bf[4];
-          dev::ldmatrix_x4_trans(bf, vs + (wn * NW + k2 * 16 + lane % 8 + ((lane / 8) % 2) * 8) * vstride + d2 * 16 +
+          dev::ldmatrix_x4_trans(bf, vst + (wn * NW + k2 * 16 + lane % 8 + ((lane / 8) % 2) * 8) * vstride + d2 * 16 +
                                          (lane / 16) * 8);
           dev::mma_16816(oacc[2 * d2], af, bf[0], bf[1]);
           dev::mma_16816(oacc[2 * d2 + 1], af, bf[2], bf[3]);
@@ -835,6 +897,45 @@ __global__ void __launch_bounds__(split_threads(WM)) tq_attention_split_kernel(c
     a.part_o[(grow * a.nsp + split) * D + d] = o;
     if (d == 0) a.part_ml[grow * a.nsp + split] = make_float2(mx, l);
   }
+}
+
+// Prefill chunks with many row blocks per kv head (a.k16): decodes compressed rows [0, n_valid) of each
+// (b, kv head) once into float16, exactly what the split kernel's own tile decode writes into shared memory (same
+// items, same tables), so a split kernel that copies these tiles computes the same output bit for bit. Grid:
+// (64-token tiles, 1, B Hkv); shared memory: one compressed K and V tile, then the K and V lookup tables.
+__global__ void __launch_bounds__(kDecodeCacheThreads) tq_decode_cache_kernel(const AttnArgs a) {
+  const AttentionParams& p = a.p;
+  const int b = blockIdx.z / p.kv_heads;
+  const int g = blockIdx.z % p.kv_heads;
+  const int64_t t0 = static_cast<int64_t>(blockIdx.x) * kTileTokens;
+  int64_t n_valid = total_tokens(p, b) - a.window;
+  n_valid = n_valid < 0 ? 0 : (n_valid > p.cache_rows ? p.cache_rows : n_valid);
+  if (t0 >= n_valid) return;
+  const int n = static_cast<int>(min(static_cast<int64_t>(kTileTokens), n_valid - t0));
+  const int64_t bg = static_cast<int64_t>(b) * p.kv_heads + g;
+
+  extern __shared__ __align__(16) char smem[];
+  uint8_t* raw = reinterpret_cast<uint8_t*>(smem);
+  uint32_t* tab_k = reinterpret_cast<uint32_t*>(smem + a.raw_stage_bytes);
+  uint32_t* tab_v = tab_k + p.k_codec.num_parts * 256;
+  const int64_t all_rows = static_cast<int64_t>(p.batch) * p.kv_heads * p.cache_rows;
+  const int khead = load_raw_tile(raw, p.k_cache + bg * p.cache_rows * a.klay.row_bytes, t0, n, a.klay.row_bytes,
+                                  p.k_cache + all_rows * a.klay.row_bytes);
+  const int vhead = load_raw_tile(raw + a.raw_k_bytes, p.v_cache + bg * p.cache_rows * a.vlay.row_bytes, t0, n,
+                                  a.vlay.row_bytes, p.v_cache + all_rows * a.vlay.row_bytes);
+  dev::cp_async_commit();
+  for (int pp = 0; pp < p.k_codec.num_parts; ++pp)
+    build_table(p.k_codebook + pp * 256, a.klay.mse_bits[pp], tab_k + pp * 256);
+  for (int pp = 0; pp < p.v_codec.num_parts; ++pp)
+    build_table(p.v_codebook + pp * 256, a.vlay.mse_bits[pp], tab_v + pp * 256);
+  dev::cp_async_wait<0>();
+  __syncthreads();
+  const int d = p.k_codec.head_dim;
+  int phases = 0;
+  const DecodeItem dc = tile_item(a, threadIdx.x, kDecodeCacheThreads, tab_k, tab_v,
+                                  a.k16 + (bg * p.cache_rows + t0) * a.kd, a.kd, a.v16 + (bg * p.cache_rows + t0) * d,
+                                  d, phases);
+  if (dc.phase < phases) decode_tile_item(dc, raw + khead, raw + a.raw_k_bytes + vhead, phases, n, n);
 }
 
 // ------------------------------------------------------------------------------------------ rotate q
@@ -1275,7 +1376,7 @@ struct Plan {
   AttnArgs args;
   int wm = 1;
   int rowblocks = 1;
-  size_t qbuf_bytes = 0, part_o_bytes = 0, part_ml_bytes = 0, rot_form_bytes = 0, vis_bytes = 0;
+  size_t qbuf_bytes = 0, part_o_bytes = 0, part_ml_bytes = 0, rot_form_bytes = 0, vis_bytes = 0, kv16_bytes = 0;
   size_t rotate_smem = 0;
 };
 
@@ -1390,26 +1491,57 @@ cudaError_t launch_maybe_dependent(Kernel kernel, dim3 grid, int threads, int sm
   return e;
 }
 
-// The split kernel's shared memory for rb-row blocks (query rows, one K and one V float16 tile, two stages of
-// compressed tiles, the lookup tables); sets a's offsets and smem_bytes and returns the size.
-int split_smem_layout(AttnArgs& a, int rb) {
+// The split kernel's shared memory for rb-row blocks with wn warps along the tokens: query rows, then one K and
+// one V float16 tile and two stages of compressed tiles and the lookup tables, or (kv16: the cache comes decoded)
+// two stages of K and V float16 tiles. The warp merge at the end reuses the tile space. Sets a's offsets and
+// smem_bytes and returns the size.
+int split_smem_layout(AttnArgs& a, int rb, int wn, bool kv16) {
   const int d = a.p.k_codec.head_dim;
+  const size_t k_tile = align256(static_cast<size_t>(kTileTokens) * (a.kd + 8) * 2);
+  const size_t v_tile = align256(static_cast<size_t>(kTileTokens) * (d + 8) * 2);
   size_t off = align256(static_cast<size_t>(rb) * (a.kd + 8) * 2);
+  const size_t tiles0 = off;
   a.off_k = static_cast<int>(off);
-  off += align256(static_cast<size_t>(kTileTokens) * (a.kd + 8) * 2);
-  a.off_v = static_cast<int>(off);
-  off += align256(static_cast<size_t>(kTileTokens) * (d + 8) * 2);
+  a.off_v = static_cast<int>(off + k_tile);
+  a.kv_stage_bytes = kv16 ? static_cast<int>(k_tile + v_tile) : 0;
+  off += (kv16 ? 2 : 1) * (k_tile + v_tile);
   a.off_raw = static_cast<int>(off);
   a.raw_k_bytes = static_cast<int>(align256(static_cast<size_t>(kTileTokens) * a.klay.row_bytes + 32));
   a.raw_stage_bytes =
       a.raw_k_bytes + static_cast<int>(align256(static_cast<size_t>(kTileTokens) * a.vlay.row_bytes + 32));
-  off += 2 * static_cast<size_t>(a.raw_stage_bytes);
+  if (!kv16) off += 2 * static_cast<size_t>(a.raw_stage_bytes);
   a.off_tab_k = static_cast<int>(off);
-  off += static_cast<size_t>(a.p.k_codec.num_parts) * 256 * 4;
+  if (!kv16) off += static_cast<size_t>(a.p.k_codec.num_parts) * 256 * 4;
   a.off_tab_v = static_cast<int>(off);
-  off += static_cast<size_t>(a.p.v_codec.num_parts) * 256 * 4;
+  if (!kv16) off += static_cast<size_t>(a.p.v_codec.num_parts) * 256 * 4;
+  const size_t merge = wn > 1 ? static_cast<size_t>(wn) * rb * (d + 2) * 4 : 0;  // [WN][RB][D] + m, l
+  off = std::max(off, tiles0 + merge);
   a.smem_bytes = static_cast<int>(off);
   return a.smem_bytes;
+}
+
+// Shared memory of tq_decode_cache_kernel: one compressed K and V tile (split_smem_layout's raw stage), the tables.
+size_t decode_cache_smem(const AttnArgs& a) {
+  return static_cast<size_t>(a.raw_stage_bytes) +
+         static_cast<size_t>(a.p.k_codec.num_parts + a.p.v_codec.num_parts) * 256 * 4;
+}
+
+// The decoded-cache scratch of prefill chunks is used up to this size (else each block decodes its own tiles, as
+// before): 256 MiB holds B Hkv T = 512K rows of D = 128 (no QJL), e.g. 8 kv heads x 64K tokens.
+constexpr size_t kMaxDecodedCacheBytes = size_t{256} << 20;
+constexpr int kDecodedCacheMinRowBlocks = 8;
+constexpr int64_t kDecodedCacheMinRows = 1024;
+
+size_t decoded_cache_bytes(const AttentionParams& p, int kd) {
+  return align256(static_cast<size_t>(p.batch) * p.kv_heads * static_cast<size_t>(p.cache_rows) *
+                  (static_cast<size_t>(kd) + p.k_codec.head_dim) * 2);
+}
+
+// TQ_KV16=0 / 1: never / always (where it fits) decode the cache once for a prefill chunk; -1 when unset.
+int forced_decoded_cache() {
+  const char* v = std::getenv("TQ_KV16");
+  if (v == nullptr) return -1;
+  return std::atoi(v) != 0 ? 1 : 0;
 }
 
 // Opt-in shared memory per block of the current device (227 KB on H100, 163 KB on Orin).
@@ -1513,7 +1645,7 @@ cudaError_t make_plan(const AttentionParams& p, Plan* plan, bool sizing_only = f
   // prefill chunk; they need their shared memory (not at D = 256 with QJL).
   plan->wm = a.rows <= 16 ? 1 : (a.rows <= 32 ? 2 : (a.rows <= 64 ? 4 : 8));
   if (const int forced = forced_split_wm(); forced > 0) plan->wm = forced;
-  if (plan->wm == 8 && split_smem_layout(a, 128) > max_block_smem()) plan->wm = 4;
+  if (plan->wm == 8 && split_smem_layout(a, 128, 1, false) > max_block_smem()) plan->wm = 4;
   const int rb = 16 * plan->wm;
   plan->rowblocks = (a.rows + rb - 1) / rb;
   if (plan->rowblocks > 65535) return invalid("TQAttention: G * S=%d query rows per kv head: too many", a.rows);
@@ -1565,7 +1697,22 @@ cudaError_t make_plan(const AttentionParams& p, Plan* plan, bool sizing_only = f
   const bool out_aligned = (reinterpret_cast<uintptr_t>(p.out) & 7) == 0;  // half2 / float2 stores
   a.split_out = !a.fast && fuse && a.nsp == 1 && plan->wm >= 4 && out_aligned ? 1 : 0;
 
-  split_smem_layout(a, rb);
+  // Prefill chunks whose query rows take many row blocks per kv head: decode the cache once into float16
+  // (tq_decode_cache_kernel) instead of once per row block, where the scratch is at most kMaxDecodedCacheBytes
+  // and two stages of float16 tiles fit the block's shared memory. Measured on an H100 (bench/NOTES.md
+  // "Prefill v3"): 5-16% faster with 8 or more row blocks and a cache of 1K tokens or more; slower (+5..18%)
+  // with 2 row blocks or a 256-token cache (the extra launch and the float16 reads outweigh the decode saved).
+  // TQ_KV16=0/1 forces it off / on (where it fits).
+  const int wn = plan->wm >= 4 ? 1 : 4 / plan->wm;
+  const int forced_kv16 = forced_decoded_cache();
+  const bool want_kv16 = forced_kv16 >= 0 ? forced_kv16 == 1
+                                          : plan->rowblocks >= kDecodedCacheMinRowBlocks &&
+                                                p.cache_rows >= kDecodedCacheMinRows;
+  const size_t kv16_bytes = decoded_cache_bytes(p, a.kd);
+  if (!a.fast && want_kv16 && p.cache_rows > 0 && kv16_bytes <= kMaxDecodedCacheBytes &&
+      split_smem_layout(a, rb, wn, true) <= max_block_smem())
+    plan->kv16_bytes = kv16_bytes;
+  split_smem_layout(a, rb, wn, plan->kv16_bytes > 0);
   if (a.fast) fast_smem_layout(a);
 
   const size_t rows_all = static_cast<size_t>(p.batch) * p.q_heads * p.new_tokens;
@@ -1617,7 +1764,8 @@ bool attention_head_dim_supported(int head_dim) { return head_dim == 64 || head_
 size_t attention_workspace_bytes(const AttentionParams& p) {
   Plan plan;
   if (make_plan(p, &plan, /*sizing_only=*/true) != cudaSuccess) return 0;
-  return plan.qbuf_bytes + plan.part_o_bytes + plan.part_ml_bytes + plan.rot_form_bytes + plan.vis_bytes;
+  return plan.qbuf_bytes + plan.part_o_bytes + plan.part_ml_bytes + plan.rot_form_bytes + plan.vis_bytes +
+         plan.kv16_bytes;
 }
 
 // An upper bound of attention_workspace_bytes over every shape up to p's (batch, new_tokens, cache_rows,
@@ -1625,7 +1773,9 @@ size_t attention_workspace_bytes(const AttentionParams& p) {
 // The exact size is not monotone: a smaller shape has fewer blocks, so it may take more splits. Split rows bound:
 // general path, nsplit <= target / base + 1 with base = B Hkv ceil(G S / RB), so rows * nsplit <= rows + target
 // RB, and target RB <= 4 SMs 64 (target = 4 SMs up to RB = 64, 2 SMs at RB = 128; 4 SMs 128 is used); the decode
-// kernel (S == 1) at most kMaxSplits splits of B Hq rows; windows add rows * nwin; the prefill tile bits.
+// kernel (S == 1) at most kMaxSplits splits of B Hq rows; windows add rows * nwin; the prefill tile bits; the
+// decoded cache (no larger than at the maximum shapes and kMaxDecodedCacheBytes) wherever a smaller chunk could
+// take kDecodedCacheMinRowBlocks row blocks over kDecodedCacheMinRows cache rows, or TQ_KV16=1 forces it.
 size_t attention_workspace_bytes_max(const AttentionParams& p) {
   Plan plan;
   if (make_plan(p, &plan, /*sizing_only=*/true) != cudaSuccess) return 0;
@@ -1641,8 +1791,16 @@ size_t attention_workspace_bytes_max(const AttentionParams& p) {
   const size_t vis = p.new_tokens >= 16 ? align256(static_cast<size_t>(p.mask_batch) * p.mask_heads * p.new_tokens *
                                                    static_cast<size_t>(a.vis_words) * 4)
                                         : 0;
+  const int forced_kv16 = forced_decoded_cache();
+  // Rows per block are at least 16 min(WM, 4): WM = 8 falls back to 4 where its shared memory does not fit.
+  const int min_rb = 16 * std::min(forced_split_wm() > 0 ? forced_split_wm() : 4, 4);
+  const bool kv16_possible = forced_kv16 >= 0 ? forced_kv16 == 1
+                                              : a.rows > (kDecodedCacheMinRowBlocks - 1) * min_rb &&
+                                                    p.cache_rows >= kDecodedCacheMinRows;
+  const size_t kv16 =
+      kv16_possible && p.new_tokens >= 2 ? std::min(decoded_cache_bytes(p, a.kd), kMaxDecodedCacheBytes) : 0;
   return plan.qbuf_bytes + align256(part_rows * d * 4) + align256(part_rows * 8) + plan.rot_form_bytes +
-         std::max(plan.vis_bytes, vis);
+         std::max(plan.vis_bytes, vis) + std::max(plan.kv16_bytes, kv16);
 }
 
 cudaError_t launch_attention(const AttentionParams& p, void* workspace, cudaStream_t stream) {
@@ -1653,16 +1811,18 @@ cudaError_t launch_attention(const AttentionParams& p, void* workspace, cudaStre
   if (p.batch == 0) return cudaSuccess;
   if (workspace == nullptr || (reinterpret_cast<uintptr_t>(workspace) & 255))
     return invalid("TQAttention: workspace must be non-null and 256-byte aligned (%zu bytes)",
-                   plan.qbuf_bytes + plan.part_o_bytes + plan.part_ml_bytes + plan.rot_form_bytes + plan.vis_bytes);
+                   plan.qbuf_bytes + plan.part_o_bytes + plan.part_ml_bytes + plan.rot_form_bytes + plan.vis_bytes +
+                       plan.kv16_bytes);
   AttnArgs& a = plan.args;
   char* ws = static_cast<char*>(workspace);
   a.qbuf = reinterpret_cast<__half*>(ws);
   a.part_o = reinterpret_cast<float*>(ws + plan.qbuf_bytes);
   a.part_ml = reinterpret_cast<float2*>(ws + plan.qbuf_bytes + plan.part_o_bytes);
   a.rot_form = reinterpret_cast<int*>(ws + plan.qbuf_bytes + plan.part_o_bytes + plan.part_ml_bytes);
-  a.vis = plan.vis_bytes > 0 ? reinterpret_cast<uint32_t*>(ws + plan.qbuf_bytes + plan.part_o_bytes +
-                                                         plan.part_ml_bytes + plan.rot_form_bytes)
-                              : nullptr;
+  const size_t vis_at = plan.qbuf_bytes + plan.part_o_bytes + plan.part_ml_bytes + plan.rot_form_bytes;
+  a.vis = plan.vis_bytes > 0 ? reinterpret_cast<uint32_t*>(ws + vis_at) : nullptr;
+  a.k16 = plan.kv16_bytes > 0 ? reinterpret_cast<__half*>(ws + vis_at + plan.vis_bytes) : nullptr;
+  a.v16 = a.k16 != nullptr ? a.k16 + static_cast<size_t>(p.batch) * p.kv_heads * p.cache_rows * a.kd : nullptr;
   const int d = p.k_codec.head_dim;
 
   // 1. Rotate q (the decode kernel rotates its own rows), after the one check of R_k's and R_v's structure.
@@ -1691,6 +1851,18 @@ cudaError_t launch_attention(const AttentionParams& p, void* workspace, cudaStre
     tq_rotate_q_kernel<<<grid, kThreads, plan.rotate_smem, stream>>>(a);
     e = cudaGetLastError();
     if (e != cudaSuccess) return cuda_failed(e, "TQAttention: tq_rotate_q_kernel launch");
+  }
+  // 1b. Prefill chunks over several row blocks: the cache decoded once into float16 for the split kernel.
+  if (a.k16 != nullptr) {
+    const int64_t tiles = (p.cache_rows + kTileTokens - 1) / kTileTokens;
+    if (tiles > 0x7fffffffLL) return invalid("TQAttention: too many cache rows");
+    const int smem = static_cast<int>(decode_cache_smem(a));
+    e = prepare_launch(reinterpret_cast<const void*>(tq_decode_cache_kernel), kDecodeCacheThreads, smem, nullptr);
+    if (e != cudaSuccess) return cuda_failed(e, "TQAttention: shared memory attribute of tq_decode_cache_kernel");
+    const dim3 grid(static_cast<unsigned>(tiles), 1, p.batch * p.kv_heads);
+    tq_decode_cache_kernel<<<grid, kDecodeCacheThreads, smem, stream>>>(a);
+    e = cudaGetLastError();
+    if (e != cudaSuccess) return cuda_failed(e, "TQAttention: tq_decode_cache_kernel launch");
   }
   // 2. Splits.
   if (a.fast) {

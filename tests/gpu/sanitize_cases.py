@@ -113,19 +113,25 @@ def main() -> None:
     for vrot in (rot, dense):
         decode_launches(k, kc, q, cache, mask, vrot, cb, "TQ_DECODE_PDL", ("1", "0"), (0, 8))
     # Prefill chunks on the general path: the once-per-call structure check of R, the rotate kernel's
-    # butterfly and dense products, the row-per-warp reduce kernel; 64-row blocks (G * S = 160), 1 and 3
-    # splits, Hadamard and dense R, D 64 / 128 / 256.
-    for d in (64, 128, 256):
-        b, hkv, t, group, s = 2, 2, 200, 4, 40
-        kc, rot, cb, dense = decode_codec(d)
-        cache, _, _ = decode_inputs(k, kc, rot, cb, b, hkv, t, d, group)
-        q = torch.randn((b, hkv * group, s, d), device="cuda", dtype=torch.float16)
-        mask = torch.zeros((b, 1, s, t), device="cuda")
-        for r in (rot, dense):
-            for splits in (1, 3):
-                out = k.attention(kc, kc, q, cache, cache, mask, r, cb, r, cb, scale=0.1, force_splits=splits)
-                torch.cuda.synchronize()
-                assert torch.isfinite(out).all()
+    # butterfly and dense products, the row-per-warp reduce kernel; two 128-row blocks per kv head (G * S =
+    # 160), 1 and 3 splits, Hadamard and dense R, D 64 / 128 / 256; the cache decoded once into float16
+    # (tq_decode_cache_kernel, forced: TQ_KV16=1) and each block decoding its own tiles (TQ_KV16=0).
+    for kv16 in ("1", "0"):
+        os.environ["TQ_KV16"] = kv16
+        for d in (64, 128, 256):
+            b, hkv, t, group, s = 2, 2, 200, 4, 40
+            kc, rot, cb, dense = decode_codec(d)
+            cache, _, _ = decode_inputs(k, kc, rot, cb, b, hkv, t, d, group)
+            q = torch.randn((b, hkv * group, s, d), device="cuda", dtype=torch.float16)
+            mask = torch.zeros((b, 1, s, t), device="cuda")
+            for r in (rot, dense):
+                for splits in (1, 3):
+                    out = k.attention(
+                        kc, kc, q, cache, cache, mask, r, cb, r, cb, scale=0.1, force_splits=splits
+                    )
+                    torch.cuda.synchronize()
+                    assert torch.isfinite(out).all()
+    os.environ.pop("TQ_KV16")
     print("sanitize cases ran", np.__version__)
 
 

@@ -399,19 +399,28 @@ PREFILL_CASES = [  # (case as ATTN_CASES, total tokens)
     ((64, 1, 130, ((64,), (4,), 0), ((64,), (2,)), (0, 0), "causal", 0.0), 130),
     ((256, 2, 128, ((256,), (4,), 0), ((256,), (4,)), (0, 0), "causal", 0.0), 128),
     # QJL keys at D = 256: 128-row blocks would need 270 KB of shared memory, so the plan keeps 64-row blocks
+    # (and the decoded cache does not fit either: each block decodes its own tiles)
     ((256, 2, 40, ((256,), (3,), 1), ((256,), (4,)), (0, 0), "causal_bool", 0.0), 100),
+    # the decoded cache (tq_decode_cache_kernel) with QJL sign columns and a window, and with a two-part K
+    # codec (a 6-bit part: one code per table entry) and soft-cap
+    ((128, 4, 48, ((128,), (4,), 1), ((128,), (4,)), (2, 4), "causal", 0.0), 160),
+    ((256, 4, 40, ((32, 224), (6, 3), 0), ((256,), (4,)), (0, 0), "causal_f16", 30.0), 200),
 ]
 
 
 # The launcher's choices (128-row blocks for G * S > 64; mask tile bits when the past is no longer than the
-# chunk), 64-row blocks forced (TQ_SPLIT_WM=4), tile bits forced on and off (TQ_MASK_TILES), and the split
-# kernel's own q rotation / output turned off (TQ_SPLIT_FUSE=0).
+# chunk; the cache decoded once into float16 when a kv head's rows take several blocks), 64-row blocks forced
+# (TQ_SPLIT_WM=4), tile bits forced on and off (TQ_MASK_TILES), the split kernel's own q rotation / output
+# turned off (TQ_SPLIT_FUSE=0), and the decoded cache forced on (wherever it fits, one row block too) and off
+# (TQ_KV16).
 PREFILL_MODES = {
     "auto": {},
     "wm4": {"TQ_SPLIT_WM": "4"},
     "tiles1": {"TQ_MASK_TILES": "1"},
     "tiles0": {"TQ_MASK_TILES": "0"},
     "nofuse": {"TQ_SPLIT_FUSE": "0"},
+    "kv16": {"TQ_KV16": "1"},
+    "nokv16": {"TQ_KV16": "0"},
 }
 
 
@@ -423,13 +432,53 @@ def test_attention_prefill_chunks(kernels, monkeypatch, case, mode):
     test_attention_concat_matches_reference(kernels, case[0], "float16", case[1])
 
 
+class RecordingKernels:
+    """The kernels library, keeping a copy of every attention output."""
+
+    def __init__(self, kernels) -> None:
+        self.kernels = kernels
+        self.outputs: list[torch.Tensor] = []
+
+    def __getattr__(self, name: str):
+        return getattr(self.kernels, name)
+
+    def attention(self, *args, **kwargs):
+        out = self.kernels.attention(*args, **kwargs)
+        self.outputs.append(out.clone())
+        return out
+
+
+@pytest.mark.parametrize("case", PREFILL_CASES, ids=lambda c: f"D{c[0][0]}-G{c[0][1]}-S{c[0][2]}-T{c[1]}")
+def test_attention_prefill_decoded_cache_bit_identical(kernels, monkeypatch, case):
+    """The split kernel over the decoded cache (tq_decode_cache_kernel's float16 tiles) computes exactly what
+    it computes decoding its own tiles: same float16 K/V, same products. Every split count, bit for bit."""
+    runs = []
+    for forced in ("0", "1"):
+        monkeypatch.setenv("TQ_KV16", forced)
+        rec = RecordingKernels(kernels)
+        test_attention_concat_matches_reference(rec, case[0], "float16", case[1])
+        runs.append(rec.outputs)
+    assert len(runs[0]) == len(runs[1]) > 0
+    for off, on in zip(*runs, strict=True):
+        assert torch.equal(off, on), f"max |diff| {(off.float() - on.float()).abs().max().item():.3e}"
+
+
 @pytest.mark.parametrize("window", [(2, 6), (0, 0)], ids=["sinks2-recent6", "no-window"])
 @pytest.mark.parametrize("group", [1, 4, 8])
-def test_attention_buffer_mode_nan_poisoned_unused_rows(kernels, group, window):
-    """Unequal lengths (one sequence empty, one inside the first tile): without a window the decode kernel's
-    splits merge in a thread-block cluster (sm_90), and most of its blocks have no tokens."""
+@pytest.mark.parametrize("step", ["decode", "chunk", "chunk_kv16"])
+def test_attention_buffer_mode_nan_poisoned_unused_rows(kernels, group, window, step):
+    """Unequal lengths (one sequence empty, one inside the first tile), rows past each length NaN-poisoned:
+    the decode kernel with most of its blocks empty (S = 1), and a 40-token prefill chunk whose blocks decode
+    their own tiles or (TQ_KV16=1) read the cache decoded once, which decodes only each sequence's rows."""
+    with pytest.MonkeyPatch.context() as mp:
+        if step == "chunk_kv16":
+            mp.setenv("TQ_KV16", "1")
+        buffer_mode_poisoned(kernels, group, window, 1 if step == "decode" else 40)
+
+
+def buffer_mode_poisoned(kernels, group, window, s):
     ns, rw = window
-    d, hkv, b, s = 128, 2, 3, 1
+    d, hkv, b = 128, 2, 3
     cap = 300 if rw else 1100
     hq = hkv * group
     rng = np.random.default_rng(group)
@@ -634,7 +683,7 @@ def test_attention_decode_distinct_asymmetric_codebooks(kernels, monkeypatch, ca
 @pytest.mark.parametrize("group", [1, 8])
 def test_attention_decode_eight_warps_buffer_mode(kernels, monkeypatch, group, window):
     monkeypatch.setenv("TQ_DECODE_WARPS", "8")
-    test_attention_buffer_mode_nan_poisoned_unused_rows(kernels, group, window)
+    buffer_mode_poisoned(kernels, group, window, 1)
 
 
 # The output un-rotation (x = R_v^T o: the decode kernel's one-split epilogue and the reduce kernel) takes a
