@@ -456,31 +456,44 @@ __device__ void window_block(const AttnArgs& a, int b, int g, int rowblock, int 
 #include "kernels/attention_decode.cuh"
 
 // ------------------------------------------------------------------------------------ split-kernel prologue/epilogue
+// One warp's query row through a Sylvester-Hadamard R_k: dst[N lane + e] = float16(scale * (H (R[0] .* q))) for
+// global query row grow (lane holds coordinates N lane .. N lane + N - 1, r0 its entries of R's first row;
+// dev::warp_fwht), zeros for grow < 0. The split kernel and the rotate kernel both rotate through here.
+template <int N>
+__device__ __forceinline__ void hadamard_q_row(const AttentionParams& p, const float (&r0)[N], int64_t grow,
+                                               int lane, __half* dst) {
+  float v[N];
+  if (grow >= 0) {
+#pragma unroll
+    for (int e = 0; e < N; ++e) v[e] = r0[e] * dev::load_as_float(p.q, p.dtype, grow * (32 * N) + N * lane + e);
+    dev::warp_fwht<N>(v, lane);
+  } else {
+#pragma unroll
+    for (int e = 0; e < N; ++e) v[e] = 0.0f;
+  }
+#pragma unroll
+  for (int e = 0; e < N; ++e) dst[N * lane + e] = __float2half_rn(v[e] * p.scale);
+}
+
+// This lane's N entries of R's first row (coordinates N lane .. N lane + N - 1).
+template <int N>
+__device__ __forceinline__ void load_hadamard_row0(const float* rot, int lane, float (&r0)[N]) {
+#pragma unroll
+  for (int e = 0; e < N; ++e) r0[e] = __ldg(rot + N * lane + e);
+}
+
 // A Sylvester-Hadamard R_k (rot_form), no QJL: the split kernel rotates its own query rows [row0, row0 + rb) into
-// shared memory, qs[rl] = float16(scale * H (R[0] .* q)), one warp's butterfly per row (as the rotate kernel's).
+// shared memory qs (zeros past the last row), one warp per row.
 template <int D>
 __device__ __forceinline__ void split_rotate_q(const AttnArgs& a, const float* rot, int b, int g, int row0, int rb,
                                                int nwarps, __half* qs, int qstride) {
   constexpr int N = D / 32;
-  const AttentionParams& p = a.p;
   const int lane = threadIdx.x % 32;
   float r0[N];
-#pragma unroll
-  for (int e = 0; e < N; ++e) r0[e] = __ldg(rot + N * lane + e);
+  load_hadamard_row0<N>(rot, lane, r0);
   for (int rl = threadIdx.x / 32; rl < rb; rl += nwarps) {
     const int r = row0 + rl;
-    float v[N];
-    if (r < a.rows) {
-      const int64_t grow = global_row(a, b, g, r);
-#pragma unroll
-      for (int e = 0; e < N; ++e) v[e] = r0[e] * dev::load_as_float(p.q, p.dtype, grow * D + N * lane + e);
-      dev::warp_fwht<N>(v, lane);
-    } else {
-#pragma unroll
-      for (int e = 0; e < N; ++e) v[e] = 0.0f;
-    }
-#pragma unroll
-    for (int e = 0; e < N; ++e) qs[rl * qstride + N * lane + e] = __float2half_rn(v[e] * p.scale);
+    hadamard_q_row<N>(a.p, r0, r < a.rows ? global_row(a, b, g, r) : -1, lane, qs + rl * qstride);
   }
 }
 
@@ -951,25 +964,16 @@ __device__ __forceinline__ int64_t rotate_global_row(const AttnArgs& a, int rhea
   return (b * p.q_heads + h) * p.new_tokens + rem % p.new_tokens;
 }
 
-// A Sylvester-Hadamard R_k (rot_form): qr = H (R[0] .* q), one warp's butterfly transform per row
-// (dev::warp_fwht; lane holds coordinates N lane .. N lane + N - 1), kRotateRows rows per block.
+// A Sylvester-Hadamard R_k (rot_form): qr = H (R[0] .* q) into qbuf (hadamard_q_row), kRotateRows rows per block.
 template <int N>
 __device__ __forceinline__ void rotate_q_hadamard(const AttnArgs& a, const float* rot, int rhead, int64_t first) {
-  const AttentionParams& p = a.p;
-  constexpr int D = 32 * N;
   const int lane = threadIdx.x % 32;
   float r0[N];
-#pragma unroll
-  for (int e = 0; e < N; ++e) r0[e] = __ldg(rot + N * lane + e);
+  load_hadamard_row0<N>(rot, lane, r0);
   for (int r = threadIdx.x / 32; r < kRotateRows; r += kThreads / 32) {
     const int64_t gr = rotate_global_row(a, rhead, first + r);
     if (gr < 0) break;
-    float v[N];
-#pragma unroll
-    for (int e = 0; e < N; ++e) v[e] = r0[e] * dev::load_as_float(p.q, p.dtype, gr * D + N * lane + e);
-    dev::warp_fwht<N>(v, lane);
-#pragma unroll
-    for (int e = 0; e < N; ++e) a.qbuf[gr * a.kd + N * lane + e] = __float2half_rn(v[e] * p.scale);
+    hadamard_q_row<N>(a.p, r0, gr, lane, a.qbuf + gr * a.kd);
   }
 }
 
