@@ -1,12 +1,19 @@
 """libtqexport_trt.so compiles and links against the public TensorRT 10.14 headers for sm_87, sm_90a, sm_110.
 
-Runs the same CMake build a deployment runs (plugins/trt/README.md):
+Runs the CMake build a deployment runs (plugins/trt/README.md):
     cmake -S plugins -B build/test-trt-compile -DTQ_WITH_TRT=ON -DCMAKE_CUDA_ARCHITECTURES="87;90a;110"
     cmake --build build/test-trt-compile --target tqexport_trt
 then checks the library exports exactly the three TensorRT entry points and resolves every tqexport symbol
 itself (kernels linked in, only TensorRT/CUDA/libc left undefined). Skipped, with the reason, without nvcc
 or CMake, or when the TensorRT headers are neither installed nor fetchable. The build folder persists, so
 reruns are incremental; TQ_TRT_TEST_ARCHS overrides the architecture list.
+
+One difference from a deployment build, for CI time: NVVM (cicc) optimizes device code at -O1 instead of -O3
+(`-Xcicc -O1`). This compile was ~11 of CI's 13 minutes on 2 cores, most of it cicc over ~300 kernel instances
+per architecture; -O1 takes ~40% off (sm_87 attention.cu 342 -> 204 s). Every architecture still goes through
+the whole front end and ptxas at its default level (arch guards, inline PTX valid for each target, linking,
+exports). The -O3 builds run in the H100 harness / ORT / TensorRT builds; TQ_TRT_TEST_FULL_OPT=1 runs this
+test with the deployment's flags.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 BUILD = REPO / "build" / "test-trt-compile"
 ARCHS = os.environ.get("TQ_TRT_TEST_ARCHS", "87;90a;110")
+FULL_OPT = os.environ.get("TQ_TRT_TEST_FULL_OPT", "0") == "1"
 ENTRY_POINTS = {"getCreators", "getPluginCreators", "setLoggerFinder"}
 
 
@@ -44,6 +52,7 @@ def plugin_library() -> Path:
     configure = [
         "cmake", "-S", str(REPO / "plugins"), "-B", str(BUILD), "-DTQ_WITH_TRT=ON",
         f"-DCMAKE_CUDA_ARCHITECTURES={ARCHS}", f"-DTRT_INCLUDE_DIR={include}", "-DCMAKE_BUILD_TYPE=Release",
+        f"-DCMAKE_CUDA_FLAGS={'' if FULL_OPT else '-Xcicc -O1'}",
     ]  # fmt: skip
     run = subprocess.run(configure, capture_output=True, text=True)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
