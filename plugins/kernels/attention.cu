@@ -49,6 +49,14 @@ constexpr int kDecodeCacheThreads = 256;
 constexpr float kNegInf = -INFINITY;
 constexpr float kLog2eF = 1.4426950408889634f;
 
+// Timing experiments on the split kernel only (bench/gpu_harness/split_skip.sh; results are wrong when set): bit 1
+// replaces each mask value by 0 (no loads; the tile bits still skip hidden tiles), bit 2 skips the P V products,
+// bit 4 the Q K^T products. 0 in every real build.
+#ifndef TQ_EXP_SPLIT_SKIP
+#define TQ_EXP_SPLIT_SKIP 0
+#endif
+constexpr int kExpSplitSkip = TQ_EXP_SPLIT_SKIP;
+
 struct AttnArgs {
   AttentionParams p;
   RowLayout klay;
@@ -375,7 +383,9 @@ __device__ __forceinline__ void load_mask_tile(const void* mask, int64_t mr0, in
       const Elem* r = rows[e >> 1];
       float v = kNegInf;
       if (r != nullptr && dc < lim) {
-        if constexpr (MT == MaskType::kFloat16) {
+        if constexpr ((kExpSplitSkip & 1) != 0) {
+          v = 0.0f;
+        } else if constexpr (MT == MaskType::kFloat16) {
           v = __half2float(r[dc]);
         } else if constexpr (MT == MaskType::kBool) {
           v = r[dc] ? 0.0f : kNegInf;
@@ -754,7 +764,7 @@ __global__ void __launch_bounds__(split_threads(WM)) tq_attention_split_kernel(c
       float sacc[NTILES][4];
 #pragma unroll
       for (int n = 0; n < NTILES; ++n) sacc[n][0] = sacc[n][1] = sacc[n][2] = sacc[n][3] = 0.0f;
-      for (int kk = 0; kk < kd / 16; ++kk) {
+      for (int kk = 0; kk < ((kExpSplitSkip & 4) != 0 ? 0 : kd / 16); ++kk) {
         uint32_t af[4];
         dev::ldmatrix_x4(af, qs + (wm * 16 + lane % 16) * qstride + kk * 16 + (lane / 16) * 8);
 #pragma unroll
@@ -816,7 +826,7 @@ __global__ void __launch_bounds__(split_threads(WM)) tq_attention_split_kernel(c
       }
       // O += P V.
 #pragma unroll
-      for (int k2 = 0; k2 < NW / 16; ++k2) {
+      for (int k2 = 0; k2 < ((kExpSplitSkip & 2) != 0 ? 0 : NW / 16); ++k2) {
         uint32_t af[4];
         af[0] = dev::pack_half2(sacc[2 * k2][0], sacc[2 * k2][1]);
         af[1] = dev::pack_half2(sacc[2 * k2][2], sacc[2 * k2][3]);
