@@ -468,9 +468,7 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
   const int qr = lane / 4;  // fragment row group
   const int qc = lane % 4;  // fragment column pair
 
-  const int64_t total = total_tokens(p, b);
-  int64_t n_valid = total - a.window;
-  n_valid = n_valid < 0 ? 0 : (n_valid > p.cache_rows ? p.cache_rows : n_valid);
+  const int64_t n_valid = compressed_rows(a, b);
   const int64_t c0 = static_cast<int64_t>(split) * a.split_tokens;
   const int64_t c1 = min(c0 + a.split_tokens, n_valid);
   if (c0 >= c1) {
