@@ -10,7 +10,9 @@
 //   half2(c[e & 15], c[e >> 4]), kLutReps copies interleaved by word so a warp's random lookups rarely share a
 //   bank; one byte extract + address + 32-bit load gives an mma operand register (K: one token's two
 //   coordinates; V: one coordinate of two tokens, from a byte built of both tokens' nibbles).
-//   bench/NOTES.md "Pair tables".
+//   bench/NOTES.md "Pair tables". Where the shared memory allows it the tables sit at a 16 KB boundary of the
+//   shared window, so a lookup's address is one LOP3 (mask | base) instead of a mask and an add (alut_layout;
+//   bench/NOTES.md "Aligned tables").
 // - Otherwise the lookup runs in registers with byte permutes (prmt): the fp16 centroid table is split into a
 //   low-byte and a high-byte plane (8 entries = 2 registers per plane); one prmt per plane looks up 4 codes, one
 //   or two more interleave the planes into half2. 4-bit codes look up both 8-entry halves and select on bit 3 (a
@@ -80,6 +82,115 @@ __host__ __device__ constexpr int fast_stages(int mk, int mv, int lut_bytes_per_
                     : (3 * (kFastTile * ((mk + mv) * d / 8 + 4) + 64) + lut_bytes_per_4_warps <= budget ? 3 : 2));
 }
 
+// Aligned pair tables (bench/NOTES.md "Aligned tables"). With the tables at a kLutAlign boundary of the shared
+// window, a lookup address is ((code byte << 6) & 0x3fc0) | (table | 4 * copy): one LOP3 after the shift, where
+// an unaligned table needs a mask and an add (a quarter of the lookup's instructions). The dynamic shared memory
+// starts wherever the runtime puts it (0x400 on sm_90: the reserved 1 KB), so the kernel places the tables at the
+// first boundary at or after its start and fills the hole below them with whole stage pieces (K0, V0, K1, ... in
+// order, while they fit), the rest after the tables. The allocation is the worst case over every start, so the
+// layout fits wherever the window begins. 0 stages (alut_stages): the instance keeps the unaligned layout.
+// The S^T instances issue the mask probe's load at the top of the tile (1) or where it is used (0; A/B only).
+#ifndef TQ_DECODE_EARLY_PROBE
+#define TQ_DECODE_EARLY_PROBE 1
+#endif
+// The S^T instances scan the split's mask row once before the loop (1) or probe every tile (0; A/B only).
+#ifndef TQ_DECODE_SPLIT_PROBE
+#define TQ_DECODE_SPLIT_PROBE 1
+#endif
+#ifndef TQ_DECODE_ALIGNED_LUT
+#define TQ_DECODE_ALIGNED_LUT 1
+#endif
+constexpr int kLutAlign = 256 * 4 * (kLutReps > 0 ? kLutReps : 1);  // one table's bytes: 16 KB at 16 copies
+static_assert(kLutReps != 16 || kLutAlign == 0x4000, "lookup mask 0x3fc0 assumes 64-byte entries");
+
+// Bytes of one stage's K (or V) piece: 32 * nw rows of an m-bit row, 16 bytes of unaligned head, 16 of slack.
+__host__ __device__ constexpr int fast_piece_bytes(int m, int d, int nw) {
+  return (32 * nw * (m * d / 8 + 2) + 32 + 15) & ~15;
+}
+
+struct AlutLayout {
+  int lut;                 // offset of the first table (a kLutAlign boundary of the window)
+  int k[kFastStages];      // offsets of each stage's K piece
+  int v[kFastStages];      // and V piece
+  int end;                 // bytes used
+};
+
+// Layout for a window start `hole` bytes below the next kLutAlign boundary.
+__host__ __device__ constexpr AlutLayout alut_layout(int hole, int stages, int kb, int vb, int lut_bytes) {
+  AlutLayout l{};
+  l.lut = hole;
+  int below = 0, above = hole + lut_bytes;
+  bool fits = true;
+  for (int s = 0; s < stages; ++s) {
+    for (int kv = 0; kv < 2; ++kv) {
+      const int n = kv == 0 ? kb : vb;
+      fits = fits && below + n <= hole;
+      int& off = kv == 0 ? l.k[s] : l.v[s];
+      if (fits) {
+        off = below;
+        below += n;
+      } else {
+        off = above;
+        above += n;
+      }
+    }
+  }
+  l.end = above;
+  return l;
+}
+
+// Bytes the aligned layout needs at the worst window start (starts are 16-byte aligned). The end grows with the
+// hole until one more piece fits below the tables, so the worst hole is the largest (kLutAlign - 16) or one just
+// short of a piece boundary (the first j pieces' bytes - 16): at most 2 * stages + 1 candidates.
+__host__ __device__ constexpr int alut_worst_bytes(int stages, int kb, int vb, int lut_bytes) {
+  int worst = alut_layout(kLutAlign - 16, stages, kb, vb, lut_bytes).end;
+  int prefix = 0;
+  for (int j = 0; j < 2 * stages; ++j) {
+    prefix += j % 2 == 0 ? kb : vb;
+    if (prefix - 16 >= kLutAlign) break;
+    const int e = alut_layout(prefix - 16, stages, kb, vb, lut_bytes).end;
+    worst = e > worst ? e : worst;
+  }
+  return worst;
+}
+
+// Compile-time proof of the layout at every window start (static_assert in the kernel): the tables start at the
+// boundary; every piece is 16-byte aligned, lies below the tables or after them, overlaps no other piece and
+// ends within the allocation (alut_worst_bytes).
+__host__ __device__ constexpr bool alut_layout_ok(int stages, int kb, int vb, int lut_bytes) {
+  const int worst = alut_worst_bytes(stages, kb, vb, lut_bytes);
+  for (int hole = 0; hole < kLutAlign; hole += 16) {
+    const AlutLayout l = alut_layout(hole, stages, kb, vb, lut_bytes);
+    if (l.lut != hole || l.end > worst) return false;
+    for (int i = 0; i < 2 * stages; ++i) {
+      const int oi = i % 2 == 0 ? l.k[i / 2] : l.v[i / 2], ni = i % 2 == 0 ? kb : vb;
+      if (oi % 16 != 0 || oi < 0 || oi + ni > l.end) return false;
+      if (!(oi + ni <= hole || oi >= hole + lut_bytes)) return false;
+      for (int j = 0; j < i; ++j) {
+        const int oj = j % 2 == 0 ? l.k[j / 2] : l.v[j / 2], nj = j % 2 == 0 ? kb : vb;
+        if (oi < oj + nj && oj < oi + ni) return false;
+      }
+    }
+  }
+  return true;
+}
+
+// Pipeline depth of an instance with aligned tables: 4-bit K and V (both tables; with one table, 2/3/4-bit
+// mixes at D = 64, it measured 3-6% slower at long T), the unaligned layout's depth (fast_stages), when its worst
+// case fits the instance's budget (fast_block_budget, per block) and its last K piece holds the q rotation's
+// staging ([8][D] float32, then [16][D + 8] float16); else 0 (the instance keeps the unaligned layout, e.g. 4/4
+// bits with 8 warps, or D = 256). So the alignment never costs pipeline depth.
+__host__ __device__ constexpr int alut_stages(int mk, int mv, bool half2, int nw, int d) {
+  if (!TQ_DECODE_ALIGNED_LUT || kLutReps != 16 || half2 || !(lut_decode(mk, half2) && lut_decode(mv, half2)))
+    return 0;
+  const int kb = fast_piece_bytes(mk, d, nw), vb = fast_piece_bytes(mv, d, nw);
+  const int q_bytes = 16 * (d + 8) * 2 > 8 * d * 4 ? 16 * (d + 8) * 2 : 8 * d * 4;
+  const int lut = fast_lut_bytes(mk, mv, half2);
+  const int budget = fast_block_budget(mk, half2, nw, d) * nw / kFastWarps;
+  const int s = fast_stages(mk, mv, lut * kFastWarps / nw, fast_block_budget(mk, half2, nw, d), d);
+  return kb >= q_bytes && alut_worst_bytes(s, kb, vb, lut) <= budget ? s : 0;
+}
+
 // Blocks per SM the register cap is sized for: 4 (G <= 8) or 3 (G > 8) 4-warp blocks, or as many as the shared
 // memory of the stages and pair tables admits when that is fewer (228 KB per SM, 1 KB reserved per block), so
 // a table instance that smem limits to 3 blocks may use up to 168 registers instead of spilling at 128.
@@ -87,7 +198,10 @@ __host__ __device__ constexpr int fast_min_blocks(int mk, int mv, bool half2, in
   const int by_regs = d == 256 ? 2 : (half2 ? kFastMinBlocks : kFastMinBlocksHalf) * kFastWarps / nw;
   const int lut = fast_lut_bytes(mk, mv, half2);
   const int stage = (kFastTile * ((mk + mv) * d / 8 + 4) + 64) * nw / kFastWarps;
-  const int smem = fast_stages(mk, mv, lut * kFastWarps / nw, fast_block_budget(mk, half2, nw, d), d) * stage + lut;
+  const int as = alut_stages(mk, mv, half2, nw, d);
+  const int smem =
+      as > 0 ? alut_worst_bytes(as, fast_piece_bytes(mk, d, nw), fast_piece_bytes(mv, d, nw), lut)
+             : fast_stages(mk, mv, lut * kFastWarps / nw, fast_block_budget(mk, half2, nw, d), d) * stage + lut;
   const int by_smem = 228 * 1024 / (smem + 1024);
   return lut == 0 || by_smem >= by_regs ? by_regs : (by_smem < 1 ? 1 : by_smem);
 }
@@ -98,6 +212,18 @@ __host__ __device__ constexpr int fast_min_blocks(int mk, int mv, bool half2, in
 #define TQ_EXP_SKIP 0
 #endif
 constexpr int kExpSkip = TQ_EXP_SKIP;
+
+// Additive mask value at o: float16 / float32 as stored, bool as 0 (visible) or -inf.
+template <int MASK>
+__device__ __forceinline__ float mask_value(const void* mask, int64_t o) {
+  if constexpr (MASK == static_cast<int>(MaskType::kFloat16)) {
+    return __half2float(static_cast<const __half*>(mask)[o]);
+  } else if constexpr (MASK == static_cast<int>(MaskType::kBool)) {
+    return static_cast<const uint8_t*>(mask)[o] ? 0.0f : kNegInf;
+  } else {
+    return static_cast<const float*>(mask)[o];
+  }
+}
 
 __device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
   uint32_t d;
@@ -328,8 +454,17 @@ __device__ __forceinline__ uint32_t lds_u32(uint32_t addr) {
 }
 
 // Entry of a pair table for code byte k (0..3) of x; base = the table's address + 4 * (lane % kLutReps).
+// ALIGNED (the table at a kLutAlign boundary): the base's bits 6..13 are 0, so an OR joins it to the entry's
+// offset, in the same LOP3 as the mask.
+template <bool ALIGNED = false>
 __device__ __forceinline__ uint32_t lut_pair(uint32_t base, uint32_t x, int k) {
-  return lds_u32(base + ((x >> (8 * k)) & 0xffu) * (4 * kLutReps));
+  if constexpr (ALIGNED) {
+    static_assert(kLutReps == 16, "entry offset = code byte << 6");
+    const uint32_t sh = k == 0 ? x << 6 : x >> (8 * k - 6);
+    return lds_u32((sh & 0x3fc0u) | base);
+  } else {
+    return lds_u32(base + ((x >> (8 * k)) & 0xffu) * (4 * kLutReps));
+  }
 }
 
 // Fills a pair table (256 entries x kLutReps copies) from a 4-bit codebook with the float16 rounding of make_lut.
@@ -442,8 +577,14 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
                 "D = 128, D = 64, or D = 256 with 4 warps and G <= 8");
   constexpr bool LK = lut_decode(MK, HALF2);        // K codes through a pair table
   constexpr bool LV = lut_decode(MV, HALF2);        // V codes through a pair table
+  constexpr int kAlutStages = alut_stages(MK, MV, HALF2, NW, D);
+  constexpr bool ALUT = kAlutStages > 0;  // aligned pair tables (alut_layout)
+  static_assert(!ALUT || alut_layout_ok(kAlutStages, fast_piece_bytes(MK, D, NW), fast_piece_bytes(MV, D, NW),
+                                        fast_lut_bytes(MK, MV, HALF2)),
+                "aligned table layout");
   constexpr int kFastStages =  // shadows the maximum
-      fast_stages(MK, MV, fast_lut_bytes(MK, MV, HALF2) * 4 / NW, fast_block_budget(MK, HALF2, NW, D), D);
+      ALUT ? kAlutStages
+           : fast_stages(MK, MV, fast_lut_bytes(MK, MV, HALF2) * 4 / NW, fast_block_budget(MK, HALF2, NW, D), D);
   constexpr int kFastTile = 32 * NW;                // shadows the 4-warp tile
   constexpr int kFastWarps = NW;                    // shadows the 4-warp block
   constexpr int CSK = D / 4;    // K coordinates per thread per token
@@ -486,15 +627,43 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
   const uint8_t* vend = p.v_cache + all_rows * vrb;
   const int64_t ntiles = (c1 - c0 + kFastTile - 1) / kFastTile;
 
+  // Stage pieces: back to back (K piece, then V piece, per stage; the tables after the last stage), or with
+  // aligned tables wherever alut_layout puts them for this window start.
+  AlutLayout lay{};
+  if constexpr (ALUT) {
+    constexpr int kPieceK = fast_piece_bytes(MK, D, NW), kPieceV = fast_piece_bytes(MV, D, NW);
+    const int hole = static_cast<int>((kLutAlign - dev::smem_addr(smem) % kLutAlign) % kLutAlign);
+    lay = alut_layout(hole, kFastStages, kPieceK, kPieceV, fast_lut_bytes(MK, MV, HALF2));
+  }
+  auto kpiece = [&](int s) -> uint8_t* {
+    if constexpr (ALUT) {
+      int o = lay.k[0];
+#pragma unroll
+      for (int i = 1; i < kFastStages; ++i) o = s == i ? lay.k[i] : o;
+      return reinterpret_cast<uint8_t*>(smem) + o;
+    } else {
+      return reinterpret_cast<uint8_t*>(smem) + s * a.fast_stage_bytes;
+    }
+  };
+  auto vpiece = [&](int s) -> uint8_t* {
+    if constexpr (ALUT) {
+      int o = lay.v[0];
+#pragma unroll
+      for (int i = 1; i < kFastStages; ++i) o = s == i ? lay.v[i] : o;
+      return reinterpret_cast<uint8_t*>(smem) + o;
+    } else {
+      return reinterpret_cast<uint8_t*>(smem) + s * a.fast_stage_bytes + a.fast_k_bytes;
+    }
+  };
+
   // Prologue: stages 0 .. kFastStages-2 in flight. (A tile's unaligned head is recomputed when it is read.)
 #pragma unroll
   for (int s = 0; s < kFastStages - 1; ++s) {
     if (s < ntiles) {
       const int64_t ct = c0 + static_cast<int64_t>(s) * kFastTile;
       const int64_t n = min(static_cast<int64_t>(kFastTile), c1 - ct);
-      uint8_t* dst = reinterpret_cast<uint8_t*>(smem) + s * a.fast_stage_bytes;
-      load_tile_fast(dst, kslice, ct, n, krb, kend);
-      load_tile_fast(dst + a.fast_k_bytes, vslice, ct, n, vrb, vend);
+      load_tile_fast(kpiece(s), kslice, ct, n, krb, kend);
+      load_tile_fast(vpiece(s), vslice, ct, n, vrb, vend);
     }
     dev::cp_async_commit();
   }
@@ -502,9 +671,9 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
   uint32_t tk[lut_words<MK>()], tv[lut_words<MV>()];
   make_lut<MK>(p.k_codebook, tk);
   make_lut<MV>(p.v_codebook, tv);
-  // Pair tables after the stages (the warp merge may overwrite them after the loop); the q rotation's first
-  // barrier below orders the fill before every lookup.
-  uint32_t* const lut_k = reinterpret_cast<uint32_t*>(smem + kFastStages * a.fast_stage_bytes);
+  // Pair tables after the stages, or at the boundary alut_layout chose (the warp merge may overwrite them after
+  // the loop); the q rotation's first barrier below orders the fill before every lookup.
+  uint32_t* const lut_k = reinterpret_cast<uint32_t*>(smem + (ALUT ? lay.lut : kFastStages * a.fast_stage_bytes));
   uint32_t* const lut_v = lut_k + (LK ? 256 * kLutReps : 0);
   if constexpr (LK) fill_pair_lut<NW * 32>(p.k_codebook, lut_k);
   if constexpr (LV) fill_pair_lut<NW * 32>(p.v_codebook, lut_v);
@@ -521,8 +690,28 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
   constexpr int kRot = D > kFastWarps * 32 ? D / (kFastWarps * 32) : 1;
   static_assert(kRot * kFastWarps * 32 >= D && (kRot == 1 || kRot * kFastWarps * 32 == D), "rotated coordinates");
   constexpr int QH = D + 8;  // fp16 row stride of the rotated queries
-  float* qs = reinterpret_cast<float*>(smem + (kFastStages - 1) * a.fast_stage_bytes);  // [rows][D] float32
+  float* qs = reinterpret_cast<float*>(kpiece(kFastStages - 1));  // [rows][D] float32
   __half* qh = reinterpret_cast<__half*>(qs);                                             // [16][QH] afterwards
+  // All-visible split (D = 128 S^T instances without pair tables, one mask row for every query row, >= 16
+  // tiles): the block reads the mask over this split's tokens once, here (the loads overlap the q rotation; its
+  // last barrier reduces them). When every value is 0, no tile of the split needs the loop's probe (which reads
+  // the same values, a warp's 32 per tile). Measured (bench/NOTES.md "Aligned tables"): -2.5..-3.8% for 3-bit
+  // at long T, but +2.7% for the pair-table instances, +0.5 us on one-tile splits and, at D = 64, spills moved
+  // into the 3/3-bit loop (+2-4% at T = 1K): hence the conditions.
+  constexpr bool kSplitScan = D == kFastD && !HALF2 && !LK && !LV && (kExpSkip & 1) == 0 && TQ_DECODE_SPLIT_PROBE;
+  int mask_nonzero = 0;
+  if constexpr (kSplitScan) {
+    if (p.mask_heads == 1 && ntiles >= 16) {
+      const int64_t row = mask_row(a, b, g, 0) + p.sink_tokens;
+      const int64_t t1 = min(c1, p.mask_tokens - p.sink_tokens);
+      for (int64_t t = c0 + threadIdx.x; t < t1; t += blockDim.x)
+        mask_nonzero |= mask_value<MASK>(p.mask, row + t) != 0.0f ? 1 : 0;
+    } else {
+      mask_nonzero = 1;
+    }
+  } else {
+    mask_nonzero = 1;
+  }
   for (int idx = threadIdx.x; idx < a.rows * D; idx += blockDim.x)
     qs[idx] = dev::load_as_float(p.q, p.dtype, global_row(a, b, g, idx / D) * D + idx % D);
   __syncthreads();
@@ -601,7 +790,15 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
         if (r < a.rows) qh[r * QH + i] = __float2half_rn(acc[j][r] * p.scale);
     }
   }
-  __syncthreads();
+  // The barrier after the rotation. (Without the scan: a plain barrier and a compile-time false, so those
+  // instances' loop code is what it was; a runtime flag there cost the pair-table instances 3.5%.)
+  bool split_visible = false;
+  if constexpr (kSplitScan) {
+    split_visible = __syncthreads_or(mask_nonzero) == 0;
+  } else {
+    __syncthreads();
+  }
+  (void)split_visible;
 
   // Query fragments (A operand, rows = query heads), columns permuted to this thread's K chunk order.
   uint32_t qf[KSTEPS][4];
@@ -683,16 +880,16 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
       if (nt < ntiles) {
         const int64_t ct = c0 + nt * kFastTile;
         const int64_t n = min(static_cast<int64_t>(kFastTile), c1 - ct);
-        uint8_t* dst = reinterpret_cast<uint8_t*>(smem) + ns * a.fast_stage_bytes;
+        uint8_t* const kdst = kpiece(ns);
+        uint8_t* const vdst = vpiece(ns);
         if (!HALF2 && nt < nfast) {  // (HALF2 keeps HEAD's copy loop: this one raised its loop's spills)
           const uint8_t* kt = ktile0 + nt * (kFastTile * KRB);  // the tile's 16-byte aligned start
           const uint8_t* vt = vtile0 + nt * (kFastTile * VRB);
-          load_full_tile<KRB, kFastTile, NW * 32>(dst + 16 * threadIdx.x, kt + 16 * threadIdx.x, kchunks);
-          load_full_tile<VRB, kFastTile, NW * 32>(dst + a.fast_k_bytes + 16 * threadIdx.x, vt + 16 * threadIdx.x,
-                                                  vchunks);
+          load_full_tile<KRB, kFastTile, NW * 32>(kdst + 16 * threadIdx.x, kt + 16 * threadIdx.x, kchunks);
+          load_full_tile<VRB, kFastTile, NW * 32>(vdst + 16 * threadIdx.x, vt + 16 * threadIdx.x, vchunks);
         } else {  // the last tile of a split, or the end of the allocation
-          load_tile_fast(dst, kslice, ct, n, KRB, kend);
-          load_tile_fast(dst + a.fast_k_bytes, vslice, ct, n, VRB, vend);
+          load_tile_fast(kdst, kslice, ct, n, KRB, kend);
+          load_tile_fast(vdst, vslice, ct, n, VRB, vend);
         }
       }
       dev::cp_async_commit();
@@ -700,8 +897,8 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
     const int64_t ct = c0 + it * kFastTile + 32 * warp;  // this warp's first token
     const int nvalid = static_cast<int>(min(static_cast<int64_t>(32), c1 - ct));
     if (nvalid <= 0) continue;  // warp-uniform
-    const uint8_t* ks = reinterpret_cast<const uint8_t*>(smem) + stage * a.fast_stage_bytes;
-    const uint8_t* vs = ks + a.fast_k_bytes;
+    const uint8_t* ks = kpiece(stage);
+    const uint8_t* vs = vpiece(stage);
 
     uint32_t pf[4][2];  // P * gamma_V as half2: HALF2 the A operand of P V per n-tile u and row half, else B (P^T)
     if constexpr (HALF2) {
@@ -822,6 +1019,16 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
       // the tokens this thread decodes (chunk qc, the same decode as the HALF2 layout's n-tiles 2m and 2m+1); Q^T
       // as B is the Q fragment's row qr (qf[kk][0], qf[kk][2]). Half the mma count of Q K^T with 16 query rows,
       // and no zero operands. st[m][2h + r] = score of token 16m + 8h + qr, query row 2qc + r.
+      auto load = [&](int64_t o) -> float { return mask_value<MASK>(p.mask, o); };
+      // Columns of this warp's tile that exist and are inside the mask.
+      const int ncols = static_cast<int>(
+          min(static_cast<int64_t>(nvalid), max(static_cast<int64_t>(0), p.mask_tokens - p.sink_tokens - ct)));
+      // The all-visible probe below (one mask row for every query row): its load is issued here, before the
+      // K products, so its latency (a global load in the tile's dependent chain) overlaps them.
+      float probe = 0.0f;
+      if constexpr ((kExpSkip & 1) == 0 && TQ_DECODE_EARLY_PROBE) {
+        if (one_mask_row && !split_visible && lane < ncols) probe = load(mrow_one + ct + p.sink_tokens + lane);
+      }
       float st[2][4];
 #pragma unroll
       for (int m = 0; m < 2; ++m) {
@@ -834,9 +1041,10 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
 #pragma unroll
           for (int kk = 0; kk < KSTEPS; ++kk) {
             const int h = 2 * (kk % 2);
-            const uint32_t ka[4] = {lut_pair(lutk_base, w0.w[kk / 2], h), lut_pair(lutk_base, w1.w[kk / 2], h),
-                                    lut_pair(lutk_base, w0.w[kk / 2], h + 1),
-                                    lut_pair(lutk_base, w1.w[kk / 2], h + 1)};
+            const uint32_t ka[4] = {lut_pair<ALUT>(lutk_base, w0.w[kk / 2], h),
+                                    lut_pair<ALUT>(lutk_base, w1.w[kk / 2], h),
+                                    lut_pair<ALUT>(lutk_base, w0.w[kk / 2], h + 1),
+                                    lut_pair<ALUT>(lutk_base, w1.w[kk / 2], h + 1)};
             dev::mma_16816(st[m], ka, qf[kk][0], qf[kk][2]);
           }
         } else {
@@ -853,8 +1061,6 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
         }
       }
       // gamma_K, soft-cap, mask, validity of tokens 16m + 8h + qr (rows past the end may hold NaN norms).
-      const int ncols = static_cast<int>(
-          min(static_cast<int64_t>(nvalid), max(static_cast<int64_t>(0), p.mask_tokens - p.sink_tokens - ct)));
       float vn[2][2], madd[2][2][2];  // [m][h], [m][h][r]
 #pragma unroll
       for (int m = 0; m < 2; ++m) {
@@ -879,23 +1085,15 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
           for (int i = 0; i < 4; ++i) st[m][i] = p.softcap * tanhf(st[m][i] / p.softcap);
       }
       if constexpr ((kExpSkip & 1) == 0) {
-        auto load = [&](int64_t o) -> float {
-          if constexpr (MASK == static_cast<int>(MaskType::kFloat16)) {
-            return __half2float(static_cast<const __half*>(p.mask)[o]);
-          } else if constexpr (MASK == static_cast<int>(MaskType::kBool)) {
-            return static_cast<const uint8_t*>(p.mask)[o] ? 0.0f : kNegInf;
-          } else {
-            return static_cast<const float*>(p.mask)[o];
-          }
-        };
         // One mask row for every query row of this kv head (mask_heads == 1, S == 1): one coalesced probe per
         // warp (lane l reads the mask at token ct + l). When every visible value is 0 (an all-visible mask),
         // madd already holds the result and the per-element loads are skipped. Exact for any mask: any other
         // value (a bool false's -inf, NaN, a bias) takes the per-element path.
         bool per_element = true;
         if (one_mask_row) {
-          const float v = lane < ncols ? load(mrow_one + ct + p.sink_tokens + lane) : 0.0f;
-          per_element = __any_sync(0xffffffffu, v != 0.0f);
+          if constexpr (!TQ_DECODE_EARLY_PROBE)
+            probe = lane < ncols ? load(mrow_one + ct + p.sink_tokens + lane) : 0.0f;
+          per_element = !split_visible && __any_sync(0xffffffffu, probe != 0.0f);
         }
         if (per_element) {
           const int64_t t0 = ct + qr + p.sink_tokens;  // token of row qr
@@ -995,8 +1193,8 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
         if constexpr (LV) {  // position 4j + e: word 2 (j / 2) + e % 2, byte 2 (j % 2) + e / 2
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
-            b0[e] = lut_pair(lutv_base, xs[0][2 * (j / 2) + e % 2], 2 * (j % 2) + e / 2);
-            b1[e] = lut_pair(lutv_base, xs[1][2 * (j / 2) + e % 2], 2 * (j % 2) + e / 2);
+            b0[e] = lut_pair<ALUT>(lutv_base, xs[0][2 * (j / 2) + e % 2], 2 * (j % 2) + e / 2);
+            b1[e] = lut_pair<ALUT>(lutv_base, xs[1][2 * (j / 2) + e % 2], 2 * (j % 2) + e / 2);
           }
         } else {
           pair_lookup<MV>(tv, xs[0][j], b0);
@@ -1136,8 +1334,11 @@ inline void fast_smem_layout(AttnArgs& a) {
   const int merge = (nw * kFastRows * d + 2 * nw * kFastRows + kFastRows * d + kFastRows) * 4;
   const int mk = a.klay.mse_bits[0], mv = a.vlay.mse_bits[0];
   const int lut = fast_lut_bytes(mk, mv, a.rows > 8);  // pair tables after the stages (same rule as the kernel)
+  const int aligned = alut_stages(mk, mv, a.rows > 8, nw, d);  // or aligned, at any window start (alut_layout)
   const int stages = fast_stages(mk, mv, lut * kFastWarps / nw, fast_block_budget(mk, a.rows > 8, nw, d), d);
-  a.smem_bytes = std::max(stages * a.fast_stage_bytes + lut, merge);
+  a.smem_bytes = std::max(aligned > 0 ? alut_worst_bytes(aligned, a.fast_k_bytes, v_bytes, lut)
+                                      : stages * a.fast_stage_bytes + lut,
+                          merge);
 }
 
 // The G > 8 (HALF2) and 8-warp instances exist only at D = 128 and at D = 64 with 4-bit V: not at D = 256

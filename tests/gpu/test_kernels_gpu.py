@@ -633,6 +633,29 @@ def test_attention_decode_warps(kernels, monkeypatch, case, warps):
     test_attention_concat_matches_reference(kernels, case, "float16", 1100)
 
 
+# Long splits (4500 tokens: 35 tiles when one split takes them all): the D = 128 decode kernels without pair
+# tables scan a split's mask row once before the loop and skip the per-tile probe when it is all zeros (batch
+# row 0; rows 1 and 2 have -inf padding in their first split, so that split keeps the probe; "pad" adds a bias
+# everywhere); the 4/4-bit kernels take their pair tables at a 16 KB boundary of the shared window; every S^T
+# kernel issues each tile's probe before the K products.
+LONG_SPLIT_CASES = [
+    (128, 4, 1, ((128,), (3,), 0), ((128,), (3,)), (0, 0), "zero", 0.0),
+    (128, 8, 1, ((128,), (3,), 0), ((128,), (2,)), (2, 6), "bool", 0.0),
+    (128, 4, 1, ((128,), (3,), 0), ((128,), (3,)), (0, 0), "pad", 0.0),
+    (64, 3, 1, ((64,), (3,), 0), ((64,), (3,)), (0, 0), "zero", 0.0),
+    (256, 2, 1, ((256,), (3,), 0), ((256,), (3,)), (0, 0), "zero", 30.0),
+    (128, 4, 1, ((128,), (4,), 0), ((128,), (4,)), (0, 0), "zero", 0.0),
+    (128, 2, 1, ((128,), (2,), 0), ((128,), (4,)), (1, 3), "pad", 0.0),
+]
+
+
+@pytest.mark.parametrize(
+    "case", LONG_SPLIT_CASES, ids=lambda c: f"D{c[0]}-G{c[1]}-k{c[3][1][0]}v{c[4][1][0]}-{c[6]}"
+)
+def test_attention_decode_long_splits(kernels, case):
+    test_attention_concat_matches_reference(kernels, case, "float16", 4500)
+
+
 # 4-bit K and V codes of the G <= 8 decode instances go through shared-memory tables of code pairs (entry e =
 # c[e & 15], c[e >> 4]), one per cache. The converter's codebooks are the same for K and V at equal widths
 # and antisymmetric, so a swapped table, nibble order or codebook pointer would pass every case above; here K
