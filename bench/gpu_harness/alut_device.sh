@@ -18,17 +18,7 @@ extra=("$@")
 nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv,noheader
 rc=0
 if [ -n "$full" ]; then
-  TQ_KERNELS_LIB="$full" timeout 300 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_kernels_gpu.py \
-    tests/gpu/test_quantize_gpu.py --tb=short -rf 2>&1 | tee "$out/pytest.log" | tail -6
-  rc=${PIPESTATUS[0]}
-  for tool in memcheck racecheck; do
-    log="$out/sanitize_$tool.log"
-    TQ_KERNELS_LIB="$full" timeout 150 compute-sanitizer --tool "$tool" --print-limit 20 python3 \
-      tests/gpu/sanitize_cases.py >"$log" 2>&1
-    src=$?
-    echo "compute-sanitizer $tool: rc=$src $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$log" | tail -1)"
-    [ "$src" -eq 0 ] || rc=1
-  done
+  bash bench/gpu_harness/kernel_checks.sh "$full" "$out" || rc=1
 fi
 for round in 1 2; do
   for lib in "${libs[@]}"; do

@@ -31,11 +31,9 @@ def main() -> None:
             diff = float(np.max(np.abs(a[k].astype(np.float64) - b[k].astype(np.float64))))
             print(f"{k}: {'bit-identical' if same else f'differs, max |a - b| = {diff:.3e}'}")
         return
-    import torch
-
     sys.path.insert(0, ".")
     from bench.gpu_harness.capi import Kernels
-    from tests.gpu.test_kernels_gpu import build, build_mask, dev, make_cache
+    from tests.gpu.test_kernels_gpu import build, build_mask, dev, dev_wins, kernel_decode, make_cache
 
     kernels = Kernels()
     out = {}
@@ -48,26 +46,9 @@ def main() -> None:
         v_cache, v_win = make_cache(vref, rng, b, hkv, total, d, ns, rw, "float16")
         q = rng.standard_normal((b, hkv * g, 1, d)).astype("float16")
         mask = build_mask(kind, b, hkv * g, 1, total, rng, np.array([0, 3, total // 2]))
-        o = kernels.attention(
-            kc,
-            vc,
-            dev(q),
-            dev(k_cache),
-            dev(v_cache),
-            dev(mask),
-            dev(kref.rotation),
-            dev(kref.codebook),
-            dev(vref.rotation),
-            dev(vref.codebook),
-            None,
-            dev(k_win) if k_win is not None else None,
-            dev(v_win) if v_win is not None else None,
-            scale=1.0 / np.sqrt(d),
-            sink_tokens=ns,
-            recent_window=rw,
-            force_splits=splits,
-        )
-        torch.cuda.synchronize()
+        args = [dev(x) for x in (q, k_cache, v_cache, mask, kref.rotation, kref.codebook, vref.rotation)]
+        args.append(dev(vref.codebook))
+        o = kernel_decode(kernels, kc, vc, args, dev_wins(k_win, v_win), ns, rw, splits)
         out[f"D{d}-G{g}-k{kb}v{vb}-w{ns}+{rw}-T{total}-{kind}-s{splits}"] = o.float().cpu().numpy()
     np.savez(sys.argv[1], **out)
     print("saved", sys.argv[1], len(out))
