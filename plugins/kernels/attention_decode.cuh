@@ -89,16 +89,18 @@ __host__ __device__ constexpr int fast_stages(int mk, int mv, int lut_bytes_per_
 // first boundary at or after its start and fills the hole below them with whole stage pieces (K0, V0, K1, ... in
 // order, while they fit), the rest after the tables. The allocation is the worst case over every start, so the
 // layout fits wherever the window begins. 0 stages (alut_stages): the instance keeps the unaligned layout.
-// The S^T instances issue the mask probe's load at the top of the tile (1) or where it is used (0; A/B only).
+// TQ_DECODE_ALIGNED_LUT=0 turns it off everywhere (A/B only).
+#ifndef TQ_DECODE_ALIGNED_LUT
+#define TQ_DECODE_ALIGNED_LUT 1
+#endif
+// Mask probe A/B switches (both 1 in every real build): the S^T instances issue the probe's load at the top of
+// the tile (1) or where it is used (0); the D = 128 instances without tables scan the split's mask row once
+// before the loop (1) or probe every tile (0).
 #ifndef TQ_DECODE_EARLY_PROBE
 #define TQ_DECODE_EARLY_PROBE 1
 #endif
-// The S^T instances scan the split's mask row once before the loop (1) or probe every tile (0; A/B only).
 #ifndef TQ_DECODE_SPLIT_PROBE
 #define TQ_DECODE_SPLIT_PROBE 1
-#endif
-#ifndef TQ_DECODE_ALIGNED_LUT
-#define TQ_DECODE_ALIGNED_LUT 1
 #endif
 constexpr int kLutAlign = 256 * 4 * (kLutReps > 0 ? kLutReps : 1);  // one table's bytes: 16 KB at 16 copies
 static_assert(kLutReps != 16 || kLutAlign == 0x4000, "lookup mask 0x3fc0 assumes 64-byte entries");
