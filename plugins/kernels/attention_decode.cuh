@@ -637,24 +637,17 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
     const int hole = static_cast<int>((kLutAlign - dev::smem_addr(smem) % kLutAlign) % kLutAlign);
     lay = alut_layout(hole, kFastStages, kPieceK, kPieceV, fast_lut_bytes(MK, MV, HALF2));
   }
-  auto kpiece = [&](int s) -> uint8_t* {
+  // Stage s's K piece (v = 0) or V piece (v = 1).
+  auto piece = [&](int s, int v) -> uint8_t* {
+    uint8_t* const base = reinterpret_cast<uint8_t*>(smem);
     if constexpr (ALUT) {
-      int o = lay.k[0];
+      const int* const offs = v ? lay.v : lay.k;
+      int o = offs[0];
 #pragma unroll
-      for (int i = 1; i < kFastStages; ++i) o = s == i ? lay.k[i] : o;
-      return reinterpret_cast<uint8_t*>(smem) + o;
+      for (int i = 1; i < kFastStages; ++i) o = s == i ? offs[i] : o;
+      return base + o;
     } else {
-      return reinterpret_cast<uint8_t*>(smem) + s * a.fast_stage_bytes;
-    }
-  };
-  auto vpiece = [&](int s) -> uint8_t* {
-    if constexpr (ALUT) {
-      int o = lay.v[0];
-#pragma unroll
-      for (int i = 1; i < kFastStages; ++i) o = s == i ? lay.v[i] : o;
-      return reinterpret_cast<uint8_t*>(smem) + o;
-    } else {
-      return reinterpret_cast<uint8_t*>(smem) + s * a.fast_stage_bytes + a.fast_k_bytes;
+      return base + s * a.fast_stage_bytes + (v ? a.fast_k_bytes : 0);
     }
   };
 
@@ -664,8 +657,8 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
     if (s < ntiles) {
       const int64_t ct = c0 + static_cast<int64_t>(s) * kFastTile;
       const int64_t n = min(static_cast<int64_t>(kFastTile), c1 - ct);
-      load_tile_fast(kpiece(s), kslice, ct, n, krb, kend);
-      load_tile_fast(vpiece(s), vslice, ct, n, vrb, vend);
+      load_tile_fast(piece(s, 0), kslice, ct, n, krb, kend);
+      load_tile_fast(piece(s, 1), vslice, ct, n, vrb, vend);
     }
     dev::cp_async_commit();
   }
@@ -692,7 +685,7 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
   constexpr int kRot = D > kFastWarps * 32 ? D / (kFastWarps * 32) : 1;
   static_assert(kRot * kFastWarps * 32 >= D && (kRot == 1 || kRot * kFastWarps * 32 == D), "rotated coordinates");
   constexpr int QH = D + 8;  // fp16 row stride of the rotated queries
-  float* qs = reinterpret_cast<float*>(kpiece(kFastStages - 1));  // [rows][D] float32
+  float* qs = reinterpret_cast<float*>(piece(kFastStages - 1, 0));  // [rows][D] float32
   __half* qh = reinterpret_cast<__half*>(qs);                                             // [16][QH] afterwards
   // All-visible split (D = 128 S^T instances without pair tables, one mask row for every query row, >= 16
   // tiles): the block reads the mask over this split's tokens once, here (the loads overlap the q rotation; its
@@ -882,8 +875,8 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
       if (nt < ntiles) {
         const int64_t ct = c0 + nt * kFastTile;
         const int64_t n = min(static_cast<int64_t>(kFastTile), c1 - ct);
-        uint8_t* const kdst = kpiece(ns);
-        uint8_t* const vdst = vpiece(ns);
+        uint8_t* const kdst = piece(ns, 0);
+        uint8_t* const vdst = piece(ns, 1);
         if (!HALF2 && nt < nfast) {  // (HALF2 keeps HEAD's copy loop: this one raised its loop's spills)
           const uint8_t* kt = ktile0 + nt * (kFastTile * KRB);  // the tile's 16-byte aligned start
           const uint8_t* vt = vtile0 + nt * (kFastTile * VRB);
@@ -899,8 +892,8 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
     const int64_t ct = c0 + it * kFastTile + 32 * warp;  // this warp's first token
     const int nvalid = static_cast<int>(min(static_cast<int64_t>(32), c1 - ct));
     if (nvalid <= 0) continue;  // warp-uniform
-    const uint8_t* ks = kpiece(stage);
-    const uint8_t* vs = vpiece(stage);
+    const uint8_t* ks = piece(stage, 0);
+    const uint8_t* vs = piece(stage, 1);
 
     uint32_t pf[4][2];  // P * gamma_V as half2: HALF2 the A operand of P V per n-tile u and row half, else B (P^T)
     if constexpr (HALF2) {
