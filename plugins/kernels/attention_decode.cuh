@@ -937,15 +937,7 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
       }
       if constexpr ((kExpSkip & 1) == 0) {
         const int64_t t0 = ct + 2 * qc + p.sink_tokens;  // token of column 2qc
-        auto load = [&](int64_t o) -> float {
-          if constexpr (MASK == static_cast<int>(MaskType::kFloat16)) {
-            return __half2float(static_cast<const __half*>(p.mask)[o]);
-          } else if constexpr (MASK == static_cast<int>(MaskType::kBool)) {
-            return static_cast<const uint8_t*>(p.mask)[o] ? 0.0f : kNegInf;
-          } else {
-            return static_cast<const float*>(p.mask)[o];
-          }
-        };
+        auto load = [&](int64_t o) -> float { return mask_value<MASK>(p.mask, o); };
         const bool per_element = true;
         if (per_element) {
 #pragma unroll
