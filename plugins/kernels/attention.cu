@@ -269,6 +269,22 @@ __device__ __forceinline__ int load_raw_tile(uint8_t* dst, const uint8_t* cache,
   return head;
 }
 
+// load_raw_tile by the lanes of one warp (the decode kernel's warp-private stages).
+__device__ __forceinline__ void load_raw_tile_warp(uint8_t* dst, const uint8_t* cache, int64_t slice_row0, int64_t n,
+                                                   int rb, const uint8_t* alloc_end) {
+  const uint8_t* start = cache + slice_row0 * rb;
+  const uintptr_t addr = reinterpret_cast<uintptr_t>(start);
+  const uint8_t* aligned = start - (addr & 15);
+  const int chunks = static_cast<int>(((addr & 15) + n * rb + 15) / 16);
+#pragma unroll 1
+  for (int k = threadIdx.x % 32; k < chunks; k += 32) {
+    const uint8_t* src = aligned + 16 * k;
+    const int64_t left = alloc_end - src;
+    const int bytes = left >= 16 ? 16 : (left > 0 ? static_cast<int>(left) : 0);
+    dev::cp_async_16(dst + 16 * k, bytes > 0 ? src : cache, bytes);
+  }
+}
+
 // One thread's decode item in the split kernel: a group of 16 coordinates of K codes (kind 0), K QJL signs
 // (kind 1) or V codes (kind 2), where its bytes sit in a compressed row and where it goes in the float16 tile.
 struct DecodeItem {

@@ -69,17 +69,46 @@ __host__ __device__ constexpr int fast_block_budget(int mk, bool half2, int nw, 
   return d == 256 ? 112 * 1024 : (lut_decode(mk, half2) && nw == kFastWarps ? 75 * 1024 : 56 * 1024);
 }
 
+// Warp-private stages (bench/NOTES.md "Warp-private stages"): each warp copies its own 32 rows of every tile
+// into its own region of the stage and waits for its own copies only (cp.async groups + __syncwarp), so the tile
+// loop has no block barrier and a warp never waits for the block's slowest warp. A warp's region is its 32 rows
+// (32 * rb bytes, a multiple of 16 for the even row sizes of every codec) plus 16 bytes for the unaligned head of
+// the tile (the same head for every warp's rows); region w starts 16 * w bytes after where it would sit in a
+// block-shared piece, which is how the loop finds it. TQ_DECODE_WARP_PIPE=0: one piece copied by the whole block
+// and a block barrier per tile (A/B only).
+#ifndef TQ_DECODE_WARP_PIPE
+#define TQ_DECODE_WARP_PIPE 1
+#endif
+// Only the instances with a K pair table take them (4-bit K, G <= 8): at long T they measured 2-6% faster, the
+// others 1-5% slower (3-bit K) or within the spread.
+__host__ __device__ constexpr bool fast_warp_pipe(int mk, bool half2) {
+  return TQ_DECODE_WARP_PIPE != 0 && lut_decode(mk, half2);
+}
+
+// Bytes of one stage's K (or V) piece of row size rb: warp-private (wp), nw regions (32 rows + 16 bytes of head
+// each) and 16 bytes of slack; block-shared, 32 * nw rows, 16 bytes of unaligned head and 16 of slack.
+__host__ __device__ constexpr int fast_piece_bytes_rb(int rb, int nw, bool wp) {
+  return wp ? nw * (32 * rb + 16) + 16 : (32 * nw * rb + 32 + 15) & ~15;
+}
+__host__ __device__ constexpr int fast_piece_bytes(int m, int d, int nw, bool wp) {
+  return fast_piece_bytes_rb(m * d / 8 + 2, nw, wp);
+}
+// One 4-warp stage (K and V pieces).
+__host__ __device__ constexpr int fast_stage4_bytes(int mk, int mv, int d, bool wp) {
+  return fast_piece_bytes(mk, d, 4, wp) + fast_piece_bytes(mv, d, 4, wp);
+}
+
 // Pipeline depth: 4 stages when 4 blocks of them fit an SM's shared memory (<= 56 KB each), else 3; with the
 // pair tables the most stages that fit next to them in fast_block_budget (at least 2). Host and device both
 // take it from here (fast_smem_layout). An 8-warp block's stages are twice as large (2 blocks per SM, one table
 // each): lut_bytes_per_4_warps and the budget are per 4 warps.
 __host__ __device__ constexpr int fast_stages(int mk, int mv, int lut_bytes_per_4_warps = 0,
-                                              int budget = 56 * 1024, int d = kFastD) {
+                                              int budget = 56 * 1024, int d = kFastD, bool wp = false) {
   return lut_bytes_per_4_warps == 0
-             ? (4 * (kFastTile * ((mk + mv) * d / 8 + 4) + 64) <= 56 * 1024 ? 4 : 3)
-             : (4 * (kFastTile * ((mk + mv) * d / 8 + 4) + 64) + lut_bytes_per_4_warps <= budget
+             ? (4 * fast_stage4_bytes(mk, mv, d, wp) <= 56 * 1024 ? 4 : 3)
+             : (4 * fast_stage4_bytes(mk, mv, d, wp) + lut_bytes_per_4_warps <= budget
                     ? 4
-                    : (3 * (kFastTile * ((mk + mv) * d / 8 + 4) + 64) + lut_bytes_per_4_warps <= budget ? 3 : 2));
+                    : (3 * fast_stage4_bytes(mk, mv, d, wp) + lut_bytes_per_4_warps <= budget ? 3 : 2));
 }
 
 // Aligned pair tables (bench/NOTES.md "Aligned tables"). With the tables at a kLutAlign boundary of the shared
@@ -104,11 +133,6 @@ __host__ __device__ constexpr int fast_stages(int mk, int mv, int lut_bytes_per_
 #endif
 constexpr int kLutAlign = 256 * 4 * (kLutReps > 0 ? kLutReps : 1);  // one table's bytes: 16 KB at 16 copies
 static_assert(kLutReps != 16 || kLutAlign == 0x4000, "lookup mask 0x3fc0 assumes 64-byte entries");
-
-// Bytes of one stage's K (or V) piece: 32 * nw rows of an m-bit row, 16 bytes of unaligned head, 16 of slack.
-__host__ __device__ constexpr int fast_piece_bytes(int m, int d, int nw) {
-  return (32 * nw * (m * d / 8 + 2) + 32 + 15) & ~15;
-}
 
 struct AlutLayout {
   int lut;                 // offset of the first table (a kLutAlign boundary of the window)
@@ -185,11 +209,12 @@ __host__ __device__ constexpr bool alut_layout_ok(int stages, int kb, int vb, in
 __host__ __device__ constexpr int alut_stages(int mk, int mv, bool half2, int nw, int d) {
   if (!TQ_DECODE_ALIGNED_LUT || kLutReps != 16 || half2 || !(lut_decode(mk, half2) && lut_decode(mv, half2)))
     return 0;
-  const int kb = fast_piece_bytes(mk, d, nw), vb = fast_piece_bytes(mv, d, nw);
+  const bool wp = fast_warp_pipe(mk, half2);
+  const int kb = fast_piece_bytes(mk, d, nw, wp), vb = fast_piece_bytes(mv, d, nw, wp);
   const int q_bytes = 16 * (d + 8) * 2 > 8 * d * 4 ? 16 * (d + 8) * 2 : 8 * d * 4;
   const int lut = fast_lut_bytes(mk, mv, half2);
   const int budget = fast_block_budget(mk, half2, nw, d) * nw / kFastWarps;
-  const int s = fast_stages(mk, mv, lut * kFastWarps / nw, fast_block_budget(mk, half2, nw, d), d);
+  const int s = fast_stages(mk, mv, lut * kFastWarps / nw, fast_block_budget(mk, half2, nw, d), d, wp);
   return kb >= q_bytes && alut_worst_bytes(s, kb, vb, lut) <= budget ? s : 0;
 }
 
@@ -199,11 +224,15 @@ __host__ __device__ constexpr int alut_stages(int mk, int mv, bool half2, int nw
 __host__ __device__ constexpr int fast_min_blocks(int mk, int mv, bool half2, int nw, int d) {
   const int by_regs = d == 256 ? 2 : (half2 ? kFastMinBlocks : kFastMinBlocksHalf) * kFastWarps / nw;
   const int lut = fast_lut_bytes(mk, mv, half2);
-  const int stage = (kFastTile * ((mk + mv) * d / 8 + 4) + 64) * nw / kFastWarps;
+  const bool wp = fast_warp_pipe(mk, half2);
+  // (block-shared: the 4-warp estimate scaled, as before the warp-private stages, which keeps those instances'
+  // register caps; warp-private: exact)
+  const int stage = wp ? fast_piece_bytes(mk, d, nw, wp) + fast_piece_bytes(mv, d, nw, wp)
+                       : (kFastTile * ((mk + mv) * d / 8 + 4) + 64) * nw / kFastWarps;
   const int as = alut_stages(mk, mv, half2, nw, d);
   const int smem =
-      as > 0 ? alut_worst_bytes(as, fast_piece_bytes(mk, d, nw), fast_piece_bytes(mv, d, nw), lut)
-             : fast_stages(mk, mv, lut * kFastWarps / nw, fast_block_budget(mk, half2, nw, d), d) * stage + lut;
+      as > 0 ? alut_worst_bytes(as, fast_piece_bytes(mk, d, nw, wp), fast_piece_bytes(mv, d, nw, wp), lut)
+             : fast_stages(mk, mv, lut * kFastWarps / nw, fast_block_budget(mk, half2, nw, d), d, wp) * stage + lut;
   const int by_smem = 228 * 1024 / (smem + 1024);
   return lut == 0 || by_smem >= by_regs ? by_regs : (by_smem < 1 ? 1 : by_smem);
 }
@@ -498,6 +527,8 @@ __device__ __forceinline__ uint32_t half2_bits(__half lo, __half hi) {
 }
 
 // load_raw_tile without per-chunk bounds arithmetic when the whole aligned range lies inside the allocation.
+// WARP: copies of this warp's lanes only (warp-private stages, fast_warp_pipe); else of the block's threads.
+template <bool WARP = false>
 __device__ __forceinline__ void load_tile_fast(uint8_t* dst, const uint8_t* cache, int64_t row0, int64_t n, int rb,
                                                const uint8_t* alloc_end) {
   const uint8_t* start = cache + row0 * rb;
@@ -505,9 +536,27 @@ __device__ __forceinline__ void load_tile_fast(uint8_t* dst, const uint8_t* cach
   const uint8_t* aligned = start - head;
   const int chunks = static_cast<int>((head + n * rb + 15) / 16);
   if (alloc_end - aligned >= static_cast<int64_t>(chunks) * 16) {
-    for (int k = threadIdx.x; k < chunks; k += blockDim.x) dev::cp_async_16(dst + 16 * k, aligned + 16 * k, 16);
+    if constexpr (WARP) {
+#pragma unroll 1  // (a constant stride: unrolled, these copies bloated the tile loop's code)
+      for (int k = threadIdx.x % 32; k < chunks; k += 32) dev::cp_async_16(dst + 16 * k, aligned + 16 * k, 16);
+    } else {
+      for (int k = threadIdx.x; k < chunks; k += blockDim.x) dev::cp_async_16(dst + 16 * k, aligned + 16 * k, 16);
+    }
+  } else if constexpr (WARP) {
+    load_raw_tile_warp(dst, cache, row0, n, rb, alloc_end);
   } else {
     load_raw_tile(dst, cache, row0, n, rb, alloc_end);
+  }
+}
+
+// Warp w's region of a stage piece with warp-private stages (WARP; fast_warp_pipe): 32 rows of rb bytes plus
+// 16 bytes of head each. Block-shared: the piece itself.
+template <bool WARP>
+__device__ __forceinline__ uint8_t* warp_region(uint8_t* piece_start, int rb, int w) {
+  if constexpr (WARP) {
+    return piece_start + w * (32 * rb + 16);
+  } else {
+    return piece_start;
   }
 }
 
@@ -520,8 +569,8 @@ __device__ __forceinline__ const uint8_t* opaque_ptr(const uint8_t* p) {
 
 // One full tile (NT rows of RB bytes) of a split: NT * RB is a multiple of 16, so every tile of the split has
 // the same unaligned head and chunk count nck (NT * RB / 16, plus one with a head); each thread issues copies
-// k = threadIdx.x + j * NTHREADS at constant offsets from its own pointers (dst, src: the tile's 16-byte
-// aligned start + 16 * threadIdx.x), no per-chunk index arithmetic. The caller checks that the aligned range
+// k = idx + j * NTHREADS at constant offsets from its own pointers (dst, src: the tile's 16-byte aligned start +
+// 16 * idx), no per-chunk index arithmetic. idx: threadIdx.x, or the lane with NTHREADS = 32 (one warp's rows). The caller checks that the aligned range
 // lies inside the allocation (else load_tile_fast).
 template <int RB, int NT, int NTHREADS>
 __device__ __forceinline__ void load_full_tile(uint8_t* dst, const uint8_t* src, int nck) {
@@ -531,7 +580,7 @@ __device__ __forceinline__ void load_full_tile(uint8_t* dst, const uint8_t* src,
   static_assert((kIter - 1) * NTHREADS <= kChunks, "only the last round is partial");
 #pragma unroll
   for (int j = 0; j < kIter; ++j) {
-    if (j < kIter - 1 || static_cast<int>(threadIdx.x) + j * NTHREADS < nck)
+    if (j < kIter - 1 || static_cast<int>(NTHREADS == 32 ? threadIdx.x % 32 : threadIdx.x) + j * NTHREADS < nck)
       dev::cp_async_16(dst + 16 * NTHREADS * j, src + 16 * NTHREADS * j, 16);
   }
 }
@@ -581,12 +630,15 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
   constexpr bool LV = lut_decode(MV, HALF2);        // V codes through a pair table
   constexpr int kAlutStages = alut_stages(MK, MV, HALF2, NW, D);
   constexpr bool ALUT = kAlutStages > 0;  // aligned pair tables (alut_layout)
-  static_assert(!ALUT || alut_layout_ok(kAlutStages, fast_piece_bytes(MK, D, NW), fast_piece_bytes(MV, D, NW),
+  constexpr bool kWarpPipe = fast_warp_pipe(MK, HALF2);  // warp-private stages (fast_warp_pipe)
+  static_assert(!ALUT || alut_layout_ok(kAlutStages, fast_piece_bytes(MK, D, NW, kWarpPipe),
+                                        fast_piece_bytes(MV, D, NW, kWarpPipe),
                                         fast_lut_bytes(MK, MV, HALF2)),
                 "aligned table layout");
   constexpr int kFastStages =  // shadows the maximum
       ALUT ? kAlutStages
-           : fast_stages(MK, MV, fast_lut_bytes(MK, MV, HALF2) * 4 / NW, fast_block_budget(MK, HALF2, NW, D), D);
+           : fast_stages(MK, MV, fast_lut_bytes(MK, MV, HALF2) * 4 / NW, fast_block_budget(MK, HALF2, NW, D), D,
+                         kWarpPipe);
   constexpr int kFastTile = 32 * NW;                // shadows the 4-warp tile
   constexpr int kFastWarps = NW;                    // shadows the 4-warp block
   constexpr int CSK = D / 4;    // K coordinates per thread per token
@@ -633,7 +685,7 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
   // aligned tables wherever alut_layout puts them for this window start.
   AlutLayout lay{};
   if constexpr (ALUT) {
-    constexpr int kPieceK = fast_piece_bytes(MK, D, NW), kPieceV = fast_piece_bytes(MV, D, NW);
+    constexpr int kPieceK = fast_piece_bytes(MK, D, NW, kWarpPipe), kPieceV = fast_piece_bytes(MV, D, NW, kWarpPipe);
     const int hole = static_cast<int>((kLutAlign - dev::smem_addr(smem) % kLutAlign) % kLutAlign);
     lay = alut_layout(hole, kFastStages, kPieceK, kPieceV, fast_lut_bytes(MK, MV, HALF2));
   }
@@ -651,14 +703,19 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
     }
   };
 
+  // Warp-private stages (kWarpPipe): copies go to this warp's region of a piece (warp_region); its rows
+  // (32 * warp ...) sit 16 * warp bytes after where a block-shared piece has them (the loop's ks and vs).
+
   // Prologue: stages 0 .. kFastStages-2 in flight. (A tile's unaligned head is recomputed when it is read.)
 #pragma unroll
   for (int s = 0; s < kFastStages - 1; ++s) {
     if (s < ntiles) {
-      const int64_t ct = c0 + static_cast<int64_t>(s) * kFastTile;
-      const int64_t n = min(static_cast<int64_t>(kFastTile), c1 - ct);
-      load_tile_fast(piece(s, 0), kslice, ct, n, krb, kend);
-      load_tile_fast(piece(s, 1), vslice, ct, n, vrb, vend);
+      const int64_t ct = c0 + static_cast<int64_t>(s) * kFastTile + (kWarpPipe ? 32 * warp : 0);
+      const int64_t n = min(static_cast<int64_t>(kWarpPipe ? 32 : kFastTile), c1 - ct);
+      if (!kWarpPipe || n > 0) {
+        load_tile_fast<kWarpPipe>(warp_region<kWarpPipe>(piece(s, 0), krb, warp), kslice, ct, n, krb, kend);
+        load_tile_fast<kWarpPipe>(warp_region<kWarpPipe>(piece(s, 1), vrb, warp), vslice, ct, n, vrb, vend);
+      }
     }
     dev::cp_async_commit();
   }
@@ -835,10 +892,13 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
   const int hv = static_cast<int>(reinterpret_cast<uintptr_t>(vslice + c0 * VRB) & 15);
   // Tile 0's 16-byte aligned starts (tile nt: + nt * tile bytes). Opaque to ptxas, which otherwise recomputed
   // them from the kernel parameters on every tile (~45 uniform-datapath instructions).
-  const uint8_t* ktile0 = opaque_ptr(kslice + c0 * KRB - hk);
-  const uint8_t* vtile0 = opaque_ptr(vslice + c0 * VRB - hv);
-  const int kchunks = (hk + kFastTile * KRB + 15) / 16;  // 16-byte chunks of a full tile
-  const int vchunks = (hv + kFastTile * VRB + 15) / 16;
+  // (Warp-private stages: of this warp's rows in tile 0, which start 32 * warp rows in, with the same head.)
+  constexpr int kCopyRows = kWarpPipe ? 32 : kFastTile;  // rows a copy covers
+  const int copy_row0 = kWarpPipe ? 32 * warp : 0;
+  const uint8_t* ktile0 = opaque_ptr(kWarpPipe ? kslice + (c0 + copy_row0) * KRB - hk : kslice + c0 * KRB - hk);
+  const uint8_t* vtile0 = opaque_ptr(kWarpPipe ? vslice + (c0 + copy_row0) * VRB - hv : vslice + c0 * VRB - hv);
+  const int kchunks = (hk + kCopyRows * KRB + 15) / 16;  // 16-byte chunks of a full tile's copy
+  const int vchunks = (hv + kCopyRows * VRB + 15) / 16;
   // Tiles [0, nfast) are full and their aligned copy ranges lie inside both allocations (load_full_tile).
   int64_t nfast = (c1 - c0) / kFastTile;
   {
@@ -864,27 +924,39 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
   const int64_t mrow_t[2] = {mask_row(a, b, g, 2 * qc), mask_row(a, b, g, 2 * qc + 1)};  // S^T rows 2qc, 2qc + 1
   const bool one_mask_row = p.mask_heads == 1;
 
+  // Warp-private stages: the q staging in stage kFastStages-1 (read above by every warp) is this loop's first
+  // refill target, and no barrier inside the loop orders that any more.
+  if constexpr (kWarpPipe) __syncthreads();
   int stage = kFastStages - 1;  // it % kFastStages, advanced first thing in the loop (no 64-bit modulo per tile)
   for (int64_t it = 0; it < ntiles; ++it) {
     stage = stage == kFastStages - 1 ? 0 : stage + 1;
     dev::cp_async_wait<kFastStages - 2>();
-    __syncthreads();
+    if constexpr (kWarpPipe) {
+      __syncwarp();  // this warp's copies of tile it are visible to its lanes; its reads of stage ns are done
+    } else {
+      __syncthreads();
+    }
     {
       const int64_t nt = it + kFastStages - 1;
       const int ns = stage == 0 ? kFastStages - 1 : stage - 1;  // nt % kFastStages
-      if (nt < ntiles) {
-        const int64_t ct = c0 + nt * kFastTile;
-        const int64_t n = min(static_cast<int64_t>(kFastTile), c1 - ct);
-        uint8_t* const kdst = piece(ns, 0);
-        uint8_t* const vdst = piece(ns, 1);
+      if (nt < ntiles && (!kWarpPipe || c0 + nt * kFastTile + copy_row0 < c1)) {
+        const int64_t ct = c0 + nt * kFastTile + copy_row0;
+        const int64_t n = min(static_cast<int64_t>(kCopyRows), c1 - ct);
+        uint8_t* const kdst = warp_region<kWarpPipe>(piece(ns, 0), KRB, warp);
+        uint8_t* const vdst = warp_region<kWarpPipe>(piece(ns, 1), VRB, warp);
         if (!HALF2 && nt < nfast) {  // (HALF2 keeps HEAD's copy loop: this one raised its loop's spills)
-          const uint8_t* kt = ktile0 + nt * (kFastTile * KRB);  // the tile's 16-byte aligned start
+          const uint8_t* kt = ktile0 + nt * (kFastTile * KRB);  // the copy's 16-byte aligned start
           const uint8_t* vt = vtile0 + nt * (kFastTile * VRB);
-          load_full_tile<KRB, kFastTile, NW * 32>(kdst + 16 * threadIdx.x, kt + 16 * threadIdx.x, kchunks);
-          load_full_tile<VRB, kFastTile, NW * 32>(vdst + 16 * threadIdx.x, vt + 16 * threadIdx.x, vchunks);
+          if constexpr (kWarpPipe) {
+            load_full_tile<KRB, 32, 32>(kdst + 16 * lane, kt + 16 * lane, kchunks);
+            load_full_tile<VRB, 32, 32>(vdst + 16 * lane, vt + 16 * lane, vchunks);
+          } else {
+            load_full_tile<KRB, kFastTile, NW * 32>(kdst + 16 * threadIdx.x, kt + 16 * threadIdx.x, kchunks);
+            load_full_tile<VRB, kFastTile, NW * 32>(vdst + 16 * threadIdx.x, vt + 16 * threadIdx.x, vchunks);
+          }
         } else {  // the last tile of a split, or the end of the allocation
-          load_tile_fast(kdst, kslice, ct, n, KRB, kend);
-          load_tile_fast(vdst, vslice, ct, n, VRB, vend);
+          load_tile_fast<kWarpPipe>(kdst, kslice, ct, n, KRB, kend);
+          load_tile_fast<kWarpPipe>(vdst, vslice, ct, n, VRB, vend);
         }
       }
       dev::cp_async_commit();
@@ -894,6 +966,10 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
     if (nvalid <= 0) continue;  // warp-uniform
     const uint8_t* ks = piece(stage, 0);
     const uint8_t* vs = piece(stage, 1);
+    if constexpr (kWarpPipe) {  // this warp's region (warp_region)
+      ks += 16 * warp;
+      vs += 16 * warp;
+    }
 
     uint32_t pf[4][2];  // P * gamma_V as half2: HALF2 the A operand of P V per n-tile u and row half, else B (P^T)
     if constexpr (HALF2) {
@@ -1311,9 +1387,9 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
 
 // Stage and merge shared memory of the decode kernel (a.fast_warps warps).
 inline void fast_smem_layout(AttnArgs& a) {
-  const size_t tile = static_cast<size_t>(32) * a.fast_warps;
-  a.fast_k_bytes = static_cast<int>((tile * a.klay.row_bytes + 32 + 15) & ~size_t{15});
-  const int v_bytes = static_cast<int>((tile * a.vlay.row_bytes + 32 + 15) & ~size_t{15});
+  const bool wp = fast_warp_pipe(a.klay.mse_bits[0], a.rows > 8);
+  a.fast_k_bytes = fast_piece_bytes_rb(a.klay.row_bytes, a.fast_warps, wp);
+  const int v_bytes = fast_piece_bytes_rb(a.vlay.row_bytes, a.fast_warps, wp);
   a.fast_stage_bytes = a.fast_k_bytes + v_bytes;
   // warp partials (o, m, l), then the merged o and l of the fused epilogue
   const int nw = a.fast_warps;
@@ -1322,7 +1398,7 @@ inline void fast_smem_layout(AttnArgs& a) {
   const int mk = a.klay.mse_bits[0], mv = a.vlay.mse_bits[0];
   const int lut = fast_lut_bytes(mk, mv, a.rows > 8);  // pair tables after the stages (same rule as the kernel)
   const int aligned = alut_stages(mk, mv, a.rows > 8, nw, d);  // or aligned, at any window start (alut_layout)
-  const int stages = fast_stages(mk, mv, lut * kFastWarps / nw, fast_block_budget(mk, a.rows > 8, nw, d), d);
+  const int stages = fast_stages(mk, mv, lut * kFastWarps / nw, fast_block_budget(mk, a.rows > 8, nw, d), d, wp);
   a.smem_bytes = std::max(aligned > 0 ? alut_worst_bytes(aligned, a.fast_k_bytes, v_bytes, lut)
                                       : stages * a.fast_stage_bytes + lut,
                           merge);
