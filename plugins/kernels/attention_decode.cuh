@@ -28,7 +28,8 @@
 //   deep; each warp owns 32 tokens of a tile and keeps its own online softmax; warps merge once at the end.
 //   4 warps per block (128-token tiles); with G <= 8 also 8 warps (256-token tiles), which the launcher takes
 //   where one 8-warp split replaces two 4-warp splits that already fill the SMs, and the reduce kernel
-//   (choose_eight_warps; bench/NOTES.md "small T").
+//   (choose_eight_warps; bench/NOTES.md "small T"). With a K pair table each warp copies and waits for its own
+//   rows only, and the tile loop has no block barrier (fast_warp_pipe; bench/NOTES.md "Warp-private stages").
 #pragma once
 
 constexpr int kFastWarps = 4;
@@ -570,8 +571,8 @@ __device__ __forceinline__ const uint8_t* opaque_ptr(const uint8_t* p) {
 // One full tile (NT rows of RB bytes) of a split: NT * RB is a multiple of 16, so every tile of the split has
 // the same unaligned head and chunk count nck (NT * RB / 16, plus one with a head); each thread issues copies
 // k = idx + j * NTHREADS at constant offsets from its own pointers (dst, src: the tile's 16-byte aligned start +
-// 16 * idx), no per-chunk index arithmetic. idx: threadIdx.x, or the lane with NTHREADS = 32 (one warp's rows). The caller checks that the aligned range
-// lies inside the allocation (else load_tile_fast).
+// 16 * idx), no per-chunk index arithmetic. idx: threadIdx.x, or the lane with NTHREADS = 32 (one warp's rows,
+// NT = 32). The caller checks that the aligned range lies inside the allocation (else load_tile_fast).
 template <int RB, int NT, int NTHREADS>
 __device__ __forceinline__ void load_full_tile(uint8_t* dst, const uint8_t* src, int nck) {
   constexpr int kChunks = NT * RB / 16;
@@ -703,10 +704,9 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
     }
   };
 
-  // Warp-private stages (kWarpPipe): copies go to this warp's region of a piece (warp_region); its rows
-  // (32 * warp ...) sit 16 * warp bytes after where a block-shared piece has them (the loop's ks and vs).
-
   // Prologue: stages 0 .. kFastStages-2 in flight. (A tile's unaligned head is recomputed when it is read.)
+  // Warp-private stages (kWarpPipe): each warp copies its own rows into its region of a piece (warp_region);
+  // those rows (32 * warp ...) sit 16 * warp bytes after where a block-shared piece has them (the loop's ks, vs).
 #pragma unroll
   for (int s = 0; s < kFastStages - 1; ++s) {
     if (s < ntiles) {
