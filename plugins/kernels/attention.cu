@@ -251,38 +251,34 @@ __device__ __forceinline__ void decode_codes(int m, const uint8_t* part_codes, i
   }
 }
 
+// Chunk k of a copy that may reach past the allocation's end: the bytes before alloc_end, zero-filled after.
+__device__ __forceinline__ void cp_async_chunk_bounded(uint8_t* dst, const uint8_t* aligned, const uint8_t* cache,
+                                                       const uint8_t* alloc_end, int k) {
+  const uint8_t* src = aligned + 16 * k;
+  const int64_t left = alloc_end - src;
+  const int bytes = left >= 16 ? 16 : (left > 0 ? static_cast<int>(left) : 0);
+  dev::cp_async_16(dst + 16 * k, bytes > 0 ? src : cache, bytes);
+}
+
 // Copies compressed rows [row0, row0 + n) of one (b, kv head) slice into shared memory with 16-byte cp.async.
-// Returns the byte offset of row0 inside dst (the slice is only 2-byte aligned).
+// Returns the byte offset of row0 inside dst (the slice is only 2-byte aligned). WARP: the lanes of one warp copy
+// (the decode kernel's warp-private stages); else the block's threads.
+template <bool WARP = false>
 __device__ __forceinline__ int load_raw_tile(uint8_t* dst, const uint8_t* cache, int64_t slice_row0, int64_t n,
                                              int rb, const uint8_t* alloc_end) {
   const uint8_t* start = cache + slice_row0 * rb;
   const uintptr_t addr = reinterpret_cast<uintptr_t>(start);
   const uint8_t* aligned = start - (addr & 15);
   const int head = static_cast<int>(addr & 15);
-  const int chunks = static_cast<int>((head + n * rb + 15) / 16);
-  for (int k = threadIdx.x; k < chunks; k += blockDim.x) {
-    const uint8_t* src = aligned + 16 * k;
-    const int64_t left = alloc_end - src;
-    const int bytes = left >= 16 ? 16 : (left > 0 ? static_cast<int>(left) : 0);
-    dev::cp_async_16(dst + 16 * k, bytes > 0 ? src : cache, bytes);
+  if constexpr (WARP) {  // (chunks from the unsigned head: the code the warp-private stages were measured with)
+    const int chunks = static_cast<int>(((addr & 15) + n * rb + 15) / 16);
+#pragma unroll 1
+    for (int k = threadIdx.x % 32; k < chunks; k += 32) cp_async_chunk_bounded(dst, aligned, cache, alloc_end, k);
+  } else {
+    const int chunks = static_cast<int>((head + n * rb + 15) / 16);
+    for (int k = threadIdx.x; k < chunks; k += blockDim.x) cp_async_chunk_bounded(dst, aligned, cache, alloc_end, k);
   }
   return head;
-}
-
-// load_raw_tile by the lanes of one warp (the decode kernel's warp-private stages).
-__device__ __forceinline__ void load_raw_tile_warp(uint8_t* dst, const uint8_t* cache, int64_t slice_row0, int64_t n,
-                                                   int rb, const uint8_t* alloc_end) {
-  const uint8_t* start = cache + slice_row0 * rb;
-  const uintptr_t addr = reinterpret_cast<uintptr_t>(start);
-  const uint8_t* aligned = start - (addr & 15);
-  const int chunks = static_cast<int>(((addr & 15) + n * rb + 15) / 16);
-#pragma unroll 1
-  for (int k = threadIdx.x % 32; k < chunks; k += 32) {
-    const uint8_t* src = aligned + 16 * k;
-    const int64_t left = alloc_end - src;
-    const int bytes = left >= 16 ? 16 : (left > 0 ? static_cast<int>(left) : 0);
-    dev::cp_async_16(dst + 16 * k, bytes > 0 ? src : cache, bytes);
-  }
 }
 
 // One thread's decode item in the split kernel: a group of 16 coordinates of K codes (kind 0), K QJL signs

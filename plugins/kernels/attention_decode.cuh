@@ -543,10 +543,8 @@ __device__ __forceinline__ void load_tile_fast(uint8_t* dst, const uint8_t* cach
     } else {
       for (int k = threadIdx.x; k < chunks; k += blockDim.x) dev::cp_async_16(dst + 16 * k, aligned + 16 * k, 16);
     }
-  } else if constexpr (WARP) {
-    load_raw_tile_warp(dst, cache, row0, n, rb, alloc_end);
   } else {
-    load_raw_tile(dst, cache, row0, n, rb, alloc_end);
+    load_raw_tile<WARP>(dst, cache, row0, n, rb, alloc_end);
   }
 }
 
