@@ -1,5 +1,6 @@
 """Per-row table of an A/B timing (bench/gpu_harness/ab_shapes.sh): each build's two rounds and its change
-against the first build (mean of the rounds).  python3 ab_table.py OUT SET LIB..."""
+against the first build (mean of the rounds).  python3 ab_table.py OUT SET LIB[@VAR=VALUE,...]...
+python3 ab_table.py --name SPEC prints the log name of one build spec."""
 
 from __future__ import annotations
 
@@ -21,9 +22,19 @@ def rows(path: Path) -> dict[tuple[str, str, str], float]:
     return out
 
 
+def spec_name(spec: str) -> str:
+    """Log name of a build spec LIB[@VAR=VALUE,...]: the library's folder, then the settings."""
+    lib, _, envs = spec.partition("@")
+    name = Path(lib).parent.name
+    return f"{name}_{re.sub('[=,]', '', envs)}" if envs else name
+
+
 def main() -> None:
+    if sys.argv[1] == "--name":
+        print(spec_name(sys.argv[2]))
+        return
     out, tag, libs = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
-    names = [Path(lib).parent.name for lib in libs]
+    names = [spec_name(lib) for lib in libs]
     runs = {n: [rows(out / f"ab_{tag}_{n}_{r}.log") for r in (1, 2)] for n in names}
     base = names[0]
     print("bits B T | " + " | ".join(f"{n} r1 r2" for n in names) + " | " + " | ".join(names[1:]))

@@ -16,8 +16,10 @@ mkdir -p "$out/obj"
 flags=(-std=c++17 -O3 -I"$src/plugins" --expt-relaxed-constexpr -lineinfo -Xcompiler -fPIC,-fvisibility=hidden
   -gencode arch=compute_90a,code=sm_90a)
 [[ $mode == minimal ]] && flags+=(-DTQ_EXP_MINIMAL=1)
+# Extra nvcc flags for attention.cu only (timing variants, e.g. TQ_EXTRA_FLAGS=-DTQ_EXP_SKIP=8).
+read -r -a extra <<<"${TQ_EXTRA_FLAGS:-}"
 pids=()
-nvcc "${flags[@]}" -Xptxas -v -c "$src/plugins/kernels/attention.cu" -o "$out/obj/attention.cu.o" \
+nvcc "${flags[@]}" "${extra[@]}" -Xptxas -v -c "$src/plugins/kernels/attention.cu" -o "$out/obj/attention.cu.o" \
   2>"$out/ptxas_attention.log" &
 pids+=($!)
 for s in "$src/plugins/kernels/quantize.cu" "$src"/plugins/kernels/*.cc "$src/bench/gpu_harness/tq_capi.cc"; do
