@@ -45,6 +45,7 @@ constexpr int kMaxSplits = 256;
 constexpr int kMaxWindowSplits = 64;
 constexpr int kWindowChunk = 128;
 constexpr int kRotateRows = 16;
+constexpr int kPrerotateRows = 8;  // query rows per tq_prerotate_q_kernel block
 constexpr int kDecodeCacheThreads = 256;
 constexpr float kNegInf = -INFINITY;
 constexpr float kLog2eF = 1.4426950408889634f;
@@ -77,6 +78,8 @@ struct AttnArgs {
   int fast_warps;       // warps per block (4, or 8 with G <= 8): a block tile is 32 tokens per warp
   int fast_k_bytes, fast_stage_bytes;
   int fast_out;         // decode kernel writes the output itself (one split, no window): no reduce kernel
+  int prerotated;       // decode kernel: q rotated ahead into qbuf by tq_prerotate_q_kernel (it waits for that grid)
+  int prerotate_trigger;  // tq_prerotate_q_kernel lets its dependent (the decode kernel) launch at its start
   // workspace
   __half* qbuf;         // [B*Hq*S][kd]
   float* part_o;        // [B*Hq*S][nsp][D]
@@ -1088,6 +1091,72 @@ __global__ void __launch_bounds__(kThreads) tq_rotate_q_kernel(const AttnArgs a)
   }
 }
 
+// The decode kernel's q rotation, ahead of it (a.prerotated): qbuf[row] = float16(scale * R_k q) for kPrerotateRows
+// rows of one rotation head per block. Column chunks: thread t computes output coordinate t % D over columns
+// [C (t / D), C (t / D) + C) of every row (all its R_k loads of a round in flight at once), and the chunks' partial
+// sums meet in shared memory, in chunk order. Inside the decode kernel the same product cost each block a dependent
+// chain of four rounds of R_k loads (bench/NOTES.md "q rotation ahead"), repeated by every split of a kv head.
+constexpr int prerotate_chunks(int d) { return d == 128 ? 4 : 2; }
+constexpr int prerotate_threads(int d) { return d * prerotate_chunks(d); }
+
+template <int D>
+__global__ void __launch_bounds__(prerotate_threads(D)) tq_prerotate_q_kernel(const AttnArgs a) {
+  constexpr int NC = prerotate_chunks(D);
+  constexpr int C = D / NC;  // 32 columns (D 64, 128) or 128 (D 256: four rounds of 8 float4)
+  constexpr int R = kPrerotateRows;
+  // The decode kernel (a programmatic dependent launch after this one) may start its prologue now; its pdl_wait
+  // waits for this grid before it reads qbuf. (Without the trigger it launches as this grid's blocks exit.)
+  if (a.prerotate_trigger) dev::pdl_trigger();
+  const AttentionParams& p = a.p;
+  __shared__ __align__(16) float qs[R][D];
+  __shared__ float part[NC][R][D];
+  const int rhead = blockIdx.y;
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * R;
+  const int i = threadIdx.x % D;
+  const int c = threadIdx.x / D;
+  const float* rrow = p.k_rotation + (static_cast<int64_t>(p.k_rotation_heads == 1 ? 0 : rhead) * D + i) * D + c * C;
+  const bool vec = (reinterpret_cast<uintptr_t>(p.k_rotation) & 15) == 0;
+  auto load_round = [&](int c0, float4 (&rv)[8]) {
+#pragma unroll
+    for (int k = 0; k < 8; ++k)
+      rv[k] = vec ? __ldg(reinterpret_cast<const float4*>(rrow + c0) + k)
+                  : make_float4(rrow[c0 + 4 * k], rrow[c0 + 4 * k + 1], rrow[c0 + 4 * k + 2], rrow[c0 + 4 * k + 3]);
+  };
+  float4 rv[8];
+  load_round(0, rv);  // in flight with the q loads below
+  for (int idx = threadIdx.x; idx < R * D; idx += blockDim.x) {
+    const int64_t gr = rotate_global_row(a, rhead, first + idx / D);
+    qs[idx / D][idx % D] = gr >= 0 ? dev::load_as_float(p.q, p.dtype, gr * D + idx % D) : 0.0f;
+  }
+  float acc[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) acc[r] = 0.0f;
+  __syncthreads();
+#pragma unroll
+  for (int c0 = 0; c0 < C; c0 += 32) {
+    if (c0 > 0) load_round(c0, rv);
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+#pragma unroll
+      for (int k = 0; k < 8; ++k) {
+        const float4 v = *reinterpret_cast<const float4*>(&qs[r][c * C + c0 + 4 * k]);
+        acc[r] = fmaf(rv[k].x, v.x, fmaf(rv[k].y, v.y, fmaf(rv[k].z, v.z, fmaf(rv[k].w, v.w, acc[r]))));
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r) part[c][r][i] = acc[r];
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < R * D; idx += blockDim.x) {
+    const int64_t gr = rotate_global_row(a, rhead, first + idx / D);
+    if (gr < 0) continue;
+    float sum = part[0][idx / D][idx % D];
+#pragma unroll
+    for (int cc = 1; cc < NC; ++cc) sum += part[cc][idx / D][idx % D];
+    a.qbuf[gr * D + idx % D] = __float2half_rn(sum * p.scale);
+  }
+}
+
 // ------------------------------------------------------------------------------------------ reduce
 // This thread's share of the full Sylvester-Hadamard check of R_v (dev::hadamard_mismatch) for head dim d.
 __device__ __forceinline__ uint32_t reduce_rotation_mismatch(const float* rot, int d) {
@@ -1409,6 +1478,7 @@ struct Plan {
   int rowblocks = 1;
   size_t qbuf_bytes = 0, part_o_bytes = 0, part_ml_bytes = 0, rot_form_bytes = 0, vis_bytes = 0, kv16_bytes = 0;
   size_t rotate_smem = 0;
+  bool prerotate_dependent = false;  // the decode kernel a programmatic dependent of tq_prerotate_q_kernel
 };
 
 size_t align256(size_t v) { return (v + 255) & ~static_cast<size_t>(255); }
@@ -1605,6 +1675,50 @@ bool split_fusion_enabled() {
   return v == nullptr || std::atoi(v) != 0;
 }
 
+// How the decode kernel gets its rotated queries (AttnArgs::prerotated, prerotate_trigger).
+enum PrerotateMode : int {
+  kRotateInKernel = 0,  // the decode kernel rotates its own rows (every split of a kv head again)
+  kPrerotateEarly = 1,  // tq_prerotate_q_kernel ahead; the decode kernel its dependent, launched at its start
+  kPrerotateAtExit = 2, // the same, the decode kernel launched as the rotation kernel's blocks exit
+  kPrerotatePlain = 3,  // tq_prerotate_q_kernel, then the decode kernel as a plain launch
+};
+
+// tq_prerotate_q_kernel's grid: rotation heads (1, or one R_k per kv head) x blocks of kPrerotateRows rows.
+dim3 prerotate_grid(const AttentionParams& p, int group) {
+  const bool per_head = p.k_rotation_heads != 1;
+  const int64_t rows = static_cast<int64_t>(p.batch) * (per_head ? group : p.q_heads);
+  return dim3(static_cast<unsigned>((rows + kPrerotateRows - 1) / kPrerotateRows), per_head ? p.kv_heads : 1);
+}
+
+int64_t prerotate_blocks(const AttentionParams& p, int group) {
+  const dim3 g = prerotate_grid(p, group);
+  return static_cast<int64_t>(g.x) * g.y;
+}
+
+// TQ_PREROTATE=0..3 forces a PrerotateMode (A/B timing; every mode gives the same results); -1 when unset.
+int forced_prerotate_mode() {
+  const char* v = std::getenv("TQ_PREROTATE");
+  if (v == nullptr) return -1;
+  const int m = std::atoi(v);
+  return m >= 0 && m <= 3 ? m : -1;
+}
+
+// The launcher's choice, measured on an H100 (bench/NOTES.md "q rotation ahead"; us, B=1 / 8 / 32 at T=1K).
+// Early dependent launch where the rotation grid is tiny (<= 4 blocks: B=1 at Hq=32) and the decode grid, with two
+// block slots per rotation block (its 512 threads), leaves a slot free on every SM: B=1 D=128 -11..-19% at T <=
+// 32K, D=64 -7..-12%. Where those fail it cost +8..+35% (B >= 8: the decode blocks' prologue loads queue ahead of
+// the rotation's; 3-bit B=1 T=128K: the rotation's blocks pushed decode blocks into a second wave). Otherwise a
+// plain launch after it at D=128 (B=8/32 T=1K -1..-5%, long T -1..-4%), but the rotation stays inside the decode
+// kernel at D=64 (a plain launch +3..+6%: a 64-wide rotation is cheap) and always at D=256 (the rotation kernel's
+// four rounds of R_k loads per thread: +5..+11% at B=1/8, T=1K).
+int choose_prerotate_mode(int d, int64_t rotation_blocks, int64_t decode_blocks, int blocks_per_sm, int sms) {
+  if (d == 256) return kRotateInKernel;
+  const bool tiny_rotation = rotation_blocks <= 4;
+  const bool free_slot = decode_blocks + 2 * rotation_blocks <= static_cast<int64_t>(blocks_per_sm - 1) * sms;
+  if (tiny_rotation && free_slot) return kPrerotateEarly;
+  return d == 128 ? kPrerotatePlain : kRotateInKernel;
+}
+
 // TQ_SPLIT_WM = 1, 2, 4 or 8 forces the split kernel's rows per block (16 WM), for A/B timing and tests.
 int forced_split_wm() {
   const char* v = std::getenv("TQ_SPLIT_WM");
@@ -1751,7 +1865,19 @@ cudaError_t make_plan(const AttentionParams& p, Plan* plan, bool sizing_only = f
       split_smem_layout(a, rb, wn, true) <= max_block_smem())
     plan->kv16_bytes = kv16_bytes;
   split_smem_layout(a, rb, wn, plan->kv16_bytes > 0);
-  if (a.fast) fast_smem_layout(a);
+  if (a.fast) {
+    fast_smem_layout(a);
+    int mode = forced_prerotate_mode();
+    if (mode < 0) {
+      const int64_t decode_blocks = static_cast<int64_t>(a.nsp) * p.batch * p.kv_heads;
+      mode = choose_prerotate_mode(d, prerotate_blocks(p, a.group), decode_blocks,
+                                   fast_blocks_per_sm(fast_kernel(a), 32 * a.fast_warps, a.smem_bytes),
+                                   multiprocessor_count());
+    }
+    a.prerotated = mode != kRotateInKernel ? 1 : 0;
+    a.prerotate_trigger = mode == kPrerotateEarly ? 1 : 0;
+    plan->prerotate_dependent = mode == kPrerotateEarly || mode == kPrerotateAtExit;
+  }
 
   const size_t rows_all = static_cast<size_t>(p.batch) * p.q_heads * p.new_tokens;
   plan->qbuf_bytes = align256(rows_all * a.kd * 2);
@@ -1900,14 +2026,25 @@ cudaError_t launch_attention(const AttentionParams& p, void* workspace, cudaStre
     e = cudaGetLastError();
     if (e != cudaSuccess) return cuda_failed(e, "TQAttention: tq_decode_cache_kernel launch");
   }
+  // 1c. The decode kernel's q rotation ahead of it; the decode kernel follows as its programmatic dependent.
+  if (a.prerotated) {
+    const dim3 grid = prerotate_grid(p, a.group);
+    switch (d) {
+      case 64: tq_prerotate_q_kernel<64><<<grid, prerotate_threads(64), 0, stream>>>(a); break;
+      case 128: tq_prerotate_q_kernel<128><<<grid, prerotate_threads(128), 0, stream>>>(a); break;
+      default: tq_prerotate_q_kernel<256><<<grid, prerotate_threads(256), 0, stream>>>(a); break;
+    }
+    e = cudaGetLastError();
+    if (e != cudaSuccess) return cuda_failed(e, "TQAttention: tq_prerotate_q_kernel launch");
+  }
   // 2. Splits.
   if (a.fast) {
     const FastKernel kernel = fast_kernel(a);
     e = prepare_launch(reinterpret_cast<const void*>(kernel), a.fast_warps * 32, a.smem_bytes, nullptr);
     if (e != cudaSuccess) return cuda_failed(e, "TQAttention: shared memory attribute of the decode kernel");
     const dim3 grid(a.nsp, 1, p.batch * p.kv_heads);
-    kernel<<<grid, a.fast_warps * 32, a.smem_bytes, stream>>>(a);
-    e = cudaGetLastError();
+    e = launch_maybe_dependent(kernel, grid, a.fast_warps * 32, a.smem_bytes, stream,
+                               plan.prerotate_dependent && dependent_launch_enabled(), a);
     if (e != cudaSuccess) return cuda_failed(e, "TQAttention: tq_attention_decode_kernel launch");
   } else {
     switch (d) {

@@ -239,7 +239,8 @@ __host__ __device__ constexpr int fast_min_blocks(int mk, int mv, bool half2, in
 }
 
 // Timing experiments only (bench/gpu_harness/build_variant.sh; results are wrong when set): bit 1 skips the mask
-// loads, bit 2 the P V decode + mma, bit 4 the Q K decode + mma. 0 in every real build.
+// loads, bit 2 the P V decode + mma, bit 4 the Q K decode + mma, bit 8 the q rotation's R_k loads and products
+// (q stays unrotated). 0 in every real build.
 #ifndef TQ_EXP_SKIP
 #define TQ_EXP_SKIP 0
 #endif
@@ -762,82 +763,104 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
   } else {
     mask_nonzero = 1;
   }
-  for (int idx = threadIdx.x; idx < a.rows * D; idx += blockDim.x)
-    qs[idx] = dev::load_as_float(p.q, p.dtype, global_row(a, b, g, idx / D) * D + idx % D);
-  __syncthreads();
-  if constexpr (kRot == 1) {  // kept apart from the D = 256 loop: merging them moved ptxas' register allocation
-    const int i = threadIdx.x % D;
-    const float* rrow = p.k_rotation + (static_cast<int64_t>(p.k_rotation_heads == 1 ? 0 : g) * D + i) * D;
-    const bool vec = (reinterpret_cast<uintptr_t>(p.k_rotation) & 15) == 0;
-    float acc[kFastRows];
-#pragma unroll
-    for (int r = 0; r < kFastRows; ++r) acc[r] = 0.0f;
-#pragma unroll 1
-    for (int c0 = 0; c0 < D; c0 += 32) {
-      float4 rv[8];
-#pragma unroll
-      for (int k = 0; k < 8; ++k)
-        rv[k] = vec ? __ldg(reinterpret_cast<const float4*>(rrow + c0) + k)
-                    : make_float4(rrow[c0 + 4 * k], rrow[c0 + 4 * k + 1], rrow[c0 + 4 * k + 2], rrow[c0 + 4 * k + 3]);
-#pragma unroll
-      for (int r = 0; r < kFastRows; ++r) {
-        if (r < a.rows) {
-#pragma unroll
-          for (int k = 0; k < 8; ++k) {
-            const float4 v = *reinterpret_cast<const float4*>(qs + r * D + c0 + 4 * k);
-            acc[r] = fmaf(rv[k].x, v.x, fmaf(rv[k].y, v.y, fmaf(rv[k].z, v.z, fmaf(rv[k].w, v.w, acc[r]))));
-          }
-        }
-      }
+  if (a.prerotated) {
+    // Rotated ahead by tq_prerotate_q_kernel (launch_attention): wait for that grid, then copy its rows.
+    dev::pdl_wait();
+    for (int idx = threadIdx.x; idx < a.rows * (D / 8); idx += blockDim.x) {
+      const int r = idx / (D / 8), c8 = idx % (D / 8);
+      *reinterpret_cast<uint4*>(qh + r * QH + 8 * c8) =
+          __ldcg(reinterpret_cast<const uint4*>(a.qbuf + global_row(a, b, g, r) * D) + c8);
     }
+  } else {
+    for (int idx = threadIdx.x; idx < a.rows * D; idx += blockDim.x)
+      qs[idx] = dev::load_as_float(p.q, p.dtype, global_row(a, b, g, idx / D) * D + idx % D);
     __syncthreads();
-    if (threadIdx.x < D) {
-#pragma unroll
-      for (int r = 0; r < kFastRows; ++r)
-        if (r < a.rows) qh[r * QH + i] = __float2half_rn(acc[r] * p.scale);
-    }
-  } else {  // D = 256: coordinates t and t + 128, both rows' R loads in one round (8 rounds of 16 float4)
-    const bool vec = (reinterpret_cast<uintptr_t>(p.k_rotation) & 15) == 0;
-    const float* rrow[kRot];
-    float acc[kRot][kFastRows];
-#pragma unroll
-    for (int j = 0; j < kRot; ++j) {
-      const int i = threadIdx.x + kFastWarps * 32 * j;
-      rrow[j] = p.k_rotation + (static_cast<int64_t>(p.k_rotation_heads == 1 ? 0 : g) * D + i) * D;
-#pragma unroll
-      for (int r = 0; r < kFastRows; ++r) acc[j][r] = 0.0f;
-    }
-#pragma unroll 1
-    for (int c0 = 0; c0 < D; c0 += 32) {
-      float4 rv[kRot][8];
-#pragma unroll
-      for (int j = 0; j < kRot; ++j)
-#pragma unroll
+    if constexpr (kRot == 1) {  // kept apart from the D = 256 loop: merging them moved ptxas' register allocation
+      const int i = threadIdx.x % D;
+      const float* rrow = p.k_rotation + (static_cast<int64_t>(p.k_rotation_heads == 1 ? 0 : g) * D + i) * D;
+      const bool vec = (reinterpret_cast<uintptr_t>(p.k_rotation) & 15) == 0;
+      float acc[kFastRows];
+  #pragma unroll
+      for (int r = 0; r < kFastRows; ++r) acc[r] = 0.0f;
+      if constexpr ((kExpSkip & 8) != 0) {
+  #pragma unroll
+        for (int r = 0; r < kFastRows; ++r)
+          if (r < a.rows) acc[r] = qs[r * D + i];
+      }
+  #pragma unroll 1
+      for (int c0 = 0; c0 < ((kExpSkip & 8) != 0 ? 0 : D); c0 += 32) {
+        float4 rv[8];
+  #pragma unroll
         for (int k = 0; k < 8; ++k)
-          rv[j][k] = vec ? __ldg(reinterpret_cast<const float4*>(rrow[j] + c0) + k)
-                         : make_float4(rrow[j][c0 + 4 * k], rrow[j][c0 + 4 * k + 1], rrow[j][c0 + 4 * k + 2],
-                                       rrow[j][c0 + 4 * k + 3]);
-#pragma unroll
-      for (int r = 0; r < kFastRows; ++r) {
-        if (r < a.rows) {
-#pragma unroll
-          for (int k = 0; k < 8; ++k) {
-            const float4 v = *reinterpret_cast<const float4*>(qs + r * D + c0 + 4 * k);
-#pragma unroll
-            for (int j = 0; j < kRot; ++j)
-              acc[j][r] = fmaf(rv[j][k].x, v.x,
-                               fmaf(rv[j][k].y, v.y, fmaf(rv[j][k].z, v.z, fmaf(rv[j][k].w, v.w, acc[j][r]))));
+          rv[k] = vec ? __ldg(reinterpret_cast<const float4*>(rrow + c0) + k)
+                      : make_float4(rrow[c0 + 4 * k], rrow[c0 + 4 * k + 1], rrow[c0 + 4 * k + 2], rrow[c0 + 4 * k + 3]);
+  #pragma unroll
+        for (int r = 0; r < kFastRows; ++r) {
+          if (r < a.rows) {
+  #pragma unroll
+            for (int k = 0; k < 8; ++k) {
+              const float4 v = *reinterpret_cast<const float4*>(qs + r * D + c0 + 4 * k);
+              acc[r] = fmaf(rv[k].x, v.x, fmaf(rv[k].y, v.y, fmaf(rv[k].z, v.z, fmaf(rv[k].w, v.w, acc[r]))));
+            }
           }
         }
       }
-    }
-    __syncthreads();
-#pragma unroll
-    for (int j = 0; j < kRot; ++j) {
-      const int i = threadIdx.x + kFastWarps * 32 * j;
-#pragma unroll
-      for (int r = 0; r < kFastRows; ++r)
-        if (r < a.rows) qh[r * QH + i] = __float2half_rn(acc[j][r] * p.scale);
+      __syncthreads();
+      if (threadIdx.x < D) {
+  #pragma unroll
+        for (int r = 0; r < kFastRows; ++r)
+          if (r < a.rows) qh[r * QH + i] = __float2half_rn(acc[r] * p.scale);
+      }
+    } else {  // D = 256: coordinates t and t + 128, both rows' R loads in one round (8 rounds of 16 float4)
+      const bool vec = (reinterpret_cast<uintptr_t>(p.k_rotation) & 15) == 0;
+      const float* rrow[kRot];
+      float acc[kRot][kFastRows];
+  #pragma unroll
+      for (int j = 0; j < kRot; ++j) {
+        const int i = threadIdx.x + kFastWarps * 32 * j;
+        rrow[j] = p.k_rotation + (static_cast<int64_t>(p.k_rotation_heads == 1 ? 0 : g) * D + i) * D;
+  #pragma unroll
+        for (int r = 0; r < kFastRows; ++r) acc[j][r] = 0.0f;
+      }
+      if constexpr ((kExpSkip & 8) != 0) {
+  #pragma unroll
+        for (int j = 0; j < kRot; ++j)
+  #pragma unroll
+          for (int r = 0; r < kFastRows; ++r)
+            if (r < a.rows) acc[j][r] = qs[r * D + threadIdx.x + kFastWarps * 32 * j];
+      }
+  #pragma unroll 1
+      for (int c0 = 0; c0 < ((kExpSkip & 8) != 0 ? 0 : D); c0 += 32) {
+        float4 rv[kRot][8];
+  #pragma unroll
+        for (int j = 0; j < kRot; ++j)
+  #pragma unroll
+          for (int k = 0; k < 8; ++k)
+            rv[j][k] = vec ? __ldg(reinterpret_cast<const float4*>(rrow[j] + c0) + k)
+                           : make_float4(rrow[j][c0 + 4 * k], rrow[j][c0 + 4 * k + 1], rrow[j][c0 + 4 * k + 2],
+                                         rrow[j][c0 + 4 * k + 3]);
+  #pragma unroll
+        for (int r = 0; r < kFastRows; ++r) {
+          if (r < a.rows) {
+  #pragma unroll
+            for (int k = 0; k < 8; ++k) {
+              const float4 v = *reinterpret_cast<const float4*>(qs + r * D + c0 + 4 * k);
+  #pragma unroll
+              for (int j = 0; j < kRot; ++j)
+                acc[j][r] = fmaf(rv[j][k].x, v.x,
+                                 fmaf(rv[j][k].y, v.y, fmaf(rv[j][k].z, v.z, fmaf(rv[j][k].w, v.w, acc[j][r]))));
+            }
+          }
+        }
+      }
+      __syncthreads();
+  #pragma unroll
+      for (int j = 0; j < kRot; ++j) {
+        const int i = threadIdx.x + kFastWarps * 32 * j;
+  #pragma unroll
+        for (int r = 0; r < kFastRows; ++r)
+          if (r < a.rows) qh[r * QH + i] = __float2half_rn(acc[j][r] * p.scale);
+      }
     }
   }
   // The barrier after the rotation. (Without the scan: a plain barrier and a compile-time false, so those

@@ -112,6 +112,12 @@ def main() -> None:
     cache, q, mask = decode_inputs(k, kc, rot, cb, b, hkv, t, d, group)
     for vrot in (rot, dense):
         decode_launches(k, kc, q, cache, mask, vrot, cb, "TQ_DECODE_PDL", ("1", "0"), (0, 8))
+    # The q rotation inside the decode kernel (TQ_PREROTATE=0) or ahead of it (tq_prerotate_q_kernel, its
+    # dependent launched early, at its blocks' exit, plainly): B = 1 and 8 at T = 1K, D 64 / 128 / 256.
+    for d, b in ((128, 1), (128, 8), (64, 1), (256, 8)):
+        kc, rot, cb, dense = decode_codec(d)
+        cache, q, mask = decode_inputs(k, kc, rot, cb, b, hkv, t, d, group)
+        decode_launches(k, kc, q, cache, mask, dense, cb, "TQ_PREROTATE", ("0", "1", "2", "3"), (0, 4))
     # Prefill chunks on the general path: the once-per-call structure check of R, the rotate kernel's
     # butterfly and dense products, the row-per-warp reduce kernel; two 128-row blocks per kv head (G * S =
     # 160), 1 and 3 splits, Hadamard and dense R, D 64 / 128 / 256; the cache decoded once into float16

@@ -932,3 +932,69 @@ def test_attention_reduce_dependent_launch(kernels, monkeypatch, case):
             assert err < 2e-3, f"relative error {err:.2e} (splits={splits}, pdl={pdl})"
             outs.append(out.clone())
         assert torch.equal(outs[0], outs[1]), f"dependent and plain launches differ (splits={splits})"
+
+
+# The decode kernel's q rotation: inside the decode kernel (TQ_PREROTATE=0) or ahead of it in
+# tq_prerotate_q_kernel, the decode kernel then launched as that kernel's early dependent (1), as its blocks
+# exit (2) or plainly (3); unset, the launcher chooses. Every mode must match the float64 reference; the three
+# modes ahead run the same rotation kernel, so they agree bit for bit, and the launcher's choice equals one of
+# the four. Shared and per-kv-head R_k (the rotation grid's second dimension), float16 and float32 q, a
+# misaligned R_k (the rotation kernel's scalar loads), B = 1 up to 9 (rows of several rotation blocks, a
+# partial last one), D 64/128/256, windows (their blocks never read the rotated rows), the launcher's splits
+# and forced ones.
+PREROTATE_CASES = [  # (D, G, B, K bits, V bits, R_k heads, window (ns, rw), q dtype, misaligned R_k)
+    (128, 4, 1, 4, 4, 1, (0, 0), "float16", False),
+    (128, 8, 9, 3, 3, 2, (2, 6), "float32", False),
+    (128, 1, 9, 4, 3, 2, (0, 0), "float16", True),
+    (64, 3, 2, 4, 4, 1, (0, 0), "float32", False),
+    (64, 8, 9, 3, 4, 2, (1, 3), "float16", False),
+    (256, 4, 3, 4, 4, 2, (0, 0), "float16", False),
+    (256, 2, 1, 3, 3, 1, (2, 6), "float32", True),
+]
+
+
+def _prerotate_id(c) -> str:
+    return f"D{c[0]}-G{c[1]}-B{c[2]}-{c[3]}{c[4]}-h{c[5]}-{c[7]}{'-mis' * c[8]}"
+
+
+@pytest.mark.parametrize("case", PREROTATE_CASES, ids=_prerotate_id)
+def test_attention_decode_prerotated_q(kernels, monkeypatch, case):
+    d, group, b, kbits, vbits, kheads, (ns, rw), qdtype, misaligned = case
+    hkv, total = 2, 300
+    hq = hkv * group
+    rng = np.random.default_rng(d + 7 * group + b)
+    kref, kc = build(d, (d,), (kbits,), 0, 0, "dense", heads=kheads, seed=5)
+    vref, vc = build(d, (d,), (vbits,), 0, 0, "hadamard", seed=9)
+    k_cache, k_win = make_cache(kref, rng, b, hkv, total, d, ns, rw, qdtype)  # windows in q's dtype
+    v_cache, v_win = make_cache(vref, rng, b, hkv, total, d, ns, rw, qdtype)
+    q = rng.standard_normal((b, hq, 1, d)).astype(qdtype)
+    pad = rng.integers(0, total // 2, b)
+    pad[0] = 0
+    mask = build_mask("pad", b, hq, 1, total, rng, pad)
+    k_rot = kref.rotation.astype(np.float32)
+    v_rot = vref.rotation
+    want = reference_decode(q, k_cache, v_cache, mask, k_rot, v_rot, kref, vref, kc, vc, k_win, v_win, ns, rw)
+    k_rot_dev = dev(k_rot)
+    if misaligned:  # the same values one float into a buffer
+        k_rot_dev = torch.zeros(k_rot.size + 1, dtype=torch.float32, device="cuda")[1:].view(k_rot.shape)
+        k_rot_dev.copy_(dev(k_rot))
+        assert k_rot_dev.data_ptr() % 16 != 0
+    args = [dev(q), dev(k_cache), dev(v_cache), dev(mask), k_rot_dev, dev(kref.codebook), dev(vref.rotation)]
+    args.append(dev(vref.codebook))
+    wins = dev_wins(k_win, v_win)
+    for splits in (0, 3):
+        outs = {}
+        for mode in ("0", "1", "2", "3", None):
+            if mode is None:
+                monkeypatch.delenv("TQ_PREROTATE", raising=False)
+            else:
+                monkeypatch.setenv("TQ_PREROTATE", mode)
+            out = kernel_decode(kernels, kc, vc, args, wins, ns, rw, splits)
+            got = out.float().cpu().numpy().astype(np.float64)
+            assert np.isfinite(got).all(), f"non-finite output (splits={splits}, mode={mode})"
+            err = rel_err(got, want)
+            assert err < 2e-3, f"relative error {err:.2e} (splits={splits}, mode={mode})"
+            outs[mode] = out.clone()
+        for mode in ("2", "3"):
+            assert torch.equal(outs["1"], outs[mode]), f"modes 1 and {mode} differ (splits={splits})"
+        assert torch.equal(outs[None], outs["0"]) or torch.equal(outs[None], outs["1"]), "launcher's choice"
