@@ -1,7 +1,8 @@
 // TQAttention on CUDA (docs/format.md sections 6-8), decode (S == 1) and prefill chunks (S > 1).
 //
 // Decode (S == 1, the common codecs) runs the decode kernel of attention_decode.cuh, then the reduce kernel
-// unless it wrote the output itself. Everything else (prefill chunks, QJL keys, multi-part codecs, G > 8 at some
+// unless it wrote the output itself; where the launcher chooses (choose_prerotate_mode), tq_prerotate_q_kernel
+// rotates the query rows once ahead of the decode kernel instead of every decode block. Everything else (prefill chunks, QJL keys, multi-part codecs, G > 8 at some
 // widths) runs the general path, stream-ordered kernels:
 //   0. tq_rotation_form_kernel: whether each head of R_k and R_v is Sylvester-Hadamard, checked once per call;
 //      for prefill chunks with a short past, tq_mask_tiles_kernel: which 64-token cache tiles each mask row sees.

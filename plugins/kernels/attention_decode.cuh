@@ -723,7 +723,8 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
   make_lut<MK>(p.k_codebook, tk);
   make_lut<MV>(p.v_codebook, tv);
   // Pair tables after the stages, or at the boundary alut_layout chose (the warp merge may overwrite them after
-  // the loop); the q rotation's first barrier below orders the fill before every lookup.
+  // the loop); the barrier after the q rotation below (or, rotating here, its first one) orders the fill before
+  // every lookup.
   uint32_t* const lut_k = reinterpret_cast<uint32_t*>(smem + (ALUT ? lay.lut : kFastStages * a.fast_stage_bytes));
   uint32_t* const lut_v = lut_k + (LK ? 256 * kLutReps : 0);
   if constexpr (LK) fill_pair_lut<NW * 32>(p.k_codebook, lut_k);
@@ -733,9 +734,10 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
   const uint32_t lutk_base = dev::smem_addr(lut_k) + lane_word;
   const uint32_t lutv_base = dev::smem_addr(lut_v) + lane_word;
 
-  // q rotation (formerly its own kernel): qh[r][i] = fp16(scale * sum_k R_k[i][k] q[r][k]) for this kv head's
-  // rows, staged in stage kFastStages-1: the prologue leaves it empty and the loop refills it only after its
-  // first barrier. Same float32 operation order as tq_rotate_q_kernel.
+  // q rotation: qh[r][i] = fp16(scale * sum_k R_k[i][k] q[r][k]) for this kv head's rows, staged in stage
+  // kFastStages-1 (the prologue leaves it empty and the loop refills it only after its first barrier). Either
+  // computed ahead by tq_prerotate_q_kernel (a.prerotated: copied from qbuf after griddepcontrol.wait) or here,
+  // in the float32 operation order of tq_rotate_q_kernel.
   // Thread t rotates coordinate t (threads D.. with 8 warps or D = 64 repeat 0..D-1 and store nothing), or at
   // D = 256 coordinates t and t + 128.
   constexpr int kRot = D > kFastWarps * 32 ? D / (kFastWarps * 32) : 1;
