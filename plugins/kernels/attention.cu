@@ -46,7 +46,8 @@ constexpr int kMaxSplits = 256;
 constexpr int kMaxWindowSplits = 64;
 constexpr int kWindowChunk = 128;
 constexpr int kRotateRows = 16;
-constexpr int kPrerotateRows = 8;  // query rows per tq_prerotate_q_kernel block
+// Query rows per tq_prerotate_q_kernel block (D = 256: 4, so that its 1024 threads fit in the register file).
+__host__ __device__ constexpr int prerotate_rows(int d) { return d == 256 ? 4 : 8; }
 constexpr int kDecodeCacheThreads = 256;
 constexpr float kNegInf = -INFINITY;
 constexpr float kLog2eF = 1.4426950408889634f;
@@ -1092,19 +1093,19 @@ __global__ void __launch_bounds__(kThreads) tq_rotate_q_kernel(const AttnArgs a)
   }
 }
 
-// The decode kernel's q rotation, ahead of it (a.prerotated): qbuf[row] = float16(scale * R_k q) for kPrerotateRows
-// rows of one rotation head per block. Column chunks: thread t computes output coordinate t % D over columns
+// The decode kernel's q rotation, ahead of it (a.prerotated): qbuf[row] = float16(scale * R_k q) for
+// prerotate_rows(D) rows of one rotation head per block. Column chunks: thread t computes output coordinate t % D over columns
 // [C (t / D), C (t / D) + C) of every row (all its R_k loads of a round in flight at once), and the chunks' partial
 // sums meet in shared memory, in chunk order. Inside the decode kernel the same product cost each block a dependent
 // chain of four rounds of R_k loads (bench/NOTES.md "q rotation ahead"), repeated by every split of a kv head.
-constexpr int prerotate_chunks(int d) { return d == 128 ? 4 : 2; }
+constexpr int prerotate_chunks(int d) { return d == 64 ? 2 : 4; }
 constexpr int prerotate_threads(int d) { return d * prerotate_chunks(d); }
 
 template <int D>
 __global__ void __launch_bounds__(prerotate_threads(D)) tq_prerotate_q_kernel(const AttnArgs a) {
   constexpr int NC = prerotate_chunks(D);
-  constexpr int C = D / NC;  // 32 columns (D 64, 128) or 128 (D 256: four rounds of 8 float4)
-  constexpr int R = kPrerotateRows;
+  constexpr int C = D / NC;  // 32 columns (D 64, 128) or 64 (D 256: two rounds of 8 float4)
+  constexpr int R = prerotate_rows(D);
   // The decode kernel (a programmatic dependent launch after this one) may start its prologue now; its pdl_wait
   // waits for this grid before it reads qbuf. (Without the trigger it launches as this grid's blocks exit.)
   if (a.prerotate_trigger) dev::pdl_trigger();
@@ -1684,11 +1685,12 @@ enum PrerotateMode : int {
   kPrerotatePlain = 3,  // tq_prerotate_q_kernel, then the decode kernel as a plain launch
 };
 
-// tq_prerotate_q_kernel's grid: rotation heads (1, or one R_k per kv head) x blocks of kPrerotateRows rows.
+// tq_prerotate_q_kernel's grid: rotation heads (1, or one R_k per kv head) x blocks of prerotate_rows(D) rows.
 dim3 prerotate_grid(const AttentionParams& p, int group) {
   const bool per_head = p.k_rotation_heads != 1;
   const int64_t rows = static_cast<int64_t>(p.batch) * (per_head ? group : p.q_heads);
-  return dim3(static_cast<unsigned>((rows + kPrerotateRows - 1) / kPrerotateRows), per_head ? p.kv_heads : 1);
+  const int per_block = prerotate_rows(p.k_codec.head_dim);
+  return dim3(static_cast<unsigned>((rows + per_block - 1) / per_block), per_head ? p.kv_heads : 1);
 }
 
 int64_t prerotate_blocks(const AttentionParams& p, int group) {
@@ -1704,19 +1706,20 @@ int forced_prerotate_mode() {
   return m >= 0 && m <= 3 ? m : -1;
 }
 
-// The launcher's choice, measured on an H100 (bench/NOTES.md "q rotation ahead"; us, B=1 / 8 / 32 at T=1K).
-// Early dependent launch where the rotation grid is tiny (<= 4 blocks: B=1 at Hq=32) and the decode grid, with two
-// block slots per rotation block (its 512 threads), leaves a slot free on every SM: B=1 D=128 -11..-19% at T <=
-// 32K, D=64 -7..-12%. Where those fail it cost +8..+35% (B >= 8: the decode blocks' prologue loads queue ahead of
-// the rotation's; 3-bit B=1 T=128K: the rotation's blocks pushed decode blocks into a second wave). Otherwise a
-// plain launch after it at D=128 (B=8/32 T=1K -1..-5%, long T -1..-4%), but the rotation stays inside the decode
-// kernel at D=64 (a plain launch +3..+6%: a 64-wide rotation is cheap) and always at D=256 (the rotation kernel's
-// four rounds of R_k loads per thread: +5..+11% at B=1/8, T=1K).
+// The launcher's choice, measured on an H100 (bench/NOTES.md "q rotation ahead").
+// Early dependent launch where the rotation grid is tiny (<= 4 blocks: B=1 at Hq <= 32, or Hq <= 16 at D = 256)
+// and the decode grid, counting two block slots per rotation block (512 or 1024 threads), fits one wave with a
+// slot free on every SM (D = 256, whose decode blocks run 1-2 per SM: fits one wave): B=1 -11..-19% at D=128
+// T <= 32K, -7..-12% at D=64, -3..-12% at D=256. Where those fail it cost +8..+35% (B >= 8: the decode blocks'
+// prologue loads queue ahead of the rotation's; 3-bit B=1 T=128K: the rotation's blocks pushed decode blocks into
+// a second wave). Otherwise a plain launch after it at D=128 (B=8/32 T=1K -1..-5%, long T -1..-4%), but the
+// rotation stays inside the decode kernel at D=64 and 256 (a plain launch at T=1K: +3..+6% at D=64, where a
+// 64-wide rotation is cheap; +2..+8% at D=256 for B=1/8 and Gemma-2's B=32).
 int choose_prerotate_mode(int d, int64_t rotation_blocks, int64_t decode_blocks, int blocks_per_sm, int sms) {
-  if (d == 256) return kRotateInKernel;
   const bool tiny_rotation = rotation_blocks <= 4;
-  const bool free_slot = decode_blocks + 2 * rotation_blocks <= static_cast<int64_t>(blocks_per_sm - 1) * sms;
-  if (tiny_rotation && free_slot) return kPrerotateEarly;
+  const int64_t slots = static_cast<int64_t>(d == 256 ? blocks_per_sm : blocks_per_sm - 1) * sms;
+  const bool fits = decode_blocks + 2 * rotation_blocks <= slots;
+  if (tiny_rotation && fits) return kPrerotateEarly;
   return d == 128 ? kPrerotatePlain : kRotateInKernel;
 }
 
