@@ -782,24 +782,24 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
       const float* rrow = p.k_rotation + (static_cast<int64_t>(p.k_rotation_heads == 1 ? 0 : g) * D + i) * D;
       const bool vec = (reinterpret_cast<uintptr_t>(p.k_rotation) & 15) == 0;
       float acc[kFastRows];
-  #pragma unroll
+#pragma unroll
       for (int r = 0; r < kFastRows; ++r) acc[r] = 0.0f;
       if constexpr ((kExpSkip & 8) != 0) {
-  #pragma unroll
+#pragma unroll
         for (int r = 0; r < kFastRows; ++r)
           if (r < a.rows) acc[r] = qs[r * D + i];
       }
-  #pragma unroll 1
+#pragma unroll 1
       for (int c0 = 0; c0 < ((kExpSkip & 8) != 0 ? 0 : D); c0 += 32) {
         float4 rv[8];
-  #pragma unroll
+#pragma unroll
         for (int k = 0; k < 8; ++k)
           rv[k] = vec ? __ldg(reinterpret_cast<const float4*>(rrow + c0) + k)
                       : make_float4(rrow[c0 + 4 * k], rrow[c0 + 4 * k + 1], rrow[c0 + 4 * k + 2], rrow[c0 + 4 * k + 3]);
-  #pragma unroll
+#pragma unroll
         for (int r = 0; r < kFastRows; ++r) {
           if (r < a.rows) {
-  #pragma unroll
+#pragma unroll
             for (int k = 0; k < 8; ++k) {
               const float4 v = *reinterpret_cast<const float4*>(qs + r * D + c0 + 4 * k);
               acc[r] = fmaf(rv[k].x, v.x, fmaf(rv[k].y, v.y, fmaf(rv[k].z, v.z, fmaf(rv[k].w, v.w, acc[r]))));
@@ -809,7 +809,7 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
       }
       __syncthreads();
       if (threadIdx.x < D) {
-  #pragma unroll
+#pragma unroll
         for (int r = 0; r < kFastRows; ++r)
           if (r < a.rows) qh[r * QH + i] = __float2half_rn(acc[r] * p.scale);
       }
@@ -817,37 +817,37 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
       const bool vec = (reinterpret_cast<uintptr_t>(p.k_rotation) & 15) == 0;
       const float* rrow[kRot];
       float acc[kRot][kFastRows];
-  #pragma unroll
+#pragma unroll
       for (int j = 0; j < kRot; ++j) {
         const int i = threadIdx.x + kFastWarps * 32 * j;
         rrow[j] = p.k_rotation + (static_cast<int64_t>(p.k_rotation_heads == 1 ? 0 : g) * D + i) * D;
-  #pragma unroll
+#pragma unroll
         for (int r = 0; r < kFastRows; ++r) acc[j][r] = 0.0f;
       }
       if constexpr ((kExpSkip & 8) != 0) {
-  #pragma unroll
+#pragma unroll
         for (int j = 0; j < kRot; ++j)
-  #pragma unroll
+#pragma unroll
           for (int r = 0; r < kFastRows; ++r)
             if (r < a.rows) acc[j][r] = qs[r * D + threadIdx.x + kFastWarps * 32 * j];
       }
-  #pragma unroll 1
+#pragma unroll 1
       for (int c0 = 0; c0 < ((kExpSkip & 8) != 0 ? 0 : D); c0 += 32) {
         float4 rv[kRot][8];
-  #pragma unroll
+#pragma unroll
         for (int j = 0; j < kRot; ++j)
-  #pragma unroll
+#pragma unroll
           for (int k = 0; k < 8; ++k)
             rv[j][k] = vec ? __ldg(reinterpret_cast<const float4*>(rrow[j] + c0) + k)
                            : make_float4(rrow[j][c0 + 4 * k], rrow[j][c0 + 4 * k + 1], rrow[j][c0 + 4 * k + 2],
                                          rrow[j][c0 + 4 * k + 3]);
-  #pragma unroll
+#pragma unroll
         for (int r = 0; r < kFastRows; ++r) {
           if (r < a.rows) {
-  #pragma unroll
+#pragma unroll
             for (int k = 0; k < 8; ++k) {
               const float4 v = *reinterpret_cast<const float4*>(qs + r * D + c0 + 4 * k);
-  #pragma unroll
+#pragma unroll
               for (int j = 0; j < kRot; ++j)
                 acc[j][r] = fmaf(rv[j][k].x, v.x,
                                  fmaf(rv[j][k].y, v.y, fmaf(rv[j][k].z, v.z, fmaf(rv[j][k].w, v.w, acc[j][r]))));
@@ -856,10 +856,10 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
         }
       }
       __syncthreads();
-  #pragma unroll
+#pragma unroll
       for (int j = 0; j < kRot; ++j) {
         const int i = threadIdx.x + kFastWarps * 32 * j;
-  #pragma unroll
+#pragma unroll
         for (int r = 0; r < kFastRows; ++r)
           if (r < a.rows) qh[r * QH + i] = __float2half_rn(acc[j][r] * p.scale);
       }
