@@ -2,8 +2,8 @@
 //
 // Decode (S == 1, the common codecs) runs the decode kernel of attention_decode.cuh, then the reduce kernel
 // unless it wrote the output itself; where the launcher chooses (choose_prerotate_mode), tq_prerotate_q_kernel
-// rotates the query rows once ahead of the decode kernel instead of every decode block. Everything else (prefill chunks, QJL keys, multi-part codecs, G > 8 at some
-// widths) runs the general path, stream-ordered kernels:
+// rotates the query rows once ahead of the decode kernel instead of every decode block. Everything else
+// (prefill chunks, QJL keys, multi-part codecs, G > 8 at some widths) runs the general path, stream-ordered kernels:
 //   0. tq_rotation_form_kernel: whether each head of R_k and R_v is Sylvester-Hadamard, checked once per call;
 //      for prefill chunks with a short past, tq_mask_tiles_kernel: which 64-token cache tiles each mask row sees.
 //   1. tq_rotate_q_kernel: qr = scale * R_k q (and scale * Sq qr with QJL), float32 math, stored float16 (rows
@@ -1094,10 +1094,12 @@ __global__ void __launch_bounds__(kThreads) tq_rotate_q_kernel(const AttnArgs a)
 }
 
 // The decode kernel's q rotation, ahead of it (a.prerotated): qbuf[row] = float16(scale * R_k q) for
-// prerotate_rows(D) rows of one rotation head per block. Column chunks: thread t computes output coordinate t % D over columns
-// [C (t / D), C (t / D) + C) of every row (all its R_k loads of a round in flight at once), and the chunks' partial
-// sums meet in shared memory, in chunk order. Inside the decode kernel the same product cost each block a dependent
-// chain of four rounds of R_k loads (bench/NOTES.md "q rotation ahead"), repeated by every split of a kv head.
+// prerotate_rows(D) rows of one rotation head per block. Column chunks: thread t computes output coordinate t % D
+// over columns [C (t / D), C (t / D) + C) of every row (all its R_k loads of a round in flight at once), and the
+// chunks' partial sums meet in shared memory, in chunk order (another float32 order than the in-kernel rotation:
+// results differ from mode kRotateInKernel's in the last bits). Inside the decode kernel the same product cost
+// each block a dependent chain of four rounds of R_k loads (bench/NOTES.md "q rotation ahead"), repeated by every
+// split of a kv head.
 constexpr int prerotate_chunks(int d) { return d == 64 ? 2 : 4; }
 constexpr int prerotate_threads(int d) { return d * prerotate_chunks(d); }
 
@@ -1698,7 +1700,8 @@ int64_t prerotate_blocks(const AttentionParams& p, int group) {
   return static_cast<int64_t>(g.x) * g.y;
 }
 
-// TQ_PREROTATE=0..3 forces a PrerotateMode (A/B timing; every mode gives the same results); -1 when unset.
+// TQ_PREROTATE=0..3 forces a PrerotateMode (A/B timing; modes 1-3 give identical results, mode 0 differs in the
+// last bits: another summation order); -1 when unset.
 int forced_prerotate_mode() {
   const char* v = std::getenv("TQ_PREROTATE");
   if (v == nullptr) return -1;
@@ -2030,7 +2033,8 @@ cudaError_t launch_attention(const AttentionParams& p, void* workspace, cudaStre
     e = cudaGetLastError();
     if (e != cudaSuccess) return cuda_failed(e, "TQAttention: tq_decode_cache_kernel launch");
   }
-  // 1c. The decode kernel's q rotation ahead of it; the decode kernel follows as its programmatic dependent.
+  // 1c. The decode kernel's q rotation ahead of it; the decode kernel follows as its programmatic dependent
+  // (kPrerotateEarly, kPrerotateAtExit on sm_90+) or plainly.
   if (a.prerotated) {
     const dim3 grid = prerotate_grid(p, a.group);
     switch (d) {
