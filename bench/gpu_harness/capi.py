@@ -79,6 +79,22 @@ class Kernels:
         self.lib.tqh_attention.argtypes = [i64p, f64p, ctypes.c_void_p, ctypes.c_void_p]
         self.lib.tqh_attention.restype = ctypes.c_int
         self.lib.tqh_last_error.restype = ctypes.c_char_p
+        if hasattr(self.lib, "tqh_rotation_is_hadamard"):  # absent from older builds (A/B baselines)
+            self.lib.tqh_rotation_is_hadamard.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+            self.lib.tqh_rotation_is_hadamard.restype = ctypes.c_int
+
+    def rotation_is_hadamard(self, rotation) -> bool:
+        """The launchers' host test (rotation_is_hadamard) on R ([heads, D, D] or [D, D], any device): whether
+        attention(k_hadamard=True) may be promised for it. False on builds without the test."""
+        import numpy as np
+
+        if not hasattr(self.lib, "tqh_rotation_is_hadamard"):
+            return False
+        host = rotation.detach().cpu().numpy() if hasattr(rotation, "detach") else np.asarray(rotation)
+        host = np.ascontiguousarray(host, dtype=np.float32)
+        d = host.shape[-1]
+        heads = host.size // (d * d)
+        return bool(self.lib.tqh_rotation_is_hadamard(host.ctypes.data, heads, d))
 
     def _check(self, rc: int, what: str) -> None:
         if rc != 0:
@@ -183,6 +199,7 @@ class Kernels:
         sink_tokens,
         recent_window,
         force_splits,
+        k_hadamard=False,
     ):
         import torch
 
@@ -230,6 +247,7 @@ class Kernels:
             recent_window,
             _ptr(out),
             force_splits,
+            1 if k_hadamard else 0,
         ]
         return (ctypes.c_int64 * len(args))(*args), (ctypes.c_double * 2)(scale, softcap)
 
@@ -280,6 +298,7 @@ class Kernels:
         sink_tokens: int = 0,
         recent_window: int = 0,
         force_splits: int = 0,
+        k_hadamard: bool = False,
         out=None,
         workspace=None,
     ):
@@ -309,6 +328,7 @@ class Kernels:
             sink_tokens,
             recent_window,
             force_splits,
+            k_hadamard,
         )
         need = self.lib.tqh_attention_workspace(args, fargs)
         if need <= 0:

@@ -37,10 +37,13 @@ DEFAULT_CASES = "4:1:1024,3:1:1024,4:8:1024,4:32:1024,3:32:1024,4:1:4096,4:8:409
 def timed(inputs: tuple, ns: int) -> float:
     kern, codec, q, kc, vc, mask, rot, cb, out, copies = inputs
 
+    k_hadamard = kern.rotation_is_hadamard(rot)
+
     def call(i: int) -> None:
         kern.attention(
-            codec, codec, q[i], kc[i], vc[i], mask, rot, cb, rot, cb, scale=0.088, out=out, force_splits=ns
-        )
+            codec, codec, q[i], kc[i], vc[i], mask, rot, cb, rot, cb, scale=0.088, out=out, force_splits=ns,
+            k_hadamard=k_hadamard,
+        )  # fmt: skip
 
     return time_graph_us(call, copies)
 

@@ -87,6 +87,7 @@ tq::kernels::AttentionParams attention_params(const int64_t* a, const double* f)
   p.recent_window = static_cast<int>(a[49]);
   p.out = ptr<void>(a[50]);
   p.force_splits = static_cast<int>(a[51]);
+  p.k_rotation_hadamard = static_cast<int>(a[52]);
   p.scale = static_cast<float>(f[0]);
   p.softcap = static_cast<float>(f[1]);
   return p;
@@ -112,6 +113,11 @@ __attribute__((visibility("default"))) int tqh_attention(const int64_t* a, const
                                                          void* stream) {
   return static_cast<int>(
       tq::kernels::launch_attention(attention_params(a, f), workspace, static_cast<cudaStream_t>(stream)));
+}
+
+// rotation_is_hadamard on a host float32 array [heads, d, d]: 1 or 0.
+__attribute__((visibility("default"))) int tqh_rotation_is_hadamard(const float* host_rotation, int heads, int d) {
+  return tq::kernels::rotation_is_hadamard(host_rotation, heads, d) ? 1 : 0;
 }
 
 __attribute__((visibility("default"))) const char* tqh_last_error() { return tq::kernels::last_error_message(); }

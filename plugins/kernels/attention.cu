@@ -82,6 +82,7 @@ struct AttnArgs {
   int fast_out;         // decode kernel writes the output itself (one split, no window): no reduce kernel
   int prerotated;       // decode kernel: q rotated ahead into qbuf by tq_prerotate_q_kernel (it waits for that grid)
   int prerotate_trigger;  // tq_prerotate_q_kernel lets its dependent (the decode kernel) launch at its start
+  int q_hadamard;       // decode kernel: rotate q by a butterfly from R_k's row 0 (p.k_rotation_hadamard promised)
   // workspace
   __half* qbuf;         // [B*Hq*S][kd]
   float* part_o;        // [B*Hq*S][nsp][D]
@@ -485,27 +486,25 @@ __device__ void window_block(const AttnArgs& a, int b, int g, int rowblock, int 
   }
 }
 
-// ------------------------------------------------------------------------------------ fast decode path
-#include "kernels/attention_decode.cuh"
-
-// ------------------------------------------------------------------------------------ split-kernel prologue/epilogue
+// ------------------------------------------------------------------------------------ Hadamard q rows
 // One warp's query row through a Sylvester-Hadamard R_k: dst[N lane + e] = float16(scale * (H (R[0] .* q))) for
 // global query row grow (lane holds coordinates N lane .. N lane + N - 1, r0 its entries of R's first row;
-// dev::warp_fwht), zeros for grow < 0. The split kernel and the rotate kernel both rotate through here.
+// dev::warp_fwht), zeros for grow < 0. The split kernel, the rotate kernel and the decode kernel (hadamard_q_rows)
+// rotate through here.
 template <int N>
-__device__ __forceinline__ void hadamard_q_row(const AttentionParams& p, const float (&r0)[N], int64_t grow,
-                                               int lane, __half* dst) {
+__device__ __forceinline__ void hadamard_q_row(const void* q, DType dtype, float scale, const float (&r0)[N],
+                                               int64_t grow, int lane, __half* dst) {
   float v[N];
   if (grow >= 0) {
 #pragma unroll
-    for (int e = 0; e < N; ++e) v[e] = r0[e] * dev::load_as_float(p.q, p.dtype, grow * (32 * N) + N * lane + e);
+    for (int e = 0; e < N; ++e) v[e] = r0[e] * dev::load_as_float(q, dtype, grow * (32 * N) + N * lane + e);
     dev::warp_fwht<N>(v, lane);
   } else {
 #pragma unroll
     for (int e = 0; e < N; ++e) v[e] = 0.0f;
   }
 #pragma unroll
-  for (int e = 0; e < N; ++e) dst[N * lane + e] = __float2half_rn(v[e] * p.scale);
+  for (int e = 0; e < N; ++e) dst[N * lane + e] = __float2half_rn(v[e] * scale);
 }
 
 // This lane's N entries of R's first row (coordinates N lane .. N lane + N - 1).
@@ -515,6 +514,10 @@ __device__ __forceinline__ void load_hadamard_row0(const float* rot, int lane, f
   for (int e = 0; e < N; ++e) r0[e] = __ldg(rot + N * lane + e);
 }
 
+// ------------------------------------------------------------------------------------ fast decode path
+#include "kernels/attention_decode.cuh"
+
+// ------------------------------------------------------------------------------------ split-kernel prologue/epilogue
 // A Sylvester-Hadamard R_k (rot_form), no QJL: the split kernel rotates its own query rows [row0, row0 + rb) into
 // shared memory qs (zeros past the last row), one warp per row.
 template <int D>
@@ -526,7 +529,8 @@ __device__ __forceinline__ void split_rotate_q(const AttnArgs& a, const float* r
   load_hadamard_row0<N>(rot, lane, r0);
   for (int rl = threadIdx.x / 32; rl < rb; rl += nwarps) {
     const int r = row0 + rl;
-    hadamard_q_row<N>(a.p, r0, r < a.rows ? global_row(a, b, g, r) : -1, lane, qs + rl * qstride);
+    hadamard_q_row<N>(a.p.q, a.p.dtype, a.p.scale, r0, r < a.rows ? global_row(a, b, g, r) : -1, lane,
+                      qs + rl * qstride);
   }
 }
 
@@ -1005,7 +1009,7 @@ __device__ __forceinline__ void rotate_q_hadamard(const AttnArgs& a, const float
   for (int r = threadIdx.x / 32; r < kRotateRows; r += kThreads / 32) {
     const int64_t gr = rotate_global_row(a, rhead, first + r);
     if (gr < 0) break;
-    hadamard_q_row<N>(a.p, r0, gr, lane, a.qbuf + gr * a.kd);
+    hadamard_q_row<N>(a.p.q, a.p.dtype, a.p.scale, r0, gr, lane, a.qbuf + gr * a.kd);
   }
 }
 
@@ -1709,6 +1713,12 @@ int forced_prerotate_mode() {
   return m >= 0 && m <= 3 ? m : -1;
 }
 
+// TQ_Q_HADAMARD=0 ignores AttentionParams::k_rotation_hadamard (A/B timing: the dense q rotation's paths).
+bool promised_hadamard_enabled() {
+  const char* v = std::getenv("TQ_Q_HADAMARD");
+  return v == nullptr || std::atoi(v) != 0;
+}
+
 // The launcher's choice, measured on an H100 (bench/NOTES.md "q rotation ahead").
 // Early dependent launch where the rotation grid is tiny (<= 4 blocks: B=1 at Hq <= 32, or Hq <= 16 at D = 256)
 // and the decode grid, counting two block slots per rotation block (512 or 1024 threads), fits one wave with a
@@ -1874,7 +1884,10 @@ cudaError_t make_plan(const AttentionParams& p, Plan* plan, bool sizing_only = f
   split_smem_layout(a, rb, wn, plan->kv16_bytes > 0);
   if (a.fast) {
     fast_smem_layout(a);
+    // A promised Hadamard R_k: the decode kernel's butterfly reads D floats of R_k, so no rotation kernel ahead.
+    a.q_hadamard = p.k_rotation_hadamard != 0 && promised_hadamard_enabled() ? 1 : 0;
     int mode = forced_prerotate_mode();
+    if (mode < 0 && a.q_hadamard) mode = kRotateInKernel;
     if (mode < 0) {
       const int64_t decode_blocks = static_cast<int64_t>(a.nsp) * p.batch * p.kv_heads;
       mode = choose_prerotate_mode(d, prerotate_blocks(p, a.group), decode_blocks,

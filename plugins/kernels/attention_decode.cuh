@@ -618,6 +618,23 @@ __device__ __noinline__ bool fast_out_hadamard(const float* rot, const float* mo
   return true;
 }
 
+// The q rotation when the caller promised a Sylvester-Hadamard R_k (AttnArgs::q_hadamard, from
+// AttentionParams::k_rotation_hadamard): qh[r] = fp16(scale * H (R_k[0] .* q_r)) for rows r of q from row0 on
+// (hadamard_q_row: the general path's butterfly), one warp per row. It reads D floats of R_k instead of D x D
+// (bench/NOTES.md "Promised Hadamard R_k"). Out of line, like fast_out_hadamard, so the tile loop's register
+// allocation does not move.
+template <int NW, int D>
+__device__ __noinline__ void hadamard_q_rows(const void* q, DType dtype, const float* rk, int rows, int64_t row0,
+                                             float scale, __half* qh) {
+  constexpr int N = D / 32;  // coordinates per lane
+  const int lane = threadIdx.x % 32;
+  float r0[N];
+  load_hadamard_row0<N>(rk, lane, r0);
+#pragma unroll 1
+  for (int r = threadIdx.x / 32; r < rows; r += NW)
+    hadamard_q_row<N>(q, dtype, scale, r0, row0 + r, lane, qh + r * (D + 8));
+}
+
 // MASK: MaskType as int (the mask load is compiled in); SOFTCAP: scores pass through softcap * tanh(s / softcap);
 // HALF2: query rows 8..15 exist (G > 8); NW: warps per block, 4 or (without HALF2) 8, same registers per thread.
 template <int MK, int MV, int MASK, bool SOFTCAP, bool HALF2, int NW, int D>
@@ -736,8 +753,9 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
 
   // q rotation: qh[r][i] = fp16(scale * sum_k R_k[i][k] q[r][k]) for this kv head's rows, staged in stage
   // kFastStages-1 (the prologue leaves it empty and the loop refills it only after its first barrier). Either
-  // computed ahead by tq_prerotate_q_kernel (a.prerotated: copied from qbuf after griddepcontrol.wait) or here,
-  // in the float32 operation order of tq_rotate_q_kernel.
+  // computed ahead by tq_prerotate_q_kernel (a.prerotated: copied from qbuf after griddepcontrol.wait), by a
+  // butterfly transform where the caller promised a Hadamard R_k (a.q_hadamard), or here, in the float32
+  // operation order of tq_rotate_q_kernel.
   // Thread t rotates coordinate t (threads D.. with 8 warps or D = 64 repeat 0..D-1 and store nothing), or at
   // D = 256 coordinates t and t + 128.
   constexpr int kRot = D > kFastWarps * 32 ? D / (kFastWarps * 32) : 1;
@@ -773,6 +791,9 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
       *reinterpret_cast<uint4*>(qh + r * QH + 8 * c8) =
           __ldcg(reinterpret_cast<const uint4*>(a.qbuf + global_row(a, b, g, r) * D) + c8);
     }
+  } else if (a.q_hadamard) {
+    hadamard_q_rows<NW, D>(p.q, p.dtype, p.k_rotation + static_cast<int64_t>(p.k_rotation_heads == 1 ? 0 : g) * D * D,
+                           a.rows, global_row(a, b, g, 0), p.scale, qh);
   } else {
     for (int idx = threadIdx.x; idx < a.rows * D; idx += blockDim.x)
       qs[idx] = dev::load_as_float(p.q, p.dtype, global_row(a, b, g, idx / D) * D + idx % D);

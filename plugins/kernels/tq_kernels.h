@@ -95,6 +95,11 @@ struct AttentionParams {
   void* out = nullptr;                     // [B, Hq, S, D], dtype
   // Tuning override for tests and benches: 0 = automatic choice of sequence splits.
   int force_splits = 0;
+  // 1: the caller has checked every head of k_rotation with rotation_is_hadamard (on a host copy, e.g. of a
+  // constant initializer) and promises it does not change. The decode kernel then rotates q by a butterfly
+  // transform from R_k's row 0 instead of reading all of R_k (and needs no rotation kernel ahead of it). A false
+  // promise gives wrong results; 0 (unknown) is always correct.
+  int k_rotation_hadamard = 0;
 };
 
 // From shapes and attributes alone: the data pointers (past_lengths, windows, k_qjl_matrix) may still be null.
@@ -103,6 +108,11 @@ size_t attention_workspace_bytes(const AttentionParams& p);
 // sized once at a profile's maximum shapes (TensorRT getWorkspaceSize).
 size_t attention_workspace_bytes_max(const AttentionParams& p);
 cudaError_t launch_attention(const AttentionParams& p, void* workspace, cudaStream_t stream);
+
+// True when every D x D block of the host array host_rotation ([heads, D, D] float32) is Sylvester-Hadamard-
+// structured by the kernels' own test (tq_device.cuh): R[i][j] == (-1)^popcount(i & j) * R[0][j] bit for bit and
+// |R[0][j]| == |R[0][0]|, finite and positive. Pure host code.
+bool rotation_is_hadamard(const float* host_rotation, int heads, int head_dim);
 
 // Message of the last failed launcher call on this thread ("" when none).
 const char* last_error_message();

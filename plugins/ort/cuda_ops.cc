@@ -6,12 +6,17 @@
 // past_lengths is taken on the host (OrtMemTypeCPUInput) so a buffer overflow fails the node before any launch,
 // exactly as on the CPU; it is copied to the device (Scratch) before the launcher's workspace is sized. Scratch
 // memory comes from ORT's allocator for the outputs' device, on the compute stream.
+//
+// TQAttention reads its k_rotation once at kernel creation when it is a constant initializer: a Sylvester-
+// Hadamard R_k (every head) is promised to the launcher, so the decode kernel rotates q by a butterfly instead
+// of reading all of R_k (ConstantHadamardRotation).
 #include "ort/register.h"
 
 #if defined(TQ_HAVE_CUDA_KERNELS)
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -186,9 +191,40 @@ kernels::MaskType KernelMaskType(ONNXTensorElementDataType t) {
   return kernels::MaskType::kFloat32;
 }
 
+// Whether input `index` of the node is a constant initializer [heads, D, D] float32 whose every head is
+// Sylvester-Hadamard-structured (kernels::rotation_is_hadamard on a host copy, read once at kernel creation;
+// ORT keeps initializers unchanged for the session's life). Anything else (not constant, not float32, not
+// readable) is false: the launcher then reads R_k itself, which is always correct.
+bool ConstantHadamardRotation(const OrtKernelInfo* info, size_t index) {
+  const OrtApi& api = Ort::GetApi();
+  int is_constant = 0;
+  const OrtValue* value = nullptr;
+  if (OrtStatus* s = api.KernelInfoGetConstantInput_tensor(info, index, &is_constant, &value); s != nullptr) {
+    api.ReleaseStatus(s);
+    return false;
+  }
+  if (is_constant == 0 || value == nullptr) return false;
+  const Ort::ConstValue r{value};
+  const auto type_shape = r.GetTensorTypeAndShapeInfo();
+  const std::vector<int64_t> shape = type_shape.GetShape();
+  if (type_shape.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || shape.size() != 3 || shape[0] <= 0 ||
+      shape[1] <= 0 || shape[1] != shape[2] || shape[1] > 4096 || shape[0] > 4096)
+    return false;
+  std::vector<float> host(type_shape.GetElementCount());
+  const float* data = r.GetTensorData<float>();
+  if (r.GetTensorMemoryInfo().GetDeviceType() == OrtMemoryInfoDeviceType_CPU) {
+    std::copy(data, data + host.size(), host.begin());
+  } else if (cudaMemcpy(host.data(), data, host.size() * sizeof(float), cudaMemcpyDefault) != cudaSuccess) {
+    (void)cudaGetLastError();  // not sticky: clear it so later launches do not report it
+    return false;
+  }
+  return kernels::rotation_is_hadamard(host.data(), static_cast<int>(shape[0]), static_cast<int>(shape[1]));
+}
+
 class AttentionCuda final : public Kernel {
  public:
-  AttentionCuda(const AttentionAttrs& attrs, ONNXTensorElementDataType q_type) : attrs_(attrs), q_type_(q_type) {}
+  AttentionCuda(const AttentionAttrs& attrs, ONNXTensorElementDataType q_type, const OrtKernelInfo* info)
+      : attrs_(attrs), q_type_(q_type), k_rotation_hadamard_(ConstantHadamardRotation(info, kAKRotation)) {}
 
   Ort::Status Compute(OrtKernelContext* context) override {
     const char* op = kAttentionOp;
@@ -238,6 +274,7 @@ class AttentionCuda final : public Kernel {
     p.sink_tokens = attrs_.sink_tokens;
     p.recent_window = attrs_.recent_window;
     p.out = out.GetTensorMutableRawData();
+    p.k_rotation_hadamard = k_rotation_hadamard_ ? 1 : 0;
 
     cudaStream_t stream = static_cast<cudaStream_t>(ctx.GetGPUComputeStream());
     Scratch scratch(context, out.GetTensorMemoryInfo(), stream);
@@ -252,6 +289,7 @@ class AttentionCuda final : public Kernel {
  private:
   AttentionAttrs attrs_;
   ONNXTensorElementDataType q_type_;
+  bool k_rotation_hadamard_;  // ConstantHadamardRotation of k_rotation
 };
 
 }  // namespace

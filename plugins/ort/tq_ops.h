@@ -4,6 +4,7 @@
 #pragma once
 
 #include <memory>
+#include <type_traits>
 
 #include "ort/custom_op.h"
 #include "ort/op_contract.h"
@@ -55,7 +56,11 @@ template <typename K, typename Attrs, Ort::Status (*ReadAttrs)(const OrtKernelIn
 Ort::Status CreateKernel(const OrtKernelInfo* info, std::unique_ptr<Kernel>* kernel) {
   Attrs attrs;
   if (auto s = ReadAttrs(info, &attrs); !s.IsOK()) return s;
-  *kernel = std::make_unique<K>(attrs, T);
+  if constexpr (std::is_constructible_v<K, const Attrs&, ONNXTensorElementDataType, const OrtKernelInfo*>) {
+    *kernel = std::make_unique<K>(attrs, T, info);  // a kernel that also inspects constant inputs
+  } else {
+    *kernel = std::make_unique<K>(attrs, T);
+  }
   return Ort::Status{nullptr};
 }
 

@@ -33,12 +33,16 @@ def decode_codec(d):
     return Codec(d, (d,), (4,)), cuda[0], cuda[1], cuda[2]
 
 
-def decode_launches(k, kc, q, cache, mask, rot, cb, env, values, splits_list):
-    """Decode steps with R_k = R_v = rot, for each value of the environment knob env and each split count."""
+def decode_launches(k, kc, q, cache, mask, rot, cb, env, values, splits_list, k_hadamard=False):
+    """Decode steps with R_k = R_v = rot, for each value of the environment knob env and each split count
+    (k_hadamard: R_k promised Hadamard)."""
     for value in values:
         os.environ[env] = value
         for splits in splits_list:
-            out = k.attention(kc, kc, q, cache, cache, mask, rot, cb, rot, cb, scale=0.1, force_splits=splits)
+            out = k.attention(
+                kc, kc, q, cache, cache, mask, rot, cb, rot, cb, scale=0.1, force_splits=splits,
+                k_hadamard=k_hadamard,
+            )  # fmt: skip
             torch.cuda.synchronize()
             assert torch.isfinite(out).all()
     os.environ.pop(env)
@@ -118,6 +122,13 @@ def main() -> None:
         kc, rot, cb, dense = decode_codec(d)
         cache, q, mask = decode_inputs(k, kc, rot, cb, b, hkv, t, d, group)
         decode_launches(k, kc, q, cache, mask, dense, cb, "TQ_PREROTATE", ("0", "1", "2", "3"), (0, 4))
+    # A promised Hadamard R_k: the decode kernel's butterfly q rotation (hadamard_q_rows), with the launcher's
+    # choice and with the rotation kernel forced ahead (which then wins), D 64 / 128 / 256, B 1 and 8, G 4.
+    for d, b in ((128, 1), (128, 8), (64, 8), (256, 1)):
+        kc, rot, cb, dense = decode_codec(d)
+        cache, q, mask = decode_inputs(k, kc, rot, cb, b, hkv, t, d, group)
+        assert k.rotation_is_hadamard(rot)
+        decode_launches(k, kc, q, cache, mask, rot, cb, "TQ_PREROTATE", ("0", "1"), (0, 4), k_hadamard=True)
     # Prefill chunks on the general path: the once-per-call structure check of R, the rotate kernel's
     # butterfly and dense products, the row-per-warp reduce kernel; two 128-row blocks per kv head (G * S =
     # 160), 1 and 3 splits, Hadamard and dense R, D 64 / 128 / 256; the cache decoded once into float16

@@ -209,9 +209,10 @@ def reference_decode(q, k_cache, v_cache, mask, k_rot, v_rot, kref, vref, kc, vc
     ).astype(np.float64)
 
 
-def kernel_decode(kernels, kc, vc, args, wins, ns, rw, splits):
+def kernel_decode(kernels, kc, vc, args, wins, ns, rw, splits, k_hadamard=False):
     """One decode step through the kernels (no QJL, no soft-cap, scale 1/sqrt(D)). args: device tensors q,
-    k_cache, v_cache, mask, R_k, k_codebook, R_v, v_codebook; wins: the K and V windows or None."""
+    k_cache, v_cache, mask, R_k, k_codebook, R_v, v_codebook; wins: the K and V windows or None; k_hadamard:
+    promise a Sylvester-Hadamard R_k (AttentionParams::k_rotation_hadamard)."""
     out = kernels.attention(
         kc,
         vc,
@@ -222,6 +223,7 @@ def kernel_decode(kernels, kc, vc, args, wins, ns, rw, splits):
         sink_tokens=ns,
         recent_window=rw,
         force_splits=splits,
+        k_hadamard=k_hadamard,
     )
     torch.cuda.synchronize()
     return out
@@ -998,3 +1000,71 @@ def test_attention_decode_prerotated_q(kernels, monkeypatch, case):
         for mode in ("2", "3"):
             assert torch.equal(outs["1"], outs[mode]), f"modes 1 and {mode} differ (splits={splits})"
         assert torch.equal(outs[None], outs["0"]) or torch.equal(outs[None], outs["1"]), "launcher's choice"
+
+
+# A promised Hadamard R_k (AttentionParams::k_rotation_hadamard: what the ORT CUDA op passes for a constant
+# R_k that rotation_is_hadamard accepts). The decode kernel then rotates q by a butterfly from R_k's first row
+# and no rotation kernel runs ahead. It must match the float64 reference with the launcher's choice and with
+# the rotation forced inside the kernel (0) or ahead (3: the rotation kernel's dense product wins over the
+# promise), at the launcher's splits and at 3; TQ_Q_HADAMARD=0 ignores the promise, bit for bit the
+# unpromised output. The host test accepts the converter's Hadamard R_k (shared and per kv head) and refuses
+# a dense R and a one-sign near miss. D 64/128/256, G 1..16 (16: the HALF2 instances), B 1..9, windows,
+# float16/float32 q.
+PROMISE_CASES = [  # (D, G, B, K bits, V bits, R_k heads, window (ns, rw), q dtype)
+    (128, 4, 1, 4, 4, 1, (0, 0), "float16"),
+    (128, 8, 9, 3, 3, 2, (2, 6), "float32"),
+    (128, 16, 2, 4, 4, 1, (0, 0), "float16"),
+    (128, 1, 3, 4, 3, 2, (0, 0), "float32"),
+    (64, 3, 2, 4, 4, 1, (0, 0), "float32"),
+    (64, 8, 9, 3, 4, 2, (1, 3), "float16"),
+    (256, 4, 3, 4, 4, 2, (0, 0), "float16"),
+    (256, 2, 1, 3, 3, 1, (2, 6), "float32"),
+]
+
+
+def _promise_id(c) -> str:
+    return f"D{c[0]}-G{c[1]}-B{c[2]}-{c[3]}{c[4]}-h{c[5]}-{c[7]}"
+
+
+@pytest.mark.parametrize("case", PROMISE_CASES, ids=_promise_id)
+def test_attention_decode_promised_hadamard_k(kernels, monkeypatch, case):
+    d, group, b, kbits, vbits, kheads, (ns, rw), qdtype = case
+    hkv, total = 2, 300
+    hq = hkv * group
+    rng = np.random.default_rng(d + 11 * group + b)
+    kref, kc = build(d, (d,), (kbits,), 0, 0, "hadamard", heads=kheads, seed=5)
+    vref, vc = build(d, (d,), (vbits,), 0, 0, "hadamard", seed=9)
+    k_rot = kref.rotation.astype(np.float32)
+    assert kernels.rotation_is_hadamard(k_rot)
+    dense_ref, _ = build(d, (d,), (kbits,), 0, 0, "dense", heads=kheads, seed=5)
+    assert not kernels.rotation_is_hadamard(dense_ref.rotation.astype(np.float32))
+    near = k_rot.copy()
+    near[-1, d - 1, 3] = -near[-1, d - 1, 3]
+    assert not kernels.rotation_is_hadamard(near)
+    k_cache, k_win = make_cache(kref, rng, b, hkv, total, d, ns, rw, qdtype)
+    v_cache, v_win = make_cache(vref, rng, b, hkv, total, d, ns, rw, qdtype)
+    q = rng.standard_normal((b, hq, 1, d)).astype(qdtype)
+    pad = rng.integers(0, total // 2, b)
+    pad[0] = 0
+    mask = build_mask("pad", b, hq, 1, total, rng, pad)
+    v_rot = vref.rotation
+    want = reference_decode(q, k_cache, v_cache, mask, k_rot, v_rot, kref, vref, kc, vc, k_win, v_win, ns, rw)
+    args = [dev(q), dev(k_cache), dev(v_cache), dev(mask), dev(k_rot), dev(kref.codebook), dev(vref.rotation)]
+    args.append(dev(vref.codebook))
+    wins = dev_wins(k_win, v_win)
+    for splits in (0, 3):
+        for mode in (None, "0", "3"):
+            if mode is None:
+                monkeypatch.delenv("TQ_PREROTATE", raising=False)
+            else:
+                monkeypatch.setenv("TQ_PREROTATE", mode)
+            monkeypatch.delenv("TQ_Q_HADAMARD", raising=False)
+            out = kernel_decode(kernels, kc, vc, args, wins, ns, rw, splits, k_hadamard=True)
+            got = out.float().cpu().numpy().astype(np.float64)
+            assert np.isfinite(got).all(), f"non-finite output (splits={splits}, mode={mode})"
+            err = rel_err(got, want)
+            assert err < 2e-3, f"relative error {err:.2e} (splits={splits}, mode={mode})"
+            unpromised = kernel_decode(kernels, kc, vc, args, wins, ns, rw, splits).clone()
+            monkeypatch.setenv("TQ_Q_HADAMARD", "0")
+            ignored = kernel_decode(kernels, kc, vc, args, wins, ns, rw, splits, k_hadamard=True)
+            assert torch.equal(ignored, unpromised), f"TQ_Q_HADAMARD=0 (splits={splits}, mode={mode})"

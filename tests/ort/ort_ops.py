@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 import onnxruntime as ort
 from onnx import helper
 
@@ -44,16 +45,20 @@ def one_node_model(
     inputs: dict[str, np.ndarray | None],
     outputs: list[tuple[str, int]],
     attributes: dict[str, Any],
+    constants: tuple[str, ...] = (),
 ) -> onnx.ModelProto:
-    """A model with one `op` node; absent (None) inputs become empty names, trailing ones are dropped."""
+    """A model with one `op` node; absent (None) inputs become empty names, trailing ones are dropped. Inputs
+    named in `constants` are initializers instead of graph inputs."""
     names = [name if inputs.get(name) is not None else "" for name in input_names]
     while names and names[-1] == "":
         names.pop()
     attrs = {k: (float(v) if k in FLOAT_ATTRIBUTES else v) for k, v in attributes.items()}
     node = helper.make_node(op, names, [name for name, _ in outputs], domain="tqexport", **attrs)
-    graph_inputs = [helper.make_tensor_value_info(n, _elem_type(inputs[n]), None) for n in names if n]
+    fed = [n for n in names if n and n not in constants]
+    graph_inputs = [helper.make_tensor_value_info(n, _elem_type(inputs[n]), None) for n in fed]
+    initializers = [onnx.numpy_helper.from_array(np.asarray(inputs[n]), n) for n in names if n in constants]
     graph_outputs = [helper.make_tensor_value_info(n, t, None) for n, t in outputs]
-    graph = helper.make_graph([node], f"one_{op}", graph_inputs, graph_outputs)
+    graph = helper.make_graph([node], f"one_{op}", graph_inputs, graph_outputs, initializer=initializers)
     # IR 10 (onnx 1.16): every onnxruntime the package accepts loads it, whatever onnx writes by default.
     opsets = [helper.make_opsetid("", 17), helper.make_opsetid("tqexport", 1)]
     return helper.make_model(graph, ir_version=10, opset_imports=opsets)
@@ -99,10 +104,14 @@ def run_quantize(
 
 
 def run_attention(
-    inputs: dict[str, np.ndarray | None], attributes: dict[str, Any], provider: str = CPU
+    inputs: dict[str, np.ndarray | None],
+    attributes: dict[str, Any],
+    provider: str = CPU,
+    constants: tuple[str, ...] = (),
 ) -> np.ndarray:
-    """The output of one TQAttention node."""
+    """The output of one TQAttention node (inputs named in `constants` as initializers)."""
     model = one_node_model(
-        "TQAttention", ATTENTION_INPUTS, inputs, [("out", _elem_type(inputs["q"]))], attributes
+        "TQAttention", ATTENTION_INPUTS, inputs, [("out", _elem_type(inputs["q"]))], attributes, constants
     )
-    return session(model, provider).run(None, _feeds(ATTENTION_INPUTS, inputs))[0]
+    feeds = {n: v for n, v in _feeds(ATTENTION_INPUTS, inputs).items() if n not in constants}
+    return session(model, provider).run(None, feeds)[0]

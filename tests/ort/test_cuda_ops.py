@@ -7,11 +7,16 @@ the same messages as on the CPU (the checks are shared: plugins/ort/op_contract.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from cases import (
     BUFFER,
+    attention_inputs,
     buffer_attention_case,
+    causal_mask,
+    concat_caches,
     empty_cache,
     make_codec,
     quantize_inputs,
@@ -124,6 +129,45 @@ def test_cuda_attention_buffer_mode(new_tokens: int, sink_tokens: int, recent_wi
         dtype, sink_tokens, recent_window, new_tokens, lengths=[3, 9, 0], capacity=14, head_dim=64
     )
     ours = run_attention(inputs, attrs, provider=CUDA)
+    ref = reference_ops.tq_attention(**inputs, **attrs)
+    assert np.all(np.isfinite(ours))
+    assert _rel_err(ours, ref) <= CUDA_RTOL[dtype]
+
+
+# R_k as a constant initializer: the CUDA op reads it once at kernel creation and, where every head is
+# Sylvester-Hadamard, promises that to the launcher (AttentionParams::k_rotation_hadamard), so the decode
+# kernel rotates q by a butterfly from R_k's first row. A dense R and a Hadamard R with one entry's sign
+# flipped must not be promised: with the promise, the near miss would be rotated as the Hadamard R it is not
+# (one coordinate of R_k q off by 2 |q_j| / sqrt(D)), far outside the bound. Shared and per-kv-head R,
+# D 64 and 128, float16 and float32.
+@pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["f32", "f16"])
+@pytest.mark.parametrize("head_dim", [64, 128])
+@pytest.mark.parametrize(
+    ("rotation", "per_head"),
+    [("hadamard", False), ("hadamard", True), ("dense", False), ("near_miss", False), ("near_miss", True)],
+)
+def test_cuda_attention_constant_k_rotation(rotation: str, per_head: bool, head_dim: int, dtype) -> None:
+    rng = np.random.default_rng(head_dim)
+    batch, kv_heads, group, total = 2, 2, 4, 300
+    k_codec = make_codec(
+        head_dim,
+        bits=(4,),
+        rotation="dense" if rotation == "dense" else "hadamard",
+        kv_heads=kv_heads,
+        per_head_rotation=per_head,
+    )
+    if rotation == "near_miss":
+        rot = k_codec.rotation.copy()
+        rot[-1, 5, 7] = -rot[-1, 5, 7]
+        k_codec = dataclasses.replace(k_codec, rotation=rot)
+    v_codec = make_codec(head_dim, bits=(4,), kv_heads=kv_heads, seed=100)
+    keys = rng.standard_normal((batch, kv_heads, total, head_dim)).astype(dtype)
+    values = rng.standard_normal((batch, kv_heads, total, head_dim)).astype(dtype)
+    k_cache, _ = concat_caches(keys, k_codec, 0, 0)
+    v_cache, _ = concat_caches(values, v_codec, 0, 0)
+    q = rng.standard_normal((batch, kv_heads * group, 1, head_dim)).astype(dtype)
+    inputs, attrs = attention_inputs(q, k_codec, v_codec, k_cache, v_cache, causal_mask(batch, 1, total))
+    ours = run_attention(inputs, attrs, provider=CUDA, constants=("k_rotation", "k_codebook", "v_rotation"))
     ref = reference_ops.tq_attention(**inputs, **attrs)
     assert np.all(np.isfinite(ours))
     assert _rel_err(ours, ref) <= CUDA_RTOL[dtype]
