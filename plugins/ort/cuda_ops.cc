@@ -194,37 +194,85 @@ kernels::MaskType KernelMaskType(ONNXTensorElementDataType t) {
 // Whether input `index` of the node is a constant initializer [heads, D, D] float32 whose every head is
 // Sylvester-Hadamard-structured (kernels::rotation_is_hadamard on a host copy, read once at kernel creation;
 // ORT keeps initializers unchanged for the session's life). Anything else (not constant, not float32, not
-// readable) is false: the launcher then reads R_k itself, which is always correct.
-bool ConstantHadamardRotation(const OrtKernelInfo* info, size_t index) {
+// readable) is false, with the reason in *why: the launcher then reads R_k itself, which is always correct.
+bool ConstantHadamardRotation(const OrtKernelInfo* info, size_t index, const char** why) {
   const OrtApi& api = Ort::GetApi();
   int is_constant = 0;
   const OrtValue* value = nullptr;
   if (OrtStatus* s = api.KernelInfoGetConstantInput_tensor(info, index, &is_constant, &value); s != nullptr) {
     api.ReleaseStatus(s);
+    *why = "its constant value could not be read";
     return false;
   }
-  if (is_constant == 0 || value == nullptr) return false;
+  if (is_constant == 0 || value == nullptr) {
+    *why = "it is not a constant initializer";
+    return false;
+  }
   const Ort::ConstValue r{value};
   const auto type_shape = r.GetTensorTypeAndShapeInfo();
   const std::vector<int64_t> shape = type_shape.GetShape();
   if (type_shape.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || shape.size() != 3 || shape[0] <= 0 ||
-      shape[1] <= 0 || shape[1] != shape[2] || shape[1] > 4096 || shape[0] > 4096)
+      shape[1] <= 0 || shape[1] != shape[2] || shape[1] > 4096 || shape[0] > 4096) {
+    *why = "it is not float32 [heads, D, D]";
     return false;
+  }
   std::vector<float> host(type_shape.GetElementCount());
   const float* data = r.GetTensorData<float>();
   if (r.GetTensorMemoryInfo().GetDeviceType() == OrtMemoryInfoDeviceType_CPU) {
     std::copy(data, data + host.size(), host.begin());
   } else if (cudaMemcpy(host.data(), data, host.size() * sizeof(float), cudaMemcpyDefault) != cudaSuccess) {
     (void)cudaGetLastError();  // not sticky: clear it so later launches do not report it
+    *why = "its copy to the host failed";
     return false;
   }
-  return kernels::rotation_is_hadamard(host.data(), static_cast<int>(shape[0]), static_cast<int>(shape[1]));
+  if (!kernels::rotation_is_hadamard(host.data(), static_cast<int>(shape[0]), static_cast<int>(shape[1]))) {
+    *why = "it is not Sylvester-Hadamard-structured";
+    return false;
+  }
+  *why = "";
+  return true;
+}
+
+// The choice above, in ORT's log at INFO level (session option log_severity_level <= 1), naming the node.
+void LogRotationChoice(const OrtKernelInfo* info, bool promised, const char* why) {
+  const OrtApi& api = Ort::GetApi();
+  const OrtLogger* logger = nullptr;
+  if (OrtStatus* s = api.KernelInfo_GetLogger(info, &logger); s != nullptr || logger == nullptr) {
+    if (s != nullptr) api.ReleaseStatus(s);
+    return;
+  }
+  std::string node = "?";
+  size_t size = 0;
+  if (OrtStatus* s = api.KernelInfo_GetNodeName(info, nullptr, &size); s == nullptr && size > 0) {
+    std::vector<char> name(size);
+    if (OrtStatus* s2 = api.KernelInfo_GetNodeName(info, name.data(), &size); s2 == nullptr)
+      node.assign(name.data());
+    else
+      api.ReleaseStatus(s2);
+  } else if (s != nullptr) {
+    api.ReleaseStatus(s);
+  }
+  const std::string message =
+      promised ? "tqexport TQAttention " + node +
+                     ": k_rotation is a constant Sylvester-Hadamard matrix; the decode kernel rotates q by a butterfly"
+               : "tqexport TQAttention " + node + ": k_rotation read on every call (" + why + ")";
+  if (OrtStatus* s = api.Logger_LogMessage(logger, ORT_LOGGING_LEVEL_INFO, message.c_str(), ORT_FILE, __LINE__,
+                                           "TQAttention");
+      s != nullptr)
+    api.ReleaseStatus(s);
+}
+
+bool PromiseHadamardRotation(const OrtKernelInfo* info) {
+  const char* why = "";
+  const bool promised = ConstantHadamardRotation(info, kAKRotation, &why);
+  LogRotationChoice(info, promised, why);
+  return promised;
 }
 
 class AttentionCuda final : public Kernel {
  public:
   AttentionCuda(const AttentionAttrs& attrs, ONNXTensorElementDataType q_type, const OrtKernelInfo* info)
-      : attrs_(attrs), q_type_(q_type), k_rotation_hadamard_(ConstantHadamardRotation(info, kAKRotation)) {}
+      : attrs_(attrs), q_type_(q_type), k_rotation_hadamard_(PromiseHadamardRotation(info)) {}
 
   Ort::Status Compute(OrtKernelContext* context) override {
     const char* op = kAttentionOp;
@@ -289,7 +337,7 @@ class AttentionCuda final : public Kernel {
  private:
   AttentionAttrs attrs_;
   ONNXTensorElementDataType q_type_;
-  bool k_rotation_hadamard_;  // ConstantHadamardRotation of k_rotation
+  bool k_rotation_hadamard_;  // PromiseHadamardRotation
 };
 
 }  // namespace

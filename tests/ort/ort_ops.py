@@ -68,11 +68,12 @@ CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 
 
-def session(model: onnx.ModelProto, provider: str = CPU) -> ort.InferenceSession:
-    """A session running every node on `provider` (with CUDA, falling back to the CPU is an error)."""
+def session(model: onnx.ModelProto, provider: str = CPU, log_severity: int = 4) -> ort.InferenceSession:
+    """A session running every node on `provider` (with CUDA, falling back to the CPU is an error). By default
+    it logs nothing (the tests read the errors from the exceptions); log_severity 1 logs from INFO up."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
-    options.log_severity_level = 4  # the tests read the errors from the exceptions
+    options.log_severity_level = log_severity
     register_with(options)
     providers = [provider]
     if provider == CUDA:
@@ -108,10 +109,11 @@ def run_attention(
     attributes: dict[str, Any],
     provider: str = CPU,
     constants: tuple[str, ...] = (),
+    log_severity: int = 4,
 ) -> np.ndarray:
     """The output of one TQAttention node (inputs named in `constants` as initializers)."""
     model = one_node_model(
         "TQAttention", ATTENTION_INPUTS, inputs, [("out", _elem_type(inputs["q"]))], attributes, constants
     )
     feeds = {n: v for n, v in _feeds(ATTENTION_INPUTS, inputs).items() if n not in constants}
-    return session(model, provider).run(None, feeds)[0]
+    return session(model, provider, log_severity).run(None, feeds)[0]

@@ -139,14 +139,17 @@ def test_cuda_attention_buffer_mode(new_tokens: int, sink_tokens: int, recent_wi
 # kernel rotates q by a butterfly from R_k's first row. A dense R and a Hadamard R with one entry's sign
 # flipped must not be promised: with the promise, the near miss would be rotated as the Hadamard R it is not
 # (one coordinate of R_k q off by 2 |q_j| / sqrt(D)), far outside the bound. Shared and per-kv-head R,
-# D 64 and 128, float16 and float32.
+# D 64 and 128, float16 and float32. The op's choice is read from ORT's log (INFO), so a promise that was
+# never made cannot pass as one.
 @pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["f32", "f16"])
 @pytest.mark.parametrize("head_dim", [64, 128])
 @pytest.mark.parametrize(
     ("rotation", "per_head"),
     [("hadamard", False), ("hadamard", True), ("dense", False), ("near_miss", False), ("near_miss", True)],
 )
-def test_cuda_attention_constant_k_rotation(rotation: str, per_head: bool, head_dim: int, dtype) -> None:
+def test_cuda_attention_constant_k_rotation(
+    rotation: str, per_head: bool, head_dim: int, dtype, capfd
+) -> None:
     rng = np.random.default_rng(head_dim)
     batch, kv_heads, group, total = 2, 2, 4, 300
     k_codec = make_codec(
@@ -167,10 +170,19 @@ def test_cuda_attention_constant_k_rotation(rotation: str, per_head: bool, head_
     v_cache, _ = concat_caches(values, v_codec, 0, 0)
     q = rng.standard_normal((batch, kv_heads * group, 1, head_dim)).astype(dtype)
     inputs, attrs = attention_inputs(q, k_codec, v_codec, k_cache, v_cache, causal_mask(batch, 1, total))
-    ours = run_attention(inputs, attrs, provider=CUDA, constants=("k_rotation", "k_codebook", "v_rotation"))
+    constants = ("k_rotation", "k_codebook", "v_rotation")
+    ours = run_attention(inputs, attrs, provider=CUDA, constants=constants, log_severity=1)
+    log = capfd.readouterr().err
+    promised = "k_rotation is a constant Sylvester-Hadamard matrix" in log
+    assert promised == (rotation == "hadamard"), log[-2000:]
+    if rotation != "hadamard":
+        assert "k_rotation read on every call (it is not Sylvester-Hadamard-structured)" in log, log[-2000:]
     ref = reference_ops.tq_attention(**inputs, **attrs)
     assert np.all(np.isfinite(ours))
     assert _rel_err(ours, ref) <= CUDA_RTOL[dtype]
+    # k_rotation as a graph input: never promised
+    run_attention(inputs, attrs, provider=CUDA, log_severity=1)
+    assert "k_rotation read on every call (it is not a constant initializer)" in capfd.readouterr().err
 
 
 def test_cuda_matches_cpu_op() -> None:
