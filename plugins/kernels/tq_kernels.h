@@ -95,8 +95,8 @@ struct AttentionParams {
   void* out = nullptr;                     // [B, Hq, S, D], dtype
   // Tuning override for tests and benches: 0 = automatic choice of sequence splits.
   int force_splits = 0;
-  // 1: the caller has checked every head of k_rotation with rotation_is_hadamard (on a host copy, e.g. of a
-  // constant initializer) and promises it does not change. The decode kernel then rotates q by a butterfly
+  // Nonzero: the caller has checked every head of k_rotation with rotation_is_hadamard (on a host copy, e.g. of
+  // a constant initializer) and promises it does not change. The decode kernel then rotates q by a butterfly
   // transform from R_k's row 0 instead of reading all of R_k (and needs no rotation kernel ahead of it). A false
   // promise gives wrong results; 0 (unknown) is always correct.
   int k_rotation_hadamard = 0;
