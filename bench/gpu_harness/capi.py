@@ -85,7 +85,8 @@ class Kernels:
 
     def rotation_is_hadamard(self, rotation) -> bool:
         """The launchers' host test (rotation_is_hadamard) on R ([heads, D, D] or [D, D], any device): whether
-        attention(k_hadamard=True) may be promised for it. False on builds without the test."""
+        attention(k_hadamard=True / v_hadamard=True) and quantize(hadamard=True) may be promised for it. False
+        on builds without the test."""
         import numpy as np
 
         if not hasattr(self.lib, "tqh_rotation_is_hadamard"):
@@ -124,8 +125,11 @@ class Kernels:
         present_cache=None,
         present_window=None,
         overflow_flag=None,
+        hadamard: bool = False,
     ):
-        """Returns (present_cache, present_window); buffer mode may pass present_* = past_* (in place)."""
+        """Returns (present_cache, present_window); buffer mode may pass present_* = past_* (in place).
+        hadamard: promise that `rotation` is Sylvester-Hadamard (QuantizeParams::rotation_hadamard; check it
+        with rotation_is_hadamard first, a false promise gives wrong codes)."""
         import torch
 
         b, h, s, d = x.shape
@@ -170,6 +174,7 @@ class Kernels:
             sink_tokens,
             recent_window,
             _ptr(overflow_flag),
+            1 if hadamard else 0,
         ]
         arr = (ctypes.c_int64 * len(args))(*args)
         self._check(self.lib.tqh_quantize(arr, ctypes.c_void_p(self._stream())), "launch_quantize")
@@ -200,6 +205,7 @@ class Kernels:
         recent_window,
         force_splits,
         k_hadamard=False,
+        v_hadamard=False,
     ):
         import torch
 
@@ -248,6 +254,7 @@ class Kernels:
             _ptr(out),
             force_splits,
             1 if k_hadamard else 0,
+            1 if v_hadamard else 0,
         ]
         return (ctypes.c_int64 * len(args))(*args), (ctypes.c_double * 2)(scale, softcap)
 
@@ -299,6 +306,7 @@ class Kernels:
         recent_window: int = 0,
         force_splits: int = 0,
         k_hadamard: bool = False,
+        v_hadamard: bool = False,
         out=None,
         workspace=None,
     ):
@@ -329,6 +337,7 @@ class Kernels:
             recent_window,
             force_splits,
             k_hadamard,
+            v_hadamard,
         )
         need = self.lib.tqh_attention_workspace(args, fargs)
         if need <= 0:

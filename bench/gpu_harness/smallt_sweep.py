@@ -42,7 +42,7 @@ def timed(inputs: tuple, ns: int) -> float:
     def call(i: int) -> None:
         kern.attention(
             codec, codec, q[i], kc[i], vc[i], mask, rot, cb, rot, cb, scale=0.088, out=out, force_splits=ns,
-            k_hadamard=k_hadamard,
+            k_hadamard=k_hadamard, v_hadamard=k_hadamard,
         )  # fmt: skip
 
     return time_graph_us(call, copies)

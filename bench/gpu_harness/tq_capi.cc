@@ -50,6 +50,7 @@ tq::kernels::QuantizeParams quantize_params(const int64_t* a) {
   p.sink_tokens = static_cast<int>(a[31]);
   p.recent_window = static_cast<int>(a[32]);
   p.overflow_flag = ptr<int>(a[33]);
+  p.rotation_hadamard = static_cast<int>(a[34]);
   return p;
 }
 
@@ -88,6 +89,7 @@ tq::kernels::AttentionParams attention_params(const int64_t* a, const double* f)
   p.out = ptr<void>(a[50]);
   p.force_splits = static_cast<int>(a[51]);
   p.k_rotation_hadamard = static_cast<int>(a[52]);
+  p.v_rotation_hadamard = static_cast<int>(a[53]);
   p.scale = static_cast<float>(f[0]);
   p.softcap = static_cast<float>(f[1]);
   return p;

@@ -83,6 +83,8 @@ struct AttnArgs {
   int prerotated;       // decode kernel: q rotated ahead into qbuf by tq_prerotate_q_kernel (it waits for that grid)
   int prerotate_trigger;  // tq_prerotate_q_kernel lets its dependent (the decode kernel) launch at its start
   int q_hadamard;       // decode kernel: rotate q by a butterfly from R_k's row 0 (p.k_rotation_hadamard promised)
+  int k_promised;       // p.k_rotation_hadamard, unless TQ_Q_HADAMARD=0: no device check of R_k's structure
+  int v_promised;       // p.v_rotation_hadamard, unless TQ_V_HADAMARD=0: no device check of R_v's structure
   // workspace
   __half* qbuf;         // [B*Hq*S][kd]
   float* part_o;        // [B*Hq*S][nsp][D]
@@ -1246,13 +1248,17 @@ __global__ void __launch_bounds__(kThreads) tq_attention_reduce_kernel(const Att
   const float2* ml = a.part_ml + grow * a.nsp;
   const int rh = p.v_rotation_heads == 1 ? 0 : g;
   const float* rot = p.v_rotation + static_cast<int64_t>(rh) * d * d;
-  // The Sylvester-Hadamard check of R_v (row 0, where a dense R fails, then the full matrix), on every launch. It
-  // reads only R_v, so it runs before pdl_wait: launched as a programmatic dependent of the decode kernel
-  // (launch_attention), it overlaps that kernel; launched plainly, pdl_wait returns at once.
-  uint32_t bad = 0;
-  for (int j = threadIdx.x; j < d; j += kThreads) bad |= dev::hadamard_row0_mismatch(rot, rot[0], rot[j]);
-  bool v_hadamard = __syncthreads_or(bad) == 0;
-  if (v_hadamard) v_hadamard = __syncthreads_or(reduce_rotation_mismatch(rot, d)) == 0;  // uniform branch
+  // The Sylvester-Hadamard check of R_v (row 0, where a dense R fails, then the full matrix), on every launch
+  // unless the caller promised it (AttnArgs::v_promised). It reads only R_v, so it runs before pdl_wait: launched
+  // as a programmatic dependent of the decode kernel (launch_attention), it overlaps that kernel; launched
+  // plainly, pdl_wait returns at once.
+  bool v_hadamard = a.v_promised != 0;
+  if (!v_hadamard) {  // uniform branch
+    uint32_t bad = 0;
+    for (int j = threadIdx.x; j < d; j += kThreads) bad |= dev::hadamard_row0_mismatch(rot, rot[0], rot[j]);
+    v_hadamard = __syncthreads_or(bad) == 0;
+    if (v_hadamard) v_hadamard = __syncthreads_or(reduce_rotation_mismatch(rot, d)) == 0;  // uniform branch
+  }
   dev::pdl_wait();  // the partials below are the previous grid's output
   if (threadIdx.x < 32) {
     float mx = kNegInf;
@@ -1331,7 +1337,8 @@ __global__ void __launch_bounds__(kThreads) tq_attention_reduce_kernel(const Att
 // ------------------------------------------------------------------------------------------ general path
 // rot_form[h] = 1 when R_k head h is Sylvester-Hadamard (the same check as the reduce kernel's), rot_form[Hkv + h]
 // likewise for R_v: checked once per call, so the rotate and reduce kernels of the general path (many blocks of a
-// few rows each in a prefill chunk) need not each read all of R. Block (head, matrix: 0 = R_k, 1 = R_v).
+// few rows each in a prefill chunk) need not each read all of R; a matrix the caller promised Hadamard
+// (AttnArgs::k_promised / v_promised) is not read. Block (head, matrix: 0 = R_k, 1 = R_v).
 __global__ void __launch_bounds__(kThreads) tq_rotation_form_kernel(const AttnArgs a) {
   const AttentionParams& p = a.p;
   const int d = p.k_codec.head_dim;
@@ -1339,6 +1346,10 @@ __global__ void __launch_bounds__(kThreads) tq_rotation_form_kernel(const AttnAr
   const int head = blockIdx.x;
   if (head >= (is_v ? p.v_rotation_heads : p.k_rotation_heads)) return;  // uniform per block
   const float* rot = (is_v ? p.v_rotation : p.k_rotation) + static_cast<int64_t>(head) * d * d;
+  if (is_v ? a.v_promised : a.k_promised) {  // uniform per block: the caller checked it on the host
+    if (threadIdx.x == 0) a.rot_form[(is_v ? p.kv_heads : 0) + head] = 1;
+    return;
+  }
   uint32_t bad = 0;
   for (int j = threadIdx.x; j < d; j += kThreads) bad |= dev::hadamard_row0_mismatch(rot, rot[0], rot[j]);
   bool hadamard = __syncthreads_or(bad) == 0;
@@ -1713,11 +1724,14 @@ int forced_prerotate_mode() {
   return m >= 0 && m <= 3 ? m : -1;
 }
 
-// TQ_Q_HADAMARD=0 ignores AttentionParams::k_rotation_hadamard (A/B timing: the dense q rotation's paths).
-bool promised_hadamard_enabled() {
-  const char* v = std::getenv("TQ_Q_HADAMARD");
+// TQ_Q_HADAMARD=0 ignores AttentionParams::k_rotation_hadamard (A/B timing: the dense q rotation's paths),
+// TQ_V_HADAMARD=0 ignores v_rotation_hadamard (the device checks of R_v's structure run as without a promise).
+bool env_flag_on(const char* name) {
+  const char* v = std::getenv(name);
   return v == nullptr || std::atoi(v) != 0;
 }
+bool promised_hadamard_enabled() { return env_flag_on("TQ_Q_HADAMARD"); }
+bool promised_v_hadamard_enabled() { return env_flag_on("TQ_V_HADAMARD"); }
 
 // The launcher's choice, measured on an H100 (bench/NOTES.md "q rotation ahead").
 // Early dependent launch where the rotation grid is tiny (<= 4 blocks: B=1 at Hq <= 32, or Hq <= 16 at D = 256)
@@ -1882,10 +1896,12 @@ cudaError_t make_plan(const AttentionParams& p, Plan* plan, bool sizing_only = f
       split_smem_layout(a, rb, wn, true) <= max_block_smem())
     plan->kv16_bytes = kv16_bytes;
   split_smem_layout(a, rb, wn, plan->kv16_bytes > 0);
+  a.k_promised = p.k_rotation_hadamard != 0 && promised_hadamard_enabled() ? 1 : 0;
+  a.v_promised = p.v_rotation_hadamard != 0 && promised_v_hadamard_enabled() ? 1 : 0;
   if (a.fast) {
     fast_smem_layout(a);
     // A promised Hadamard R_k: the decode kernel's butterfly reads D floats of R_k, so no rotation kernel ahead.
-    a.q_hadamard = p.k_rotation_hadamard != 0 && promised_hadamard_enabled() ? 1 : 0;
+    a.q_hadamard = a.k_promised;
     int mode = forced_prerotate_mode();
     if (mode < 0 && a.q_hadamard) mode = kRotateInKernel;
     if (mode < 0) {

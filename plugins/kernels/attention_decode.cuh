@@ -586,21 +586,25 @@ __device__ __forceinline__ void load_full_tile(uint8_t* dst, const uint8_t* src,
 }
 
 // fast_out's un-rotation when R_v is Sylvester-Hadamard (dev::hadamard_row0_mismatch, then dev::hadamard_mismatch
-// over the whole matrix, on every launch): x_r = R_v[0] .* (H o_r) / l_r, one warp per query row r (a butterfly
-// transform in registers and shuffles; output row row0 + r: S == 1). Returns false, having written nothing, for
-// any other R_v (the caller's dense loop); the return is uniform and each path passes a block barrier after
-// mo/mol were written. Every thread of the block calls it. Out of line: inlined into the decode kernel, this code
+// over the whole matrix, on every launch, unless the caller promised it: `promised`, AttnArgs::v_promised):
+// x_r = R_v[0] .* (H o_r) / l_r, one warp per query row r (a butterfly transform in registers and shuffles; output
+// row row0 + r: S == 1). Returns false, having written nothing, for any other R_v (the caller's dense loop); the
+// return is uniform and each path passes a block barrier after mo/mol were written. Every thread of the block calls it. Out of line: inlined into the decode kernel, this code
 // made ptxas move spills into the tile loop (bench/NOTES.md "Hadamard un-rotation").
 template <int NW, int D>
 __device__ __noinline__ bool fast_out_hadamard(const float* rot, const float* mo, const float* mol, int rows,
-                                               void* out, DType dtype, int64_t row0) {
+                                               void* out, DType dtype, int64_t row0, bool promised) {
   constexpr int N = D / 32;  // coordinates per lane
   const int tid = threadIdx.x;
   const int lane = tid % 32;
   const int warp = tid / 32;
-  const uint32_t bad0 = tid < D ? dev::hadamard_row0_mismatch(rot, __ldg(rot), __ldg(rot + tid)) : 0u;
-  if (__syncthreads_or(bad0) != 0) return false;  // a dense R_v stops here
-  if (__syncthreads_or(dev::hadamard_mismatch<D, NW * 32, 8>(rot, tid)) != 0) return false;
+  if (promised) {
+    __syncthreads();  // mo and mol
+  } else {
+    const uint32_t bad0 = tid < D ? dev::hadamard_row0_mismatch(rot, __ldg(rot), __ldg(rot + tid)) : 0u;
+    if (__syncthreads_or(bad0) != 0) return false;  // a dense R_v stops here
+    if (__syncthreads_or(dev::hadamard_mismatch<D, NW * 32, 8>(rot, tid)) != 0) return false;
+  }
   float sgn[N];
 #pragma unroll
   for (int e = 0; e < N; ++e) sgn[e] = __ldg(rot + N * lane + e);
@@ -1429,7 +1433,8 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
   // A Sylvester-Hadamard R_v: fast_out_hadamard (its barriers publish mo and mol). Any other R_v: threads 0..D-1,
   // one output column each, dense.
   const float* rot = p.v_rotation + static_cast<int64_t>(p.v_rotation_heads == 1 ? 0 : g) * D * D;
-  if (fast_out_hadamard<NW, D>(rot, mo, mol, a.rows, p.out, p.dtype, decode_row(a, b, g, 0))) return;
+  if (fast_out_hadamard<NW, D>(rot, mo, mol, a.rows, p.out, p.dtype, decode_row(a, b, g, 0), a.v_promised != 0))
+    return;
   // D = 256: two columns per thread (a loop only there: it moved the smaller instances' register allocation).
   constexpr int kCols = D > kFastWarps * 32 ? D / (kFastWarps * 32) : 1;
   if (threadIdx.x >= D) return;

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <type_traits>
 
 #include "kernels/launch_errors.h"
@@ -413,6 +414,8 @@ cudaError_t launch_quantize(const QuantizeParams& p, void* /*workspace*/, cudaSt
   if (w > 0 && p.present_window == nullptr) return invalid("TQQuantize: W=%d > 0 needs present_window", w);
   const RowLayout lay = row_layout(p.codec);
   QuantizeArgs args{p, lay, 0, w};
+  // TQ_QUANT_HADAMARD=0 ignores the caller's promise (A/B timing: the kernel checks R as without one).
+  if (const char* v = std::getenv("TQ_QUANT_HADAMARD"); v != nullptr && std::atoi(v) == 0) args.p.rotation_hadamard = 0;
   if (p.cache_mode == kConcat) {
     const int64_t t_old = p.past_rows + (w > 0 ? p.past_window_rows : 0);
     const int64_t t_new = t_old + p.new_tokens;
@@ -457,7 +460,7 @@ cudaError_t launch_quantize(const QuantizeParams& p, void* /*workspace*/, cudaSt
     if (e != cudaSuccess) return cuda_failed(e, "TQQuantize: copying the past cache rows");
   }
   // 2. Compress.
-  if (p.new_tokens > 0 && wht_path_applies(p)) {
+  if (p.new_tokens > 0 && wht_path_applies(args.p)) {
     const cudaError_t e = launch_quantize_wht(args, stream);
     if (e != cudaSuccess) return e;
   } else if (p.new_tokens > 0) {

@@ -668,6 +668,9 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
   // in the table path (the byte offset of beta_code in b32, so the lookup needs no address arithmetic).
   int slow = 0;
   if (m <= 4) {
+    // Unrolled: the four cells of a thread (eight binary searches) are independent chains, not one long one
+    // (this setup is most of a decode step's quantize, where each block codes one or a few vectors).
+#pragma unroll
     for (int k = tid; k < 1024; k += kThreads) {
       const int kc = k < kCells ? k : kCells - 1;
       const double lo = kc == 0 ? -INFINITY : (kc - 0.5) / 256.0 - 1.0 - kCellMargin;
@@ -690,15 +693,16 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
     }
     reinterpret_cast<uint32_t*>(S.smask + (w / kWordsPerThread) * Sh::kLaneBytes)[w % kWordsPerThread] = word;
   }
-  for (int w = tid; w < D / 32; w += kThreads) {
-    uint32_t bits = 0;
-    for (int q = 0; q < 32; ++q) bits |= (S.row0[32 * w + q] < 0.0f ? 1u : 0u) << q;
-    S.sgnbits[w] = bits;
+  static_assert(D / 32 <= kWarps, "one warp per sign word");
+  if (warp < D / 32) {  // word w = warp: bit q is row0[32 w + q] < 0 (one ballot, not a 32-step chain)
+    const uint32_t bits = __ballot_sync(0xffffffffu, S.row0[32 * warp + lane] < 0.0f);
+    if (lane == 0) S.sgnbits[warp] = bits;
   }
   // Structure check (dev::hadamard_mismatch, shared with the attention kernels): R[i][j] == (-1)^popcount(i & j)
-  // * R[0][j] bit for bit, and |R[0][j]| == c > 0 (finite); each thread one column quad, rows strided.
+  // * R[0][j] bit for bit, and |R[0][j]| == c > 0 (finite); each thread one column quad, rows strided. Skipped
+  // where the caller promised it (QuantizeParams::rotation_hadamard: checked on the host, a D x D read saved).
   const float c32 = fabsf(S.row0[0]);
-  const uint32_t bad = dev::hadamard_mismatch<D, kThreads, 4>(rot, tid);
+  const uint32_t bad = p.rotation_hadamard != 0 ? 0u : dev::hadamard_mismatch<D, kThreads, 4>(rot, tid);
   const bool hadamard = __syncthreads_or(bad != 0u) == 0;
   const int any_slow = __syncthreads_or(slow);
   const bool use_table = m <= 4 && any_slow == 0;
@@ -1046,14 +1050,16 @@ cudaError_t launch_typed(const QuantizeArgs& args, cudaStream_t stream) {
 }  // namespace v4
 
 
-// rotation_kind = 1, one part, no QJL, D in {64, 128, 256}, 16-byte aligned tensors: the v4 kernel (which still
-// checks R; a block whose R is not Hadamard-structured runs v2's dense branch). QJL and dense rotations keep the
+// rotation_kind = 1 (or a promised Hadamard R: QuantizeParams::rotation_hadamard), one part, no QJL, D in
+// {64, 128, 256}, 16-byte aligned tensors: the v4 kernel (which checks R unless promised; a block whose R is not
+// Hadamard-structured runs v2's dense branch). QJL and dense rotations keep the
 // v1 kernel: on the H100 its shared-memory staging beat the v2 kernel's per-thread dense rows (QJL B=8 S=4096: 4.7
 // vs 5.6 ms; decode far worse).
 inline bool wht_path_applies(const QuantizeParams& p) {
   const int d = p.codec.head_dim;
   auto aligned = [](const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; };
-  return p.codec.rotation_kind == kHadamard && p.codec.qjl == 0 && p.codec.num_parts == 1 &&
+  return (p.codec.rotation_kind == kHadamard || p.rotation_hadamard != 0) && p.codec.qjl == 0 &&
+         p.codec.num_parts == 1 &&
          (d == 64 || d == 128 || d == 256) && aligned(p.rotation) && aligned(p.x) && aligned(p.past_window);
 }
 

@@ -53,6 +53,11 @@ struct QuantizeParams {
   // Optional device int32 flag: set to 1 (never cleared) when a buffer-mode row would land at or past capacity;
   // that row is skipped. Callers that can read past_lengths on the host check overflow before launching.
   int* overflow_flag = nullptr;
+  // Nonzero: the caller has checked every head of rotation with rotation_is_hadamard (on a host copy, e.g. of a
+  // constant initializer) and promises it does not change. The Hadamard-path kernel then skips its own check of
+  // R's structure (a D x D read per block on every launch). A false promise gives wrong codes; 0 (unknown) is
+  // always correct.
+  int rotation_hadamard = 0;
 };
 
 size_t quantize_workspace_bytes(const QuantizeParams& p);
@@ -100,6 +105,9 @@ struct AttentionParams {
   // transform from R_k's row 0 instead of reading all of R_k (and needs no rotation kernel ahead of it). A false
   // promise gives wrong results; 0 (unknown) is always correct.
   int k_rotation_hadamard = 0;
+  // The same promise for v_rotation: the output's un-rotation (reduce kernel, the decode kernel's own epilogue,
+  // the general path's rotation check) skips its check of R_v's structure, a D x D read per block and launch.
+  int v_rotation_hadamard = 0;
 };
 
 // From shapes and attributes alone: the data pointers (past_lengths, windows, k_qjl_matrix) may still be null.

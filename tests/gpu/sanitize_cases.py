@@ -33,15 +33,17 @@ def decode_codec(d):
     return Codec(d, (d,), (4,)), cuda[0], cuda[1], cuda[2]
 
 
-def decode_launches(k, kc, q, cache, mask, rot, cb, env, values, splits_list, k_hadamard=False):
+def decode_launches(
+    k, kc, q, cache, mask, rot, cb, env, values, splits_list, k_hadamard=False, v_hadamard=False
+):
     """Decode steps with R_k = R_v = rot, for each value of the environment knob env and each split count
-    (k_hadamard: R_k promised Hadamard)."""
+    (k_hadamard / v_hadamard: R_k / R_v promised Hadamard)."""
     for value in values:
         os.environ[env] = value
         for splits in splits_list:
             out = k.attention(
                 kc, kc, q, cache, cache, mask, rot, cb, rot, cb, scale=0.1, force_splits=splits,
-                k_hadamard=k_hadamard,
+                k_hadamard=k_hadamard, v_hadamard=v_hadamard,
             )  # fmt: skip
             torch.cuda.synchronize()
             assert torch.isfinite(out).all()
@@ -129,10 +131,21 @@ def main() -> None:
         cache, q, mask = decode_inputs(k, kc, rot, cb, b, hkv, t, d, group)
         assert k.rotation_is_hadamard(rot)
         decode_launches(k, kc, q, cache, mask, rot, cb, "TQ_PREROTATE", ("0", "1"), (0, 4), k_hadamard=True)
-    # Prefill chunks on the general path: the once-per-call structure check of R, the rotate kernel's
-    # butterfly and dense products, the row-per-warp reduce kernel; two 128-row blocks per kv head (G * S =
-    # 160), 1 and 3 splits, Hadamard and dense R, D 64 / 128 / 256; the cache decoded once into float16
-    # (tq_decode_cache_kernel, forced: TQ_KV16=1) and each block decoding its own tiles (TQ_KV16=0).
+    # Promised Hadamard R_k and R_v: no device check of R_v in the decode kernel's one-split epilogue or the
+    # reduce kernel (1 and 3 splits), and a promised quantize (no check of R in the quantize kernel).
+    for d, b in ((128, 1), (128, 8), (64, 2), (256, 2)):
+        kc, rot, cb, dense = decode_codec(d)
+        x = torch.randn((b, hkv, t, d), device="cuda", dtype=torch.float16)
+        past = torch.empty((b, hkv, 0, kc.row_bytes), dtype=torch.uint8, device="cuda")
+        cache, _ = k.quantize(kc, x, past, rot, cb, None, None, hadamard=True)
+        q = torch.randn((b, hkv * group, 1, d), device="cuda", dtype=torch.float16)
+        mask = torch.zeros((b, 1, 1, t), device="cuda")
+        decode_launches(k, kc, q, cache, mask, rot, cb, "TQ_V_HADAMARD", ("1",), (1, 3), True, True)
+    # Prefill chunks on the general path: the once-per-call structure check of R (or the promise of both),
+    # the rotate kernel's butterfly and dense products, the row-per-warp reduce kernel; two 128-row blocks
+    # per kv head (G * S = 160), 1 and 3 splits, Hadamard and dense R, D 64 / 128 / 256; the cache decoded
+    # once into float16 (tq_decode_cache_kernel, forced: TQ_KV16=1) and each block decoding its own tiles
+    # (TQ_KV16=0).
     for kv16 in ("1", "0"):
         os.environ["TQ_KV16"] = kv16
         for d in (64, 128, 256):
@@ -141,11 +154,12 @@ def main() -> None:
             cache, _, _ = decode_inputs(k, kc, rot, cb, b, hkv, t, d, group)
             q = torch.randn((b, hkv * group, s, d), device="cuda", dtype=torch.float16)
             mask = torch.zeros((b, 1, s, t), device="cuda")
-            for r in (rot, dense):
+            for r, promise in ((rot, False), (dense, False), (rot, True)):
                 for splits in (1, 3):
                     out = k.attention(
-                        kc, kc, q, cache, cache, mask, r, cb, r, cb, scale=0.1, force_splits=splits
-                    )
+                        kc, kc, q, cache, cache, mask, r, cb, r, cb, scale=0.1, force_splits=splits,
+                        k_hadamard=promise, v_hadamard=promise,
+                    )  # fmt: skip
                     torch.cuda.synchronize()
                     assert torch.isfinite(out).all()
     os.environ.pop("TQ_KV16")

@@ -1068,3 +1068,142 @@ def test_attention_decode_promised_hadamard_k(kernels, monkeypatch, case):
             monkeypatch.setenv("TQ_Q_HADAMARD", "0")
             ignored = kernel_decode(kernels, kc, vc, args, wins, ns, rw, splits, k_hadamard=True)
             assert torch.equal(ignored, unpromised), f"TQ_Q_HADAMARD=0 (splits={splits}, mode={mode})"
+
+
+# A promised Hadamard R_v (AttentionParams::v_rotation_hadamard: what the ORT CUDA op passes for a constant
+# R_v that rotation_is_hadamard accepts) skips the device checks of R_v's structure: in the reduce kernel, in
+# the decode kernel's own epilogue (one split) and in the general path's rotation check (prefill chunks; with
+# k_hadamard also R_k's there). Those checks pass for a Hadamard R_v, so the output must be bit for bit the
+# unpromised one, at every split count, decode and prefill, and within 2e-3 of the float64 reference. That a
+# promise is really taken shows where it is false: a dense R_v promised as Hadamard is un-rotated as one
+# (the check that would have caught it is skipped), far from the reference.
+V_PROMISE_CASES = [  # (D, G, S, K bits, V bits, R_v heads, window (ns, rw))
+    (128, 4, 1, 4, 4, 1, (0, 0)),
+    (128, 16, 1, 4, 3, 2, (0, 0)),
+    (128, 8, 1, 3, 3, 1, (2, 6)),
+    (64, 3, 1, 4, 4, 2, (0, 0)),
+    (256, 4, 1, 4, 4, 1, (0, 0)),
+    (128, 4, 24, 4, 3, 1, (0, 0)),
+    (64, 4, 24, 4, 4, 2, (1, 3)),
+]
+
+
+def _v_promise_id(c) -> str:
+    return f"D{c[0]}-G{c[1]}-S{c[2]}-{c[3]}{c[4]}-h{c[5]}"
+
+
+@pytest.mark.parametrize("case", V_PROMISE_CASES, ids=_v_promise_id)
+def test_attention_promised_hadamard_v(kernels, monkeypatch, case):
+    d, group, s, kbits, vbits, vheads, (ns, rw) = case
+    monkeypatch.delenv("TQ_V_HADAMARD", raising=False)
+    monkeypatch.delenv("TQ_Q_HADAMARD", raising=False)
+    hkv, b, total = 2, 2, 300
+    hq = hkv * group
+    rng = np.random.default_rng(d + 5 * group + s)
+    kref, kc = build(d, (d,), (kbits,), 0, 0, "hadamard", seed=5)
+    vref, vc = build(d, (d,), (vbits,), 0, 0, "hadamard", heads=vheads, seed=9)
+    v_rot = vref.rotation.astype(np.float32)
+    assert kernels.rotation_is_hadamard(v_rot)
+    k_cache, k_win = make_cache(kref, rng, b, hkv, total, d, ns, rw, "float16")
+    v_cache, v_win = make_cache(vref, rng, b, hkv, total, d, ns, rw, "float16")
+    q = rng.standard_normal((b, hq, s, d)).astype(np.float16)
+    mask = build_mask("pad" if s == 1 else "causal", b, hq, s, total, rng, np.array([0, 7]))
+    k_rot = kref.rotation.astype(np.float32)
+    want = reference_decode(q, k_cache, v_cache, mask, k_rot, v_rot, kref, vref, kc, vc, k_win, v_win, ns, rw)
+    args = [dev(x) for x in (q, k_cache, v_cache, mask, k_rot, kref.codebook, v_rot, vref.codebook)]
+    wins = dev_wins(k_win, v_win)
+
+    def run(a, splits, k_promise, v_promise):
+        out = kernels.attention(
+            kc, vc, *a[:8], None, *wins, scale=1.0 / np.sqrt(d), sink_tokens=ns, recent_window=rw,
+            force_splits=splits, k_hadamard=k_promise, v_hadamard=v_promise,
+        )  # fmt: skip
+        torch.cuda.synchronize()
+        return out.clone()
+
+    for splits in (0, 1, 3):
+        for k_promise in (False, True):
+            plain = run(args, splits, k_promise, False)
+            promised = run(args, splits, k_promise, True)
+            where = f"splits={splits}, k promised={k_promise}"
+            assert torch.equal(promised, plain), f"the v promise changed the output ({where})"
+            got = promised.float().cpu().numpy().astype(np.float64)
+            err = rel_err(got, want)
+            assert np.isfinite(got).all() and err < 2e-3, f"relative error {err:.2e} (splits={splits})"
+    # A false promise is taken at its word (so the check really is skipped); TQ_V_HADAMARD=0 ignores it.
+    dense = build(d, (d,), (vbits,), 0, 0, "dense", heads=vheads, seed=9)[0].rotation.astype(np.float32)
+    assert not kernels.rotation_is_hadamard(dense)
+    dargs = [*args[:6], dev(dense), args[7]]
+    want_dense = reference_decode(
+        q, k_cache, v_cache, mask, k_rot, dense, kref, vref, kc, vc, k_win, v_win, ns, rw
+    )
+    for splits in (1, 3):
+        honest = run(dargs, splits, False, False).float().cpu().numpy().astype(np.float64)
+        assert rel_err(honest, want_dense) < 2e-3, f"dense R_v unpromised (splits={splits})"
+        lied = run(dargs, splits, False, True).float().cpu().numpy().astype(np.float64)
+        assert rel_err(lied, want_dense) > 0.1, f"a false v promise was not taken (splits={splits})"
+        monkeypatch.setenv("TQ_V_HADAMARD", "0")
+        ignored = run(dargs, splits, False, True).float().cpu().numpy().astype(np.float64)
+        monkeypatch.delenv("TQ_V_HADAMARD")
+        assert np.array_equal(ignored, honest), f"TQ_V_HADAMARD=0 (splits={splits})"
+
+
+# A promised Hadamard rotation in TQQuantize (QuantizeParams::rotation_hadamard) skips the kernel's check of
+# R's structure: the codes must stay bit-exact against the reference (concat steps, a window, float16/float32
+# x, shared and per-head R, D 64/128/256). A false promise (one sign of R flipped) is taken at its word: codes
+# differ from the reference, which the unpromised kernel meets (its check sends the block to the dense
+# branch). TQ_QUANT_HADAMARD=0 ignores the promise.
+QUANT_PROMISE_CASES = [  # (D, bits, R heads, dtype, window)
+    (128, 4, 1, "float16", (0, 0)),
+    (128, 3, 3, "float32", (2, 5)),
+    (64, 4, 3, "float16", (0, 0)),
+    (256, 2, 1, "float32", (0, 0)),
+]
+
+
+@pytest.mark.parametrize("case", QUANT_PROMISE_CASES, ids=lambda c: f"D{c[0]}-{c[1]}bit-h{c[2]}-{c[3]}")
+def test_quantize_promised_hadamard(kernels, monkeypatch, case):
+    d, bits, rheads, dtype, (ns, rw) = case
+    monkeypatch.delenv("TQ_QUANT_HADAMARD", raising=False)
+    heads, b = 3, 2
+    ref, codec = build(d, (d,), (bits,), 0, 0, "hadamard", heads=rheads, seed=4)
+    rot = ref.rotation.astype(np.float32)
+    assert kernels.rotation_is_hadamard(rot)
+    near = rot.copy()
+    near[-1, d - 1, 3] = -near[-1, d - 1, 3]
+    assert not kernels.rotation_is_hadamard(near)
+    rng = np.random.default_rng(d + bits)
+    for r, promise, expect_exact in ((rot, True, True), (near, False, True), (near, True, False)):
+        cache = np.zeros((b, heads, 0, codec.row_bytes), np.uint8)
+        win = np.zeros((b, heads, 0, d), dtype) if ns + rw else None
+        g_cache, g_win = dev(cache), (dev(win) if win is not None else None)
+        exact = True
+        for s in (9, 1, 1, 3):
+            x = (rng.standard_normal((b, heads, s, d)) * rng.uniform(0.1, 30)).astype(dtype)
+            cache, win = reference_ops.tq_quantize(
+                x, cache, r, ref.codebook, None, win, sink_tokens=ns, recent_window=rw, **attrs(codec)
+            )
+            g_cache, g_win = kernels.quantize(
+                codec, dev(x), g_cache, dev(r), dev(ref.codebook), None, g_win,
+                sink_tokens=ns, recent_window=rw, hadamard=promise,
+            )  # fmt: skip
+            torch.cuda.synchronize()
+            exact = exact and np.array_equal(g_cache.cpu().numpy(), cache)
+            g_cache = dev(cache)  # next step from the reference's cache, so each step is judged alone
+            if win is not None:
+                np.testing.assert_array_equal(g_win.cpu().numpy(), win)
+        assert exact == expect_exact, f"promise={promise}, near miss={r is near}: exact={exact}"
+    monkeypatch.setenv("TQ_QUANT_HADAMARD", "0")
+    x = (rng.standard_normal((b, heads, 4, d))).astype(dtype)
+    want, _ = reference_ops.tq_quantize(
+        x, np.zeros((b, heads, 0, codec.row_bytes), np.uint8), near, ref.codebook, None,
+        np.zeros((b, heads, 0, d), dtype) if ns + rw else None,
+        sink_tokens=ns, recent_window=rw, **attrs(codec),
+    )  # fmt: skip
+    got, _ = kernels.quantize(
+        codec, dev(x), dev(np.zeros((b, heads, 0, codec.row_bytes), np.uint8)), dev(near), dev(ref.codebook),
+        None, dev(np.zeros((b, heads, 0, d), dtype)) if ns + rw else None,
+        sink_tokens=ns, recent_window=rw, hadamard=True,
+    )  # fmt: skip
+    torch.cuda.synchronize()
+    assert np.array_equal(got.cpu().numpy(), want), "TQ_QUANT_HADAMARD=0 must ignore the promise"
