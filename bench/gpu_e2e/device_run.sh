@@ -64,12 +64,12 @@ fi
 start=$SECONDS
 python3 -m bench.gpu_e2e.fill_weights build/e2e/models/smol/model.onnx \
   --share-with build/e2e/models/smol-tq4/model.onnx build/e2e/models/smol-tq4-w/model.onnx \
-  build/e2e/models/smol-tq4-buf/model.onnx
+  build/e2e/models/smol-tq4-buf/model.onnx build/e2e/models/smol-tq8/model.onnx
 python3 -m bench.gpu_e2e.fill_weights build/e2e/models/llama8b/model.onnx \
   --share-with build/e2e/models/llama8b-tq4/model.onnx build/e2e/models/llama8b-tq3/model.onnx
 echo "weights filled in $((SECONDS - start)) s"
 
-timeout 240 python3 -m pytest -p no:cacheprovider -rA -s --tb=short tests/gpu/test_converted_model_cuda.py \
+timeout 330 python3 -m pytest -p no:cacheprovider -rA -s --tb=short tests/gpu/test_converted_model_cuda.py \
   2>&1 | tee "$out/test_e2e.log" | grep -E "max\||passed|failed|PASSED|FAILED|SKIPPED|Error|error" | tail -20
 steps=30
 [ "${1:-}" = --quick ] && steps=10

@@ -22,6 +22,7 @@ done
 convert smol-tq4 smol --preset 4
 convert smol-tq4-w smol --preset 4 --sink-tokens 4 --recent-window 32
 convert smol-tq4-buf smol --preset 4 --cache-mode buffer
+convert smol-tq8 smol --preset 8
 convert llama8b-tq4 llama8b --preset 4
 convert llama8b-tq3 llama8b --preset 3
 du -sh build/e2e/lib "$models"/*

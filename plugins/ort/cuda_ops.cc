@@ -121,10 +121,95 @@ class Scratch {
   void* workspace_ = nullptr;
 };
 
+// Whether input `index` of the node is a constant initializer [heads, D, D] float32 whose every head is
+// Sylvester-Hadamard-structured (kernels::rotation_is_hadamard on a host copy, read once at kernel creation;
+// ORT keeps initializers unchanged for the session's life). Anything else (not constant, not float32, not
+// readable) is false, with the reason in *why: the launcher then reads and checks R itself, which is always
+// correct.
+bool ConstantHadamardRotation(const OrtKernelInfo* info, size_t index, const char** why) {
+  const OrtApi& api = Ort::GetApi();
+  int is_constant = 0;
+  const OrtValue* value = nullptr;
+  if (OrtStatus* s = api.KernelInfoGetConstantInput_tensor(info, index, &is_constant, &value); s != nullptr) {
+    api.ReleaseStatus(s);
+    *why = "its constant value could not be read";
+    return false;
+  }
+  if (is_constant == 0 || value == nullptr) {
+    *why = "it is not a constant initializer";
+    return false;
+  }
+  const Ort::ConstValue r{value};
+  const auto type_shape = r.GetTensorTypeAndShapeInfo();
+  const std::vector<int64_t> shape = type_shape.GetShape();
+  if (type_shape.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || shape.size() != 3 || shape[0] <= 0 ||
+      shape[1] <= 0 || shape[1] != shape[2] || shape[1] > 4096 || shape[0] > 4096) {
+    *why = "it is not float32 [heads, D, D]";
+    return false;
+  }
+  std::vector<float> host(type_shape.GetElementCount());
+  const float* data = r.GetTensorData<float>();
+  if (r.GetTensorMemoryInfo().GetDeviceType() == OrtMemoryInfoDeviceType_CPU) {
+    std::copy(data, data + host.size(), host.begin());
+  } else if (cudaMemcpy(host.data(), data, host.size() * sizeof(float), cudaMemcpyDefault) != cudaSuccess) {
+    (void)cudaGetLastError();  // not sticky: clear it so later launches do not report it
+    *why = "its copy to the host failed";
+    return false;
+  }
+  if (!kernels::rotation_is_hadamard(host.data(), static_cast<int>(shape[0]), static_cast<int>(shape[1]))) {
+    *why = "it is not Sylvester-Hadamard-structured";
+    return false;
+  }
+  *why = "";
+  return true;
+}
+
+// One line in ORT's log at INFO level (session option log_severity_level <= 1), naming the op and the node:
+// "tqexport <op> <node>: <message>".
+void LogInfo(const OrtKernelInfo* info, const char* op, const std::string& message) {
+  const OrtApi& api = Ort::GetApi();
+  const OrtLogger* logger = nullptr;
+  if (OrtStatus* s = api.KernelInfo_GetLogger(info, &logger); s != nullptr || logger == nullptr) {
+    if (s != nullptr) api.ReleaseStatus(s);
+    return;
+  }
+  std::string node = "?";
+  size_t size = 0;
+  if (OrtStatus* s = api.KernelInfo_GetNodeName(info, nullptr, &size); s == nullptr && size > 0) {
+    std::vector<char> name(size);
+    if (OrtStatus* s2 = api.KernelInfo_GetNodeName(info, name.data(), &size); s2 == nullptr)
+      node.assign(name.data());
+    else
+      api.ReleaseStatus(s2);
+  } else if (s != nullptr) {
+    api.ReleaseStatus(s);
+  }
+  const std::string line = std::string("tqexport ") + op + " " + node + ": " + message;
+  if (OrtStatus* s = api.Logger_LogMessage(logger, ORT_LOGGING_LEVEL_INFO, line.c_str(), ORT_FILE, __LINE__, op);
+      s != nullptr)
+    api.ReleaseStatus(s);
+}
+
+// ConstantHadamardRotation for input `index` (named `input`), with the choice logged: `promised` says what the
+// promise buys, and without one the line says the structure is checked on every call, and why.
+bool PromiseHadamardRotation(const OrtKernelInfo* info, const char* op, size_t index, const char* input,
+                             const char* promised) {
+  const char* why = "";
+  const bool ok = ConstantHadamardRotation(info, index, &why);
+  LogInfo(info, op,
+          ok ? std::string(input) + " is a constant Sylvester-Hadamard matrix; " + promised
+             : std::string(input) + " read on every call (" + why + ")");
+  return ok;
+}
+
 // ------------------------------------------------------------------------------------------------ TQQuantize
 class QuantizeCuda final : public Kernel {
  public:
-  QuantizeCuda(const QuantizeAttrs& attrs, ONNXTensorElementDataType x_type) : attrs_(attrs), x_type_(x_type) {}
+  QuantizeCuda(const QuantizeAttrs& attrs, ONNXTensorElementDataType x_type, const OrtKernelInfo* info)
+      : attrs_(attrs),
+        x_type_(x_type),
+        rotation_hadamard_(PromiseHadamardRotation(info, kQuantizeOp, kQRotation, "rotation",
+                                                   "the quantize kernel does not check its structure")) {}
 
   Ort::Status Compute(OrtKernelContext* context) override {
     const char* op = kQuantizeOp;
@@ -168,6 +253,7 @@ class QuantizeCuda final : public Kernel {
     p.cache_mode = attrs_.cache_mode;
     p.sink_tokens = attrs_.sink_tokens;
     p.recent_window = attrs_.recent_window;
+    p.rotation_hadamard = rotation_hadamard_ ? 1 : 0;
 
     cudaStream_t stream = static_cast<cudaStream_t>(ctx.GetGPUComputeStream());
     Scratch scratch(context, cache_out.GetTensorMemoryInfo(), stream);
@@ -182,6 +268,7 @@ class QuantizeCuda final : public Kernel {
  private:
   QuantizeAttrs attrs_;
   ONNXTensorElementDataType x_type_;
+  bool rotation_hadamard_;  // PromiseHadamardRotation
 };
 
 // ------------------------------------------------------------------------------------------------ TQAttention
@@ -191,88 +278,15 @@ kernels::MaskType KernelMaskType(ONNXTensorElementDataType t) {
   return kernels::MaskType::kFloat32;
 }
 
-// Whether input `index` of the node is a constant initializer [heads, D, D] float32 whose every head is
-// Sylvester-Hadamard-structured (kernels::rotation_is_hadamard on a host copy, read once at kernel creation;
-// ORT keeps initializers unchanged for the session's life). Anything else (not constant, not float32, not
-// readable) is false, with the reason in *why: the launcher then reads R_k itself, which is always correct.
-bool ConstantHadamardRotation(const OrtKernelInfo* info, size_t index, const char** why) {
-  const OrtApi& api = Ort::GetApi();
-  int is_constant = 0;
-  const OrtValue* value = nullptr;
-  if (OrtStatus* s = api.KernelInfoGetConstantInput_tensor(info, index, &is_constant, &value); s != nullptr) {
-    api.ReleaseStatus(s);
-    *why = "its constant value could not be read";
-    return false;
-  }
-  if (is_constant == 0 || value == nullptr) {
-    *why = "it is not a constant initializer";
-    return false;
-  }
-  const Ort::ConstValue r{value};
-  const auto type_shape = r.GetTensorTypeAndShapeInfo();
-  const std::vector<int64_t> shape = type_shape.GetShape();
-  if (type_shape.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || shape.size() != 3 || shape[0] <= 0 ||
-      shape[1] <= 0 || shape[1] != shape[2] || shape[1] > 4096 || shape[0] > 4096) {
-    *why = "it is not float32 [heads, D, D]";
-    return false;
-  }
-  std::vector<float> host(type_shape.GetElementCount());
-  const float* data = r.GetTensorData<float>();
-  if (r.GetTensorMemoryInfo().GetDeviceType() == OrtMemoryInfoDeviceType_CPU) {
-    std::copy(data, data + host.size(), host.begin());
-  } else if (cudaMemcpy(host.data(), data, host.size() * sizeof(float), cudaMemcpyDefault) != cudaSuccess) {
-    (void)cudaGetLastError();  // not sticky: clear it so later launches do not report it
-    *why = "its copy to the host failed";
-    return false;
-  }
-  if (!kernels::rotation_is_hadamard(host.data(), static_cast<int>(shape[0]), static_cast<int>(shape[1]))) {
-    *why = "it is not Sylvester-Hadamard-structured";
-    return false;
-  }
-  *why = "";
-  return true;
-}
-
-// The choice above, in ORT's log at INFO level (session option log_severity_level <= 1), naming the node.
-void LogRotationChoice(const OrtKernelInfo* info, bool promised, const char* why) {
-  const OrtApi& api = Ort::GetApi();
-  const OrtLogger* logger = nullptr;
-  if (OrtStatus* s = api.KernelInfo_GetLogger(info, &logger); s != nullptr || logger == nullptr) {
-    if (s != nullptr) api.ReleaseStatus(s);
-    return;
-  }
-  std::string node = "?";
-  size_t size = 0;
-  if (OrtStatus* s = api.KernelInfo_GetNodeName(info, nullptr, &size); s == nullptr && size > 0) {
-    std::vector<char> name(size);
-    if (OrtStatus* s2 = api.KernelInfo_GetNodeName(info, name.data(), &size); s2 == nullptr)
-      node.assign(name.data());
-    else
-      api.ReleaseStatus(s2);
-  } else if (s != nullptr) {
-    api.ReleaseStatus(s);
-  }
-  const std::string message =
-      promised ? "tqexport TQAttention " + node +
-                     ": k_rotation is a constant Sylvester-Hadamard matrix; the decode kernel rotates q by a butterfly"
-               : "tqexport TQAttention " + node + ": k_rotation read on every call (" + why + ")";
-  if (OrtStatus* s = api.Logger_LogMessage(logger, ORT_LOGGING_LEVEL_INFO, message.c_str(), ORT_FILE, __LINE__,
-                                           "TQAttention");
-      s != nullptr)
-    api.ReleaseStatus(s);
-}
-
-bool PromiseHadamardRotation(const OrtKernelInfo* info) {
-  const char* why = "";
-  const bool promised = ConstantHadamardRotation(info, kAKRotation, &why);
-  LogRotationChoice(info, promised, why);
-  return promised;
-}
-
 class AttentionCuda final : public Kernel {
  public:
   AttentionCuda(const AttentionAttrs& attrs, ONNXTensorElementDataType q_type, const OrtKernelInfo* info)
-      : attrs_(attrs), q_type_(q_type), k_rotation_hadamard_(PromiseHadamardRotation(info)) {}
+      : attrs_(attrs),
+        q_type_(q_type),
+        k_rotation_hadamard_(PromiseHadamardRotation(info, kAttentionOp, kAKRotation, "k_rotation",
+                                                     "the decode kernel rotates q by a butterfly")),
+        v_rotation_hadamard_(PromiseHadamardRotation(info, kAttentionOp, kAVRotation, "v_rotation",
+                                                     "the output's un-rotation does not check its structure")) {}
 
   Ort::Status Compute(OrtKernelContext* context) override {
     const char* op = kAttentionOp;
@@ -323,6 +337,7 @@ class AttentionCuda final : public Kernel {
     p.recent_window = attrs_.recent_window;
     p.out = out.GetTensorMutableRawData();
     p.k_rotation_hadamard = k_rotation_hadamard_ ? 1 : 0;
+    p.v_rotation_hadamard = v_rotation_hadamard_ ? 1 : 0;
 
     cudaStream_t stream = static_cast<cudaStream_t>(ctx.GetGPUComputeStream());
     Scratch scratch(context, out.GetTensorMemoryInfo(), stream);
@@ -338,6 +353,7 @@ class AttentionCuda final : public Kernel {
   AttentionAttrs attrs_;
   ONNXTensorElementDataType q_type_;
   bool k_rotation_hadamard_;  // PromiseHadamardRotation
+  bool v_rotation_hadamard_;
 };
 
 }  // namespace

@@ -2,8 +2,9 @@
 
 The model is a random-weight Llama with SmolLM2-135M's exact shapes (30 layers, hidden 576, Hq 9, Hkv 3,
 D 64, vocab 49152, float32), exported by bench/gpu_e2e/export_models.py and converted with `tqexport convert`
-(4-bit preset; 4-bit with --sink-tokens 4 --recent-window 32). Set TQEXPORT_E2E_MODELS to the folder holding
-`smol/`, `smol-tq4/` and `smol-tq4-w/` (each a model.onnx; missing weights are filled by
+(4-bit preset; 4-bit with --sink-tokens 4 --recent-window 32; 4-bit in buffer mode; the 8-bit preset). Set
+TQEXPORT_E2E_MODELS to the folder holding `smol/`, `smol-tq4/`, `smol-tq4-w/`, `smol-tq4-buf/` and `smol-tq8/`
+(each a model.onnx; missing weights are filled by
 bench/gpu_e2e/fill_weights.py). The tiny committed fixtures cannot serve: their D = 32 has no CUDA kernel.
 
 Oracle: the same graph on CPUExecutionProvider. The CPU runs a 40-token prefill (longer than the 36-token
@@ -66,7 +67,7 @@ STEP_REL_TOL = 1e-2
 # (errors ~1).
 FREE_RUNNING_BOUND = 0.3
 VOCAB = 49152
-VARIANTS = ("tq4", "tq4_sink4_window32", "tq4_buffer")
+VARIANTS = ("tq4", "tq4_sink4_window32", "tq4_buffer", "tq8")
 # Buffer mode (convert --cache-mode buffer) runs the same kernels on the same values as concat mode, writing
 # each new row into the preallocated cache at past_lengths instead of a fresh Concat output: its CUDA logits
 # must equal the concat model's CUDA logits (measured 0 on an H100; the bound leaves room for nothing but
@@ -88,14 +89,24 @@ class ModelSet:
 MODEL_SETS = {
     "random": ModelSet(
         "smol",
-        {"tq4": "smol-tq4", "tq4_sink4_window32": "smol-tq4-w", "tq4_buffer": "smol-tq4-buf"},
+        {
+            "tq4": "smol-tq4",
+            "tq4_sink4_window32": "smol-tq4-w",
+            "tq4_buffer": "smol-tq4-buf",
+            "tq8": "smol-tq8",
+        },
         STEP_REL_TOL,
         FREE_RUNNING_BOUND,
         real_weights=False,
     ),
     "real": ModelSet(
         "smollm2",
-        {"tq4": "smollm2-tq4", "tq4_sink4_window32": "smollm2-tq4-w", "tq4_buffer": "smollm2-tq4-buf"},
+        {
+            "tq4": "smollm2-tq4",
+            "tq4_sink4_window32": "smollm2-tq4-w",
+            "tq4_buffer": "smollm2-tq4-buf",
+            "tq8": "smollm2-tq8",
+        },
         REL_TOL,
         REL_TOL,
         real_weights=True,

@@ -91,16 +91,20 @@ def run_quantize(
     attributes: dict[str, Any],
     with_window_output: bool | None = None,
     provider: str = CPU,
+    constants: tuple[str, ...] = (),
+    log_severity: int = 4,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """present_cache, present_window (None without a window output) of one TQQuantize node."""
+    """present_cache, present_window (None without a window output) of one TQQuantize node (inputs named in
+    `constants` as initializers)."""
     x = inputs["x"]
     if with_window_output is None:
         with_window_output = attributes.get("sink_tokens", 0) + attributes.get("recent_window", 0) > 0
     outputs = [("present_cache", onnx.TensorProto.UINT8)]
     if with_window_output:
         outputs.append(("present_window", _elem_type(x)))
-    model = one_node_model("TQQuantize", QUANTIZE_INPUTS, inputs, outputs, attributes)
-    results = session(model, provider).run(None, _feeds(QUANTIZE_INPUTS, inputs))
+    model = one_node_model("TQQuantize", QUANTIZE_INPUTS, inputs, outputs, attributes, constants)
+    feeds = {n: v for n, v in _feeds(QUANTIZE_INPUTS, inputs).items() if n not in constants}
+    results = session(model, provider, log_severity).run(None, feeds)
     return results[0], (results[1] if with_window_output else None)
 
 

@@ -185,6 +185,81 @@ def test_cuda_attention_constant_k_rotation(
     assert "k_rotation read on every call (it is not a constant initializer)" in capfd.readouterr().err
 
 
+# R_v as a constant initializer: promised like R_k (AttentionParams::v_rotation_hadamard) where every head is
+# Sylvester-Hadamard, so the output's un-rotation skips its device check of R_v. Decode (the decode kernel's
+# reduce) and a 3-token prefill chunk (the general path); a dense R_v and a one-sign near miss get no promise,
+# and with one the near miss would be un-rotated as the Hadamard R it is not (far outside the bound). The
+# choice is read from ORT's log.
+@pytest.mark.parametrize("new_tokens", [1, 3], ids=["decode", "prefill_chunk"])
+@pytest.mark.parametrize(
+    ("rotation", "per_head"), [("hadamard", False), ("hadamard", True), ("dense", False), ("near_miss", True)]
+)
+def test_cuda_attention_constant_v_rotation(rotation: str, per_head: bool, new_tokens: int, capfd) -> None:
+    rng = np.random.default_rng(new_tokens + len(rotation))
+    batch, kv_heads, group, total, head_dim, dtype = 2, 2, 4, 300, 128, np.float16
+    k_codec = make_codec(head_dim, bits=(4,), kv_heads=kv_heads)
+    v_codec = make_codec(
+        head_dim,
+        bits=(3,),
+        rotation="dense" if rotation == "dense" else "hadamard",
+        kv_heads=kv_heads,
+        per_head_rotation=per_head,
+        seed=100,
+    )
+    if rotation == "near_miss":
+        rot = v_codec.rotation.copy()
+        rot[-1, 9, 2] = -rot[-1, 9, 2]
+        v_codec = dataclasses.replace(v_codec, rotation=rot)
+    keys = rng.standard_normal((batch, kv_heads, total, head_dim)).astype(dtype)
+    values = rng.standard_normal((batch, kv_heads, total, head_dim)).astype(dtype)
+    k_cache, _ = concat_caches(keys, k_codec, 0, 0)
+    v_cache, _ = concat_caches(values, v_codec, 0, 0)
+    q = rng.standard_normal((batch, kv_heads * group, new_tokens, head_dim)).astype(dtype)
+    mask = causal_mask(batch, new_tokens, total)
+    inputs, attrs = attention_inputs(q, k_codec, v_codec, k_cache, v_cache, mask)
+    constants = ("k_rotation", "v_rotation", "v_codebook")
+    ours = run_attention(inputs, attrs, provider=CUDA, constants=constants, log_severity=1)
+    log = capfd.readouterr().err
+    assert "k_rotation is a constant Sylvester-Hadamard matrix" in log, log[-2000:]
+    promised = "v_rotation is a constant Sylvester-Hadamard matrix" in log
+    assert promised == (rotation == "hadamard"), log[-2000:]
+    if rotation != "hadamard":
+        assert "v_rotation read on every call (it is not Sylvester-Hadamard-structured)" in log, log[-2000:]
+    ref = reference_ops.tq_attention(**inputs, **attrs)
+    assert np.all(np.isfinite(ours))
+    assert _rel_err(ours, ref) <= CUDA_RTOL[dtype]
+    run_attention(inputs, attrs, provider=CUDA, log_severity=1)
+    assert "v_rotation read on every call (it is not a constant initializer)" in capfd.readouterr().err
+
+
+# TQQuantize with its rotation as a constant initializer: promised (QuantizeParams::rotation_hadamard) where
+# every head is Sylvester-Hadamard, so the kernel skips its check of R; the codes stay bit-identical to the
+# reference. A one-sign near miss gets no promise (with one, its codes would differ) and stays bit-identical.
+@pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["f32", "f16"])
+@pytest.mark.parametrize(
+    ("rotation", "per_head"), [("hadamard", False), ("hadamard", True), ("near_miss", True)]
+)
+def test_cuda_quantize_constant_rotation(rotation: str, per_head: bool, dtype, capfd) -> None:
+    rng = np.random.default_rng(7)
+    codec = make_codec(128, bits=(4,), kv_heads=2, per_head_rotation=per_head)
+    if rotation == "near_miss":
+        rot = codec.rotation.copy()
+        rot[-1, 100, 5] = -rot[-1, 100, 5]
+        codec = dataclasses.replace(codec, rotation=rot)
+    x = special_vectors(rng, (2, 2, 9, 128), dtype)
+    inputs, attrs = quantize_inputs(x, codec, empty_cache(2, 2, codec))
+    ours, _ = run_quantize(inputs, attrs, provider=CUDA, constants=("rotation", "codebook"), log_severity=1)
+    log = capfd.readouterr().err
+    promised = "tqexport TQQuantize" in log and "rotation is a constant Sylvester-Hadamard matrix" in log
+    assert promised == (rotation == "hadamard"), log[-2000:]
+    if rotation != "hadamard":
+        assert "rotation read on every call (it is not Sylvester-Hadamard-structured)" in log, log[-2000:]
+    ref, _ = reference_ops.tq_quantize(**inputs, **attrs)
+    assert np.array_equal(ours, ref), f"{int(np.sum(ours != ref))} bytes differ"
+    run_quantize(inputs, attrs, provider=CUDA, log_severity=1)
+    assert "rotation read on every call (it is not a constant initializer)" in capfd.readouterr().err
+
+
 def test_cuda_matches_cpu_op() -> None:
     inputs, attrs = small_attention_case(
         np.float16, batch=1, kv_heads=2, group=4, new_tokens=3, total=33, head_dim=64, seed=5
