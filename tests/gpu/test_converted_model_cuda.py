@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +66,13 @@ STEP_REL_TOL = 1e-2
 # CPU from a 1e-6 weight nudge (2.7e-2, vs 8e-6 for the original). This bound catches broken kernels
 # (errors ~1).
 FREE_RUNNING_BOUND = 0.3
+# The 8-bit preset (cells 16x narrower, so a flipped code costs ~16x less) on the random set: measured on an
+# H100 2.49e-3 one step and 1.23e-2 free-running; held to 2x that. It still misses the brief's 1e-3: what is
+# left is the float16 rounding of the attention operands above (the windowed model, whose new token never
+# meets the quantizer in a one-step replay, shows 1.0e-3 from that alone), not the quantizer. On the CPU a
+# 1e-6 weight nudge moves the 8-bit model 3.3e-5 one step and 1.0e-3 free-running
+# (bench/gpu_e2e/sensitivity_cpu.py --names smol-tq8 smol-tq4 --steps 64 --one-step).
+TQ8_BOUNDS = (5e-3, 5e-2)
 VOCAB = 49152
 VARIANTS = ("tq4", "tq4_sink4_window32", "tq4_buffer", "tq8")
 # Buffer mode (convert --cache-mode buffer) runs the same kernels on the same values as concat mode, writing
@@ -84,6 +91,7 @@ class ModelSet:
     step_tol: float
     free_bound: float
     real_weights: bool
+    variant_bounds: dict[str, tuple[float, float]] = field(default_factory=dict)  # (step, free) per variant
 
 
 MODEL_SETS = {
@@ -98,6 +106,7 @@ MODEL_SETS = {
         STEP_REL_TOL,
         FREE_RUNNING_BOUND,
         real_weights=False,
+        variant_bounds={"tq8": TQ8_BOUNDS},
     ),
     "real": ModelSet(
         "smollm2",
@@ -228,11 +237,12 @@ def test_ort_cuda_converted_model_matches_cpu(variant: str, tmp_path: Path) -> N
     for op in ("TQQuantize", "TQAttention"):
         ran_on = result["providers"].get(op, {})
         assert set(ran_on) == {CUDA}, f"{op} ran on {dict(ran_on)}, not only {CUDA}"
-    assert result["step"] <= models.step_tol, (
-        f"{variant}: one step from the CPU's past: {result['step']:.3e} x max|logit| (> {models.step_tol})"
+    step_tol, free_bound = models.variant_bounds.get(variant, (models.step_tol, models.free_bound))
+    assert result["step"] <= step_tol, (
+        f"{variant}: one step from the CPU's past: {result['step']:.3e} x max|logit| (> {step_tol})"
     )
-    assert result["free"] <= models.free_bound, (
-        f"{variant}: free-running logits differ by {result['free']:.3e} x max|logit| (> {models.free_bound})"
+    assert result["free"] <= free_bound, (
+        f"{variant}: free-running logits differ by {result['free']:.3e} x max|logit| (> {free_bound})"
     )
 
 
