@@ -96,20 +96,9 @@ def main() -> None:
         k_hadamard = kern.rotation_is_hadamard(rot)
         for _ in range(3):
             kern.attention(
-                codec,
-                codec,
-                q,
-                kc,
-                vc,
-                mask,
-                rot,
-                cb,
-                rot,
-                cb,
-                scale=0.088,
-                k_hadamard=k_hadamard,
+                codec, codec, q, kc, vc, mask, rot, cb, rot, cb, scale=0.088, k_hadamard=k_hadamard,
                 v_hadamard=k_hadamard,
-            )
+            )  # fmt: skip
         torch.cuda.synchronize()
         return
     name = torch.cuda.get_device_name()
