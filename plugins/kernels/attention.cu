@@ -1178,9 +1178,10 @@ __device__ __forceinline__ uint32_t reduce_rotation_mismatch(const float* rot, i
   }
 }
 
-// One warp: out[base + i] = (R_v[0][i] (H y)_i + owin[i]) / l for i < d = 32 N (lane holds i = N lane + e).
+// One warp: out[base + i] = (R_v[0][i] (H y)_i + owin[i]) / l for i < d = 32 N (lane holds i = N lane + e;
+// r0[e] = R_v[0][N lane + e], loaded by the caller ahead of time).
 template <int N>
-__device__ __forceinline__ void reduce_hadamard(const AttentionParams& p, const float* rot, const float* y,
+__device__ __forceinline__ void reduce_hadamard(const AttentionParams& p, const float (&r0)[8], const float* y,
                                                 const float* owin, float l, int64_t base) {
   const int lane = threadIdx.x % 32;
   float v[N];
@@ -1190,7 +1191,7 @@ __device__ __forceinline__ void reduce_hadamard(const AttentionParams& p, const 
 #pragma unroll
   for (int e = 0; e < N; ++e) {
     const int i = N * lane + e;
-    const float out = l > 0.0f ? (__ldg(rot + i) * v[e] + owin[i]) / l : 0.0f;
+    const float out = l > 0.0f ? (r0[e] * v[e] + owin[i]) / l : 0.0f;
     dev::store_from_float(p.out, p.dtype, base + i, out);
   }
 }
@@ -1259,7 +1260,28 @@ __global__ void __launch_bounds__(kThreads) tq_attention_reduce_kernel(const Att
     v_hadamard = __syncthreads_or(bad) == 0;
     if (v_hadamard) v_hadamard = __syncthreads_or(reduce_rotation_mismatch(rot, d)) == 0;  // uniform branch
   }
+  // Warp 0's R_v[0] entries for the butterfly epilogue (reduce_hadamard), loaded before the wait so their latency
+  // is not on the path after the decode grid ends.
+  float r0[8] = {};
+  if (v_hadamard && threadIdx.x < 32) {
+    const int n = d / 32;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) r0[e] = e < n ? __ldg(rot + n * threadIdx.x + e) : 0.0f;
+  }
   dev::pdl_wait();  // the partials below are the previous grid's output
+  // This thread's partials of the first kPre splits, loaded now, alongside warp 0's (max, sum) loads below, so
+  // that the weighted sum after the barrier does not wait for another round of loads (columns i = threadIdx.x +
+  // kThreads c, d <= 2 kThreads). Partials of weight 0 may hold garbage: selected away below.
+  constexpr int kPre = 8;
+  const float* po = a.part_o + grow * a.nsp * d;
+  float pre[2][kPre];
+#pragma unroll
+  for (int c = 0; c < 2; ++c) {
+    const int i = threadIdx.x + kThreads * c;
+#pragma unroll
+    for (int sp = 0; sp < kPre; ++sp)
+      pre[c][sp] = i < d && sp < a.nsp ? po[static_cast<int64_t>(sp) * d + i] : 0.0f;
+  }
   if (threadIdx.x < 32) {
     float mx = kNegInf;
     for (int sp = threadIdx.x; sp < a.nsp; sp += 32) {
@@ -1280,19 +1302,43 @@ __global__ void __launch_bounds__(kThreads) tq_attention_reduce_kernel(const Att
     if (threadIdx.x == 0) total_l = l;
   }
   __syncthreads();  // weight and total_l
-  const float* po = a.part_o + grow * a.nsp * d;
-  for (int i = threadIdx.x; i < d; i += kThreads) {
+  static_assert(2 * kThreads >= 256, "two columns per thread cover d <= 256");
+#pragma unroll
+  for (int c = 0; c < 2; ++c) {
+    const int i = threadIdx.x + kThreads * c;
+    if (i >= d) break;
     // Independent loads (no data-dependent branch around them); partials of weight 0 may hold garbage: select.
     float r = 0.0f, w = 0.0f;
-#pragma unroll 4
-    for (int sp = 0; sp < a.nsp; ++sp) {
+#pragma unroll
+    for (int sp = 0; sp < kPre; ++sp) {
+      if (sp >= a.nsp) break;
       const float f = weight[sp];
-      const float raw = po[static_cast<int64_t>(sp) * d + i];
-      const float v = f != 0.0f ? raw * f : 0.0f;
+      const float v = f != 0.0f ? pre[c][sp] * f : 0.0f;
       if (sp < a.nsplit) {
         r += v;
       } else {
         w += v;
+      }
+    }
+    // The other splits in batches of kPre independent loads, summed in the same order. (A plain `unroll 4` loop
+    // here, after the preloaded splits, measured 9-27% slower at B=1 T >= 4K on an H100: bench/NOTES.md
+    // "Promised R_v and quantize R".)
+    for (int sp0 = kPre; sp0 < a.nsp; sp0 += kPre) {
+      float raw[kPre];
+#pragma unroll
+      for (int j = 0; j < kPre; ++j)
+        raw[j] = sp0 + j < a.nsp ? po[static_cast<int64_t>(sp0 + j) * d + i] : 0.0f;
+#pragma unroll
+      for (int j = 0; j < kPre; ++j) {
+        const int sp = sp0 + j;
+        if (sp >= a.nsp) break;
+        const float f = weight[sp];
+        const float v = f != 0.0f ? raw[j] * f : 0.0f;
+        if (sp < a.nsplit) {
+          r += v;
+        } else {
+          w += v;
+        }
       }
     }
     orot[i] = r;
@@ -1305,9 +1351,9 @@ __global__ void __launch_bounds__(kThreads) tq_attention_reduce_kernel(const Att
   if (v_hadamard) {
     if (threadIdx.x < 32) {
       switch (d) {
-        case 64: reduce_hadamard<2>(p, rot, orot, owin, l, grow * d); break;
-        case 128: reduce_hadamard<4>(p, rot, orot, owin, l, grow * d); break;
-        default: reduce_hadamard<8>(p, rot, orot, owin, l, grow * d); break;
+        case 64: reduce_hadamard<2>(p, r0, orot, owin, l, grow * d); break;
+        case 128: reduce_hadamard<4>(p, r0, orot, owin, l, grow * d); break;
+        default: reduce_hadamard<8>(p, r0, orot, owin, l, grow * d); break;
       }
     }
     return;
