@@ -1,13 +1,14 @@
 """Small-T decode attention: time against warps per block x split count.
 
     python3 bench/gpu_harness/smallt_sweep.py [--cases bits:B:T,...] [--warps 4,8] [--splits 0,1,2,4,8,16]
-        [--rotation hadamard|dense]
+        [--rotation hadamard|dense] [--floor]
 
 Forces the launcher's choice through TQ_DECODE_WARPS (plugins/kernels/attention.cu) and force_splits;
 0 splits = the launcher's own split count (for those warps); the "auto" row = no override at all. Same setup
 as bench/attention_gpu.py (Hq=32, Hkv=8, D=128, fp16 q, float mask, inputs rotating over copies, R of K and V
 Sylvester-Hadamard by default as `tqexport convert` writes it; --rotation dense: a random dense R). Prints one
-row per (case, warps), microseconds per split count. Never asserts.
+row per (case, warps), microseconds per split count; --floor adds the same timer's reading for a graph of
+one and of two trivial kernels (the launch floor). Never asserts.
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ def main() -> None:
     ap.add_argument("--warps", default="4,8")
     ap.add_argument("--splits", default="0,1,2,4,8,16")
     ap.add_argument("--rotation", choices=("hadamard", "dense"), default="hadamard")
+    ap.add_argument(
+        "--floor", action="store_true", help="also time CUDA graphs of one and of two trivial kernels"
+    )
     args = ap.parse_args()
     splits = [int(s) for s in args.splits.split(",")]
     kern = Kernels()
@@ -87,6 +91,11 @@ def main() -> None:
             row = [timed(inputs, ns) for ns in splits]
             print(f"{bits:4d} {b:3d} {t:7d} {w:6d} " + "".join(f"{us:8.1f}" for us in row), flush=True)
         os.environ.pop("TQ_DECODE_WARPS", None)
+    if args.floor:
+        x = [torch.zeros(1024, device="cuda") for _ in range(2)]
+        one = time_graph_us(lambda i: x[i].add_(1.0), 2)
+        two = time_graph_us(lambda i: (x[i].add_(1.0), x[i].mul_(1.0)), 2)
+        print(f"floor: a graph of one trivial kernel {one:.2f} us, of two {two:.2f} us (the rows' timer)")
 
 
 if __name__ == "__main__":
