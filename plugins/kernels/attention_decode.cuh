@@ -589,8 +589,9 @@ __device__ __forceinline__ void load_full_tile(uint8_t* dst, const uint8_t* src,
 // over the whole matrix, on every launch, unless the caller promised it: `promised`, AttnArgs::v_promised):
 // x_r = R_v[0] .* (H o_r) / l_r, one warp per query row r (a butterfly transform in registers and shuffles; output
 // row row0 + r: S == 1). Returns false, having written nothing, for any other R_v (the caller's dense loop); the
-// return is uniform and each path passes a block barrier after mo/mol were written. Every thread of the block calls it. Out of line: inlined into the decode kernel, this code
-// made ptxas move spills into the tile loop (bench/NOTES.md "Hadamard un-rotation").
+// return is uniform and each path passes a block barrier after mo/mol were written. Every thread of the block
+// calls it. Out of line: inlined into the decode kernel, this code made ptxas move spills into the tile loop
+// (bench/NOTES.md "Hadamard un-rotation").
 template <int NW, int D>
 __device__ __noinline__ bool fast_out_hadamard(const float* rot, const float* mo, const float* mol, int rows,
                                                void* out, DType dtype, int64_t row0, bool promised) {

@@ -415,7 +415,8 @@ cudaError_t launch_quantize(const QuantizeParams& p, void* /*workspace*/, cudaSt
   const RowLayout lay = row_layout(p.codec);
   QuantizeArgs args{p, lay, 0, w};
   // TQ_QUANT_HADAMARD=0 ignores the caller's promise (A/B timing: the kernel checks R as without one).
-  if (const char* v = std::getenv("TQ_QUANT_HADAMARD"); v != nullptr && std::atoi(v) == 0) args.p.rotation_hadamard = 0;
+  if (const char* v = std::getenv("TQ_QUANT_HADAMARD"); v != nullptr && std::atoi(v) == 0)
+    args.p.rotation_hadamard = 0;
   if (p.cache_mode == kConcat) {
     const int64_t t_old = p.past_rows + (w > 0 ? p.past_window_rows : 0);
     const int64_t t_new = t_old + p.new_tokens;

@@ -1052,15 +1052,15 @@ cudaError_t launch_typed(const QuantizeArgs& args, cudaStream_t stream) {
 
 // rotation_kind = 1 (or a promised Hadamard R: QuantizeParams::rotation_hadamard), one part, no QJL, D in
 // {64, 128, 256}, 16-byte aligned tensors: the v4 kernel (which checks R unless promised; a block whose R is not
-// Hadamard-structured runs v2's dense branch). QJL and dense rotations keep the
-// v1 kernel: on the H100 its shared-memory staging beat the v2 kernel's per-thread dense rows (QJL B=8 S=4096: 4.7
-// vs 5.6 ms; decode far worse).
+// Hadamard-structured runs v2's dense branch). QJL and dense rotations keep the v1 kernel: on the H100 its
+// shared-memory staging beat the v2 kernel's per-thread dense rows (QJL B=8 S=4096: 4.7 vs 5.6 ms; decode far
+// worse).
 inline bool wht_path_applies(const QuantizeParams& p) {
   const int d = p.codec.head_dim;
   auto aligned = [](const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; };
   return (p.codec.rotation_kind == kHadamard || p.rotation_hadamard != 0) && p.codec.qjl == 0 &&
-         p.codec.num_parts == 1 &&
-         (d == 64 || d == 128 || d == 256) && aligned(p.rotation) && aligned(p.x) && aligned(p.past_window);
+         p.codec.num_parts == 1 && (d == 64 || d == 128 || d == 256) && aligned(p.rotation) && aligned(p.x) &&
+         aligned(p.past_window);
 }
 
 inline cudaError_t launch_quantize_wht(const QuantizeArgs& args, cudaStream_t stream) {
