@@ -1309,16 +1309,19 @@ __global__ void __launch_bounds__(kThreads) tq_attention_reduce_kernel(const Att
     if (i >= d) break;
     // Independent loads (no data-dependent branch around them); partials of weight 0 may hold garbage: select.
     float r = 0.0f, w = 0.0f;
-#pragma unroll
-    for (int sp = 0; sp < kPre; ++sp) {
-      if (sp >= a.nsp) break;
+    auto add = [&](int sp, float raw) {  // split sp's weighted partial into the cache (r) or window (w) sum
       const float f = weight[sp];
-      const float v = f != 0.0f ? pre[c][sp] * f : 0.0f;
+      const float v = f != 0.0f ? raw * f : 0.0f;
       if (sp < a.nsplit) {
         r += v;
       } else {
         w += v;
       }
+    };
+#pragma unroll
+    for (int sp = 0; sp < kPre; ++sp) {
+      if (sp >= a.nsp) break;
+      add(sp, pre[c][sp]);
     }
     // The other splits in batches of kPre independent loads, summed in the same order. (A plain `unroll 4` loop
     // here, after the preloaded splits, measured 9-27% slower at B=1 T >= 4K on an H100: bench/NOTES.md
@@ -1330,15 +1333,8 @@ __global__ void __launch_bounds__(kThreads) tq_attention_reduce_kernel(const Att
         raw[j] = sp0 + j < a.nsp ? po[static_cast<int64_t>(sp0 + j) * d + i] : 0.0f;
 #pragma unroll
       for (int j = 0; j < kPre; ++j) {
-        const int sp = sp0 + j;
-        if (sp >= a.nsp) break;
-        const float f = weight[sp];
-        const float v = f != 0.0f ? raw[j] * f : 0.0f;
-        if (sp < a.nsplit) {
-          r += v;
-        } else {
-          w += v;
-        }
+        if (sp0 + j >= a.nsp) break;
+        add(sp0 + j, raw[j]);
       }
     }
     orot[i] = r;
