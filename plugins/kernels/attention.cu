@@ -1237,6 +1237,7 @@ __device__ __forceinline__ void reduce_dense(const AttentionParams& p, const flo
 }
 
 __global__ void __launch_bounds__(kThreads) tq_attention_reduce_kernel(const AttnArgs a) {
+  dev::stamp(2048 + blockIdx.x, 0);
   const AttentionParams& p = a.p;
   const int d = p.k_codec.head_dim;
   __shared__ float weight[kMaxSplits + kMaxWindowSplits];
@@ -1269,6 +1270,7 @@ __global__ void __launch_bounds__(kThreads) tq_attention_reduce_kernel(const Att
     for (int e = 0; e < 8; ++e) r0[e] = e < n ? __ldg(rot + n * threadIdx.x + e) : 0.0f;
   }
   dev::pdl_wait();  // the partials below are the previous grid's output
+  dev::stamp(2048 + blockIdx.x, 1);
   // This thread's partials of the first kPre splits, loaded now, alongside warp 0's (max, sum) loads below, so
   // that the weighted sum after the barrier does not wait for another round of loads (columns i = threadIdx.x +
   // kThreads c, d <= 2 kThreads). Partials of weight 0 may hold garbage: selected away below.
@@ -1302,6 +1304,7 @@ __global__ void __launch_bounds__(kThreads) tq_attention_reduce_kernel(const Att
     if (threadIdx.x == 0) total_l = l;
   }
   __syncthreads();  // weight and total_l
+  dev::stamp(2048 + blockIdx.x, 2);
   static_assert(2 * kThreads >= 256, "two columns per thread cover d <= 256");
 #pragma unroll
   for (int c = 0; c < 2; ++c) {
@@ -1351,6 +1354,7 @@ __global__ void __launch_bounds__(kThreads) tq_attention_reduce_kernel(const Att
         case 128: reduce_hadamard<4>(p, r0, orot, owin, l, grow * d); break;
         default: reduce_hadamard<8>(p, r0, orot, owin, l, grow * d); break;
       }
+      dev::stamp(2048 + blockIdx.x, 3);
     }
     return;
   }
@@ -2150,3 +2154,18 @@ cudaError_t launch_attention(const AttentionParams& p, void* workspace, cudaStre
 }
 
 }  // namespace tq::kernels
+
+#if TQ_STAMPS
+// Timing builds only: copy (and clear) the stamps of dev::stamp (tq_device.cuh). n = number of 64-bit words.
+extern "C" __attribute__((visibility("default"))) int tq_stamps_read(unsigned long long* host, int n, int clear) {
+  const size_t bytes = sizeof(tq::kernels::dev::g_stamps);
+  if (n < 0 || static_cast<size_t>(n) * sizeof(unsigned long long) > bytes) return -1;
+  cudaError_t e = cudaMemcpyFromSymbol(host, tq::kernels::dev::g_stamps, n * sizeof(unsigned long long));
+  if (e == cudaSuccess && clear) {
+    void* dev_ptr = nullptr;
+    e = cudaGetSymbolAddress(&dev_ptr, tq::kernels::dev::g_stamps);
+    if (e == cudaSuccess) e = cudaMemset(dev_ptr, 0, bytes);
+  }
+  return static_cast<int>(e);
+}
+#endif

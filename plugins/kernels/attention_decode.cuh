@@ -623,6 +623,13 @@ __device__ __noinline__ bool fast_out_hadamard(const float* rot, const float* mo
   return true;
 }
 
+// Column of the warp merge's buffer (rows of D floats) where the decode kernel stores output column col of row
+// row: an XOR of the column's bits 0..3 with its bits 5..6 and the row's bits 1..2. Each store instruction of the
+// merge has its lanes on distinct banks (G <= 8; at most 2-way for G > 8, 4-way at D = 256 with G > 8), where the
+// plain layout put 16 (D = 128) or 32 lanes on one bank; a row read by consecutive columns stays conflict-free
+// (the XOR permutes each aligned group of 32). bench/NOTES.md "Merge swizzle".
+__device__ __forceinline__ int merge_col(int row, int col) { return col ^ (((col >> 5) & 3) << 2) ^ ((row >> 1) & 3); }
+
 // Row offsets in this kernel, where S == 1 (fast_decode_eligible): query row r of kv head g is global row
 // b Hq + g G + r, and its mask row starts at ((bm Hm + hm) Tm). The same values as global_row and mask_row
 // without their divisions by S (a runtime value), which took ~9% of B=1 T=1K's instructions in the epilogue.
@@ -685,6 +692,8 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
   // The reduce kernel (a programmatic dependent launch after this kernel: launch_attention) may start now; it
   // reads only R_v until its pdl_wait, which waits for this grid to complete.
   dev::pdl_trigger();
+  const int stamp_block = blockIdx.z * gridDim.x + blockIdx.x;
+  dev::stamp(stamp_block, 0);
   const AttentionParams& p = a.p;
   const int split = blockIdx.x;
   const int b = blockIdx.z / p.kv_heads;
@@ -754,6 +763,7 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
     }
     dev::cp_async_commit();
   }
+  dev::stamp(stamp_block, 8);
 
   uint32_t tk[lut_words<MK>()], tv[lut_words<MV>()];
   make_lut<MK>(p.k_codebook, tk);
@@ -802,6 +812,7 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
   } else {
     mask_nonzero = 1;
   }
+  dev::stamp(stamp_block, 1);
   if (a.prerotated) {
     // Rotated ahead by tq_prerotate_q_kernel (launch_attention): wait for that grid, then copy its rows.
     dev::pdl_wait();
@@ -914,6 +925,7 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
     __syncthreads();
   }
   (void)split_visible;
+  dev::stamp(stamp_block, 2);
 
   // Query fragments (A operand, rows = query heads), columns permuted to this thread's K chunk order.
   uint32_t qf[KSTEPS][4];
@@ -1000,6 +1012,9 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
     } else {
       __syncthreads();
     }
+#if TQ_STAMPS
+    if (it == 0) dev::stamp(stamp_block, 3);
+#endif
     {
       const int64_t nt = it + kFastStages - 1;
       const int ns = stage == 0 ? kFastStages - 1 : stage - 1;  // nt % kFastStages
@@ -1342,6 +1357,7 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
   }
   dev::cp_async_wait<0>();
   __syncthreads();
+  dev::stamp(stamp_block, 4);
 
   // Merge the warps through shared memory (stage space is free now), un-permuting the output columns.
 #pragma unroll
@@ -1364,8 +1380,9 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
         const int col = (2 * qc + e) * CSV + chunk_coord<MV>(nt);
-        cb_o[(warp * kFastRows + qr) * D + col] = oacc[nt][e];
-        cb_o[(warp * kFastRows + qr + 8) * D + col] = oacc[nt][2 + e];
+        const int row = warp * kFastRows + qr;
+        cb_o[row * D + merge_col(row, col)] = oacc[nt][e];
+        cb_o[(row + 8) * D + merge_col(row + 8, col)] = oacc[nt][2 + e];
       }
     }
   } else {  // O^T: m-tile i, element 2e + r = chunk position 2i + e of chunk qr, query row 2qc + r
@@ -1374,8 +1391,9 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
         const int col = VHALF ? 16 * (qr / 2) + 2 * (2 * i + e) + (qr & 1) : qr * CSV + chunk_coord<MV>(2 * i + e);
-        cb_o[(warp * kFastRows + 2 * qc) * D + col] = oacc[i][2 * e];
-        cb_o[(warp * kFastRows + 2 * qc + 1) * D + col] = oacc[i][2 * e + 1];
+        const int row = warp * kFastRows + 2 * qc;
+        cb_o[row * D + merge_col(row, col)] = oacc[i][2 * e];
+        cb_o[(row + 1) * D + merge_col(row + 1, col)] = oacc[i][2 * e + 1];
       }
     }
   }
@@ -1412,14 +1430,20 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
     cb_l[kFastRows + r] = mx;
   }
   __syncthreads();
+  dev::stamp(stamp_block, 5);
+  // Loads without a branch around them and 4 elements per round (independent chains; as a plain loop with the
+  // loads under the branch this took ~1200 cycles at 4 rows, bench/NOTES.md "Merge swizzle").
+#pragma unroll 4
   for (int idx = threadIdx.x; idx < a.rows * D; idx += blockDim.x) {
     const int r = idx / D;
     const int d = idx % D;
     float o = 0.0f;
-    if (cb_l[kFastRows + r] != kNegInf) {  // as before: a row no warp saw is 0, whatever its warps' o hold
 #pragma unroll
-      for (int w = 0; w < kFastWarps; ++w) o += cb_m[w * kFastRows + r] * cb_o[(w * kFastRows + r) * D + d];
+    for (int w = 0; w < kFastWarps; ++w) {
+      const int row = w * kFastRows + r;
+      o += cb_m[row] * cb_o[row * D + merge_col(row, d)];
     }
+    o = cb_l[kFastRows + r] != kNegInf ? o : 0.0f;  // as before: a row no warp saw is 0, whatever its warps' o hold
     if (a.fast_out) {
       mo[idx] = o;
       if (d == 0) mol[r] = cb_l[r];
@@ -1429,13 +1453,16 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
       if (d == 0) a.part_ml[grow * a.nsp + split] = make_float2(cb_l[kFastRows + r], cb_l[r]);
     }
   }
+  dev::stamp(stamp_block, 6);
   if (!a.fast_out) return;
   // One split and no window: un-rotate here (x = R_v^T o / l, as tq_attention_reduce_kernel) and skip that kernel.
   // A Sylvester-Hadamard R_v: fast_out_hadamard (its barriers publish mo and mol). Any other R_v: threads 0..D-1,
   // one output column each, dense.
   const float* rot = p.v_rotation + static_cast<int64_t>(p.v_rotation_heads == 1 ? 0 : g) * D * D;
-  if (fast_out_hadamard<NW, D>(rot, mo, mol, a.rows, p.out, p.dtype, decode_row(a, b, g, 0), a.v_promised != 0))
+  if (fast_out_hadamard<NW, D>(rot, mo, mol, a.rows, p.out, p.dtype, decode_row(a, b, g, 0), a.v_promised != 0)) {
+    dev::stamp(stamp_block, 7);
     return;
+  }
   // D = 256: two columns per thread (a loop only there: it moved the smaller instances' register allocation).
   constexpr int kCols = D > kFastWarps * 32 ? D / (kFastWarps * 32) : 1;
   if (threadIdx.x >= D) return;

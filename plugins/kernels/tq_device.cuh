@@ -86,6 +86,27 @@ __device__ __forceinline__ void pdl_wait() {
 #endif
 }
 
+// Timing builds only (-DTQ_STAMPS=1, bench/gpu_harness/chain_stamps.py): thread 0 of a block records the global
+// timer (ns) and its SM's clock at numbered points of the decode and reduce kernels, so one launch's chain can be
+// read phase by phase. Compiled out otherwise.
+#ifndef TQ_STAMPS
+#define TQ_STAMPS 0
+#endif
+#if TQ_STAMPS
+constexpr int kStampBlocks = 4096, kStampSlots = 16;
+__device__ unsigned long long g_stamps[kStampBlocks][2 * kStampSlots];
+__device__ __forceinline__ void stamp(int block, int slot) {
+  if (threadIdx.x == 0 && block < kStampBlocks) {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t)::"memory");
+    g_stamps[block][slot] = t;
+    g_stamps[block][kStampSlots + slot] = clock64();
+  }
+}
+#else
+__device__ __forceinline__ void stamp(int, int) {}
+#endif
+
 }  // namespace tq::kernels::dev
 
 // ------------------------------------------------------------------ Sylvester-Hadamard rotations (format.md 3.1)
