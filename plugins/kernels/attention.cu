@@ -1380,6 +1380,94 @@ __global__ void __launch_bounds__(kThreads) tq_attention_reduce_kernel(const Att
   }
 }
 
+// The decode path's reduce for a promised Hadamard R_v (AttnArgs::v_promised) and at most 32 partials per row:
+// one warp per query row, lane holding output coordinates N lane .. N lane + N - 1, no shared memory and no block
+// barrier. tq_attention_reduce_kernel spends two barriers and two shared-memory round trips on each row after
+// the decode grid ends (~1.8 us of B=1 T=1K's chain on an H100, bench/NOTES.md "Warp reduce"); here the row's
+// partials arrive in one round of loads and the weights move by shuffles. Same weights, split order and
+// arithmetic as that kernel's Hadamard branch (warp 0's max and sum, then each column's weighted sum in split
+// order, then reduce_hadamard), so the outputs are bit-identical. Block: kThreads / 32 rows.
+template <int N>
+__global__ void __launch_bounds__(kThreads) tq_attention_reduce_warp_kernel(const AttnArgs a) {
+  constexpr int D = 32 * N;
+  constexpr int kPre = 8;  // splits whose partials load before the (max, sum) shuffles
+  const AttentionParams& p = a.p;
+  const int lane = threadIdx.x % 32;
+  const int64_t rows_all = static_cast<int64_t>(p.batch) * p.q_heads * p.new_tokens;
+  const int64_t grow = static_cast<int64_t>(blockIdx.x) * (kThreads / 32) + threadIdx.x / 32;
+  if (grow >= rows_all) return;  // whole warps
+  dev::stamp(2048 + blockIdx.x, 0);
+  const int h = static_cast<int>((grow / p.new_tokens) % p.q_heads);
+  const float* rot = p.v_rotation + static_cast<int64_t>(p.v_rotation_heads == 1 ? 0 : h / a.group) * D * D;
+  float r0[N];
+  load_hadamard_row0<N>(rot, lane, r0);  // before the wait: R_v is not the previous grid's output
+  dev::pdl_wait();                       // the partials below are
+  dev::stamp(2048 + blockIdx.x, 1);
+  const int nsp = a.nsp;
+  const float2* ml = a.part_ml + grow * nsp;
+  const float* po = a.part_o + grow * nsp * D + N * lane;
+  auto load = [&](int sp, float (&raw)[N]) {  // split sp's partial of this lane's coordinates (0 past nsp)
+#pragma unroll
+    for (int e = 0; e < N; e += 2) {
+      const float2 v = sp < nsp ? *reinterpret_cast<const float2*>(po + static_cast<int64_t>(sp) * D + e)
+                                : make_float2(0.0f, 0.0f);
+      raw[e] = v.x;
+      raw[e + 1] = v.y;
+    }
+  };
+  float pre[kPre][N];
+#pragma unroll
+  for (int sp = 0; sp < kPre; ++sp) load(sp, pre[sp]);
+  const float2 mine = lane < nsp ? ml[lane] : make_float2(kNegInf, 0.0f);
+  float mx = mine.y > 0.0f ? mine.x : kNegInf;
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+  const float weight = (lane < nsp && mine.y > 0.0f && mx != kNegInf) ? __expf(mine.x - mx) : 0.0f;
+  float l = 0.0f;
+  if (lane < nsp) l += weight * mine.y;
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) l += __shfl_xor_sync(0xffffffffu, l, off);
+  dev::stamp(2048 + blockIdx.x, 2);
+  float y[N], w[N];
+#pragma unroll
+  for (int e = 0; e < N; ++e) y[e] = w[e] = 0.0f;
+  auto add = [&](int sp, const float (&raw)[N]) {  // split sp's weighted partial into the cache (y) or window (w) sum
+    const float f = __shfl_sync(0xffffffffu, weight, sp);
+#pragma unroll
+    for (int e = 0; e < N; ++e) {
+      const float v = f != 0.0f ? raw[e] * f : 0.0f;  // partials of weight 0 may hold garbage
+      if (sp < a.nsplit) {
+        y[e] += v;
+      } else {
+        w[e] += v;
+      }
+    }
+  };
+#pragma unroll
+  for (int sp = 0; sp < kPre; ++sp) {
+    if (sp >= nsp) break;
+    add(sp, pre[sp]);
+  }
+  for (int sp0 = kPre; sp0 < nsp; sp0 += kPre) {  // the rest in batches of kPre independent loads
+    float raw[kPre][N];
+#pragma unroll
+    for (int j = 0; j < kPre; ++j) load(sp0 + j, raw[j]);
+#pragma unroll
+    for (int j = 0; j < kPre; ++j) {
+      if (sp0 + j >= nsp) break;
+      add(sp0 + j, raw[j]);
+    }
+  }
+  dev::warp_fwht<N>(y, lane);
+  const int64_t base = grow * D + N * lane;
+#pragma unroll
+  for (int e = 0; e < N; ++e) {
+    const float out = l > 0.0f ? (r0[e] * y[e] + w[e]) / l : 0.0f;
+    dev::store_from_float(p.out, p.dtype, base + e, out);
+  }
+  dev::stamp(2048 + blockIdx.x, 3);
+}
+
 // ------------------------------------------------------------------------------------------ general path
 // rot_form[h] = 1 when R_k head h is Sylvester-Hadamard (the same check as the reduce kernel's), rot_form[Hkv + h]
 // likewise for R_v: checked once per call, so the rotate and reduce kernels of the general path (many blocks of a
@@ -1772,6 +1860,7 @@ int forced_prerotate_mode() {
 
 // TQ_Q_HADAMARD=0 ignores AttentionParams::k_rotation_hadamard (A/B timing: the dense q rotation's paths),
 // TQ_V_HADAMARD=0 ignores v_rotation_hadamard (the device checks of R_v's structure run as without a promise).
+// TQ_REDUCE_WARP=0 keeps the block-per-row reduce kernel where the warp-per-row one would run (A/B, tests).
 bool env_flag_on(const char* name) {
   const char* v = std::getenv(name);
   return v == nullptr || std::atoi(v) != 0;
@@ -2147,6 +2236,18 @@ cudaError_t launch_attention(const AttentionParams& p, void* workspace, cudaStre
     tq_attention_reduce_rows_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(a, rows_all);
     e = cudaGetLastError();
     return e == cudaSuccess ? e : cuda_failed(e, "TQAttention: tq_attention_reduce_rows_kernel launch");
+  }
+  if (a.v_promised && a.nsp <= 32 && env_flag_on("TQ_REDUCE_WARP")) {  // one warp per row (bit-identical)
+    const dim3 grid(static_cast<unsigned>((rows_all + kThreads / 32 - 1) / (kThreads / 32)));
+    switch (d) {
+      case 64: e = launch_maybe_dependent(tq_attention_reduce_warp_kernel<2>, grid, kThreads, 0, stream,
+                                          dependent_launch_enabled(), a); break;
+      case 128: e = launch_maybe_dependent(tq_attention_reduce_warp_kernel<4>, grid, kThreads, 0, stream,
+                                           dependent_launch_enabled(), a); break;
+      default: e = launch_maybe_dependent(tq_attention_reduce_warp_kernel<8>, grid, kThreads, 0, stream,
+                                          dependent_launch_enabled(), a); break;
+    }
+    return e == cudaSuccess ? e : cuda_failed(e, "TQAttention: tq_attention_reduce_warp_kernel launch");
   }
   e = launch_maybe_dependent(tq_attention_reduce_kernel, dim3(static_cast<unsigned>(rows_all)), kThreads, 0, stream,
                              dependent_launch_enabled(), a);

@@ -1148,6 +1148,75 @@ def test_attention_promised_hadamard_v(kernels, monkeypatch, case):
         assert np.array_equal(ignored, honest), f"TQ_V_HADAMARD=0 (splits={splits})"
 
 
+# The warp-per-row reduce kernel (promised Hadamard R_v, at most 32 partials per row) against the
+# block-per-row one (TQ_REDUCE_WARP=0): bit-identical outputs within 2e-3 of the float64 reference, with more
+# splits than its first batch of 8 loads, a window's partial after the cache splits, exactly 32 partials and
+# 33 (where the block kernel takes over). Which reduce kernel ran is read from the profiler's kernel names.
+WARP_REDUCE_CASES = [  # (D, G, total tokens, window (ns, rw), forced splits, partials per row)
+    (128, 4, 2600, (0, 0), 12, 11),  # 21 tiles: 2 per split
+    (128, 4, 2600, (0, 0), 21, 21),
+    (64, 3, 2600, (2, 6), 21, 22),
+    (256, 2, 1200, (0, 0), 10, 10),
+    (128, 8, 4090, (0, 0), 32, 32),
+    (128, 8, 4200, (0, 0), 33, 33),
+]
+
+
+def launched_kernels(fn) -> set[str]:
+    """Names of the CUDA kernels fn() launches (torch's profiler, CUPTI)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    names = {e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA}
+    assert any("tq_attention" in n for n in names), f"the profiler saw no attention kernel: {sorted(names)}"
+    return names
+
+
+def _warp_reduce_id(c) -> str:
+    return f"D{c[0]}-G{c[1]}-T{c[2]}-w{sum(c[3])}-s{c[4]}"
+
+
+@pytest.mark.parametrize("case", WARP_REDUCE_CASES, ids=_warp_reduce_id)
+def test_attention_reduce_warp(kernels, monkeypatch, case):
+    d, group, total, (ns, rw), splits, partials = case
+    monkeypatch.delenv("TQ_REDUCE_WARP", raising=False)
+    monkeypatch.delenv("TQ_V_HADAMARD", raising=False)
+    hkv, b = 2, 2
+    hq = hkv * group
+    rng = np.random.default_rng(d + group + total)
+    kref, kc = build(d, (d,), (4,), 0, 0, "hadamard", seed=3)
+    vref, vc = build(d, (d,), (4,), 0, 0, "hadamard", seed=4)
+    k_cache, k_win = make_cache(kref, rng, b, hkv, total, d, ns, rw, "float16")
+    v_cache, v_win = make_cache(vref, rng, b, hkv, total, d, ns, rw, "float16")
+    q = rng.standard_normal((b, hq, 1, d)).astype(np.float16)
+    mask = build_mask("pad", b, hq, 1, total, rng, np.array([0, 300]))
+    k_rot, v_rot = kref.rotation.astype(np.float32), vref.rotation.astype(np.float32)
+    want = reference_decode(q, k_cache, v_cache, mask, k_rot, v_rot, kref, vref, kc, vc, k_win, v_win, ns, rw)
+    args = [dev(x) for x in (q, k_cache, v_cache, mask, k_rot, kref.codebook, v_rot, vref.codebook)]
+    wins = dev_wins(k_win, v_win)
+    outs = {}
+
+    def run(tag: str) -> None:
+        outs[tag] = kernels.attention(
+            kc, vc, *args, None, *wins, scale=1.0 / np.sqrt(d), sink_tokens=ns, recent_window=rw,
+            force_splits=splits, k_hadamard=True, v_hadamard=True,
+        ).clone()  # fmt: skip
+
+    warp_names = launched_kernels(lambda: run("warp"))
+    monkeypatch.setenv("TQ_REDUCE_WARP", "0")
+    block_names = launched_kernels(lambda: run("block"))
+    monkeypatch.delenv("TQ_REDUCE_WARP")
+    took_warp = any("reduce_warp_kernel" in n for n in warp_names)
+    assert took_warp == (partials <= 32), f"{partials} partials per row: warp kernel launched = {took_warp}"
+    assert not any("reduce_warp_kernel" in n for n in block_names), "TQ_REDUCE_WARP=0 was not obeyed"
+    assert torch.equal(outs["warp"], outs["block"]), "warp and block reduce differ"
+    got = outs["warp"].float().cpu().numpy().astype(np.float64)
+    err = rel_err(got, want)
+    assert np.isfinite(got).all() and err < 2e-3, f"relative error {err:.2e}"
+
+
 # A promised Hadamard rotation in TQQuantize (QuantizeParams::rotation_hadamard) skips the kernel's check of
 # R's structure: the codes must stay bit-exact against the reference (concat steps, a window, float16/float32
 # x, shared and per-head R, D 64/128/256). A false promise (one sign of R flipped) is taken at its word: codes
