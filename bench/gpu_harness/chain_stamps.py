@@ -39,7 +39,7 @@ DECODE_SLOTS = {  # slot: name, in chain order
     6: "o written / partials written",
     7: "output written (one split)",
 }
-REDUCE_SLOTS = ("entry", "after pdl_wait", "weights (barrier)", "output written")
+REDUCE_SLOTS = ("entry", "after pdl_wait", "split weights", "output written")
 
 
 def read_stamps(lib: ctypes.CDLL) -> np.ndarray:

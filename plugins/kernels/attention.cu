@@ -82,6 +82,8 @@ struct AttnArgs {
   int fast_out;         // decode kernel writes the output itself (one split, no window): no reduce kernel
   int prerotated;       // decode kernel: q rotated ahead into qbuf by tq_prerotate_q_kernel (it waits for that grid)
   int prerotate_trigger;  // tq_prerotate_q_kernel lets its dependent (the decode kernel) launch at its start
+  int decode_waits;     // decode kernel launched as a programmatic dependent of whatever precedes it on the stream:
+                        // it waits (griddepcontrol.wait) before reading anything (launch_attention, "early")
   int q_hadamard;       // decode kernel: rotate q by a butterfly from R_k's row 0 (p.k_rotation_hadamard promised)
   int k_promised;       // p.k_rotation_hadamard, unless TQ_Q_HADAMARD=0: no device check of R_k's structure
   int v_promised;       // p.v_rotation_hadamard, unless TQ_V_HADAMARD=0: no device check of R_v's structure
@@ -1270,6 +1272,7 @@ __global__ void __launch_bounds__(kThreads) tq_attention_reduce_kernel(const Att
     for (int e = 0; e < 8; ++e) r0[e] = e < n ? __ldg(rot + n * threadIdx.x + e) : 0.0f;
   }
   dev::pdl_wait();  // the partials below are the previous grid's output
+  dev::pdl_trigger();  // a decode kernel launched next may start (it waits for this grid: AttnArgs::decode_waits)
   dev::stamp(2048 + blockIdx.x, 1);
   // This thread's partials of the first kPre splits, loaded now, alongside warp 0's (max, sum) loads below, so
   // that the weighted sum after the barrier does not wait for another round of loads (columns i = threadIdx.x +
@@ -1402,6 +1405,7 @@ __global__ void __launch_bounds__(kThreads) tq_attention_reduce_warp_kernel(cons
   float r0[N];
   load_hadamard_row0<N>(rot, lane, r0);  // before the wait: R_v is not the previous grid's output
   dev::pdl_wait();                       // the partials below are
+  dev::pdl_trigger();  // a decode kernel launched next may start (it waits for this grid: AttnArgs::decode_waits)
   dev::stamp(2048 + blockIdx.x, 1);
   const int nsp = a.nsp;
   const float2* ml = a.part_ml + grow * nsp;
@@ -1860,6 +1864,7 @@ int forced_prerotate_mode() {
 
 // TQ_Q_HADAMARD=0 ignores AttentionParams::k_rotation_hadamard (A/B timing: the dense q rotation's paths),
 // TQ_V_HADAMARD=0 ignores v_rotation_hadamard (the device checks of R_v's structure run as without a promise).
+// TQ_DECODE_EARLY=0 launches the decode kernel plainly where it would be a programmatic dependent that waits first.
 // TQ_REDUCE_WARP=0 keeps the block-per-row reduce kernel where the warp-per-row one would run (A/B, tests).
 bool env_flag_on(const char* name) {
   const char* v = std::getenv(name);
@@ -2048,6 +2053,19 @@ cudaError_t make_plan(const AttentionParams& p, Plan* plan, bool sizing_only = f
     a.prerotated = mode != kRotateInKernel ? 1 : 0;
     a.prerotate_trigger = mode == kPrerotateEarly ? 1 : 0;
     plan->prerotate_dependent = mode == kPrerotateEarly || mode == kPrerotateAtExit;
+    // Without a rotation kernel ahead and with at most one decode block per SM, the decode kernel itself is a
+    // programmatic dependent of the stream's previous kernel and waits at its top for that grid (and everything
+    // before it) to complete: the launch latency between the two overlaps the previous kernel's tail. The reduce
+    // kernels let their dependents launch once their own wait returns, TQQuantize's kernels at their start; any
+    // other previous kernel simply completes first, as with a plain launch. Measured on an H100 (bench/NOTES.md
+    // "Early decode launch"): -1.5..-5% at T <= 4K for B = 1 and 8; with more blocks than SMs (B = 32 T = 1K,
+    // one 8-warp split) +22%: the next grid's blocks took the slots the running one freed, unevenly.
+    // TQ_DECODE_EARLY=0: off.
+    const int64_t decode_blocks = static_cast<int64_t>(a.nsp) * p.batch * p.kv_heads;
+    a.decode_waits = !a.prerotated && decode_blocks <= multiprocessor_count() && dependent_launch_enabled() &&
+                             env_flag_on("TQ_DECODE_EARLY")
+                         ? 1
+                         : 0;
   }
 
   const size_t rows_all = static_cast<size_t>(p.batch) * p.q_heads * p.new_tokens;
@@ -2216,7 +2234,7 @@ cudaError_t launch_attention(const AttentionParams& p, void* workspace, cudaStre
     if (e != cudaSuccess) return cuda_failed(e, "TQAttention: shared memory attribute of the decode kernel");
     const dim3 grid(a.nsp, 1, p.batch * p.kv_heads);
     e = launch_maybe_dependent(kernel, grid, a.fast_warps * 32, a.smem_bytes, stream,
-                               plan.prerotate_dependent && dependent_launch_enabled(), a);
+                               (plan.prerotate_dependent || a.decode_waits) && dependent_launch_enabled(), a);
     if (e != cudaSuccess) return cuda_failed(e, "TQAttention: tq_attention_decode_kernel launch");
   } else {
     switch (d) {

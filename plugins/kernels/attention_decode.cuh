@@ -689,6 +689,11 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
   constexpr bool VHALF = CSV < unit_coords<MV>();  // D = 64, 2/3-bit V: half a unit per thread
   static_assert(!VHALF || (2 * CSV == unit_coords<MV>() && !HALF2 && !lut_decode(MV, HALF2)), "half units");
   constexpr int KSTEPS = D / 16;
+  // Launched as a programmatic dependent of the stream's previous kernel (AttnArgs::decode_waits): nothing below
+  // may read before that grid completes. (The wait comes before the trigger: triggered first, each call's
+  // grids let the next call's launch and wait too, a chain of resident waiting grids that took SM slots from
+  // the running one, +8..+35% at B >= 8 T = 1K on an H100.)
+  if (a.decode_waits) dev::pdl_wait();
   // The reduce kernel (a programmatic dependent launch after this kernel: launch_attention) may start now; it
   // reads only R_v until its pdl_wait, which waits for this grid to complete.
   dev::pdl_trigger();

@@ -172,6 +172,7 @@ __device__ __forceinline__ uint16_t f64_to_half_bits(double v) {
 }
 
 __global__ void __launch_bounds__(kThreads) tq_quantize_kernel(const QuantizeArgs args) {
+  dev::pdl_trigger();  // a decode attention launched next may start (it waits for this grid first)
   const QuantizeParams& p = args.p;
   const CodecConfig& cfg = p.codec;
   const RowLayout& lay = args.lay;
@@ -345,6 +346,7 @@ __global__ void __launch_bounds__(kThreads) tq_quantize_kernel(const QuantizeArg
 // Present window slot j of a sequence of t_new tokens: the token stored there comes from x when it is new in this
 // step, else it stays (copied from the past window unless the window is updated in place).
 __global__ void tq_window_kernel(const QuantizeArgs args) {
+  dev::pdl_trigger();  // a decode attention launched next may start (it waits for this grid first)
   const QuantizeParams& p = args.p;
   const int d = p.codec.head_dim;
   const int64_t rows = p.present_window_rows;

@@ -575,6 +575,7 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
   constexpr int CPL = Sh::CPL;
   static_assert(TPV * kCPT == D && VW * TPV == 32, "D in {64, 128, 256}");
   static_assert(CPL == 4 || CPL == 8, "16-byte chunks per lane");
+  dev::pdl_trigger();  // a decode attention launched next may start (it waits for this grid first)
 
   const QuantizeParams& p = args.p;
   const RowLayout& lay = args.lay;

@@ -1217,6 +1217,56 @@ def test_attention_reduce_warp(kernels, monkeypatch, case):
     assert np.isfinite(got).all() and err < 2e-3, f"relative error {err:.2e}"
 
 
+# Early decode launch (AttnArgs::decode_waits): the decode kernel is a programmatic dependent of the stream's
+# previous kernel and must wait for that grid before it reads anything. A decode loop with no synchronization,
+# each step's TQQuantize of K and V (its kernels let a dependent launch at their start) appending the token
+# the attention right after reads: every step's output bit-identical to the same loop with TQ_DECODE_EARLY=0,
+# and the last one within 2e-3 of the float64 reference over the caches the loop built.
+def test_attention_early_launch_after_quantize(kernels, monkeypatch):
+    d, hkv, group, b, past, steps = 128, 2, 4, 1, 300, 12
+    hq = hkv * group
+    monkeypatch.delenv("TQ_DECODE_EARLY", raising=False)
+    rng = np.random.default_rng(17)
+    kref, kc = build(d, (d,), (4,), 0, 0, "hadamard", seed=3)
+    vref, vc = build(d, (d,), (4,), 0, 0, "hadamard", seed=4)
+    k0, _ = make_cache(kref, rng, b, hkv, past, d, 0, 0, "float16")
+    v0, _ = make_cache(vref, rng, b, hkv, past, d, 0, 0, "float16")
+    xs = [dev((rng.standard_normal((2, b, hkv, 1, d)) * 2).astype(np.float16)) for _ in range(steps)]
+    qs = [dev(rng.standard_normal((b, hq, 1, d)).astype(np.float16)) for _ in range(steps)]
+    masks = [dev(np.zeros((b, 1, 1, past + i + 1), np.float32)) for i in range(steps)]
+    k_rot, v_rot = dev(kref.rotation.astype(np.float32)), dev(vref.rotation.astype(np.float32))
+    k_cb, v_cb = dev(kref.codebook), dev(vref.codebook)
+
+    def loop() -> tuple[list, torch.Tensor, torch.Tensor]:
+        k_cache, v_cache, outs = dev(k0), dev(v0), []
+        torch.cuda.synchronize()
+        for i in range(steps):  # nothing waits for the GPU inside the loop
+            k_cache, _ = kernels.quantize(kc, xs[i][0], k_cache, k_rot, k_cb, hadamard=True)
+            v_cache, _ = kernels.quantize(vc, xs[i][1], v_cache, v_rot, v_cb, hadamard=True)
+            out = kernels.attention(
+                kc, vc, qs[i], k_cache, v_cache, masks[i], k_rot, k_cb, v_rot, v_cb,
+                scale=1.0 / np.sqrt(d), k_hadamard=True, v_hadamard=True,
+            )  # fmt: skip
+            outs.append(out)
+        torch.cuda.synchronize()
+        return outs, k_cache, v_cache
+
+    early, k_cache, v_cache = loop()
+    monkeypatch.setenv("TQ_DECODE_EARLY", "0")
+    plain, _, _ = loop()
+    monkeypatch.delenv("TQ_DECODE_EARLY")
+    for i, (e, p) in enumerate(zip(early, plain, strict=True)):
+        assert torch.equal(e, p), f"step {i}: the early and the plain launch differ"
+    want = reference_decode(
+        qs[-1].cpu().numpy(), k_cache.cpu().numpy(), v_cache.cpu().numpy(), masks[-1].cpu().numpy(),
+        kref.rotation.astype(np.float32), vref.rotation.astype(np.float32), kref, vref, kc, vc,
+        None, None, 0, 0,
+    )  # fmt: skip
+    got = early[-1].float().cpu().numpy().astype(np.float64)
+    err = rel_err(got, want)
+    assert np.isfinite(got).all() and err < 2e-3, f"relative error {err:.2e}"
+
+
 # A promised Hadamard rotation in TQQuantize (QuantizeParams::rotation_hadamard) skips the kernel's check of
 # R's structure: the codes must stay bit-exact against the reference (concat steps, a window, float16/float32
 # x, shared and per-head R, D 64/128/256). A false promise (one sign of R flipped) is taken at its word: codes
