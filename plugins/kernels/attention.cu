@@ -22,9 +22,12 @@
 //      rho sqrt(pi/2)/d_p) against Sq qr. Window tokens (sinks and the recent ring) are exact: extra blocks do
 //      them in float32 on CUDA cores, in the original domain. Tiles no row of a warp sees (tile bits) are
 //      skipped; with one split, no window and a Hadamard R_v the block writes the output itself.
-//   3. tq_attention_reduce_rows_kernel (general path, one warp per row) or tq_attention_reduce_kernel (after the
-//      decode kernel, as a programmatic dependent launch on sm_90+: its R_v check overlaps that kernel): merges
-//      the splits, un-rotates once (x = R_v^T y) and adds the window part.
+//   3. tq_attention_reduce_rows_kernel (general path, one warp per row) or, after the decode kernel as a
+//      programmatic dependent launch on sm_90+, tq_attention_reduce_warp_kernel (a promised Hadamard R_v, <= 32
+//      partials per row: one warp per row) or tq_attention_reduce_kernel (one block per row; its R_v check
+//      overlaps the decode kernel): merges the splits, un-rotates once (x = R_v^T y) and adds the window part.
+//   The decode kernel itself, where its grid has at most one block per SM and no rotation kernel precedes it, is a
+//   programmatic dependent of the stream's previous kernel and waits for it first (AttnArgs::decode_waits).
 #include <cuda_fp16.h>
 
 #include <algorithm>
