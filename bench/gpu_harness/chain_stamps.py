@@ -22,8 +22,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.attention_gpu import HKV, HQ, L2_FLUSH_BYTES, D, hadamard_rotation, random_cache  # noqa: E402
-from bench.gpu_harness.capi import Codec, Kernels  # noqa: E402
+from bench.attention_gpu import HKV, HQ, D, hadamard_rotation  # noqa: E402
+from bench.gpu_harness.capi import Kernels  # noqa: E402
+from bench.gpu_harness.cases import decode_case  # noqa: E402
 from bench.gpu_harness.timing import time_graph_us  # noqa: E402
 
 BLOCKS, SLOTS = 4096, 16
@@ -84,25 +85,16 @@ def summarize(st: np.ndarray, decode_blocks: int, reduce_blocks: int) -> list[st
 def run_case(kern: Kernels, rot, bits: int, b: int, t: int) -> None:
     import torch
 
-    codec = Codec(D, (D,), (bits,))
-    cb = torch.zeros((1, 256), device="cuda")
-    cb[0, : 2**bits] = torch.linspace(-0.2, 0.2, 2**bits, device="cuda")
-    comp = b * HKV * t * 2 * codec.row_bytes
-    copies = int(max(1, min(4, L2_FLUSH_BYTES // max(comp, 1) + 1)))
-    q = [torch.randn((b, HQ, 1, D), dtype=torch.float16, device="cuda") for _ in range(copies)]
-    kc = [random_cache(torch, codec, b, t) for _ in range(copies)]
-    vc = [random_cache(torch, codec, b, t) for _ in range(copies)]
-    mask = torch.zeros((1, 1, 1, t), dtype=torch.float32, device="cuda")
-    out = torch.empty_like(q[0])
+    c = decode_case(bits, b, t)
 
     def call(i: int) -> None:
         kern.attention(
-            codec, codec, q[i], kc[i], vc[i], mask, rot, cb, rot, cb, scale=0.088, out=out,
-            k_hadamard=True, v_hadamard=True,
+            c.codec, c.codec, c.q[i], c.k_cache[i], c.v_cache[i], c.mask, rot, c.codebook, rot, c.codebook,
+            scale=0.088, out=c.out, k_hadamard=True, v_hadamard=True,
         )  # fmt: skip
 
     read_stamps(kern.lib)
-    us = time_graph_us(call, copies)
+    us = time_graph_us(call, c.copies)
     torch.cuda.synchronize()
     graph_st = read_stamps(kern.lib)
     call(0)

@@ -20,16 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.attention_gpu import (  # noqa: E402
-    HKV,
-    HQ,
-    L2_FLUSH_BYTES,
-    D,
-    dense_rotation,
-    hadamard_rotation,
-    random_cache,
-)
-from bench.gpu_harness.capi import Codec, Kernels  # noqa: E402
+from bench.attention_gpu import HKV, HQ, D, dense_rotation, hadamard_rotation  # noqa: E402
+from bench.gpu_harness.capi import Kernels  # noqa: E402
+from bench.gpu_harness.cases import decode_case  # noqa: E402
 from bench.gpu_harness.timing import time_graph_us  # noqa: E402
 
 DEFAULT_CASES = "4:1:1024,3:1:1024,4:8:1024,4:32:1024,3:32:1024,4:1:4096,4:8:4096,4:32:4096,4:1:32768"
@@ -72,18 +65,8 @@ def main() -> None:
     print("bits   B       T  warps " + "".join(f"{s:>8d}" for s in splits))
     for case in args.cases.split(","):
         bits, b, t = (int(x) for x in case.split(":"))
-        codec = Codec(D, (D,), (bits,))
-        cb = torch.zeros((1, 256), device="cuda")
-        cb[0, : 2**bits] = torch.linspace(-0.2, 0.2, 2**bits, device="cuda")
-        comp = b * HKV * t * 2 * codec.row_bytes
-        copies = int(max(1, min(4, L2_FLUSH_BYTES // max(comp, 1) + 1)))
-        q = [torch.randn((b, HQ, 1, D), dtype=torch.float16, device="cuda") for _ in range(copies)]
-        kc = [random_cache(torch, codec, b, t) for _ in range(copies)]
-        vc = [random_cache(torch, codec, b, t) for _ in range(copies)]
-        mask = torch.zeros((1, 1, 1, t), dtype=torch.float32, device="cuda")
-        out = torch.empty_like(q[0])
-
-        inputs = (kern, codec, q, kc, vc, mask, rot, cb, out, copies)
+        c = decode_case(bits, b, t)
+        inputs = (kern, c.codec, c.q, c.k_cache, c.v_cache, c.mask, rot, c.codebook, c.out, c.copies)
         os.environ.pop("TQ_DECODE_WARPS", None)
         print(f"{bits:4d} {b:3d} {t:7d}   auto {timed(inputs, 0):8.1f}", flush=True)
         for w in (int(x) for x in args.warps.split(",")):

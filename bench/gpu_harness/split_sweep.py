@@ -14,8 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.attention_gpu import HKV, HQ, L2_FLUSH_BYTES, D, random_cache  # noqa: E402
-from bench.gpu_harness.capi import Codec, Kernels  # noqa: E402
+from bench.attention_gpu import HKV, HQ, D  # noqa: E402
+from bench.gpu_harness.capi import Kernels  # noqa: E402
+from bench.gpu_harness.cases import decode_case  # noqa: E402
 from bench.gpu_harness.timing import time_graph_us  # noqa: E402
 
 DEFAULT_CASES = (
@@ -37,16 +38,9 @@ def main() -> None:
     print("bits   B       T " + "".join(f"{s:>9d}" for s in splits))
     for case in args.cases.split(","):
         bits, b, t = (int(x) for x in case.split(":"))
-        codec = Codec(D, (D,), (bits,))
-        cb = torch.zeros((1, 256), device="cuda")
-        cb[0, : 2**bits] = torch.linspace(-0.2, 0.2, 2**bits, device="cuda")
-        comp = b * HKV * t * 2 * codec.row_bytes
-        copies = int(max(1, min(4, L2_FLUSH_BYTES // max(comp, 1) + 1)))
-        q = [torch.randn((b, HQ, 1, D), dtype=torch.float16, device="cuda") for _ in range(copies)]
-        kc = [random_cache(torch, codec, b, t) for _ in range(copies)]
-        vc = [random_cache(torch, codec, b, t) for _ in range(copies)]
-        mask = torch.zeros((1, 1, 1, t), dtype=torch.float32, device="cuda")
-        out = torch.empty_like(q[0])
+        c = decode_case(bits, b, t)
+        codec, q, kc, vc, mask, cb, out = c.codec, c.q, c.k_cache, c.v_cache, c.mask, c.codebook, c.out
+        copies = c.copies
         row = []
         for ns in splits:
             inputs = (codec, q, kc, vc, mask, cb, out, ns)
