@@ -3,7 +3,8 @@
     python3 bench/gpu_harness/split_sweep.py [--cases bits:B:T,...] [--splits 0,1,2,4,8,16]
 
 0 = the launcher's own choice. Same setup as bench/attention_gpu.py (Hq=32, Hkv=8, D=128, fp16 q, float mask,
-inputs rotating over copies); prints one row per case, microseconds per split count. Never asserts.
+inputs rotating over copies, Sylvester-Hadamard R_k and R_v promised as the ORT CUDA op does for constant
+rotations); prints one row per case, microseconds per split count. Never asserts.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.attention_gpu import HKV, HQ, D  # noqa: E402
+from bench.attention_gpu import HKV, HQ, D, hadamard_rotation  # noqa: E402
 from bench.gpu_harness.capi import Kernels  # noqa: E402
 from bench.gpu_harness.cases import decode_case  # noqa: E402
 from bench.gpu_harness.timing import time_graph_us  # noqa: E402
@@ -33,7 +34,8 @@ def main() -> None:
     args = ap.parse_args()
     splits = [int(s) for s in args.splits.split(",")]
     kern = Kernels()
-    rot = torch.eye(D, device="cuda")[None]
+    rot = torch.from_numpy(hadamard_rotation(D)[None]).float().cuda()
+    assert kern.rotation_is_hadamard(rot)
     print(f"{torch.cuda.get_device_name()}; Hq={HQ} Hkv={HKV} D={D}; us per call by split count (0 = auto)")
     print("bits   B       T " + "".join(f"{s:>9d}" for s in splits))
     for case in args.cases.split(","):
@@ -61,6 +63,8 @@ def main() -> None:
                     scale=0.088,
                     out=out,
                     force_splits=ns,
+                    k_hadamard=True,
+                    v_hadamard=True,
                 )
 
             row.append(time_graph_us(call, copies))
