@@ -31,6 +31,8 @@ BLOCKS, SLOTS = 4096, 16
 REDUCE0 = 2048
 DECODE_SLOTS = {  # slot: name, in chain order
     0: "entry",
+    11: "split range known",
+    12: "stage layout",
     8: "prologue copies issued",
     1: "tables filled, before q rotation",
     2: "q rotated (barrier)",

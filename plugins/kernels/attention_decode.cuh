@@ -721,6 +721,7 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
       a.part_ml[decode_row(a, b, g, r) * a.nsp + split] = make_float2(kNegInf, 0.0f);
     return;
   }
+  dev::stamp(stamp_block, 11);
   const int64_t bg = static_cast<int64_t>(b) * p.kv_heads + g;
   const int krb = a.klay.row_bytes;
   const int vrb = a.vlay.row_bytes;
@@ -739,6 +740,7 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
     const int hole = static_cast<int>((kLutAlign - dev::smem_addr(smem) % kLutAlign) % kLutAlign);
     lay = alut_layout(hole, kFastStages, kPieceK, kPieceV, fast_lut_bytes(MK, MV, HALF2));
   }
+  dev::stamp(stamp_block, 12);
   // Stage s's K piece (v = 0) or V piece (v = 1).
   auto piece = [&](int s, int v) -> uint8_t* {
     uint8_t* const base = reinterpret_cast<uint8_t*>(smem);
