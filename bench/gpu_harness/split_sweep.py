@@ -35,7 +35,8 @@ def main() -> None:
     splits = [int(s) for s in args.splits.split(",")]
     kern = Kernels()
     rot = torch.from_numpy(hadamard_rotation(D)[None]).float().cuda()
-    assert kern.rotation_is_hadamard(rot)
+    if not kern.rotation_is_hadamard(rot):
+        raise SystemExit("split_sweep: this build cannot check R for Hadamard structure")
     print(f"{torch.cuda.get_device_name()}; Hq={HQ} Hkv={HKV} D={D}; us per call by split count (0 = auto)")
     print("bits   B       T " + "".join(f"{s:>9d}" for s in splits))
     for case in args.cases.split(","):
