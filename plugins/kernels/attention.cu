@@ -521,6 +521,23 @@ __device__ __forceinline__ void load_hadamard_row0(const float* rot, int lane, f
   for (int e = 0; e < N; ++e) r0[e] = __ldg(rot + N * lane + e);
 }
 
+// One split's partial (this lane's N coordinates) times its weight f into the cache sum y (split < nsplit) or the
+// window sum w; a weight of 0 adds 0, whatever the partial holds (partials of weight 0 may be garbage). Both warp
+// reduces (decode and general path) add through here, in split order.
+template <int N>
+__device__ __forceinline__ void add_weighted_partial(const float (&raw)[N], float f, bool cache_split, float (&y)[N],
+                                                     float (&w)[N]) {
+#pragma unroll
+  for (int e = 0; e < N; ++e) {
+    const float v = f != 0.0f ? raw[e] * f : 0.0f;
+    if (cache_split) {
+      y[e] += v;
+    } else {
+      w[e] += v;
+    }
+  }
+}
+
 // ------------------------------------------------------------------------------------ fast decode path
 #include "kernels/attention_decode.cuh"
 
@@ -1439,16 +1456,7 @@ __global__ void __launch_bounds__(kThreads) tq_attention_reduce_warp_kernel(cons
 #pragma unroll
   for (int e = 0; e < N; ++e) y[e] = w[e] = 0.0f;
   auto add = [&](int sp, const float (&raw)[N]) {  // split sp's weighted partial into the cache (y) or window (w) sum
-    const float f = __shfl_sync(0xffffffffu, weight, sp);
-#pragma unroll
-    for (int e = 0; e < N; ++e) {
-      const float v = f != 0.0f ? raw[e] * f : 0.0f;  // partials of weight 0 may hold garbage
-      if (sp < a.nsplit) {
-        y[e] += v;
-      } else {
-        w[e] += v;
-      }
-    }
+    add_weighted_partial<N>(raw, __shfl_sync(0xffffffffu, weight, sp), sp < a.nsplit, y, w);
   };
 #pragma unroll
   for (int sp = 0; sp < kPre; ++sp) {
@@ -1585,15 +1593,7 @@ __device__ __forceinline__ void reduce_row_warp(const AttnArgs& a, int64_t grow)
 #pragma unroll
       for (int e = 0; e < N; ++e) raw[e] = po[static_cast<int64_t>(sp) * D + e];
     }
-#pragma unroll
-    for (int e = 0; e < N; ++e) {
-      const float t = f != 0.0f ? raw[e] * f : 0.0f;  // partials of weight 0 may hold garbage
-      if (sp < a.nsplit) {
-        y[e] += t;
-      } else {
-        w[e] += t;
-      }
-    }
+    add_weighted_partial<N>(raw, f, sp < a.nsplit, y, w);
   }
   const int64_t base = grow * D + N * lane;
   if (a.rot_form[p.kv_heads + rh] != 0) {
