@@ -40,6 +40,8 @@ DECODE_SLOTS = {  # slot: name, in chain order
     4: "loop done (barrier)",
     5: "warps merged (barrier)",
     6: "o written / partials written",
+    13: "cluster: partials sent (copies issued)",
+    14: "cluster: partials arrived (reducers)",
     7: "output written (one split)",
 }
 REDUCE_SLOTS = ("entry", "after pdl_wait", "split weights", "output written")

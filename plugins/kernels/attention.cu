@@ -1,8 +1,10 @@
 // TQAttention on CUDA (docs/format.md sections 6-8), decode (S == 1) and prefill chunks (S > 1).
 //
 // Decode (S == 1, the common codecs) runs the decode kernel of attention_decode.cuh, then the reduce kernel
-// unless it wrote the output itself; where the launcher chooses (choose_prerotate_mode), tq_prerotate_q_kernel
-// rotates the query rows once ahead of the decode kernel instead of every decode block. Everything else
+// unless it wrote the output itself (one split) or its splits merged in a thread-block cluster (2..8 splits,
+// one wave, a promised Hadamard R_v, sm_90+: AttnArgs::cluster_merge); where the launcher chooses
+// (choose_prerotate_mode), tq_prerotate_q_kernel rotates the query rows once ahead of the decode kernel instead
+// of every decode block. Everything else
 // (prefill chunks, QJL keys, multi-part codecs, G > 8 at some widths) runs the general path, stream-ordered kernels:
 //   0. tq_rotation_form_kernel: whether each head of R_k and R_v is Sylvester-Hadamard, checked once per call;
 //      for prefill chunks with a short past, tq_mask_tiles_kernel: which 64-token cache tiles each mask row sees.
@@ -47,6 +49,7 @@ constexpr int kThreads = 128;
 constexpr int kTileTokens = 64;
 constexpr int kMaxSplits = 256;
 constexpr int kMaxWindowSplits = 64;
+constexpr int kClusterMergeMax = 8;  // splits merged in one cluster (the portable cluster size)
 constexpr int kWindowChunk = 128;
 constexpr int kRotateRows = 16;
 // Query rows per tq_prerotate_q_kernel block (D = 256: 4, so that its 1024 threads fit in the register file).
@@ -90,6 +93,10 @@ struct AttnArgs {
   int q_hadamard;       // decode kernel: rotate q by a butterfly from R_k's row 0 (p.k_rotation_hadamard promised)
   int k_promised;       // p.k_rotation_hadamard, unless TQ_Q_HADAMARD=0: no device check of R_k's structure
   int v_promised;       // p.v_rotation_hadamard, unless TQ_V_HADAMARD=0: no device check of R_v's structure
+  int cluster_merge;    // decode kernel launched with its nsp splits of a (b, kv head) as one cluster: they merge
+                        // through distributed shared memory (cluster_merge_pushed), no reduce kernel
+  int push_off;         // cluster_merge: byte offset of the push region (mbarrier, slots) in the decode kernel's
+                        // shared memory, after everything else
   // workspace
   __half* qbuf;         // [B*Hq*S][kd]
   float* part_o;        // [B*Hq*S][nsp][D]
@@ -1759,6 +1766,35 @@ cudaError_t launch_maybe_dependent(Kernel kernel, dim3 grid, int threads, int sm
   return e;
 }
 
+// The decode kernel with its a.nsp splits of each (b, kv head) as one cluster (AttnArgs::cluster_merge; grid.x ==
+// a.nsp), and the programmatic-stream-serialization attribute when `dependent` (dropped if refused). An error
+// means no launch: the caller launches plainly with cluster_merge off.
+template <typename Kernel>
+cudaError_t launch_decode_cluster(Kernel kernel, dim3 grid, int threads, int smem, cudaStream_t stream,
+                                  bool dependent, const AttnArgs& a) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = dim3(threads);
+  cfg.dynamicSmemBytes = static_cast<size_t>(smem);
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[2];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = static_cast<unsigned>(a.nsp);
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[1].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = dependent ? 2 : 1;
+  cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, a);
+  if (e != cudaSuccess && dependent) {
+    cudaGetLastError();
+    cfg.numAttrs = 1;
+    e = cudaLaunchKernelEx(&cfg, kernel, a);
+  }
+  return e;
+}
+
 // The split kernel's shared memory for rb-row blocks with wn warps along the tokens: query rows, then one K and
 // one V float16 tile and two stages of compressed tiles and the lookup tables, or (kv16: the cache comes decoded)
 // two stages of K and V float16 tiles. The warp merge at the end reuses the tile space. Sets a's offsets and
@@ -2069,6 +2105,22 @@ cudaError_t make_plan(const AttentionParams& p, Plan* plan, bool sizing_only = f
                              env_flag_on("TQ_DECODE_EARLY")
                          ? 1
                          : 0;
+    // Two to kClusterMergeMax splits, no window, a promised Hadamard R_v, sm_90+, one wave of decode blocks: the
+    // splits of a (b, kv head) form one thread-block cluster and merge through distributed shared memory, so the
+    // call is one kernel (bench/NOTES.md "Cluster merge"). Each block gets a push region (push_bytes) after its
+    // other shared memory. TQ_DECODE_CLUSTER=0: off (the warp reduce kernel; outputs equal up to float32
+    // rounding).
+    const int push = a.nsp >= 1 ? push_bytes(a.rows, a.nsp, d) : 0;
+    const int push_off = (a.smem_bytes + 15) / 16 * 16;
+    a.cluster_merge = !a.fast_out && a.v_promised && a.nwin == 0 && a.nsp >= 2 && a.nsp <= kClusterMergeMax &&
+                              decode_blocks <= multiprocessor_count() && compute_capability_major() >= 9 &&
+                              push_off + push <= max_block_smem() && env_flag_on("TQ_DECODE_CLUSTER")
+                          ? 1
+                          : 0;
+    if (a.cluster_merge) {
+      a.push_off = push_off;
+      a.smem_bytes = push_off + push;
+    }
   }
 
   const size_t rows_all = static_cast<size_t>(p.batch) * p.q_heads * p.new_tokens;
@@ -2236,8 +2288,14 @@ cudaError_t launch_attention(const AttentionParams& p, void* workspace, cudaStre
     e = prepare_launch(reinterpret_cast<const void*>(kernel), a.fast_warps * 32, a.smem_bytes, nullptr);
     if (e != cudaSuccess) return cuda_failed(e, "TQAttention: shared memory attribute of the decode kernel");
     const dim3 grid(a.nsp, 1, p.batch * p.kv_heads);
-    e = launch_maybe_dependent(kernel, grid, a.fast_warps * 32, a.smem_bytes, stream,
-                               (plan.prerotate_dependent || a.decode_waits) && dependent_launch_enabled(), a);
+    const bool dependent = (plan.prerotate_dependent || a.decode_waits) && dependent_launch_enabled();
+    if (a.cluster_merge) {
+      e = launch_decode_cluster(kernel, grid, a.fast_warps * 32, a.smem_bytes, stream, dependent, a);
+      if (e == cudaSuccess) return cudaSuccess;  // the clusters wrote the output
+      cudaGetLastError();  // not launched (a runtime without clusters): the plain launch and the reduce kernel
+      a.cluster_merge = 0;
+    }
+    e = launch_maybe_dependent(kernel, grid, a.fast_warps * 32, a.smem_bytes, stream, dependent, a);
     if (e != cudaSuccess) return cuda_failed(e, "TQAttention: tq_attention_decode_kernel launch");
   } else {
     switch (d) {

@@ -644,6 +644,134 @@ __device__ __forceinline__ int64_t decode_mask_row(const AttnArgs& a, int b, int
   return (static_cast<int64_t>(bm) * p.mask_heads + hm) * p.mask_tokens;
 }
 
+// The split merge through distributed shared memory (AttnArgs::cluster_merge: a promised Hadamard R_v, no window,
+// the nsp splits of one (b, kv head) launched as one thread-block cluster, rank = split, one wave of blocks). Query
+// row r is reduced by block r % nsp, "its reducer". Each block un-rotates its own partial of each row, one warp per
+// row: z = R_v[0] .* (H o) (the butterfly of fast_out_hadamard, without the 1 / l), stages z, max and l as one slot
+// per row in its own shared memory, and sends each slot by a bulk copy (the async proxy; no memory fence in the SM)
+// into slot (r / nsp) nsp + split of the reducer's inbound slots; the copy completes its bytes on the reducer's
+// mbarrier; a row the block reduces itself goes straight into its own inbound slot (a bulk copy to the block itself
+// ran, but compute-sanitizer memcheck reports it as outside any remote block). Push region (AttnArgs::push_off):
+// the mbarrier, ceil(rows / nsp) nsp inbound slots, rows staging slots (push_bytes). The mbarrier is initialized at
+// the kernel's start with the reducer's one arrival, which also announces the bytes to come from the other nsp - 1
+// blocks, before a cluster barrier that every block passes before its first copy. Blocks that reduce no row leave
+// once their copies have read their staging. A reducer waits for the phase, then each lane reads every split's
+// (max, l) (the reduce kernels' weights: exp(max_s - max) for splits with l > 0) and sums its D / 32 coordinates
+// over the splits: x = sum_s w_s z_s / sum_s w_s l_s. The un-rotation of a sum became a sum of un-rotated partials,
+// so outputs match the reduce kernel's up to float32 rounding, not bit for bit. An empty split (`empty`: no
+// compressed rows) sends max -inf and l 0 (weight 0; its z is never used). No second kernel, no global scratch, no
+// cluster barrier at the end (bench/NOTES.md "Cluster merge"). Output row row0 + r. Every thread of the block calls
+// it, after writing mo (rows x D, the merged o of its warps) and cbl (cbl[r] = l, cbl[kFastRows + r] = max) unless
+// empty.
+constexpr int kPushHead = 16;  // bytes before the slots: the mbarrier (8) and padding
+__host__ __device__ constexpr int push_stride_floats(int d) { return d + 4; }  // a slot: z (D), max, l, padding
+// Inbound slots of a block, then its staging slots.
+__host__ __device__ constexpr int push_inbound_slots(int rows, int nsp) { return (rows + nsp - 1) / nsp * nsp; }
+__host__ __device__ constexpr int push_bytes(int rows, int nsp, int d) {
+  return kPushHead + (push_inbound_slots(rows, nsp) + rows) * push_stride_floats(d) * 4;
+}
+// At the kernel's start (AttnArgs::cluster_merge), thread 0: this block's mbarrier, expecting the inbound bytes.
+template <int D>
+__device__ __forceinline__ void cluster_merge_init(uint32_t push_at, int nsp, int rows) {
+  const int mine = blockIdx.x < rows ? (rows - 1 - static_cast<int>(blockIdx.x)) / nsp + 1 : 0;  // rows reduced here
+  dev::mbar_init(push_at, 1);
+  dev::mbar_arrive_expect_tx(push_at, static_cast<uint32_t>(mine * (nsp - 1) * push_stride_floats(D) * 4));
+}
+template <int NW, int D>
+__device__ __noinline__ void cluster_merge_pushed(const float* rot, const float* mo, const float* cbl, uint8_t* push,
+                                                  bool empty, int nsp, int rows, void* out, DType dtype,
+                                                  int64_t row0) {
+  constexpr int N = D / 32;  // coordinates per lane
+  constexpr int PS = push_stride_floats(D);
+  const int rank = blockIdx.x;
+  const int lane = threadIdx.x % 32;
+  const int warp = threadIdx.x / 32;
+  const uint32_t push_at = dev::smem_addr(push);
+  float* const inbound = reinterpret_cast<float*>(push + kPushHead);
+  float* const staging = inbound + push_inbound_slots(rows, nsp) * PS;
+  // Row r's slot: staged for its bulk copy, or written straight into this block's inbound slot when this block
+  // is r's reducer (no copy to itself).
+  auto slot_of = [&](int r) -> float* {
+    return r % nsp == rank ? inbound + ((r / nsp) * nsp + rank) * PS : staging + r * PS;
+  };
+  float r0[N];
+  load_hadamard_row0<N>(rot, lane, r0);
+  if (empty) {
+    for (int r = threadIdx.x; r < rows; r += blockDim.x) {
+      slot_of(r)[D] = kNegInf;
+      slot_of(r)[D + 1] = 0.0f;
+    }
+  } else {
+    __syncthreads();  // mo and cbl
+#pragma unroll 1
+    for (int r = warp; r < rows; r += NW) {
+      float v[N];
+#pragma unroll
+      for (int e = 0; e < N; ++e) v[e] = mo[r * D + N * lane + e];
+      dev::warp_fwht<N>(v, lane);
+      float* const slot = slot_of(r);
+#pragma unroll
+      for (int e = 0; e < N; ++e) slot[N * lane + e] = r0[e] * v[e];
+      if (lane == 0) {
+        slot[D] = cbl[kFastRows + r];
+        slot[D + 1] = cbl[r];
+      }
+    }
+  }
+  dev::fence_proxy_async_smem();  // the staging writes, for the bulk copies
+  __syncthreads();                // (and the rows this block reduces, for its own warps)
+  dev::cluster_wait();  // every block of the cluster started and initialized its mbarrier (its arrive came first)
+  if (threadIdx.x < rows && threadIdx.x % nsp != rank) {
+    const int r = threadIdx.x;
+    const int to = r % nsp;
+    const uint32_t dst = push_at + kPushHead + 4u * static_cast<uint32_t>(((r / nsp) * nsp + rank) * PS);
+    dev::bulk_copy_to_cluster(dev::cluster_addr(dst, to), dev::smem_addr(staging + r * PS), PS * 4,
+                              dev::cluster_addr(push_at, to));
+  }
+  dev::stamp(blockIdx.z * gridDim.x + blockIdx.x, 13);
+  if (rank >= rows || rank + nsp * warp >= rows) {  // no row here for this warp
+    if (threadIdx.x < rows) dev::bulk_wait_read();  // the staging stays until its copy has read it
+    return;
+  }
+  dev::mbar_wait(push_at, 0);
+  if (threadIdx.x < rows) dev::bulk_wait_read();
+  dev::stamp(blockIdx.z * gridDim.x + blockIdx.x, 14);
+  const float* slots = reinterpret_cast<const float*>(push + kPushHead);
+#pragma unroll 1
+  for (int j = warp; rank + nsp * j < rows; j += NW) {
+    const float* row_slots = slots + j * nsp * PS;
+    float z[kClusterMergeMax][N];
+    float2 ml[kClusterMergeMax];
+#pragma unroll
+    for (int sp = 0; sp < kClusterMergeMax; ++sp) {
+      ml[sp] = sp < nsp ? *reinterpret_cast<const float2*>(row_slots + sp * PS + D) : make_float2(kNegInf, 0.0f);
+#pragma unroll
+      for (int e = 0; e < N; e += 2) {
+        const float2 t = sp < nsp ? *reinterpret_cast<const float2*>(row_slots + sp * PS + N * lane + e)
+                                  : make_float2(0.0f, 0.0f);
+        z[sp][e] = t.x;
+        z[sp][e + 1] = t.y;
+      }
+    }
+    float mx = kNegInf;
+#pragma unroll
+    for (int sp = 0; sp < kClusterMergeMax; ++sp) mx = ml[sp].y > 0.0f ? fmaxf(mx, ml[sp].x) : mx;
+    float l = 0.0f, x[N];
+#pragma unroll
+    for (int e = 0; e < N; ++e) x[e] = 0.0f;
+#pragma unroll
+    for (int sp = 0; sp < kClusterMergeMax; ++sp) {
+      const float f = (ml[sp].y > 0.0f && mx != kNegInf) ? __expf(ml[sp].x - mx) : 0.0f;
+      l += f * ml[sp].y;
+#pragma unroll
+      for (int e = 0; e < N; ++e) x[e] += f != 0.0f ? z[sp][e] * f : 0.0f;
+    }
+    const int64_t base = (row0 + rank + nsp * j) * D + N * lane;
+#pragma unroll
+    for (int e = 0; e < N; ++e) dev::store_from_float(out, dtype, base + e, l > 0.0f ? x[e] / l : 0.0f);
+  }
+}
+
 // The q rotation when the caller promised a Sylvester-Hadamard R_k (AttnArgs::q_hadamard, from
 // AttentionParams::k_rotation_hadamard): qh[r] = fp16(scale * H (R_k[0] .* q_r)) for rows r of q from row0 on
 // (hadamard_q_row: the general path's butterfly), one warp per row. It reads D floats of R_k instead of D x D
@@ -708,6 +836,10 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
     return;
   }
   extern __shared__ __align__(16) char smem[];
+  if (a.cluster_merge) {  // this block's push mbarrier, then the first half of the cluster barrier before any push
+    if (threadIdx.x == 0) cluster_merge_init<D>(dev::smem_addr(smem + a.push_off), a.nsp, a.rows);
+    dev::cluster_arrive_relaxed();
+  }
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   const int qr = lane / 4;  // fragment row group
@@ -717,6 +849,12 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
   const int64_t c0 = static_cast<int64_t>(split) * a.split_tokens;
   const int64_t c1 = min(c0 + a.split_tokens, n_valid);
   if (c0 >= c1) {
+    if (a.cluster_merge) {  // an empty partial (max -inf, l 0) to each row's reducer
+      const float* rot = p.v_rotation + static_cast<int64_t>(p.v_rotation_heads == 1 ? 0 : g) * D * D;
+      cluster_merge_pushed<NW, D>(rot, nullptr, nullptr, reinterpret_cast<uint8_t*>(smem + a.push_off), true,
+                                  a.nsp, a.rows, p.out, p.dtype, decode_row(a, b, g, 0));
+      return;
+    }
     for (int r = threadIdx.x; r < a.rows; r += blockDim.x)
       a.part_ml[decode_row(a, b, g, r) * a.nsp + split] = make_float2(kNegInf, 0.0f);
     return;
@@ -1451,7 +1589,7 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
       o += cb_m[row] * cb_o[row * D + merge_col(row, d)];
     }
     o = cb_l[kFastRows + r] != kNegInf ? o : 0.0f;  // as before: a row no warp saw is 0, whatever its warps' o hold
-    if (a.fast_out) {
+    if (a.fast_out || a.cluster_merge) {
       mo[idx] = o;
       if (d == 0) mol[r] = cb_l[r];
     } else {
@@ -1461,6 +1599,13 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
     }
   }
   dev::stamp(stamp_block, 6);
+  if (a.cluster_merge) {  // the splits merge in the cluster: no reduce kernel
+    const float* rot = p.v_rotation + static_cast<int64_t>(p.v_rotation_heads == 1 ? 0 : g) * D * D;
+    cluster_merge_pushed<NW, D>(rot, mo, cb_l, reinterpret_cast<uint8_t*>(smem + a.push_off), false, a.nsp,
+                                a.rows, p.out, p.dtype, decode_row(a, b, g, 0));
+    dev::stamp(stamp_block, 7);
+    return;
+  }
   if (!a.fast_out) return;
   // One split and no window: un-rotate here (x = R_v^T o / l, as tq_attention_reduce_kernel) and skip that kernel.
   // A Sylvester-Hadamard R_v: fast_out_hadamard (its barriers publish mo and mol). Any other R_v: threads 0..D-1,

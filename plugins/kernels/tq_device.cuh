@@ -86,6 +86,82 @@ __device__ __forceinline__ void pdl_wait() {
 #endif
 }
 
+// Thread-block clusters (sm_90 and later; callers launch with a cluster only there, and these compile to nothing
+// before). cluster_arrive_relaxed / cluster_wait: the two halves of a barrier over every thread of the cluster
+// (the arrive orders no memory; the wait returns once every thread of every block arrived). cluster_addr: the
+// shared::cluster address of `smem_addr` (a shared-window address of this block) in block `rank`'s shared memory.
+// mbar_*: an mbarrier in this block's shared memory whose phase waits for its arrivals and for the bytes that
+// other blocks' bulk copies (bulk_copy_to_cluster) complete on it. (Remote stores with an mbarrier arrive at
+// cluster scope were tried: the release compiled to MEMBAR.ALL.GPU, ~0.5 us; bench/NOTES.md "Cluster merge".)
+__device__ __forceinline__ void cluster_arrive_relaxed() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void cluster_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.wait.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ uint32_t cluster_addr(uint32_t smem_addr, int rank) {
+  uint32_t r = 0;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(r) : "r"(smem_addr), "r"(rank));
+#endif
+  return r;
+}
+// Initializes this block's mbarrier for `count` arrivals; the fence makes the initialization visible to the
+// cluster (a cluster barrier between it and any other block's copy completing on it orders the rest).
+__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+#endif
+}
+// This thread's arrival on this block's mbarrier, adding `bytes` to the transfers the phase waits for.
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+#endif
+}
+// Waits until phase `parity` of this block's mbarrier completed (transfers counted by complete_tx included).
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile(
+      "{\n"
+      ".reg .pred done;\n"
+      "wait_%=:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra wait_%=;\n"
+      "}\n" ::"r"(bar),
+      "r"(parity)
+      : "memory");
+#endif
+}
+// Generic-proxy writes to shared memory before this become visible to the async proxy (bulk copies) after it.
+__device__ __forceinline__ void fence_proxy_async_smem() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+// Bulk copy of `bytes` (a multiple of 16, both addresses 16-byte aligned) from this block's shared memory to
+// shared::cluster address `dst`, completing that many bytes of transfer on the mbarrier at shared::cluster
+// address `bar` (the destination block's). bulk_wait_read: this thread's bulk copies have read their sources.
+__device__ __forceinline__ void bulk_copy_to_cluster(uint32_t dst, uint32_t src, uint32_t bytes, uint32_t bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile(
+      "cp.async.bulk.shared::cluster.shared::cta.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n"
+      "cp.async.bulk.commit_group;\n" ::"r"(dst),
+      "r"(src), "r"(bytes), "r"(bar)
+      : "memory");
+#endif
+}
+__device__ __forceinline__ void bulk_wait_read() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
+#endif
+}
+
 // Timing builds only (-DTQ_STAMPS=1, bench/gpu_harness/chain_stamps.py): thread 0 of a block records the global
 // timer (ns) and its SM's clock at numbered points of the decode and reduce kernels, so one launch's chain can be
 // read phase by phase. Compiled out otherwise.

@@ -141,6 +141,18 @@ def main() -> None:
         q = torch.randn((b, hkv * group, 1, d), device="cuda", dtype=torch.float16)
         mask = torch.zeros((b, 1, 1, t), device="cuda")
         decode_launches(k, kc, q, cache, mask, rot, cb, "TQ_V_HADAMARD", ("1",), (1, 3), True, True)
+    # The cluster merge (2..8 splits of a kv head as one cluster, bulk copies into the reducer's shared
+    # memory) and, TQ_DECODE_CLUSTER=0, the warp reduce kernel it replaces: D 64 / 128 / 256, G 4 and 16.
+    for d, group in ((128, 4), (128, 16), (64, 4), (256, 4)):
+        b, hkv, t = 2, 2, 1024
+        kc, rot, cb, dense = decode_codec(d)
+        x = torch.randn((b, hkv, t, d), device="cuda", dtype=torch.float16)
+        past = torch.empty((b, hkv, 0, kc.row_bytes), dtype=torch.uint8, device="cuda")
+        cache, _ = k.quantize(kc, x, past, rot, cb, None, None, hadamard=True)
+        q = torch.randn((b, hkv * group, 1, d), device="cuda", dtype=torch.float16)
+        mask = torch.zeros((b, 1, 1, t), device="cuda")
+        knob = "TQ_DECODE_CLUSTER"
+        decode_launches(k, kc, q, cache, mask, rot, cb, knob, ("1", "0"), (2, 5, 8), True, True)
     # Prefill chunks on the general path: the once-per-call structure check of R (or the promise of both),
     # the rotate kernel's butterfly and dense products, the row-per-warp reduce kernel; two 128-row blocks
     # per kv head (G * S = 160), 1 and 3 splits, Hadamard and dense R, D 64 / 128 / 256; the cache decoded

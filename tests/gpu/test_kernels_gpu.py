@@ -1097,6 +1097,9 @@ def test_attention_promised_hadamard_v(kernels, monkeypatch, case):
     d, group, s, kbits, vbits, vheads, (ns, rw) = case
     monkeypatch.delenv("TQ_V_HADAMARD", raising=False)
     monkeypatch.delenv("TQ_Q_HADAMARD", raising=False)
+    # The promise's own effect, bit for bit: with it, 2..8 splits would merge in a cluster, whose sum of
+    # un-rotated partials rounds differently (test_attention_cluster_merge).
+    monkeypatch.setenv("TQ_DECODE_CLUSTER", "0")
     hkv, b, total = 2, 2, 300
     hq = hkv * group
     rng = np.random.default_rng(d + 5 * group + s)
@@ -1215,6 +1218,97 @@ def test_attention_reduce_warp(kernels, monkeypatch, case):
     got = outs["warp"].float().cpu().numpy().astype(np.float64)
     err = rel_err(got, want)
     assert np.isfinite(got).all() and err < 2e-3, f"relative error {err:.2e}"
+
+
+# Cluster merge (AttnArgs::cluster_merge): with a promised Hadamard R_v, no window and 2..8 splits, the decode
+# kernel's splits of a (b, kv head) run as one thread-block cluster and merge through distributed shared
+# memory; no reduce kernel is launched. Each split un-rotates its own partial before the merge, so against the
+# warp reduce kernel (TQ_DECODE_CLUSTER=0, which un-rotates the merged sum) the outputs differ by float32
+# reassociation (~1e-6) and the float16 output's rounding (one ulp, 2^-11 relative): within 1e-3 of each
+# other, and each within 2e-3 of the float64 reference. Cases cover 4 and 8 warps (G <= 8 at D = 128), G = 16
+# (half2 fragments), D 64/256, a split count that leaves blocks without rows to reduce, and splits past a
+# padded row's tokens (buffer mode: empty blocks that still join the cluster).
+CLUSTER_CASES = [  # (D, G, k bits, v bits, total tokens, forced splits, buffer lengths or None)
+    (128, 4, 4, 4, 1024, 8, None),
+    (128, 4, 3, 3, 1024, 8, None),
+    (128, 8, 4, 3, 700, 3, None),
+    (128, 16, 4, 4, 900, 7, None),
+    (64, 3, 4, 4, 600, 5, None),
+    (256, 2, 4, 4, 1000, 4, None),
+    (128, 4, 4, 3, 1100, 8, (0, 40, 1050)),
+]
+
+
+def _cluster_id(c) -> str:
+    return f"D{c[0]}-G{c[1]}-k{c[2]}v{c[3]}-T{c[4]}-s{c[5]}" + ("-buffer" if c[6] else "")
+
+
+@pytest.mark.parametrize("case", CLUSTER_CASES, ids=_cluster_id)
+def test_attention_cluster_merge(kernels, monkeypatch, case):
+    d, group, kbits, vbits, total, splits, lengths = case
+    monkeypatch.delenv("TQ_DECODE_CLUSTER", raising=False)
+    monkeypatch.delenv("TQ_V_HADAMARD", raising=False)
+    hkv = 2
+    hq = hkv * group
+    rng = np.random.default_rng(d + group + total)
+    kref, kc = build(d, (d,), (kbits,), 0, 0, "hadamard", seed=3)
+    vref, vc = build(d, (d,), (vbits,), 0, 0, "hadamard", seed=4)
+    k_rot, v_rot = kref.rotation.astype(np.float32), vref.rotation.astype(np.float32)
+    if lengths is None:
+        b = 2
+        k_cache, _ = make_cache(kref, rng, b, hkv, total, d, 0, 0, "float16")
+        v_cache, _ = make_cache(vref, rng, b, hkv, total, d, 0, 0, "float16")
+        q = rng.standard_normal((b, hq, 1, d)).astype(np.float16)
+        mask = build_mask("pad", b, hq, 1, total, rng, np.array([0, 300]))
+        want = reference_decode(q, k_cache, v_cache, mask, k_rot, v_rot, kref, vref, kc, vc, None, None, 0, 0)
+        extra, mode = [None, None, None, None], {}
+    else:  # buffer mode: sequence b holds lengths[b] past tokens + the new one, rows past them NaN-poisoned
+        past = np.array(lengths, np.int64)
+        b = len(past)
+        caches = []
+        for ref in (kref, vref):
+            cache = np.zeros((b, hkv, total, ref.row_bytes), np.uint8)
+            for bi in range(b):
+                x = rng.standard_normal((1, hkv, int(past[bi]) + 1, d)).astype(np.float32)
+                cache[bi] = reference_ops.tq_quantize(
+                    x, cache[bi : bi + 1], ref.rotation, ref.codebook, None, None, np.zeros(1, np.int64),
+                    cache_mode=BUFFER, bits=ref.config.bits, part_sizes=ref.config.part_sizes,
+                )[0][0]  # fmt: skip
+            caches.append(cache)
+        k_cache, v_cache = caches
+        q = rng.standard_normal((b, hq, 1, d)).astype(np.float16)
+        mask = np.zeros((b, 1, 1, total), np.float32)
+        want = reference_ops.tq_attention(
+            q.astype(np.float32), k_cache, v_cache, mask, kref.rotation, kref.codebook, vref.rotation,
+            vref.codebook, None, None, None, past, k_bits=kc.bits, k_part_sizes=kc.part_sizes, v_bits=vc.bits,
+            v_part_sizes=vc.part_sizes, scale=1.0 / np.sqrt(d), cache_mode=BUFFER,
+        ).astype(np.float64)  # fmt: skip
+        for cache in (k_cache, v_cache):
+            for bi in range(b):
+                cache[bi, :, int(past[bi]) + 1 :] = 0xFF
+        extra, mode = [None, None, None, dev(past)], {"cache_mode": BUFFER}
+    args = [dev(x) for x in (q, k_cache, v_cache, mask, k_rot, kref.codebook, v_rot, vref.codebook)]
+    outs = {}
+
+    def run(tag: str) -> None:
+        outs[tag] = kernels.attention(
+            kc, vc, *args, *extra, scale=1.0 / np.sqrt(d), force_splits=splits, k_hadamard=True,
+            v_hadamard=True, **mode,
+        ).clone()  # fmt: skip
+
+    cluster_names = launched_kernels(lambda: run("cluster"))
+    monkeypatch.setenv("TQ_DECODE_CLUSTER", "0")
+    plain_names = launched_kernels(lambda: run("plain"))
+    monkeypatch.delenv("TQ_DECODE_CLUSTER")
+    assert not any("reduce" in n for n in cluster_names), f"a reduce kernel ran: {sorted(cluster_names)}"
+    assert any("reduce_warp_kernel" in n for n in plain_names), "TQ_DECODE_CLUSTER=0 was not obeyed"
+    got = outs["cluster"].float().cpu().numpy().astype(np.float64)
+    plain = outs["plain"].float().cpu().numpy().astype(np.float64)
+    apart = rel_err(got, plain)
+    assert apart < 1e-3, f"the cluster merge and the warp reduce differ by {apart:.2e}"
+    for name, x in (("cluster merge", got), ("warp reduce", plain)):
+        err = rel_err(x, want)
+        assert np.isfinite(x).all() and err < 2e-3, f"{name}: relative error {err:.2e}"
 
 
 # Early decode launch (AttnArgs::decode_waits): the decode kernel is a programmatic dependent of the stream's
