@@ -1742,54 +1742,38 @@ bool dependent_launch_enabled() {
   return v == nullptr || std::atoi(v) != 0;
 }
 
-// Launches kernel(a) with the programmatic-stream-serialization attribute when `dependent`; a runtime that
-// refuses the attribute gets a plain launch.
+// Launches kernel(a) with the programmatic-stream-serialization attribute when `dependent` (a runtime that
+// refuses it gets the launch without it) and, with cluster > 0, as clusters of `cluster` blocks along x (the
+// decode kernel's splits of a (b, kv head): AttnArgs::cluster_merge; an error then means no launch, and the caller
+// launches again without clusters).
 template <typename Kernel>
 cudaError_t launch_maybe_dependent(Kernel kernel, dim3 grid, int threads, int smem, cudaStream_t stream,
-                                   bool dependent, const AttnArgs& a) {
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = grid;
-  cfg.blockDim = dim3(threads);
-  cfg.dynamicSmemBytes = static_cast<size_t>(smem);
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = dependent ? 1 : 0;
-  cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, a);
-  if (e != cudaSuccess && dependent) {
-    cudaGetLastError();
-    cfg.numAttrs = 0;
-    e = cudaLaunchKernelEx(&cfg, kernel, a);
-  }
-  return e;
-}
-
-// The decode kernel with its a.nsp splits of each (b, kv head) as one cluster (AttnArgs::cluster_merge; grid.x ==
-// a.nsp), and the programmatic-stream-serialization attribute when `dependent` (dropped if refused). An error
-// means no launch: the caller launches plainly with cluster_merge off.
-template <typename Kernel>
-cudaError_t launch_decode_cluster(Kernel kernel, dim3 grid, int threads, int smem, cudaStream_t stream,
-                                  bool dependent, const AttnArgs& a) {
+                                   bool dependent, const AttnArgs& a, unsigned cluster = 0) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = dim3(threads);
   cfg.dynamicSmemBytes = static_cast<size_t>(smem);
   cfg.stream = stream;
   cudaLaunchAttribute attr[2];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = static_cast<unsigned>(a.nsp);
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[1].val.programmaticStreamSerializationAllowed = 1;
+  unsigned n = 0;
+  if (cluster > 0) {
+    attr[n].id = cudaLaunchAttributeClusterDimension;
+    attr[n].val.clusterDim.x = cluster;
+    attr[n].val.clusterDim.y = 1;
+    attr[n].val.clusterDim.z = 1;
+    ++n;
+  }
+  if (dependent) {  // last, so that the retry below drops only this one
+    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[n].val.programmaticStreamSerializationAllowed = 1;
+    ++n;
+  }
   cfg.attrs = attr;
-  cfg.numAttrs = dependent ? 2 : 1;
+  cfg.numAttrs = n;
   cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, a);
   if (e != cudaSuccess && dependent) {
     cudaGetLastError();
-    cfg.numAttrs = 1;
+    cfg.numAttrs = n - 1;
     e = cudaLaunchKernelEx(&cfg, kernel, a);
   }
   return e;
@@ -2290,7 +2274,8 @@ cudaError_t launch_attention(const AttentionParams& p, void* workspace, cudaStre
     const dim3 grid(a.nsp, 1, p.batch * p.kv_heads);
     const bool dependent = (plan.prerotate_dependent || a.decode_waits) && dependent_launch_enabled();
     if (a.cluster_merge) {
-      e = launch_decode_cluster(kernel, grid, a.fast_warps * 32, a.smem_bytes, stream, dependent, a);
+      e = launch_maybe_dependent(kernel, grid, a.fast_warps * 32, a.smem_bytes, stream, dependent, a,
+                                 static_cast<unsigned>(a.nsp));
       if (e == cudaSuccess) return cudaSuccess;  // the clusters wrote the output
       cudaGetLastError();  // not launched (a runtime without clusters): the plain launch and the reduce kernel
       a.cluster_merge = 0;

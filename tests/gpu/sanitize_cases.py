@@ -16,11 +16,12 @@ from tqexport.codec import Codec as RefCodec  # noqa: E402
 from tqexport.codec import CodecConfig  # noqa: E402
 
 
-def decode_inputs(k, kc, rot, cb, b, hkv, t, d, group):
-    """A quantized random cache of t tokens, float16 queries (group per kv head), an all-zero mask."""
+def decode_inputs(k, kc, rot, cb, b, hkv, t, d, group, hadamard=False):
+    """A quantized random cache of t tokens, float16 queries (group per kv head), an all-zero mask
+    (hadamard: the quantize is promised a Sylvester-Hadamard R)."""
     x = torch.randn((b, hkv, t, d), device="cuda", dtype=torch.float16)
     past = torch.empty((b, hkv, 0, kc.row_bytes), dtype=torch.uint8, device="cuda")
-    cache, _ = k.quantize(kc, x, past, rot, cb, None, None)
+    cache, _ = k.quantize(kc, x, past, rot, cb, None, None, hadamard=hadamard)
     q = torch.randn((b, hkv * group, 1, d), device="cuda", dtype=torch.float16)
     return cache, q, torch.zeros((b, 1, 1, t), device="cuda")
 
@@ -135,22 +136,14 @@ def main() -> None:
     # reduce kernel (1 and 3 splits), and a promised quantize (no check of R in the quantize kernel).
     for d, b in ((128, 1), (128, 8), (64, 2), (256, 2)):
         kc, rot, cb, dense = decode_codec(d)
-        x = torch.randn((b, hkv, t, d), device="cuda", dtype=torch.float16)
-        past = torch.empty((b, hkv, 0, kc.row_bytes), dtype=torch.uint8, device="cuda")
-        cache, _ = k.quantize(kc, x, past, rot, cb, None, None, hadamard=True)
-        q = torch.randn((b, hkv * group, 1, d), device="cuda", dtype=torch.float16)
-        mask = torch.zeros((b, 1, 1, t), device="cuda")
+        cache, q, mask = decode_inputs(k, kc, rot, cb, b, hkv, t, d, group, hadamard=True)
         decode_launches(k, kc, q, cache, mask, rot, cb, "TQ_V_HADAMARD", ("1",), (1, 3), True, True)
     # The cluster merge (2..8 splits of a kv head as one cluster, bulk copies into the reducer's shared
     # memory) and, TQ_DECODE_CLUSTER=0, the warp reduce kernel it replaces: D 64 / 128 / 256, G 4 and 16.
     for d, group in ((128, 4), (128, 16), (64, 4), (256, 4)):
         b, hkv, t = 2, 2, 1024
         kc, rot, cb, dense = decode_codec(d)
-        x = torch.randn((b, hkv, t, d), device="cuda", dtype=torch.float16)
-        past = torch.empty((b, hkv, 0, kc.row_bytes), dtype=torch.uint8, device="cuda")
-        cache, _ = k.quantize(kc, x, past, rot, cb, None, None, hadamard=True)
-        q = torch.randn((b, hkv * group, 1, d), device="cuda", dtype=torch.float16)
-        mask = torch.zeros((b, 1, 1, t), device="cuda")
+        cache, q, mask = decode_inputs(k, kc, rot, cb, b, hkv, t, d, group, hadamard=True)
         knob = "TQ_DECODE_CLUSTER"
         decode_launches(k, kc, q, cache, mask, rot, cb, knob, ("1", "0"), (2, 5, 8), True, True)
     # Prefill chunks on the general path: the once-per-call structure check of R (or the promise of both),
