@@ -1225,9 +1225,9 @@ def test_attention_reduce_warp(kernels, monkeypatch, case):
 # memory; no reduce kernel is launched. Each split un-rotates its own partial before the merge, so against the
 # warp reduce kernel (TQ_DECODE_CLUSTER=0, which un-rotates the merged sum) the outputs differ by float32
 # reassociation (~1e-6) and the float16 output's rounding (one ulp, 2^-11 relative): within 1e-3 of each
-# other, and each within 2e-3 of the float64 reference. Cases cover 4 and 8 warps (G <= 8 at D = 128), G = 16
-# (half2 fragments), D 64/256, a split count that leaves blocks without rows to reduce, and splits past a
-# padded row's tokens (buffer mode: empty blocks that still join the cluster).
+# other, and each within 2e-3 of the float64 reference. Cases cover G 2/3/4/8 (the launcher picks 4 or 8
+# warps), G = 16 (half2 fragments), D 64/256, a split count that leaves blocks without rows to reduce, and
+# splits past a padded row's tokens (buffer mode: empty blocks that still join the cluster).
 CLUSTER_CASES = [  # (D, G, k bits, v bits, total tokens, forced splits, buffer lengths or None)
     (128, 4, 4, 4, 1024, 8, None),
     (128, 4, 3, 3, 1024, 8, None),
