@@ -657,12 +657,14 @@ __device__ __forceinline__ int64_t decode_mask_row(const AttnArgs& a, int b, int
 // blocks, before a cluster barrier that every block passes before its first copy. Blocks that reduce no row leave
 // once their copies have read their staging. A reducer waits for the phase, then each lane reads every split's
 // (max, l) (the reduce kernels' weights: exp(max_s - max) for splits with l > 0) and sums its D / 32 coordinates
-// over the splits: x = sum_s w_s z_s / sum_s w_s l_s. The un-rotation of a sum became a sum of un-rotated partials,
-// so outputs match the reduce kernel's up to float32 rounding, not bit for bit. An empty split (`empty`: no
-// compressed rows) sends max -inf and l 0 (weight 0; its z is never used). No second kernel, no global scratch, no
-// cluster barrier at the end (bench/NOTES.md "Cluster merge"). Output row row0 + r. Every thread of the block calls
-// it, after writing mo (rows x D, the merged o of its warps) and cbl (cbl[r] = l, cbl[kFastRows + r] = max) unless
-// empty.
+// over the splits: x = sum_s w_s z_s * (1 / sum_s w_s l_s), one vector store per lane where the output is aligned.
+// The un-rotation of a sum became a sum of un-rotated partials, so outputs match the reduce kernel's up to float32
+// rounding, not bit for bit. An empty split (`empty`: no compressed rows) sends max -inf, l 0 and z 0 (weight 0).
+// No second kernel, no global scratch, no cluster barrier at the end (bench/NOTES.md "Cluster merge"). Output row
+// row0 + r. Every thread of the block calls it; unless empty, after a barrier that published the warp merge's
+// buffers: cb_o (the warps' partial o, rows w kFastRows + r, columns merge_col), cb_w (their weights exp(m_w - max))
+// and cbl (cbl[r] = l, cbl[kFastRows + r] = max). Each row's merged o is summed from them where it is un-rotated
+// (in the order of the non-cluster merge), so no merged copy is written and no barrier waits for one.
 constexpr int kPushHead = 16;  // bytes before the slots: the mbarrier (8) and padding
 __host__ __device__ constexpr int push_stride_floats(int d) { return d + 4; }  // a slot: z (D), max, l, padding
 // Inbound slots of a block, then its staging slots.
@@ -670,17 +672,23 @@ __host__ __device__ constexpr int push_inbound_slots(int rows, int nsp) { return
 __host__ __device__ constexpr int push_bytes(int rows, int nsp, int d) {
   return kPushHead + (push_inbound_slots(rows, nsp) + rows) * push_stride_floats(d) * 4;
 }
-// At the kernel's start (AttnArgs::cluster_merge), thread 0: this block's mbarrier, expecting the inbound bytes.
+// Before any block of the cluster pushes (AttnArgs::cluster_merge; every thread of the block calls it): thread 0
+// initializes this block's mbarrier, expecting the inbound bytes, then every thread arrives on the cluster barrier
+// whose wait (cluster_merge_pushed) precedes the first copy. The decode kernel calls it once its first tiles'
+// copies are in flight (an empty split: at once).
 template <int D>
-__device__ __forceinline__ void cluster_merge_init(uint32_t push_at, int nsp, int rows) {
-  const int mine = blockIdx.x < rows ? (rows - 1 - static_cast<int>(blockIdx.x)) / nsp + 1 : 0;  // rows reduced here
-  dev::mbar_init(push_at, 1);
-  dev::mbar_arrive_expect_tx(push_at, static_cast<uint32_t>(mine * (nsp - 1) * push_stride_floats(D) * 4));
+__device__ __forceinline__ void cluster_merge_start(uint32_t push_at, int nsp, int rows) {
+  if (threadIdx.x == 0) {
+    const int mine = blockIdx.x < rows ? (rows - 1 - static_cast<int>(blockIdx.x)) / nsp + 1 : 0;  // rows reduced here
+    dev::mbar_init(push_at, 1);
+    dev::mbar_arrive_expect_tx(push_at, static_cast<uint32_t>(mine * (nsp - 1) * push_stride_floats(D) * 4));
+  }
+  dev::cluster_arrive_relaxed();
 }
 template <int NW, int D>
-__device__ __noinline__ void cluster_merge_pushed(const float* rot, const float* mo, const float* cbl, uint8_t* push,
-                                                  bool empty, int nsp, int rows, void* out, DType dtype,
-                                                  int64_t row0) {
+__device__ __noinline__ void cluster_merge_pushed(const float* rot, const float* cb_o, const float* cb_w,
+                                                  const float* cbl, uint8_t* push, bool empty, int nsp, int rows,
+                                                  void* out, DType dtype, int64_t row0) {
   constexpr int N = D / 32;  // coordinates per lane
   constexpr int PS = push_stride_floats(D);
   const int rank = blockIdx.x;
@@ -696,18 +704,28 @@ __device__ __noinline__ void cluster_merge_pushed(const float* rot, const float*
   };
   float r0[N];
   load_hadamard_row0<N>(rot, lane, r0);
-  if (empty) {
-    for (int r = threadIdx.x; r < rows; r += blockDim.x) {
-      slot_of(r)[D] = kNegInf;
-      slot_of(r)[D + 1] = 0.0f;
+  if (empty) {  // max -inf, l 0, and z 0 (the reducer's sum multiplies it by a weight of 0)
+    for (int i = threadIdx.x; i < rows * PS; i += blockDim.x) {
+      const int r = i / PS, c = i % PS;
+      if (c <= D + 1) slot_of(r)[c] = c == D ? kNegInf : 0.0f;
     }
   } else {
-    __syncthreads();  // mo and cbl
 #pragma unroll 1
     for (int r = warp; r < rows; r += NW) {
+      // The block's merged o of row r (the warps' partials with their weights, in the order of the decode
+      // kernel's non-cluster merge), straight from the warp-merge buffer: no merged copy, no barrier for it.
       float v[N];
+      const bool seen = cbl[kFastRows + r] != kNegInf;  // a row no warp saw is 0
 #pragma unroll
-      for (int e = 0; e < N; ++e) v[e] = mo[r * D + N * lane + e];
+      for (int e = 0; e < N; ++e) {
+        float o = 0.0f;
+#pragma unroll
+        for (int w = 0; w < NW; ++w) {
+          const int row = w * kFastRows + r;
+          o += cb_w[row] * cb_o[row * D + merge_col(row, N * lane + e)];
+        }
+        v[e] = seen ? o : 0.0f;
+      }
       dev::warp_fwht<N>(v, lane);
       float* const slot = slot_of(r);
 #pragma unroll
@@ -764,11 +782,12 @@ __device__ __noinline__ void cluster_merge_pushed(const float* rot, const float*
       const float f = (ml[sp].y > 0.0f && mx != kNegInf) ? __expf(ml[sp].x - mx) : 0.0f;
       l += f * ml[sp].y;
 #pragma unroll
-      for (int e = 0; e < N; ++e) x[e] += f != 0.0f ? z[sp][e] * f : 0.0f;
+      for (int e = 0; e < N; ++e) x[e] = fmaf(z[sp][e], f, x[e]);  // every z finite (an empty split's is 0)
     }
-    const int64_t base = (row0 + rank + nsp * j) * D + N * lane;
+    const float inv = l > 0.0f ? __frcp_rn(l) : 0.0f;
 #pragma unroll
-    for (int e = 0; e < N; ++e) dev::store_from_float(out, dtype, base + e, l > 0.0f ? x[e] / l : 0.0f);
+    for (int e = 0; e < N; ++e) x[e] *= inv;
+    dev::store_row_from_float<N>(out, dtype, (row0 + rank + nsp * j) * D + N * lane, x);
   }
 }
 
@@ -836,10 +855,6 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
     return;
   }
   extern __shared__ __align__(16) char smem[];
-  if (a.cluster_merge) {  // this block's push mbarrier, then the first half of the cluster barrier before any push
-    if (threadIdx.x == 0) cluster_merge_init<D>(dev::smem_addr(smem + a.push_off), a.nsp, a.rows);
-    dev::cluster_arrive_relaxed();
-  }
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   const int qr = lane / 4;  // fragment row group
@@ -850,9 +865,10 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
   const int64_t c1 = min(c0 + a.split_tokens, n_valid);
   if (c0 >= c1) {
     if (a.cluster_merge) {  // an empty partial (max -inf, l 0) to each row's reducer
+      cluster_merge_start<D>(dev::smem_addr(smem + a.push_off), a.nsp, a.rows);
       const float* rot = p.v_rotation + static_cast<int64_t>(p.v_rotation_heads == 1 ? 0 : g) * D * D;
-      cluster_merge_pushed<NW, D>(rot, nullptr, nullptr, reinterpret_cast<uint8_t*>(smem + a.push_off), true,
-                                  a.nsp, a.rows, p.out, p.dtype, decode_row(a, b, g, 0));
+      cluster_merge_pushed<NW, D>(rot, nullptr, nullptr, nullptr, reinterpret_cast<uint8_t*>(smem + a.push_off),
+                                  true, a.nsp, a.rows, p.out, p.dtype, decode_row(a, b, g, 0));
       return;
     }
     for (int r = threadIdx.x; r < a.rows; r += blockDim.x)
@@ -860,14 +876,14 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
     return;
   }
   dev::stamp(stamp_block, 11);
-  const int64_t bg = static_cast<int64_t>(b) * p.kv_heads + g;
-  const int krb = a.klay.row_bytes;
-  const int vrb = a.vlay.row_bytes;
-  const uint8_t* kslice = p.k_cache + bg * p.cache_rows * krb;
-  const uint8_t* vslice = p.v_cache + bg * p.cache_rows * vrb;
+  const int64_t bg = blockIdx.z;  // b kv_heads + g
+  constexpr int KRB = MK * D / 8 + 2;  // a.klay.row_bytes on this path (one part, no QJL: fast_decode_eligible)
+  constexpr int VRB = MV * D / 8 + 2;
+  const uint8_t* kslice = p.k_cache + bg * p.cache_rows * KRB;
+  const uint8_t* vslice = p.v_cache + bg * p.cache_rows * VRB;
   const int64_t all_rows = static_cast<int64_t>(p.batch) * p.kv_heads * p.cache_rows;
-  const uint8_t* kend = p.k_cache + all_rows * krb;
-  const uint8_t* vend = p.v_cache + all_rows * vrb;
+  const uint8_t* kend = p.k_cache + all_rows * KRB;
+  const uint8_t* vend = p.v_cache + all_rows * VRB;
   const int64_t ntiles = (c1 - c0 + kFastTile - 1) / kFastTile;
 
   // Stage pieces: back to back (K piece, then V piece, per stage; the tables after the last stage), or with
@@ -893,22 +909,59 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
     }
   };
 
-  // Prologue: stages 0 .. kFastStages-2 in flight. (A tile's unaligned head is recomputed when it is read.)
-  // Warp-private stages (kWarpPipe): each warp copies its own rows into its region of a piece (warp_region);
-  // those rows (32 * warp ...) sit 16 * warp bytes after where a block-shared piece has them (the loop's ks, vs).
+  const int hk = static_cast<int>(reinterpret_cast<uintptr_t>(kslice + c0 * KRB) & 15);
+  const int hv = static_cast<int>(reinterpret_cast<uintptr_t>(vslice + c0 * VRB) & 15);
+  // Tile 0's 16-byte aligned starts (tile nt: + nt * tile bytes). Opaque to ptxas, which otherwise recomputed
+  // them from the kernel parameters on every tile (~45 uniform-datapath instructions).
+  // (Warp-private stages: of this warp's rows in tile 0, which start 32 * warp rows in, with the same head.)
+  constexpr int kCopyRows = kWarpPipe ? 32 : kFastTile;  // rows a copy covers
+  const int copy_row0 = kWarpPipe ? 32 * warp : 0;
+  const uint8_t* ktile0 = opaque_ptr(kWarpPipe ? kslice + (c0 + copy_row0) * KRB - hk : kslice + c0 * KRB - hk);
+  const uint8_t* vtile0 = opaque_ptr(kWarpPipe ? vslice + (c0 + copy_row0) * VRB - hv : vslice + c0 * VRB - hv);
+  const int kchunks = (hk + kCopyRows * KRB + 15) / 16;  // 16-byte chunks of a full tile's copy
+  const int vchunks = (hv + kCopyRows * VRB + 15) / 16;
+  // Tiles [0, nfast) are full and their aligned copy ranges lie inside both allocations (load_full_tile).
+  int64_t nfast = (c1 - c0) / kFastTile;
+  {
+    const int64_t kroom = kend - ktile0 - 16 * kchunks, vroom = vend - vtile0 - 16 * vchunks;
+    nfast = min(nfast, kroom < 0 ? 0 : kroom / (kFastTile * KRB) + 1);
+    nfast = min(nfast, vroom < 0 ? 0 : vroom / (kFastTile * VRB) + 1);
+  }
+
+  // Prologue: stages 0 .. kFastStages-2 in flight, full tiles by load_full_tile as in the loop. (A tile's
+  // unaligned head is recomputed when it is read.) Warp-private stages (kWarpPipe): each warp copies its own rows
+  // into its region of a piece (warp_region); those rows (32 * warp ...) sit 16 * warp bytes after where a
+  // block-shared piece has them (the loop's ks, vs). These copies come first: at one or two tiles per block the
+  // call's time is the chain from the block's start to tile 0's arrival (bench/NOTES.md "Fused merge and early
+  // copies").
 #pragma unroll
   for (int s = 0; s < kFastStages - 1; ++s) {
     if (s < ntiles) {
-      const int64_t ct = c0 + static_cast<int64_t>(s) * kFastTile + (kWarpPipe ? 32 * warp : 0);
-      const int64_t n = min(static_cast<int64_t>(kWarpPipe ? 32 : kFastTile), c1 - ct);
+      const int64_t ct = c0 + static_cast<int64_t>(s) * kFastTile + copy_row0;
+      const int64_t n = min(static_cast<int64_t>(kCopyRows), c1 - ct);
       if (!kWarpPipe || n > 0) {
-        load_tile_fast<kWarpPipe>(warp_region<kWarpPipe>(piece(s, 0), krb, warp), kslice, ct, n, krb, kend);
-        load_tile_fast<kWarpPipe>(warp_region<kWarpPipe>(piece(s, 1), vrb, warp), vslice, ct, n, vrb, vend);
+        uint8_t* const kdst = warp_region<kWarpPipe>(piece(s, 0), KRB, warp);
+        uint8_t* const vdst = warp_region<kWarpPipe>(piece(s, 1), VRB, warp);
+        if (!HALF2 && s < nfast) {
+          const uint8_t* kt = ktile0 + s * (kFastTile * KRB);
+          const uint8_t* vt = vtile0 + s * (kFastTile * VRB);
+          if constexpr (kWarpPipe) {
+            load_full_tile<KRB, 32, 32>(kdst + 16 * lane, kt + 16 * lane, kchunks);
+            load_full_tile<VRB, 32, 32>(vdst + 16 * lane, vt + 16 * lane, vchunks);
+          } else {
+            load_full_tile<KRB, kFastTile, NW * 32>(kdst + 16 * threadIdx.x, kt + 16 * threadIdx.x, kchunks);
+            load_full_tile<VRB, kFastTile, NW * 32>(vdst + 16 * threadIdx.x, vt + 16 * threadIdx.x, vchunks);
+          }
+        } else {
+          load_tile_fast<kWarpPipe>(kdst, kslice, ct, n, KRB, kend);
+          load_tile_fast<kWarpPipe>(vdst, vslice, ct, n, VRB, vend);
+        }
       }
     }
     dev::cp_async_commit();
   }
   dev::stamp(stamp_block, 8);
+  if (a.cluster_merge) cluster_merge_start<D>(dev::smem_addr(smem + a.push_off), a.nsp, a.rows);
 
   uint32_t tk[lut_words<MK>()], tv[lut_words<MV>()];
   make_lut<MK>(p.k_codebook, tk);
@@ -1106,26 +1159,6 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
   // tile of this split (128 rows of an even row size are a multiple of 16 bytes), rows alternate between two
   // 2-byte alignments, and every chunk start is a multiple of 4 bytes from its row start, so the word alignment
   // of each load is fixed per thread: K rows 8u + qr share qr's parity, V rows alternate with tk4 & 1.
-  constexpr int KRB = MK * D / 8 + 2;
-  constexpr int VRB = MV * D / 8 + 2;
-  const int hk = static_cast<int>(reinterpret_cast<uintptr_t>(kslice + c0 * KRB) & 15);
-  const int hv = static_cast<int>(reinterpret_cast<uintptr_t>(vslice + c0 * VRB) & 15);
-  // Tile 0's 16-byte aligned starts (tile nt: + nt * tile bytes). Opaque to ptxas, which otherwise recomputed
-  // them from the kernel parameters on every tile (~45 uniform-datapath instructions).
-  // (Warp-private stages: of this warp's rows in tile 0, which start 32 * warp rows in, with the same head.)
-  constexpr int kCopyRows = kWarpPipe ? 32 : kFastTile;  // rows a copy covers
-  const int copy_row0 = kWarpPipe ? 32 * warp : 0;
-  const uint8_t* ktile0 = opaque_ptr(kWarpPipe ? kslice + (c0 + copy_row0) * KRB - hk : kslice + c0 * KRB - hk);
-  const uint8_t* vtile0 = opaque_ptr(kWarpPipe ? vslice + (c0 + copy_row0) * VRB - hv : vslice + c0 * VRB - hv);
-  const int kchunks = (hk + kCopyRows * KRB + 15) / 16;  // 16-byte chunks of a full tile's copy
-  const int vchunks = (hv + kCopyRows * VRB + 15) / 16;
-  // Tiles [0, nfast) are full and their aligned copy ranges lie inside both allocations (load_full_tile).
-  int64_t nfast = (c1 - c0) / kFastTile;
-  {
-    const int64_t kroom = kend - ktile0 - 16 * kchunks, vroom = vend - vtile0 - 16 * vchunks;
-    nfast = min(nfast, kroom < 0 ? 0 : kroom / (kFastTile * KRB) + 1);
-    nfast = min(nfast, vroom < 0 ? 0 : vroom / (kFastTile * VRB) + 1);
-  }
   const int kal = (hk + 2 * (qr & 1)) & 3;
   const int koff = hk + (32 * warp + qr) * KRB + qc * (CSK * (MK == 4 ? 4 : 2) / 8) - kal;  // codes (2-bit seg)
   const int k1off = hk + (32 * warp + qr) * KRB + D / 4 + qc * (CSK / 8);  // 1-bit segment (unshifted)
@@ -1576,6 +1609,13 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
   }
   __syncthreads();
   dev::stamp(stamp_block, 5);
+  if (a.cluster_merge) {  // the splits merge in the cluster: no reduce kernel (and no merged copy of o here)
+    const float* rot = p.v_rotation + static_cast<int64_t>(p.v_rotation_heads == 1 ? 0 : g) * D * D;
+    cluster_merge_pushed<NW, D>(rot, cb_o, cb_m, cb_l, reinterpret_cast<uint8_t*>(smem + a.push_off), false, a.nsp,
+                                a.rows, p.out, p.dtype, decode_row(a, b, g, 0));
+    dev::stamp(stamp_block, 7);
+    return;
+  }
   // Loads without a branch around them and 4 elements per round (independent chains; as a plain loop with the
   // loads under the branch this took ~1200 cycles at 4 rows, bench/NOTES.md "Merge swizzle").
 #pragma unroll 4
@@ -1589,7 +1629,7 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
       o += cb_m[row] * cb_o[row * D + merge_col(row, d)];
     }
     o = cb_l[kFastRows + r] != kNegInf ? o : 0.0f;  // as before: a row no warp saw is 0, whatever its warps' o hold
-    if (a.fast_out || a.cluster_merge) {
+    if (a.fast_out) {
       mo[idx] = o;
       if (d == 0) mol[r] = cb_l[r];
     } else {
@@ -1599,13 +1639,6 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
     }
   }
   dev::stamp(stamp_block, 6);
-  if (a.cluster_merge) {  // the splits merge in the cluster: no reduce kernel
-    const float* rot = p.v_rotation + static_cast<int64_t>(p.v_rotation_heads == 1 ? 0 : g) * D * D;
-    cluster_merge_pushed<NW, D>(rot, mo, cb_l, reinterpret_cast<uint8_t*>(smem + a.push_off), false, a.nsp,
-                                a.rows, p.out, p.dtype, decode_row(a, b, g, 0));
-    dev::stamp(stamp_block, 7);
-    return;
-  }
   if (!a.fast_out) return;
   // One split and no window: un-rotate here (x = R_v^T o / l, as tq_attention_reduce_kernel) and skip that kernel.
   // A Sylvester-Hadamard R_v: fast_out_hadamard (its barriers publish mo and mol). Any other R_v: threads 0..D-1,
@@ -1668,10 +1701,11 @@ __host__ __device__ constexpr bool fast_wide_instances(int mv, int d) { return d
 
 // True when the fast decode kernel serves these parameters.
 inline bool fast_decode_eligible(const AttentionParams& p, const RowLayout& kl, const RowLayout& vl, int rows) {
-  auto ok = [](const CodecConfig& c, const RowLayout& l) {
-    return c.num_parts == 1 && c.qjl == 0 && l.mse_bits[0] >= 2 && l.mse_bits[0] <= 4;
-  };
   const int d = p.k_codec.head_dim;
+  auto ok = [d](const CodecConfig& c, const RowLayout& l) {  // the kernel's row size: codes, then one float16 norm
+    return c.num_parts == 1 && c.qjl == 0 && l.mse_bits[0] >= 2 && l.mse_bits[0] <= 4 &&
+           l.row_bytes == l.mse_bits[0] * d / 8 + 2;
+  };
   const bool dim_ok = (d == kFastD || d == 64 || d == 256) && (rows <= 8 || fast_wide_instances(vl.mse_bits[0], d));
   return p.new_tokens == 1 && dim_ok && rows <= kFastRows && ok(p.k_codec, kl) && ok(p.v_codec, vl);
 }

@@ -23,6 +23,47 @@ __device__ __forceinline__ void store_from_float(void* p, DType t, int64_t i, fl
   }
 }
 
+// N consecutive elements i .. i + N - 1 (N = 2, 4 or 8) from v: one vector store where p + i is aligned to it
+// (N elements of the type), element stores otherwise.
+template <int N>
+__device__ __forceinline__ void store_row_from_float(void* p, DType t, int64_t i, const float (&v)[N]) {
+  static_assert(N == 2 || N == 4 || N == 8, "2, 4 or 8 elements");
+  if (t == DType::kFloat16) {
+    __half* const d = static_cast<__half*>(p) + i;
+    if ((reinterpret_cast<uintptr_t>(d) & (2 * N - 1)) == 0) {
+      uint32_t w[N / 2];
+#pragma unroll
+      for (int e = 0; e < N / 2; ++e) {
+        const __half2 h = __floats2half2_rn(v[2 * e], v[2 * e + 1]);
+        w[e] = *reinterpret_cast<const uint32_t*>(&h);
+      }
+      if constexpr (N == 2) {
+        *reinterpret_cast<uint32_t*>(d) = w[0];
+      } else if constexpr (N == 4) {
+        *reinterpret_cast<uint2*>(d) = make_uint2(w[0], w[1]);
+      } else {
+        *reinterpret_cast<uint4*>(d) = make_uint4(w[0], w[1], w[2], w[3]);
+      }
+      return;
+    }
+  } else {
+    float* const d = static_cast<float*>(p) + i;
+    if ((reinterpret_cast<uintptr_t>(d) & (N == 2 ? 7 : 15)) == 0) {
+#pragma unroll
+      for (int e = 0; e < N; e += (N == 2 ? 2 : 4)) {
+        if constexpr (N == 2) {
+          *reinterpret_cast<float2*>(d) = make_float2(v[0], v[1]);
+        } else {
+          *reinterpret_cast<float4*>(d + e) = make_float4(v[e], v[e + 1], v[e + 2], v[e + 3]);
+        }
+      }
+      return;
+    }
+  }
+#pragma unroll
+  for (int e = 0; e < N; ++e) store_from_float(p, t, i + e, v[e]);
+}
+
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }

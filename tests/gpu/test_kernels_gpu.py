@@ -1297,6 +1297,20 @@ def test_attention_cluster_merge(kernels, monkeypatch, case):
         ).clone()  # fmt: skip
 
     cluster_names = launched_kernels(lambda: run("cluster"))
+    # The reducers' stores: a vector per lane where the output is aligned, elements where it is not (an output
+    # one element into its allocation), float32 outputs alike: the same values, bit for bit.
+    ref16 = outs["cluster"]
+    shifted = torch.empty(ref16.numel() + 1, dtype=ref16.dtype, device=ref16.device)[1:].view(ref16.shape)
+    kernels.attention(
+        kc, vc, *args, *extra, scale=1.0 / np.sqrt(d), force_splits=splits, k_hadamard=True, v_hadamard=True,
+        out=shifted, **mode,
+    )  # fmt: skip
+    assert torch.equal(shifted, ref16), "the unaligned output differs from the aligned one"
+    out32 = kernels.attention(
+        kc, vc, args[0].float(), *args[1:], *extra, scale=1.0 / np.sqrt(d), force_splits=splits,
+        k_hadamard=True, v_hadamard=True, **mode,
+    )  # fmt: skip
+    assert out32.dtype == torch.float32 and torch.equal(out32.half(), ref16), "float32 output differs"
     monkeypatch.setenv("TQ_DECODE_CLUSTER", "0")
     plain_names = launched_kernels(lambda: run("plain"))
     monkeypatch.delenv("TQ_DECODE_CLUSTER")
