@@ -492,7 +492,7 @@ __device__ __forceinline__ uint32_t lds_u32(uint32_t addr) {
 template <bool ALIGNED = false>
 __device__ __forceinline__ uint32_t lut_pair(uint32_t base, uint32_t x, int k) {
   if constexpr (ALIGNED) {
-    static_assert(kLutReps == 16, "entry offset = code byte << 6");
+    static_assert(!ALIGNED || kLutReps == 16, "entry offset = code byte << 6");
     const uint32_t sh = k == 0 ? x << 6 : x >> (8 * k - 6);
     return lds_u32((sh & 0x3fc0u) | base);
   } else {
