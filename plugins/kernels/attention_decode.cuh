@@ -238,6 +238,10 @@ __host__ __device__ constexpr int fast_min_blocks(int mk, int mv, bool half2, in
   return lut == 0 || by_smem >= by_regs ? by_regs : (by_smem < 1 ? 1 : by_smem);
 }
 
+#ifndef TQ_DECODE_OPAQUE_LAYOUT
+#define TQ_DECODE_OPAQUE_LAYOUT 1
+#endif
+
 // Timing experiments only (bench/gpu_harness/build_variant.sh; results are wrong when set): bit 1 skips the mask
 // loads, bit 2 the P V decode + mma, bit 4 the Q K decode + mma, bit 8 the q rotation's R_k loads and products
 // (q stays unrotated). 0 in every real build.
@@ -566,6 +570,11 @@ __device__ __forceinline__ const uint8_t* opaque_ptr(const uint8_t* p) {
   asm("mov.b64 %0, %1;\n" : "=l"(q) : "l"(p));
   return q;
 }
+__device__ __forceinline__ int opaque_int(int x) {
+  int y;
+  asm("mov.b32 %0, %1;\n" : "=r"(y) : "r"(x));
+  return y;
+}
 
 // One full tile (NT rows of RB bytes) of a split: NT * RB is a multiple of 16, so every tile of the split has
 // the same unaligned head and chunk count nck (NT * RB / 16, plus one with a head); each thread issues copies
@@ -573,7 +582,7 @@ __device__ __forceinline__ const uint8_t* opaque_ptr(const uint8_t* p) {
 // 16 * idx), no per-chunk index arithmetic. idx: threadIdx.x, or the lane with NTHREADS = 32 (one warp's rows,
 // NT = 32). The caller checks that the aligned range lies inside the allocation (else load_tile_fast).
 template <int RB, int NT, int NTHREADS>
-__device__ __forceinline__ void load_full_tile(uint8_t* dst, const uint8_t* src, int nck) {
+__device__ __forceinline__ void load_full_tile(uint32_t dst, const uint8_t* src, int nck) {
   constexpr int kChunks = NT * RB / 16;
   static_assert(NT * RB % 16 == 0, "tile bytes a multiple of 16");
   constexpr int kIter = (kChunks + 1 + NTHREADS - 1) / NTHREADS;
@@ -581,7 +590,7 @@ __device__ __forceinline__ void load_full_tile(uint8_t* dst, const uint8_t* src,
 #pragma unroll
   for (int j = 0; j < kIter; ++j) {
     if (j < kIter - 1 || static_cast<int>(NTHREADS == 32 ? threadIdx.x % 32 : threadIdx.x) + j * NTHREADS < nck)
-      dev::cp_async_16(dst + 16 * NTHREADS * j, src + 16 * NTHREADS * j, 16);
+      dev::cp_async_16_at(dst + 16 * NTHREADS * j, src + 16 * NTHREADS * j, 16);
   }
 }
 
@@ -893,19 +902,42 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
     constexpr int kPieceK = fast_piece_bytes(MK, D, NW, kWarpPipe), kPieceV = fast_piece_bytes(MV, D, NW, kWarpPipe);
     const int hole = static_cast<int>((kLutAlign - dev::smem_addr(smem) % kLutAlign) % kLutAlign);
     lay = alut_layout(hole, kFastStages, kPieceK, kPieceV, fast_lut_bytes(MK, MV, HALF2));
+#if TQ_DECODE_OPAQUE_LAYOUT
+    // Opaque to ptxas, which otherwise recomputed the layout (the hole from the CTA's shared window, the
+    // placement) on every tile to save registers: ~30 instructions per tile.
+#pragma unroll
+    for (int i = 0; i < kFastStages; ++i) {
+      lay.k[i] = opaque_int(lay.k[i]);
+      lay.v[i] = opaque_int(lay.v[i]);
+    }
+#endif
   }
   dev::stamp(stamp_block, 12);
-  // Stage s's K piece (v = 0) or V piece (v = 1).
-  auto piece = [&](int s, int v) -> uint8_t* {
-    uint8_t* const base = reinterpret_cast<uint8_t*>(smem);
+  // Offset of stage s's K piece (v = 0) or V piece (v = 1) in the window; the piece itself. The warp-private
+  // copies' destinations are computed from the window's shared address (copy_dst; that address is
+  // opaque to ptxas, which otherwise recomputed it from the CTA id for every copy of every tile: K4/V3 -1..-6%,
+  // 4/4 -0.4..-1.8%). Not for K4/V2 (+2..+4.5% at T <= 32K, registers 167 -> 162) nor for the block-shared copies
+  // of the 2/3-bit-K instances (1-8% slower): those keep generic pointers.
+  auto piece_off = [&](int s, int v) -> int {
     if constexpr (ALUT) {
       const int* const offs = v ? lay.v : lay.k;
       int o = offs[0];
 #pragma unroll
       for (int i = 1; i < kFastStages; ++i) o = s == i ? offs[i] : o;
-      return base + o;
+      return o;
     } else {
-      return base + s * a.fast_stage_bytes + (v ? a.fast_k_bytes : 0);
+      return s * a.fast_stage_bytes + (v ? a.fast_k_bytes : 0);
+    }
+  };
+  auto piece = [&](int s, int v) -> uint8_t* { return reinterpret_cast<uint8_t*>(smem) + piece_off(s, v); };
+  constexpr bool kCopyShared = kWarpPipe && MV != 2;
+  const uint32_t smem_s = static_cast<uint32_t>(opaque_int(static_cast<int>(dev::smem_addr(smem))));
+  // Shared address of a warp-private copy's destination dst (this lane's chunk of stage s's piece v).
+  auto copy_dst = [&](int s, int v, const uint8_t* dst) -> uint32_t {
+    if constexpr (kCopyShared) {
+      return smem_s + static_cast<uint32_t>(piece_off(s, v) + warp * (32 * (v ? VRB : KRB) + 16) + 16 * lane);
+    } else {
+      return dev::smem_addr(dst);
     }
   };
 
@@ -946,11 +978,13 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
           const uint8_t* kt = ktile0 + s * (kFastTile * KRB);
           const uint8_t* vt = vtile0 + s * (kFastTile * VRB);
           if constexpr (kWarpPipe) {
-            load_full_tile<KRB, 32, 32>(kdst + 16 * lane, kt + 16 * lane, kchunks);
-            load_full_tile<VRB, 32, 32>(vdst + 16 * lane, vt + 16 * lane, vchunks);
+            load_full_tile<KRB, 32, 32>(copy_dst(s, 0, kdst + 16 * lane), kt + 16 * lane, kchunks);
+            load_full_tile<VRB, 32, 32>(copy_dst(s, 1, vdst + 16 * lane), vt + 16 * lane, vchunks);
           } else {
-            load_full_tile<KRB, kFastTile, NW * 32>(kdst + 16 * threadIdx.x, kt + 16 * threadIdx.x, kchunks);
-            load_full_tile<VRB, kFastTile, NW * 32>(vdst + 16 * threadIdx.x, vt + 16 * threadIdx.x, vchunks);
+            load_full_tile<KRB, kFastTile, NW * 32>(dev::smem_addr(kdst + 16 * threadIdx.x), kt + 16 * threadIdx.x,
+                                                         kchunks);
+            load_full_tile<VRB, kFastTile, NW * 32>(dev::smem_addr(vdst + 16 * threadIdx.x), vt + 16 * threadIdx.x,
+                                                         vchunks);
           }
         } else {
           load_tile_fast<kWarpPipe>(kdst, kslice, ct, n, KRB, kend);
@@ -1205,11 +1239,13 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
           const uint8_t* kt = ktile0 + nt * (kFastTile * KRB);  // the copy's 16-byte aligned start
           const uint8_t* vt = vtile0 + nt * (kFastTile * VRB);
           if constexpr (kWarpPipe) {
-            load_full_tile<KRB, 32, 32>(kdst + 16 * lane, kt + 16 * lane, kchunks);
-            load_full_tile<VRB, 32, 32>(vdst + 16 * lane, vt + 16 * lane, vchunks);
+            load_full_tile<KRB, 32, 32>(copy_dst(ns, 0, kdst + 16 * lane), kt + 16 * lane, kchunks);
+            load_full_tile<VRB, 32, 32>(copy_dst(ns, 1, vdst + 16 * lane), vt + 16 * lane, vchunks);
           } else {
-            load_full_tile<KRB, kFastTile, NW * 32>(kdst + 16 * threadIdx.x, kt + 16 * threadIdx.x, kchunks);
-            load_full_tile<VRB, kFastTile, NW * 32>(vdst + 16 * threadIdx.x, vt + 16 * threadIdx.x, vchunks);
+            load_full_tile<KRB, kFastTile, NW * 32>(dev::smem_addr(kdst + 16 * threadIdx.x), kt + 16 * threadIdx.x,
+                                                         kchunks);
+            load_full_tile<VRB, kFastTile, NW * 32>(dev::smem_addr(vdst + 16 * threadIdx.x), vt + 16 * threadIdx.x,
+                                                         vchunks);
           }
         } else {  // the last tile of a split, or the end of the allocation
           load_tile_fast<kWarpPipe>(kdst, kslice, ct, n, KRB, kend);
