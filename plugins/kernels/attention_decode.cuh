@@ -238,6 +238,8 @@ __host__ __device__ constexpr int fast_min_blocks(int mk, int mv, bool half2, in
   return lut == 0 || by_smem >= by_regs ? by_regs : (by_smem < 1 ? 1 : by_smem);
 }
 
+// The aligned layout's stage offsets kept opaque to ptxas (bench/NOTES.md "Per-tile address
+// rematerialization"); 0 lets it recompute them per tile (A/B only).
 #ifndef TQ_DECODE_OPAQUE_LAYOUT
 #define TQ_DECODE_OPAQUE_LAYOUT 1
 #endif
@@ -932,7 +934,8 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
   auto piece = [&](int s, int v) -> uint8_t* { return reinterpret_cast<uint8_t*>(smem) + piece_off(s, v); };
   constexpr bool kCopyShared = kWarpPipe && MV != 2;
   const uint32_t smem_s = static_cast<uint32_t>(opaque_int(static_cast<int>(dev::smem_addr(smem))));
-  // Shared address of a warp-private copy's destination dst (this lane's chunk of stage s's piece v).
+  // Shared address of a warp-private copy's destination dst (this lane's chunk of stage s's piece v; the same
+  // offset as warp_region's, from the opaque window address instead of dst).
   auto copy_dst = [&](int s, int v, const uint8_t* dst) -> uint32_t {
     if constexpr (kCopyShared) {
       return smem_s + static_cast<uint32_t>(piece_off(s, v) + warp * (32 * (v ? VRB : KRB) + 16) + 16 * lane);

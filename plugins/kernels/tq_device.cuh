@@ -68,14 +68,13 @@ __device__ __forceinline__ uint32_t smem_addr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
-// 16-byte asynchronous global->shared copy of src_bytes (0..16) bytes, zero-filling the rest.
-__device__ __forceinline__ void cp_async_16(void* dst_smem, const void* src, int src_bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst_smem)), "l"(src),
-               "r"(src_bytes));
-}
-// The same to a shared-memory address (smem_addr of the destination).
+// 16-byte asynchronous global->shared copy of src_bytes (0..16) bytes, zero-filling the rest, to a shared-memory
+// address (cp_async_16_at) or a generic pointer into shared memory (cp_async_16).
 __device__ __forceinline__ void cp_async_16_at(uint32_t dst_smem, const void* src, int src_bytes) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst_smem), "l"(src), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_16(void* dst_smem, const void* src, int src_bytes) {
+  cp_async_16_at(smem_addr(dst_smem), src, src_bytes);
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
