@@ -638,7 +638,7 @@ def test_attention_decode_warps(kernels, monkeypatch, case, warps):
 # Long splits (4500 tokens: 35 tiles when one split takes them all): the D = 128 decode kernels without pair
 # tables scan a split's mask row once before the loop and skip the per-tile probe when it is all zeros (batch
 # row 0; rows 1 and 2 have -inf padding in their first split, so that split keeps the probe; "pad" adds a bias
-# everywhere); the 4/4-bit kernels take their pair tables at a 16 KB boundary of the shared window; every S^T
+# everywhere); the 4/4-bit kernels take their pair tables at a 32 KB boundary of the shared window; every S^T
 # kernel issues each tile's probe before the K products.
 LONG_SPLIT_CASES = [
     (128, 4, 1, ((128,), (3,), 0), ((128,), (3,)), (0, 0), "zero", 0.0),
@@ -697,6 +697,65 @@ def test_attention_decode_distinct_asymmetric_codebooks(kernels, monkeypatch, ca
     want = reference_decode(
         q, k_cache, v_cache, mask, kref.rotation, vref.rotation, k_books, v_books, kc, vc, None, None, 0, 0
     )
+    args = [dev(x) for x in (q, k_cache, v_cache, mask, kref.rotation, k_book, vref.rotation, v_book)]
+    for splits in (0, 1, 3):
+        out = kernel_decode(kernels, kc, vc, args, (None, None), 0, 0, splits)
+        err = rel_err(out.float().cpu().numpy().astype(np.float64), want)
+        assert err < 2e-3, f"relative error {err:.2e} (splits={splits})"
+
+
+# The 4/4-bit 4-warp kernels keep both tables in one 32 KB region and, when the K and V codebooks are bitwise
+# equal, make it one table of 32 copies that both caches read (every warp compares the 16 entries itself).
+# Codebooks equal but for one entry (the first, a middle one or the last, moved so far that taking K's entry
+# for V's would miss by much more than the bound) must decode V with V's own entry.
+@pytest.mark.parametrize("entry", [0, 8, 15])
+@pytest.mark.parametrize("d", [64, 128])
+def test_attention_decode_codebooks_one_entry_apart(kernels, monkeypatch, d, entry):
+    monkeypatch.setenv("TQ_DECODE_WARPS", "4")
+    hkv, b, total, group = 2, 3, 700, 4
+    rng = np.random.default_rng(200 + d + entry)
+    kref, kc = build(d, (d,), (4,), 0, 0, "hadamard", seed=3)
+    vref, vc = build(d, (d,), (4,), 0, 0, "hadamard", seed=4)
+    k_cache, _ = make_cache(kref, rng, b, hkv, total, d, 0, 0, "float16")
+    v_cache, _ = make_cache(vref, rng, b, hkv, total, d, 0, 0, "float16")
+    k_book = kref.codebook.copy()
+    v_book = k_book.copy()
+    v_book[0, entry] = k_book[0, entry] + 0.25
+    q = rng.standard_normal((b, hkv * group, 1, d)).astype(np.float16)
+    mask = build_mask("pad", b, hkv * group, 1, total, rng, np.array([0, 3, total // 2]))
+    want = reference_decode(
+        q,
+        k_cache,
+        v_cache,
+        mask,
+        kref.rotation,
+        vref.rotation,
+        SimpleNamespace(codebook=k_book),
+        SimpleNamespace(codebook=v_book),
+        kc,
+        vc,
+        None,
+        None,
+        0,
+        0,
+    )
+    wrong = reference_decode(  # V through K's codebook: what a missed difference would give
+        q,
+        k_cache,
+        v_cache,
+        mask,
+        kref.rotation,
+        vref.rotation,
+        SimpleNamespace(codebook=k_book),
+        SimpleNamespace(codebook=k_book),
+        kc,
+        vc,
+        None,
+        None,
+        0,
+        0,
+    )
+    assert rel_err(wrong, want) > 20 * 2e-3, "the moved entry must matter"
     args = [dev(x) for x in (q, k_cache, v_cache, mask, kref.rotation, k_book, vref.rotation, v_book)]
     for splits in (0, 1, 3):
         out = kernel_decode(kernels, kc, vc, args, (None, None), 0, 0, splits)
