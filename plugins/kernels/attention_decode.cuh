@@ -497,17 +497,17 @@ __device__ __forceinline__ uint32_t lds_u32(uint32_t addr) {
   return v;
 }
 
-// Entry of a pair table for code byte k (0..3) of x; base = the table's address + 4 * (lane % kLutReps).
-// ALIGNED (the aligned region at a kLutAlign boundary, fill_alut's base): the base's bits 7..14 are 0, so an OR
-// joins it to the row's offset, in the same LOP3 as the mask.
-template <bool ALIGNED = false>
+// Entry of a pair table for code byte k (0..3) of x; base = the table's address + 4 * (lane % kLutReps), entries
+// ROW bytes apart (fill_alut's region: 128, its base). ALIGNED (that region at a kLutAlign boundary): the base's
+// bits 7..14 are 0, so an OR joins it to the row's offset, in the same LOP3 as the mask.
+template <bool ALIGNED = false, int ROW = 4 * kLutReps>
 __device__ __forceinline__ uint32_t lut_pair(uint32_t base, uint32_t x, int k) {
   if constexpr (ALIGNED) {
-    static_assert(!ALIGNED || kLutAlign == 0x8000, "row offset = code byte << 7");
+    static_assert(!ALIGNED || (kLutAlign == 0x8000 && ROW == 128), "row offset = code byte << 7");
     const uint32_t sh = k == 0 ? x << 7 : x >> (8 * k - 7);
     return lds_u32((sh & 0x7f80u) | base);
   } else {
-    return lds_u32(base + ((x >> (8 * k)) & 0xffu) * (4 * kLutReps));
+    return lds_u32(base + ((x >> (8 * k)) & 0xffu) * ROW);
   }
 }
 
@@ -529,7 +529,8 @@ __device__ __forceinline__ void fill_pair_lut(const float* codebook, uint32_t* l
   }
 }
 
-// Fills the aligned region (kLutAlign bytes at lut) with both pair tables, row e = 32 words (8 16-byte stores):
+// Fills the region of both pair tables (kLutAlign bytes at lut, 16-byte aligned; at a kLutAlign boundary for the
+// aligned lookup) with both pair tables, row e = 32 words (8 16-byte stores):
 // words 0..15 K's entry e and words 16..31 V's, or K's in all 32 when the codebooks' 16 values are bitwise equal
 // (every warp finds that out by itself, no barrier). Returns the lanes' base addresses for lut_pair<true>: region
 // + 4 * lane for both (32 copies), or region + 4 * (lane % 16) for K and + 64 more for V.
@@ -1037,8 +1038,13 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
   // every lookup.
   uint32_t* const lut_k = reinterpret_cast<uint32_t*>(smem + (ALUT ? lay.lut : kFastStages * a.fast_stage_bytes));
   uint32_t* const lut_v = lut_k + (LK ? 256 * kLutReps : 0);
+  // Both tables (4-bit K and V): one region of 128-byte rows, one table of 32 copies when the codebooks are equal
+  // (fill_alut), aligned or not.
+  constexpr bool PAIRED = LK && LV && kLutReps == 16;
+  static_assert(!ALUT || PAIRED, "the aligned layout holds both tables");
+  constexpr int kRow = PAIRED ? 128 : 4 * (kLutReps > 0 ? kLutReps : 1);  // bytes between a table's entries
   uint32_t lutk_base, lutv_base;
-  if constexpr (ALUT) {  // both tables in one region, maybe one table of 32 copies (fill_alut)
+  if constexpr (PAIRED) {
     const uint2 bases = fill_alut<NW * 32>(p.k_codebook, p.v_codebook, lut_k);
     lutk_base = bases.x;
     lutv_base = bases.y;
@@ -1436,10 +1442,10 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
 #pragma unroll
           for (int kk = 0; kk < KSTEPS; ++kk) {
             const int h = 2 * (kk % 2);
-            const uint32_t ka[4] = {lut_pair<ALUT>(lutk_base, w0.w[kk / 2], h),
-                                    lut_pair<ALUT>(lutk_base, w1.w[kk / 2], h),
-                                    lut_pair<ALUT>(lutk_base, w0.w[kk / 2], h + 1),
-                                    lut_pair<ALUT>(lutk_base, w1.w[kk / 2], h + 1)};
+            const uint32_t ka[4] = {lut_pair<ALUT, kRow>(lutk_base, w0.w[kk / 2], h),
+                                    lut_pair<ALUT, kRow>(lutk_base, w1.w[kk / 2], h),
+                                    lut_pair<ALUT, kRow>(lutk_base, w0.w[kk / 2], h + 1),
+                                    lut_pair<ALUT, kRow>(lutk_base, w1.w[kk / 2], h + 1)};
             dev::mma_16816(st[m], ka, qf[kk][0], qf[kk][2]);
           }
         } else {
@@ -1588,8 +1594,8 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
         if constexpr (LV) {  // position 4j + e: word 2 (j / 2) + e % 2, byte 2 (j % 2) + e / 2
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
-            b0[e] = lut_pair<ALUT>(lutv_base, xs[0][2 * (j / 2) + e % 2], 2 * (j % 2) + e / 2);
-            b1[e] = lut_pair<ALUT>(lutv_base, xs[1][2 * (j / 2) + e % 2], 2 * (j % 2) + e / 2);
+            b0[e] = lut_pair<ALUT, kRow>(lutv_base, xs[0][2 * (j / 2) + e % 2], 2 * (j % 2) + e / 2);
+            b1[e] = lut_pair<ALUT, kRow>(lutv_base, xs[1][2 * (j / 2) + e % 2], 2 * (j % 2) + e / 2);
           }
         } else {
           pair_lookup<MV>(tv, xs[0][j], b0);

@@ -704,14 +704,16 @@ def test_attention_decode_distinct_asymmetric_codebooks(kernels, monkeypatch, ca
         assert err < 2e-3, f"relative error {err:.2e} (splits={splits})"
 
 
-# The 4/4-bit 4-warp kernels keep both tables in one 32 KB region and, when the K and V codebooks are bitwise
-# equal, make it one table of 32 copies that both caches read (every warp compares the 16 entries itself).
+# The 4/4-bit kernels with pair tables (G <= 8) keep both tables in one 32 KB region and, when the K and V
+# codebooks are bitwise equal, make it one table of 32 copies that both caches read (every warp compares the
+# 16 entries itself): aligned (4 warps, D 64 and 128) or not (8 warps, D 256).
 # Codebooks equal but for one entry (the first, a middle one or the last, moved so far that taking K's entry
 # for V's would miss by much more than the bound) must decode V with V's own entry.
 @pytest.mark.parametrize("entry", [0, 8, 15])
-@pytest.mark.parametrize("d", [64, 128])
-def test_attention_decode_codebooks_one_entry_apart(kernels, monkeypatch, d, entry):
-    monkeypatch.setenv("TQ_DECODE_WARPS", "4")
+@pytest.mark.parametrize("d_warps", [(64, 4), (128, 4), (128, 8), (256, 4)], ids=lambda c: f"D{c[0]}-w{c[1]}")
+def test_attention_decode_codebooks_one_entry_apart(kernels, monkeypatch, d_warps, entry):
+    d, warps = d_warps
+    monkeypatch.setenv("TQ_DECODE_WARPS", str(warps))
     hkv, b, total, group = 2, 3, 700, 4
     rng = np.random.default_rng(200 + d + entry)
     kref, kc = build(d, (d,), (4,), 0, 0, "hadamard", seed=3)
