@@ -59,8 +59,17 @@ constexpr int kFastMinBlocksHalf = TQ_FAST_MIN_BLOCKS_HALF;
 constexpr int kLutReps = TQ_DECODE_LUT_REPS;
 static_assert(kLutReps == 0 || kLutReps == 8 || kLutReps == 16 || kLutReps == 32, "table copies: 0, 8, 16 or 32");
 __host__ __device__ constexpr bool lut_decode(int m, bool half2) { return kLutReps > 0 && m == 4 && !half2; }
-__host__ __device__ constexpr int fast_lut_bytes(int mk, int mv, bool half2) {
-  return ((lut_decode(mk, half2) ? 1 : 0) + (lut_decode(mv, half2) ? 1 : 0)) * 256 * 4 * kLutReps;
+// One table of 32 copies instead of 16 (conflict-free lookups, twice the bytes) where only one side has a
+// table: V-only tables (2/3-bit K, 4-bit V) and D = 256. Measured (bench/NOTES.md "One table of 32 copies"):
+// K3/V4 -1.6..-4.5% at long T, D = 256 K4/V3 -5%; K4/V3 and K4/V2 at D = 128 lose a pipeline stage to it
+// (+1..+4.4%), and D = 64 K4/V3 moves +-1%.
+__host__ __device__ constexpr bool solo_lut32(int mk, int mv, bool half2, int d) {
+  return kLutReps == 16 && lut_decode(mk, half2) != lut_decode(mv, half2) && (d == 256 || !lut_decode(mk, half2));
+}
+__host__ __device__ constexpr int fast_lut_bytes(int mk, int mv, bool half2, int d) {
+  return solo_lut32(mk, mv, half2, d)
+             ? 256 * 4 * 32
+             : ((lut_decode(mk, half2) ? 1 : 0) + (lut_decode(mv, half2) ? 1 : 0)) * 256 * 4 * kLutReps;
 }
 
 // Shared memory per 4 warps the stages and tables may take: 56 KB (4 blocks per SM); 75 KB (3 blocks) for the
@@ -138,7 +147,8 @@ __host__ __device__ constexpr int fast_stages(int mk, int mv, int lut_bytes_per_
 #define TQ_DECODE_SPLIT_PROBE 1
 #endif
 constexpr int kLutAlign = 256 * 128;  // the aligned tables' region: 256 rows of 32 words
-static_assert(kLutReps != 16 || fast_lut_bytes(4, 4, false) == kLutAlign, "two 16-copy tables fill the region");
+static_assert(kLutReps != 16 || fast_lut_bytes(4, 4, false, kFastD) == kLutAlign,
+              "two 16-copy tables fill the region");
 
 struct AlutLayout {
   int lut;                 // offset of the first table (a kLutAlign boundary of the window)
@@ -218,7 +228,7 @@ __host__ __device__ constexpr int alut_stages(int mk, int mv, bool half2, int nw
   const bool wp = fast_warp_pipe(mk, half2);
   const int kb = fast_piece_bytes(mk, d, nw, wp), vb = fast_piece_bytes(mv, d, nw, wp);
   const int q_bytes = 16 * (d + 8) * 2 > 8 * d * 4 ? 16 * (d + 8) * 2 : 8 * d * 4;
-  const int lut = fast_lut_bytes(mk, mv, half2);
+  const int lut = fast_lut_bytes(mk, mv, half2, d);
   const int budget = fast_block_budget(mk, half2, nw, d) * nw / kFastWarps;
   const int s = fast_stages(mk, mv, lut * kFastWarps / nw, fast_block_budget(mk, half2, nw, d), d, wp);
   return kb >= q_bytes && alut_worst_bytes(s, kb, vb, lut) <= budget ? s : 0;
@@ -229,7 +239,7 @@ __host__ __device__ constexpr int alut_stages(int mk, int mv, bool half2, int nw
 // a table instance that smem limits to 3 blocks may use up to 168 registers instead of spilling at 128.
 __host__ __device__ constexpr int fast_min_blocks(int mk, int mv, bool half2, int nw, int d) {
   const int by_regs = d == 256 ? 2 : (half2 ? kFastMinBlocks : kFastMinBlocksHalf) * kFastWarps / nw;
-  const int lut = fast_lut_bytes(mk, mv, half2);
+  const int lut = fast_lut_bytes(mk, mv, half2, d);
   const bool wp = fast_warp_pipe(mk, half2);
   // (block-shared: the 4-warp estimate scaled, as before the warp-private stages, which keeps those instances'
   // register caps; warp-private: exact)
@@ -514,11 +524,11 @@ __device__ __forceinline__ uint32_t lut_pair(uint32_t base, uint32_t x, int k) {
 // Fills a pair table (256 entries x kLutReps copies) from a 4-bit codebook with the float16 rounding of make_lut.
 // Each 16-byte store writes 4 copies of one entry: thread i covers copies 4 (i % Q) .. +3 (Q = kLutReps / 4) of
 // entries i / Q + (NT / Q) j.
-template <int NT>
+template <int NT, int REPS = kLutReps>
 __device__ __forceinline__ void fill_pair_lut(const float* codebook, uint32_t* lut) {
-  constexpr int kQuads = kLutReps / 4;
+  constexpr int kQuads = REPS / 4;
   constexpr int kPerThread = 256 * kQuads / NT;
-  static_assert(kLutReps >= 4 && NT % kQuads == 0 && 256 * kQuads % NT == 0, "whole entries per thread");
+  static_assert(REPS >= 4 && NT % kQuads == 0 && 256 * kQuads % NT == 0, "whole entries per thread");
   const int e0 = threadIdx.x / kQuads;
   const int quad = threadIdx.x % kQuads;
 #pragma unroll
@@ -864,11 +874,11 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
   constexpr bool kWarpPipe = fast_warp_pipe(MK, HALF2);  // warp-private stages (fast_warp_pipe)
   static_assert(!ALUT || alut_layout_ok(kAlutStages, fast_piece_bytes(MK, D, NW, kWarpPipe),
                                         fast_piece_bytes(MV, D, NW, kWarpPipe),
-                                        fast_lut_bytes(MK, MV, HALF2)),
+                                        fast_lut_bytes(MK, MV, HALF2, D)),
                 "aligned table layout");
   constexpr int kFastStages =  // shadows the maximum
       ALUT ? kAlutStages
-           : fast_stages(MK, MV, fast_lut_bytes(MK, MV, HALF2) * 4 / NW, fast_block_budget(MK, HALF2, NW, D), D,
+           : fast_stages(MK, MV, fast_lut_bytes(MK, MV, HALF2, D) * 4 / NW, fast_block_budget(MK, HALF2, NW, D), D,
                          kWarpPipe);
   constexpr int kFastTile = 32 * NW;                // shadows the 4-warp tile
   constexpr int kFastWarps = NW;                    // shadows the 4-warp block
@@ -933,7 +943,7 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
   if constexpr (ALUT) {
     constexpr int kPieceK = fast_piece_bytes(MK, D, NW, kWarpPipe), kPieceV = fast_piece_bytes(MV, D, NW, kWarpPipe);
     const int hole = static_cast<int>((kLutAlign - dev::smem_addr(smem) % kLutAlign) % kLutAlign);
-    lay = alut_layout(hole, kFastStages, kPieceK, kPieceV, fast_lut_bytes(MK, MV, HALF2));
+    lay = alut_layout(hole, kFastStages, kPieceK, kPieceV, fast_lut_bytes(MK, MV, HALF2, D));
 #if TQ_DECODE_OPAQUE_LAYOUT
     // Opaque to ptxas, which otherwise recomputed the layout (the hole from the CTA's shared window, the
     // placement) on every tile to save registers: ~30 instructions per tile.
@@ -1042,12 +1052,16 @@ __global__ void __launch_bounds__(NW * 32, fast_min_blocks(MK, MV, HALF2, NW, D)
   // (fill_alut), aligned or not.
   constexpr bool PAIRED = LK && LV && kLutReps == 16;
   static_assert(!ALUT || PAIRED, "the aligned layout holds both tables");
-  constexpr int kRow = PAIRED ? 128 : 4 * (kLutReps > 0 ? kLutReps : 1);  // bytes between a table's entries
+  constexpr bool SOLO32 = solo_lut32(MK, MV, HALF2, D);  // one table (K's or V's) of 32 copies
+  constexpr int kRow = PAIRED || SOLO32 ? 128 : 4 * (kLutReps > 0 ? kLutReps : 1);  // bytes between entries
   uint32_t lutk_base, lutv_base;
   if constexpr (PAIRED) {
     const uint2 bases = fill_alut<NW * 32>(p.k_codebook, p.v_codebook, lut_k);
     lutk_base = bases.x;
     lutv_base = bases.y;
+  } else if constexpr (SOLO32) {
+    fill_pair_lut<NW * 32, 32>(LK ? p.k_codebook : p.v_codebook, lut_k);
+    lutk_base = lutv_base = dev::smem_addr(lut_k) + 4u * lane;
   } else {
     if constexpr (LK) fill_pair_lut<NW * 32>(p.k_codebook, lut_k);
     if constexpr (LV) fill_pair_lut<NW * 32>(p.v_codebook, lut_v);
@@ -1766,7 +1780,7 @@ inline void fast_smem_layout(AttnArgs& a) {
   const int d = a.p.k_codec.head_dim;
   const int merge = (nw * kFastRows * d + 2 * nw * kFastRows + kFastRows * d + kFastRows) * 4;
   const int mk = a.klay.mse_bits[0], mv = a.vlay.mse_bits[0];
-  const int lut = fast_lut_bytes(mk, mv, a.rows > 8);  // pair tables after the stages (same rule as the kernel)
+  const int lut = fast_lut_bytes(mk, mv, a.rows > 8, d);  // pair tables after the stages (same rule as the kernel)
   const int aligned = alut_stages(mk, mv, a.rows > 8, nw, d);  // or aligned, at any window start (alut_layout)
   const int stages = fast_stages(mk, mv, lut * kFastWarps / nw, fast_block_budget(mk, a.rows > 8, nw, d), d, wp);
   a.smem_bytes = std::max(aligned > 0 ? alut_worst_bytes(aligned, a.fast_k_bytes, v_bytes, lut)
