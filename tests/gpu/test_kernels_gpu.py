@@ -725,38 +725,15 @@ def test_attention_decode_codebooks_one_entry_apart(kernels, monkeypatch, d_warp
     v_book[0, entry] = k_book[0, entry] + 0.25
     q = rng.standard_normal((b, hkv * group, 1, d)).astype(np.float16)
     mask = build_mask("pad", b, hkv * group, 1, total, rng, np.array([0, 3, total // 2]))
-    want = reference_decode(
-        q,
-        k_cache,
-        v_cache,
-        mask,
-        kref.rotation,
-        vref.rotation,
-        SimpleNamespace(codebook=k_book),
-        SimpleNamespace(codebook=v_book),
-        kc,
-        vc,
-        None,
-        None,
-        0,
-        0,
-    )
-    wrong = reference_decode(  # V through K's codebook: what a missed difference would give
-        q,
-        k_cache,
-        v_cache,
-        mask,
-        kref.rotation,
-        vref.rotation,
-        SimpleNamespace(codebook=k_book),
-        SimpleNamespace(codebook=k_book),
-        kc,
-        vc,
-        None,
-        None,
-        0,
-        0,
-    )
+
+    def reference(v_codebook: np.ndarray) -> np.ndarray:
+        books = (SimpleNamespace(codebook=k_book), SimpleNamespace(codebook=v_codebook))
+        return reference_decode(
+            q, k_cache, v_cache, mask, kref.rotation, vref.rotation, *books, kc, vc, None, None, 0, 0
+        )
+
+    want = reference(v_book)
+    wrong = reference(k_book)  # V through K's codebook: what a missed difference would give
     assert rel_err(wrong, want) > 20 * 2e-3, "the moved entry must matter"
     args = [dev(x) for x in (q, k_cache, v_cache, mask, kref.rotation, k_book, vref.rotation, v_book)]
     for splits in (0, 1, 3):
