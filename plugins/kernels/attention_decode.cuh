@@ -125,8 +125,8 @@ __host__ __device__ constexpr int fast_stages(int mk, int mv, int lut_bytes_per_
 // region of 256 rows of 128 bytes, row e holding entry e: words 0..15 K's 16 copies and words 16..31 V's, or, when
 // the K and V codebooks are equal (the converter's are), 32 copies of the one table, so that a warp's 32 random
 // lookups never share a bank (16 copies: lanes 16 apart collide about half the time, and some pair does in
-// nearly every load; conflict-free measured 3-7.5% faster at long T). The lookup is the same either way, only the
-// lanes' base addresses differ (fill_alut). With the region at a kLutAlign boundary of the shared window, a
+// nearly every load; conflict-free measured 6-9% faster at long T for 4/4). The lookup is the same either way,
+// only the lanes' base addresses differ (fill_alut). With the region at a kLutAlign boundary of the shared window, a
 // lookup address is ((code byte << 7) & 0x7f80) | (region | V offset | 4 * copy): one LOP3 after the shift, where
 // an unaligned table needs a mask and an add (a quarter of the lookup's instructions). The dynamic shared memory
 // starts wherever the runtime puts it (0x400 on sm_90: the reserved 1 KB), so the kernel places the tables at the
@@ -521,20 +521,23 @@ __device__ __forceinline__ uint32_t lut_pair(uint32_t base, uint32_t x, int k) {
   }
 }
 
-// Fills a pair table (256 entries x kLutReps copies) from a 4-bit codebook with the float16 rounding of make_lut.
-// Each 16-byte store writes 4 copies of one entry: thread i covers copies 4 (i % Q) .. +3 (Q = kLutReps / 4) of
-// entries i / Q + (NT / Q) j.
+// Fills a pair table (256 entries x REPS copies) from a 4-bit codebook with the float16 rounding of make_lut.
+// Each 16-byte store writes 4 copies of one entry: thread i covers copies 4 (i % Q) .. +3 (Q = REPS / 4) of
+// entries i / Q + (NT / Q) j. Copies REPS / 2 .. REPS - 1 come from upper_codebook (fill_alut's V half; pass
+// the same codebook for one table).
 template <int NT, int REPS = kLutReps>
-__device__ __forceinline__ void fill_pair_lut(const float* codebook, uint32_t* lut) {
+__device__ __forceinline__ void fill_pair_lut(const float* codebook, uint32_t* lut,
+                                              const float* upper_codebook = nullptr) {
   constexpr int kQuads = REPS / 4;
   constexpr int kPerThread = 256 * kQuads / NT;
   static_assert(REPS >= 4 && NT % kQuads == 0 && 256 * kQuads % NT == 0, "whole entries per thread");
   const int e0 = threadIdx.x / kQuads;
   const int quad = threadIdx.x % kQuads;
+  const float* const cb = quad < kQuads / 2 || upper_codebook == nullptr ? codebook : upper_codebook;
 #pragma unroll
   for (int j = 0; j < kPerThread; ++j) {
     const int e = e0 + (NT / kQuads) * j;
-    const uint32_t w = dev::pack_half2(codebook[e & 15], codebook[e >> 4]);
+    const uint32_t w = dev::pack_half2(cb[e & 15], cb[e >> 4]);
     reinterpret_cast<uint4*>(lut)[e * kQuads + quad] = make_uint4(w, w, w, w);
   }
 }
@@ -546,19 +549,10 @@ __device__ __forceinline__ void fill_pair_lut(const float* codebook, uint32_t* l
 // + 4 * lane for both (32 copies), or region + 4 * (lane % 16) for K and + 64 more for V.
 template <int NT>
 __device__ __forceinline__ uint2 fill_alut(const float* k_codebook, const float* v_codebook, uint32_t* lut) {
-  constexpr int kPerThread = 256 * 8 / NT;
-  static_assert(NT % 8 == 0 && 256 * 8 % NT == 0, "whole rows per pass");
   const int lane = threadIdx.x % 32;
   const bool same =
       __all_sync(0xffffffffu, __float_as_uint(k_codebook[lane % 16]) == __float_as_uint(v_codebook[lane % 16]));
-  const int quad = threadIdx.x % 8;
-  const float* const cb = quad < 4 || same ? k_codebook : v_codebook;
-#pragma unroll
-  for (int j = 0; j < kPerThread; ++j) {
-    const int e = threadIdx.x / 8 + (NT / 8) * j;
-    const uint32_t w = dev::pack_half2(cb[e & 15], cb[e >> 4]);
-    reinterpret_cast<uint4*>(lut)[e * 8 + quad] = make_uint4(w, w, w, w);
-  }
+  fill_pair_lut<NT, 32>(k_codebook, lut, same ? k_codebook : v_codebook);
   const uint32_t region = dev::smem_addr(lut);
   return same ? make_uint2(region + 4u * lane, region + 4u * lane)
               : make_uint2(region + 4u * (lane % 16), region + 64u + 4u * (lane % 16));
