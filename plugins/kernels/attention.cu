@@ -7,7 +7,8 @@
 // of every decode block. Everything else
 // (prefill chunks, QJL keys, multi-part codecs, G > 8 at some widths) runs the general path, stream-ordered kernels:
 //   0. tq_rotation_form_kernel: whether each head of R_k and R_v is Sylvester-Hadamard, checked once per call;
-//      for prefill chunks with a short past, tq_mask_tiles_kernel: which 64-token cache tiles each mask row sees.
+//      for prefill chunks (a short past, or 256+ tokens), tq_mask_tiles_kernel: which 64-token cache tiles each
+//      mask row sees, and which it sees whole (the mask adds exactly 0 to every token: no mask values read).
 //   1. tq_rotate_q_kernel: qr = scale * R_k q (and scale * Sq qr with QJL), float32 math, stored float16 (rows
 //      the split kernel rotates itself, Hadamard R_k without QJL, are skipped).
 //      Prefill chunks whose G S query rows take many split-kernel blocks per kv head: tq_decode_cache_kernel
@@ -20,11 +21,13 @@
 //      the tensor is zero-filled, never read), decoded to float16 through per-part lookup tables (pairs of codes
 //      -> half2, times gamma), then Q K^T and P V run on tensor cores (mma.m16n8k16, float32 accumulation) with a
 //      float32 online softmax, all in the rotated domain. Over the decoded cache the blocks copy float16 tiles
-//      instead (two stages), bit-identical. The QJL term is an extra D columns of K (signs times
+//      instead, bit-identical; without QJL or soft-cap that is the KV16 instance (no decode code in its loop, q
+//      fragments in registers, three stages with one barrier per tile where they fit). The QJL term is an extra D columns of K (signs times
 //      rho sqrt(pi/2)/d_p) against Sq qr. Window tokens (sinks and the recent ring) are exact: extra blocks do
 //      them in float32 on CUDA cores, in the original domain. Tiles no row of a warp sees (tile bits) are
 //      skipped; with one split, no window and a Hadamard R_v the block writes the output itself.
-//   3. tq_attention_reduce_rows_kernel (general path, one warp per row) or, after the decode kernel as a
+//   3. tq_attention_reduce_rows_kernel (general path, one warp per row; not launched where the split kernel
+//      wrote every row under a promised Hadamard R_v) or, after the decode kernel as a
 //      programmatic dependent launch on sm_90+, tq_attention_reduce_warp_kernel (a promised Hadamard R_v, <= 32
 //      partials per row: one warp per row) or tq_attention_reduce_kernel (one block per row; its R_v check
 //      overlaps the decode kernel): merges the splits, un-rotates once (x = R_v^T y) and adds the window part.
@@ -104,6 +107,8 @@ struct AttnArgs {
   int* rot_form;        // general path: [2 Hkv], 1 where R_k head h ([h]) / R_v head h ([Hkv + h]) is Hadamard
   int split_q;          // general path, no QJL: the split kernel rotates its own q rows when R_k is Hadamard
   uint32_t* vis;        // prefill chunks: [Bm Hm S][vis_words] bit k: mask row sees a token of cache tile k; or null
+  uint32_t* full;       // with vis: [Bm Hm S][vis_words] bit k: the mask adds exactly 0 to every token of tile k
+                        // (all 64 inside the mask), so the split kernel reads none of its values
   int vis_words;        // ceil(tiles / 32)
   int64_t vis_tiles;    // ceil(cache_rows / kTileTokens)
   int split_out;        // general path, one split, no window: the split kernel writes the output when R_v is Hadamard
@@ -111,7 +116,8 @@ struct AttnArgs {
   // [B Hkv][cache_rows][kd] and [B Hkv][cache_rows][D]; null: every split-kernel block decodes its own tiles.
   __half* k16;
   __half* v16;
-  int kv_stage_bytes;   // split kernel with k16: bytes between its two stages of K and V float16 tiles
+  int kv_stage_bytes;   // split kernel with k16: bytes between its stages of K and V float16 tiles
+  int kv_stages;        // split kernel with k16: 3 where they fit (the KV16 instance rings through them), else 2
 };
 
 __device__ __forceinline__ int64_t pmod(int64_t a, int64_t m) {
@@ -613,7 +619,10 @@ __device__ __forceinline__ void split_write_out(const AttnArgs& a, const float* 
 // Threads of the split kernel: 4 warps, or 8 for 128-row blocks (WM = 8, prefill chunks).
 constexpr int split_threads(int wm) { return wm == 8 ? 2 * kThreads : kThreads; }
 
-template <int D, int WM>
+// KV16: an instance for a.k16 without QJL columns (a.kd == D), without soft-cap, and WM >= 4: its tile loop carries
+// no decode or soft-cap code and K's width is a compile-time constant (a smaller, fully unrolled loop body: the
+// general instance's misses the instruction cache, bench/NOTES.md "Prefill v4").
+template <int D, int WM, bool KV16>
 __global__ void __launch_bounds__(split_threads(WM)) tq_attention_split_kernel(const AttnArgs a) {
   constexpr int WN = WM >= 4 ? 1 : 4 / WM;  // warps along tokens
   constexpr int NT = 32 * WM * WN;          // threads
@@ -640,12 +649,12 @@ __global__ void __launch_bounds__(split_threads(WM)) tq_attention_split_kernel(c
   uint8_t* raw = reinterpret_cast<uint8_t*>(smem + a.off_raw);
   uint32_t* tab_k = reinterpret_cast<uint32_t*>(smem + a.off_tab_k);
   uint32_t* tab_v = reinterpret_cast<uint32_t*>(smem + a.off_tab_v);
-  const int kd = a.kd;
+  const int kd = KV16 ? D : a.kd;  // the KV16 instance takes no QJL columns: K's width is D there
   const int qstride = kd + 8;
   const int kstride = kd + 8;
   constexpr int vstride = D + 8;
   // a.k16: the cache comes decoded (tq_decode_cache_kernel); float16 tiles stream in, two stages of K and V.
-  const bool kv16 = a.k16 != nullptr;
+  const bool kv16 = KV16 || a.k16 != nullptr;
   const int kv_stage = a.kv_stage_bytes / 2;  // halves between the stages' K (and V) tiles; 0 without a.k16
 
   const int warp = threadIdx.x / 32;
@@ -682,14 +691,28 @@ __global__ void __launch_bounds__(split_threads(WM)) tq_attention_split_kernel(c
   // K and V apart: V's row width D is a compile-time constant (its index math shifts); one shared loop with a
   // run-time width measured ~1% slower on an H100.
   auto load_tile16 = [&](int st, int64_t t0, int64_t n) {
-    const int kc8 = kd / 8;
-    for (int idx = threadIdx.x; idx < kTileTokens * kc8; idx += NT) {
-      const int r = idx / kc8;
-      const int c = idx % kc8;
-      const __half* src = k16 + (t0 + (r < n ? r : 0)) * kd + c * 8;
-      dev::cp_async_16(ks + st * kv_stage + r * kstride + c * 8, src, r < n ? 16 : 0);
+    if (kd == D) {  // no QJL columns: K's width is a compile-time constant too (uniform branch)
+#pragma unroll 1
+      for (int i = 0; i < kTileTokens * (D / 8) / NT; ++i) {
+        const int idx = threadIdx.x + i * NT;
+        const int r = idx / (D / 8);
+        const int c = idx % (D / 8);
+        const __half* src = k16 + (t0 + (r < n ? r : 0)) * D + c * 8;
+        dev::cp_async_16(ks + st * kv_stage + r * (D + 8) + c * 8, src, r < n ? 16 : 0);
+      }
+    } else {
+      const int kc8 = kd / 8;
+      for (int idx = threadIdx.x; idx < kTileTokens * kc8; idx += NT) {
+        const int r = idx / kc8;
+        const int c = idx % kc8;
+        const __half* src = k16 + (t0 + (r < n ? r : 0)) * kd + c * 8;
+        dev::cp_async_16(ks + st * kv_stage + r * kstride + c * 8, src, r < n ? 16 : 0);
+      }
     }
-    for (int idx = threadIdx.x; idx < kTileTokens * (D / 8); idx += NT) {
+    static_assert(kTileTokens * (D / 8) % NT == 0, "whole copy rounds");
+#pragma unroll 1
+    for (int i = 0; i < kTileTokens * (D / 8) / NT; ++i) {
+      const int idx = threadIdx.x + i * NT;
       const int r = idx / (D / 8);
       const int c = idx % (D / 8);
       const __half* src = v16 + (t0 + (r < n ? r : 0)) * D + c * 8;
@@ -739,7 +762,35 @@ __global__ void __launch_bounds__(split_threads(WM)) tq_attention_split_kernel(c
   constexpr bool kPrefetchMask = D <= 128;
   float madd[NTILES][4];
   const int mcol0 = wn * NW + (lane % 4) * 2;
+  // Mask rows of this thread's two fragment rows (indices into the tile bits).
+  const int64_t vrow0 = mrow0 >= 0 && p.mask_tokens > 0 ? mrow0 / p.mask_tokens : -1;
+  const int64_t vrow1 = mrow1 >= 0 && p.mask_tokens > 0 ? mrow1 / p.mask_tokens : -1;
+  bool madd_plain = false;  // warp-uniform: madd is all zeros (not even filled in)
   auto fetch_mask = [&](int64_t tile0, int tile_valid) {
+    // Tiles the warp's rows see whole (a.full): the mask adds exactly 0, only the tile's end is hidden.
+    if (a.full != nullptr) {
+      const int64_t tile = tile0 / kTileTokens;
+      const uint32_t bit = 1u << (tile % 32);
+      const bool whole = (vrow0 < 0 || (a.full[vrow0 * a.vis_words + tile / 32] & bit) != 0u) &&
+                         (vrow1 < 0 || (a.full[vrow1 * a.vis_words + tile / 32] & bit) != 0u);
+      if (__all_sync(0xffffffffu, whole)) {
+        // Whole and every token valid: no mask values at all (padding rows too: their outputs are never written).
+        // Not at D = 256, where the second score path made ptxas spill.
+        madd_plain = D <= 128 && tile_valid == kTileTokens;
+        if (madd_plain) return;
+        const int lim = tile_valid - mcol0;
+#pragma unroll
+        for (int n = 0; n < NTILES; ++n) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const bool row_ok = (e >> 1) == 0 ? mrow0 >= 0 : mrow1 >= 0;
+            madd[n][e] = row_ok && n * 8 + (e & 1) < lim ? 0.0f : kNegInf;
+          }
+        }
+        return;
+      }
+    }
+    madd_plain = false;
     const int64_t t0 = tile0 + mcol0 + p.sink_tokens;
     const int lim = static_cast<int>(max(static_cast<int64_t>(-1), min(static_cast<int64_t>(tile_valid - mcol0),
                                                                         p.mask_tokens - t0)));
@@ -750,9 +801,7 @@ __global__ void __launch_bounds__(split_threads(WM)) tq_attention_split_kernel(c
     }
   };
   if constexpr (kPrefetchMask) fetch_mask(c0, static_cast<int>(min(static_cast<int64_t>(kTileTokens), c1 - c0)));
-  // Mask rows of this thread's two fragment rows (indices into the tile bits), and the cached bit word.
-  const int64_t vrow0 = mrow0 >= 0 && p.mask_tokens > 0 ? mrow0 / p.mask_tokens : -1;
-  const int64_t vrow1 = mrow1 >= 0 && p.mask_tokens > 0 ? mrow1 / p.mask_tokens : -1;
+  // The cached visibility bit word.
   int64_t vis_word = -1;
   uint32_t vis_bits[2] = {0u, 0u};
   // The next tile's mask values (D <= 128), unless the cached tile bits already say this warp will skip it.
@@ -776,10 +825,28 @@ __global__ void __launch_bounds__(split_threads(WM)) tq_attention_split_kernel(c
   static_assert(NT >= 96, "at least two tokens per item round");
   int phases = 0;
   const DecodeItem dc = tile_item(a, threadIdx.x, NT, tab_k, tab_v, ks, kstride, vs, vstride, phases);
+  // KV16 with three stages (a.kv_stages): tiles it + 1 and it + 2 stream while tile it is computed, and the
+  // barrier at the top of an iteration is the only one (the stage it refills was read an iteration ago).
+  const bool ring3 = KV16 && a.kv_stages == 3;
+  if (ring3) {
+    const int64_t t1 = c0 + kTileTokens;
+    if (t1 < c1) load_tile16(1, t1, min(static_cast<int64_t>(kTileTokens), c1 - t1));
+    dev::cp_async_commit();
+  }
+  // KV16 at D <= 128: this warp's q fragments stay in registers for the whole loop (no ldmatrix of q per tile).
+  constexpr bool kQReg = KV16 && D <= 128;
+  uint32_t qf[kQReg ? D / 16 : 1][4];
+  if constexpr (kQReg) {
+    __syncthreads();  // q rows in shared memory
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk)
+      dev::ldmatrix_x4(qf[kk], qs + (wm * 16 + lane % 16) * qstride + kk * 16 + (lane / 16) * 8);
+  }
   int stage = 0;
-  for (int64_t ct = c0; ct < c1; ct += kTileTokens, stage ^= 1) {
+  for (int64_t ct = c0; ct < c1; ct += kTileTokens) {
     const int nt_valid = static_cast<int>(min(static_cast<int64_t>(kTileTokens), c1 - ct));
-    if (ct + kTileTokens < c1) {
+    // ring3: the groups committed hold tiles up to it + 1, so tile it has landed once at most one is pending.
+    if (!ring3 && ct + kTileTokens < c1) {
       const int64_t n = min(static_cast<int64_t>(kTileTokens), c1 - ct - kTileTokens);
       if (kv16) {
         load_tile16(stage ^ 1, ct + kTileTokens, n);
@@ -789,7 +856,7 @@ __global__ void __launch_bounds__(split_threads(WM)) tq_attention_split_kernel(c
         heads[stage ^ 1][1] = load_raw_tile(dst + a.raw_k_bytes, vslice, ct + kTileTokens, n, vrb, vend);
       }
     }
-    dev::cp_async_commit();
+    if (!ring3) dev::cp_async_commit();
     dev::cp_async_wait<1>();
     // Does the mask let this warp's rows see any token of the tile (tile bits of tq_mask_tiles_kernel; without
     // them, yes)? A warp that sees none skips the tile's products; a block none of whose warps sees it skips the
@@ -805,6 +872,11 @@ __global__ void __launch_bounds__(split_threads(WM)) tq_attention_split_kernel(c
       warp_vis = __any_sync(0xffffffffu, ((vis_bits[0] | vis_bits[1]) >> (tile % 32)) & 1u);
     }
     const bool block_vis = __syncthreads_or(warp_vis) != 0;
+    if (ring3) {  // every warp is past the previous iteration: its stage takes tile it + 2
+      const int64_t t2 = ct + 2 * kTileTokens;
+      if (t2 < c1) load_tile16(stage == 0 ? 2 : stage - 1, t2, min(static_cast<int64_t>(kTileTokens), c1 - t2));
+      dev::cp_async_commit();
+    }
 
     // Decode the tile into float16 K (and QJL columns) and V, gamma applied; rows past the end are zeros. Each
     // thread keeps one item (dc, set up before the loop) and decodes it for tokens phase, phase + phases, ...
@@ -813,7 +885,7 @@ __global__ void __launch_bounds__(split_threads(WM)) tq_attention_split_kernel(c
       decode_tile_item(dc, sraw + heads[stage][0], sraw + a.raw_k_bytes + heads[stage][1], phases, nt_valid,
                        kTileTokens);
     }
-    if (block_vis) __syncthreads();  // uniform
+    if (block_vis && !kv16) __syncthreads();  // uniform (float16 tiles: the barrier above already covers them)
 
     if (warp_vis) {  // uniform per warp
       const __half* kst = ks + stage * kv_stage;
@@ -822,9 +894,17 @@ __global__ void __launch_bounds__(split_threads(WM)) tq_attention_split_kernel(c
       float sacc[NTILES][4];
 #pragma unroll
       for (int n = 0; n < NTILES; ++n) sacc[n][0] = sacc[n][1] = sacc[n][2] = sacc[n][3] = 0.0f;
+#pragma unroll(KV16 ? D / 16 : 1)
       for (int kk = 0; kk < ((kExpSplitSkip & 4) != 0 ? 0 : kd / 16); ++kk) {
         uint32_t af[4];
-        dev::ldmatrix_x4(af, qs + (wm * 16 + lane % 16) * qstride + kk * 16 + (lane / 16) * 8);
+        if constexpr (kQReg) {
+          af[0] = qf[kk][0];
+          af[1] = qf[kk][1];
+          af[2] = qf[kk][2];
+          af[3] = qf[kk][3];
+        } else {
+          dev::ldmatrix_x4(af, qs + (wm * 16 + lane % 16) * qstride + kk * 16 + (lane / 16) * 8);
+        }
 #pragma unroll
         for (int n2 = 0; n2 < NTILES / 2; ++n2) {
           uint32_t bf[4];
@@ -838,18 +918,36 @@ __global__ void __launch_bounds__(split_threads(WM)) tq_attention_split_kernel(c
       // previous tile, or just above for D = 256), all independent: loaded one by one after each score's branches
       // they were the kernel's longest stall (bench/NOTES.md "Prefill v2").
       if constexpr (!kPrefetchMask) fetch_mask(ct, nt_valid);
-      float tile_max[2] = {kNegInf, kNegInf};
 #pragma unroll
       for (int n = 0; n < NTILES; ++n) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           float sc = sacc[n][e];
-          if (p.softcap > 0.0f) sc = p.softcap * tanhf(sc / p.softcap);
+          if (!KV16 && p.softcap > 0.0f) sc = p.softcap * tanhf(sc / p.softcap);  // KV16: no soft-cap
           // -inf where excluded; NaN (an infinite score against -inf, or a NaN score) -> -inf (fmaxf drops NaN)
-          sc = fmaxf(sc + madd[n][e], kNegInf);
-          sacc[n][e] = sc;
-          tile_max[e >> 1] = fmaxf(tile_max[e >> 1], sc);
+          sacc[n][e] = fmaxf(madd_plain ? sc : sc + madd[n][e], kNegInf);
         }
+      }
+      // Row maxima as a tree (max is exact in any order; a chain of NW / 4 dependent FMNMX before was on the
+      // loop's critical path).
+      float tile_max[2];
+      {
+        float mx[NTILES][2];
+#pragma unroll
+        for (int n = 0; n < NTILES; ++n) {
+          mx[n][0] = fmaxf(sacc[n][0], sacc[n][1]);
+          mx[n][1] = fmaxf(sacc[n][2], sacc[n][3]);
+        }
+#pragma unroll
+        for (int w = NTILES / 2; w >= 1; w /= 2) {
+#pragma unroll
+          for (int n = 0; n < w; ++n) {
+            mx[n][0] = fmaxf(mx[n][0], mx[n + w][0]);
+            mx[n][1] = fmaxf(mx[n][1], mx[n + w][1]);
+          }
+        }
+        tile_max[0] = mx[0][0];
+        tile_max[1] = mx[0][1];
       }
       if constexpr (kPrefetchMask) prefetch_next_mask(ct);  // registers of madd are free: a whole tile ahead
       float alpha[2], m_use[2];
@@ -873,14 +971,26 @@ __global__ void __launch_bounds__(split_threads(WM)) tq_attention_split_kernel(c
         }
       }
       const float ml[2] = {m_use[0] * kLog2eF, m_use[1] * kLog2eF};
+      {
+        // Row sums as a tree, then one add to l_run (a chain of NW / 4 dependent FADDs before).
+        float ps[NTILES][2];
 #pragma unroll
-      for (int n = 0; n < NTILES; ++n) {
+        for (int n = 0; n < NTILES; ++n) {
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const float pr = exp2_ftz(fmaf(sacc[n][e], kLog2eF, -ml[e >> 1]));
-          sacc[n][e] = pr;
-          l_run[e >> 1] += pr;
+          for (int e = 0; e < 4; ++e) sacc[n][e] = exp2_ftz(fmaf(sacc[n][e], kLog2eF, -ml[e >> 1]));
+          ps[n][0] = sacc[n][0] + sacc[n][1];
+          ps[n][1] = sacc[n][2] + sacc[n][3];
         }
+#pragma unroll
+        for (int w = NTILES / 2; w >= 1; w /= 2) {
+#pragma unroll
+          for (int n = 0; n < w; ++n) {
+            ps[n][0] += ps[n + w][0];
+            ps[n][1] += ps[n + w][1];
+          }
+        }
+        l_run[0] += ps[0][0];
+        l_run[1] += ps[0][1];
       }
       // O += P V.
 #pragma unroll
@@ -902,9 +1012,15 @@ __global__ void __launch_bounds__(split_threads(WM)) tq_attention_split_kernel(c
     } else if constexpr (kPrefetchMask) {
       prefetch_next_mask(ct);
     }
-    __syncthreads();
+    if (ring3) {
+      stage = stage == 2 ? 0 : stage + 1;
+    } else {
+      __syncthreads();
+      stage ^= 1;
+    }
   }
   dev::cp_async_wait<0>();
+  if (ring3) __syncthreads();  // the epilogue below reuses the tile space: every warp is done with its last tile
 
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
@@ -1515,7 +1631,10 @@ __global__ void __launch_bounds__(kThreads) tq_rotation_form_kernel(const AttnAr
 
 // Prefill chunks: bit k of vis[row][k / 32] says whether mask row `row` (of Bm Hm S) lets any token of cache
 // tile k (mask tokens [64 k + Ns, 64 k + 64 + Ns) inside the mask) through: value > -inf (float; NaN counts as
-// hidden, as the split kernel drops it) or true (bool). One warp per row, 32 tiles per word, coalesced reads.
+// hidden, as the split kernel drops it) or true (bool). Bit k of full[row][k / 32]: every one of the tile's 64
+// tokens lies inside the mask and adds exactly 0 (float +-0, bool true), so the split kernel can take 0 for all of
+// them without reading the mask (bit for bit what the loads give). One warp per (row, word of 32 tiles),
+// coalesced reads.
 template <MaskType MT>
 __device__ __forceinline__ bool mask_visible(const void* mask, int64_t off) {
   if constexpr (MT == MaskType::kFloat16) {
@@ -1528,31 +1647,55 @@ __device__ __forceinline__ bool mask_visible(const void* mask, int64_t off) {
 }
 
 template <MaskType MT>
-__device__ __forceinline__ void mask_tiles_row(const AttnArgs& a, int64_t row) {
+__device__ __forceinline__ bool mask_adds_zero(const void* mask, int64_t off) {
+  if constexpr (MT == MaskType::kFloat16) {
+    return __half2float(static_cast<const __half*>(mask)[off]) == 0.0f;
+  } else if constexpr (MT == MaskType::kBool) {
+    return static_cast<const uint8_t*>(mask)[off] != 0;
+  } else {
+    return static_cast<const float*>(mask)[off] == 0.0f;
+  }
+}
+
+// One warp per (mask row, word of 32 tiles): short independent chains, so the pass stays cheap even for a few
+// mask rows over a long cache.
+template <MaskType MT>
+__device__ __forceinline__ void mask_tiles_word(const AttnArgs& a, int64_t row, int w) {
   const AttentionParams& p = a.p;
   const int lane = threadIdx.x % 32;
   const int64_t base = row * p.mask_tokens;
-  for (int w = 0; w < a.vis_words; ++w) {
-    uint32_t word = 0;
-    const int64_t t_word = static_cast<int64_t>(w) * 32 * kTileTokens + p.sink_tokens;
-#pragma unroll 8
-    for (int i = 0; i < 32 * kTileTokens / 32; ++i) {  // 32 consecutive tokens per step, 2 steps per tile
-      const int64_t t = t_word + static_cast<int64_t>(i) * 32 + lane;
-      const bool vis = t < p.mask_tokens && mask_visible<MT>(p.mask, base + t);
-      if (__ballot_sync(0xffffffffu, vis) != 0u) word |= 1u << (i / 2);
+  uint32_t word = 0, full_word = 0;
+  const int64_t t_word = static_cast<int64_t>(w) * 32 * kTileTokens + p.sink_tokens;
+#pragma unroll 16
+  for (int i = 0; i < 32 * kTileTokens / 32; ++i) {  // 32 consecutive tokens per step, 2 steps per tile
+    const int64_t t = t_word + static_cast<int64_t>(i) * 32 + lane;
+    const bool inside = t < p.mask_tokens;
+    const bool vis = inside && mask_visible<MT>(p.mask, base + t);
+    const bool zero = inside && mask_adds_zero<MT>(p.mask, base + t);
+    if (__ballot_sync(0xffffffffu, vis) != 0u) word |= 1u << (i / 2);
+    const bool all_zero = __all_sync(0xffffffffu, zero);
+    if (i % 2 == 0) {
+      if (all_zero) full_word |= 1u << (i / 2);
+    } else if (!all_zero) {
+      full_word &= ~(1u << (i / 2));
     }
-    if (lane == 0) a.vis[row * a.vis_words + w] = word;
+  }
+  if (lane == 0) {
+    a.vis[row * a.vis_words + w] = word;
+    a.full[row * a.vis_words + w] = full_word;
   }
 }
 
 __global__ void __launch_bounds__(kThreads) tq_mask_tiles_kernel(const AttnArgs a) {
   const AttentionParams& p = a.p;
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * (kThreads / 32) + threadIdx.x / 32;
+  const int64_t item = static_cast<int64_t>(blockIdx.x) * (kThreads / 32) + threadIdx.x / 32;
+  const int64_t row = item / a.vis_words;
+  const int w = static_cast<int>(item % a.vis_words);
   if (row >= static_cast<int64_t>(p.mask_batch) * p.mask_heads * p.new_tokens) return;  // whole warps
   switch (p.mask_type) {
-    case MaskType::kFloat16: mask_tiles_row<MaskType::kFloat16>(a, row); break;
-    case MaskType::kBool: mask_tiles_row<MaskType::kBool>(a, row); break;
-    default: mask_tiles_row<MaskType::kFloat32>(a, row); break;
+    case MaskType::kFloat16: mask_tiles_word<MaskType::kFloat16>(a, row, w); break;
+    case MaskType::kBool: mask_tiles_word<MaskType::kBool>(a, row, w); break;
+    default: mask_tiles_word<MaskType::kFloat32>(a, row, w); break;
   }
 }
 
@@ -1779,10 +1922,12 @@ cudaError_t launch_maybe_dependent(Kernel kernel, dim3 grid, int threads, int sm
   return e;
 }
 
+int max_block_smem();
+
 // The split kernel's shared memory for rb-row blocks with wn warps along the tokens: query rows, then one K and
 // one V float16 tile and two stages of compressed tiles and the lookup tables, or (kv16: the cache comes decoded)
-// two stages of K and V float16 tiles. The warp merge at the end reuses the tile space. Sets a's offsets and
-// smem_bytes and returns the size.
+// two or three stages of K and V float16 tiles. The warp merge at the end reuses the tile space. Sets a's offsets,
+// kv_stages and smem_bytes and returns the size.
 int split_smem_layout(AttnArgs& a, int rb, int wn, bool kv16) {
   const int d = a.p.k_codec.head_dim;
   const size_t k_tile = align256(static_cast<size_t>(kTileTokens) * (a.kd + 8) * 2);
@@ -1792,7 +1937,11 @@ int split_smem_layout(AttnArgs& a, int rb, int wn, bool kv16) {
   a.off_k = static_cast<int>(off);
   a.off_v = static_cast<int>(off + k_tile);
   a.kv_stage_bytes = kv16 ? static_cast<int>(k_tile + v_tile) : 0;
-  off += (kv16 ? 2 : 1) * (k_tile + v_tile);
+  // Three float16 stages for the KV16 instance (no QJL, no soft-cap, 64 or more rows per block) where the
+  // block's shared memory takes them (not D = 256 with 128 rows), else two.
+  const bool kv16_instance = kv16 && a.kd == d && rb >= 64 && !(a.p.softcap > 0.0f);
+  a.kv_stages = kv16_instance && off + 3 * (k_tile + v_tile) <= static_cast<size_t>(max_block_smem()) ? 3 : 2;
+  off += (kv16 ? a.kv_stages : 1) * (k_tile + v_tile);
   a.off_raw = static_cast<int>(off);
   a.raw_k_bytes = static_cast<int>(align256(static_cast<size_t>(kTileTokens) * a.klay.row_bytes + 32));
   a.raw_stage_bytes =
@@ -1819,6 +1968,8 @@ size_t decode_cache_smem(const AttnArgs& a) {
 constexpr size_t kMaxDecodedCacheBytes = size_t{256} << 20;
 constexpr int kDecodedCacheMinRowBlocks = 8;
 constexpr int64_t kDecodedCacheMinRows = 1024;
+// With the KV16 split instance (no QJL, no soft-cap, WM >= 4): two row blocks per kv head, any cache length.
+constexpr int kDecodedCacheMinRowBlocksKV16 = 2;
 
 size_t decoded_cache_bytes(const AttentionParams& p, int kd) {
   return align256(static_cast<size_t>(p.batch) * p.kv_heads * static_cast<size_t>(p.cache_rows) *
@@ -1921,6 +2072,14 @@ int forced_split_wm() {
   return w == 1 || w == 2 || w == 4 || w == 8 ? w : 0;
 }
 
+// TQ_SPLIT_WARPS_PER_SM: the general path's split target in warps per SM, 4..16 (A/B timing; default 8, what
+// its blocks of 200-250 registers reach; at most 16, which attention_workspace_bytes_max's partials bound assumes).
+int split_target_warps() {
+  const char* v = std::getenv("TQ_SPLIT_WARPS_PER_SM");
+  const int w = v == nullptr ? 0 : std::atoi(v);
+  return w >= 4 && w <= 16 ? w : 8;
+}
+
 // sizing_only: the workspace size is wanted before the device pointers exist (ORT before past_lengths is on the
 // device, TensorRT getWorkspaceSize): the plan depends on shapes alone, so the pointer checks are skipped.
 cudaError_t make_plan(const AttentionParams& p, Plan* plan, bool sizing_only = false) {
@@ -2018,10 +2177,13 @@ cudaError_t make_plan(const AttentionParams& p, Plan* plan, bool sizing_only = f
       nsplit = 1;
     }
   } else {
-    // Enough blocks for 16 warps per SM: 4 blocks of 4 warps, or 2 of 8 (WM = 8). More splits than that only add
-    // partials and the reduce kernel: a 2K-token prefill chunk (Hq 32, Hkv 8, 512 blocks of 128 rows) stays one
-    // split, so the split kernel writes the output itself.
-    const int64_t target = (plan->wm == 8 ? 2LL : 4LL) * multiprocessor_count();
+    // Enough blocks for 8 warps per SM (split_target_warps), what the split kernel's registers allow: 2 blocks
+    // of 4 warps, or 1 of 8 (WM = 8). More splits than that only add partials and the reduce kernel (measured
+    // with a target of 16 warps: 8-27% slower below 1K-token chunks, bench/NOTES.md "Prefill v4"): a 2K-token
+    // prefill chunk (Hq 32, Hkv 8, 512 blocks of 128 rows) stays one split, so the split kernel writes the
+    // output itself.
+    const int64_t per_sm = std::max(1, split_target_warps() / (plan->wm == 8 ? 8 : 4));
+    const int64_t target = per_sm * multiprocessor_count();
     nsplit = (target + std::max<int64_t>(base, 1) - 1) / std::max<int64_t>(base, 1);
   }
   const int tile_tokens = a.fast ? 32 * a.fast_warps : kTileTokens;
@@ -2043,15 +2205,18 @@ cudaError_t make_plan(const AttentionParams& p, Plan* plan, bool sizing_only = f
   const bool out_aligned = (reinterpret_cast<uintptr_t>(p.out) & 7) == 0;  // half2 / float2 stores
   a.split_out = !a.fast && fuse && a.nsp == 1 && plan->wm >= 4 && out_aligned ? 1 : 0;
 
-  // Prefill chunks whose query rows take many row blocks per kv head: decode the cache once into float16
+  // Prefill chunks whose query rows take several row blocks per kv head: decode the cache once into float16
   // (tq_decode_cache_kernel) instead of once per row block, where the scratch is at most kMaxDecodedCacheBytes
   // and two stages of float16 tiles fit the block's shared memory. Measured on an H100 (bench/NOTES.md
-  // "Prefill v3"): 5-16% faster with 8 or more row blocks and a cache of 1K tokens or more; slower (+5..18%)
-  // with 2 row blocks or a 256-token cache (the extra launch and the float16 reads outweigh the decode saved).
-  // TQ_KV16=0/1 forces it off / on (where it fits).
+  // "Prefill v3"): with the general instance 5-16% faster with 8 or more row blocks and a cache of 1K tokens or
+  // more, slower (+5..18%) with 2 row blocks or a 256-token cache; with the KV16 instance (no QJL, no soft-cap,
+  // WM >= 4; "Prefill v4") faster from 2 row blocks and a 256-token cache on. TQ_KV16=0/1 forces it off / on
+  // (where it fits).
   const int wn = plan->wm >= 4 ? 1 : 4 / plan->wm;
   const int forced_kv16 = forced_decoded_cache();
+  const bool kv16_instance = a.kd == d && !(p.softcap > 0.0f) && plan->wm >= 4;
   const bool want_kv16 = forced_kv16 >= 0 ? forced_kv16 == 1
+                         : kv16_instance  ? plan->rowblocks >= kDecodedCacheMinRowBlocksKV16
                                           : plan->rowblocks >= kDecodedCacheMinRowBlocks &&
                                                 p.cache_rows >= kDecodedCacheMinRows;
   const size_t kv16_bytes = decoded_cache_bytes(p, a.kd);
@@ -2112,16 +2277,20 @@ cudaError_t make_plan(const AttentionParams& p, Plan* plan, bool sizing_only = f
   plan->part_o_bytes = align256(rows_all * a.nsp * d * 4);
   plan->part_ml_bytes = align256(rows_all * a.nsp * 8);
   plan->rot_form_bytes = align256(static_cast<size_t>(2) * p.kv_heads * 4);
-  // Tile bits for prefill chunks on the general path (one word per 32 cache tiles per mask row), where a causal
-  // mask would hide a good share of the tiles: S >= 16 and a past no longer than the chunk (a quarter or more
-  // hidden). Measured on an H100 (bench/NOTES.md "Prefill v2"): no past 9-20% faster; with a past 4-8x the chunk,
-  // 2-12% slower (the bits' pass reads the whole mask, and few tiles are hidden). TQ_MASK_TILES=0/1 forces it.
+  // Tile bits for prefill chunks on the general path (two words per 32 cache tiles per mask row: any token
+  // visible, every token adding exactly 0). The split kernel skips the tiles a warp sees nothing of, and reads no
+  // mask values for the tiles its rows see whole (with a causal mask, all but the chunk's diagonal). Taken for
+  // S >= 16 where a causal mask hides a quarter or more of the tiles (a past no longer than the chunk), and for
+  // every chunk of 256 or more tokens; a 64-token chunk over a long past measured 4% slower with them (the
+  // pass's launch and latency). bench/NOTES.md "Prefill v2" (visibility bits alone), "Prefill v4" (both).
+  // TQ_MASK_TILES=0/1 forces them off/on.
   a.vis_tiles = (p.cache_rows + kTileTokens - 1) / kTileTokens;
   a.vis_words = static_cast<int>((a.vis_tiles + 31) / 32);
   const int forced_vis = forced_mask_tiles();
-  const bool want_vis = forced_vis >= 0 ? forced_vis == 1 : p.cache_rows <= 2LL * p.new_tokens;
+  const bool want_vis = forced_vis >= 0 ? forced_vis == 1 : p.cache_rows <= 2LL * p.new_tokens || p.new_tokens >= 256;
   if (!a.fast && p.new_tokens >= 16 && a.vis_tiles > 0 && want_vis)
-    plan->vis_bytes = align256(static_cast<size_t>(p.mask_batch) * p.mask_heads * p.new_tokens * a.vis_words * 4);
+    plan->vis_bytes =
+        align256(static_cast<size_t>(2) * p.mask_batch * p.mask_heads * p.new_tokens * a.vis_words * 4);
   plan->rotate_smem = static_cast<size_t>(2 * kRotateRows) * (d + 4) * 4;
   return cudaSuccess;
 }
@@ -2129,7 +2298,10 @@ cudaError_t make_plan(const AttentionParams& p, Plan* plan, bool sizing_only = f
 template <int D, int WM>
 cudaError_t launch_split(const Plan& plan, cudaStream_t stream) {
   const AttnArgs& a = plan.args;
-  auto kernel = tq_attention_split_kernel<D, WM>;
+  auto kernel = tq_attention_split_kernel<D, WM, false>;
+  if constexpr (WM >= 4) {
+    if (a.k16 != nullptr && a.kd == D && !(a.p.softcap > 0.0f)) kernel = tq_attention_split_kernel<D, WM, true>;
+  }
   const int threads = split_threads(WM);
   cudaError_t e = prepare_launch(reinterpret_cast<const void*>(kernel), threads, a.smem_bytes, nullptr);
   if (e != cudaSuccess) return cuda_failed(e, "TQAttention: shared memory attribute of the split kernel");
@@ -2166,7 +2338,7 @@ size_t attention_workspace_bytes(const AttentionParams& p) {
 // RB, and target RB <= 4 SMs 64 (target = 4 SMs up to RB = 64, 2 SMs at RB = 128; 4 SMs 128 is used); the decode
 // kernel (S == 1) at most kMaxSplits splits of B Hq rows; windows add rows * nwin; the prefill tile bits; the
 // decoded cache (no larger than at the maximum shapes and kMaxDecodedCacheBytes) wherever a smaller chunk could
-// take kDecodedCacheMinRowBlocks row blocks over kDecodedCacheMinRows cache rows, or TQ_KV16=1 forces it.
+// take kDecodedCacheMinRowBlocksKV16 row blocks (the KV16 instance's rule, the loosest), or TQ_KV16=1 forces it.
 size_t attention_workspace_bytes_max(const AttentionParams& p) {
   Plan plan;
   if (make_plan(p, &plan, /*sizing_only=*/true) != cudaSuccess) return 0;
@@ -2179,15 +2351,14 @@ size_t attention_workspace_bytes_max(const AttentionParams& p) {
   const size_t decode = decode_rows * (kMaxSplits + nwin);
   const size_t part_rows = std::max({rows_all * a.nsp, general, decode});
   // Tile bits: whenever a smaller shape could take them (their choice depends on the past's length).
-  const size_t vis = p.new_tokens >= 16 ? align256(static_cast<size_t>(p.mask_batch) * p.mask_heads * p.new_tokens *
-                                                   static_cast<size_t>(a.vis_words) * 4)
+  const size_t vis = p.new_tokens >= 16 ? align256(static_cast<size_t>(2) * p.mask_batch * p.mask_heads *
+                                                   p.new_tokens * static_cast<size_t>(a.vis_words) * 4)
                                         : 0;
   const int forced_kv16 = forced_decoded_cache();
   // Rows per block are at least 16 min(WM, 4): WM = 8 falls back to 4 where its shared memory does not fit.
   const int min_rb = 16 * std::min(forced_split_wm() > 0 ? forced_split_wm() : 4, 4);
-  const bool kv16_possible = forced_kv16 >= 0 ? forced_kv16 == 1
-                                              : a.rows > (kDecodedCacheMinRowBlocks - 1) * min_rb &&
-                                                    p.cache_rows >= kDecodedCacheMinRows;
+  const bool kv16_possible =
+      forced_kv16 >= 0 ? forced_kv16 == 1 : a.rows > (kDecodedCacheMinRowBlocksKV16 - 1) * min_rb;
   const size_t kv16 =
       kv16_possible && p.new_tokens >= 2 ? std::min(decoded_cache_bytes(p, a.kd), kMaxDecodedCacheBytes) : 0;
   return plan.qbuf_bytes + align256(part_rows * d * 4) + align256(part_rows * 8) + plan.rot_form_bytes +
@@ -2211,6 +2382,8 @@ cudaError_t launch_attention(const AttentionParams& p, void* workspace, cudaStre
   a.rot_form = reinterpret_cast<int*>(ws + plan.qbuf_bytes + plan.part_o_bytes + plan.part_ml_bytes);
   const size_t vis_at = plan.qbuf_bytes + plan.part_o_bytes + plan.part_ml_bytes + plan.rot_form_bytes;
   a.vis = plan.vis_bytes > 0 ? reinterpret_cast<uint32_t*>(ws + vis_at) : nullptr;
+  a.full = a.vis != nullptr ? a.vis + static_cast<size_t>(p.mask_batch) * p.mask_heads * p.new_tokens * a.vis_words
+                            : nullptr;
   a.k16 = plan.kv16_bytes > 0 ? reinterpret_cast<__half*>(ws + vis_at + plan.vis_bytes) : nullptr;
   a.v16 = a.k16 != nullptr ? a.k16 + static_cast<size_t>(p.batch) * p.kv_heads * p.cache_rows * a.kd : nullptr;
   const int d = p.k_codec.head_dim;
@@ -2222,8 +2395,8 @@ cudaError_t launch_attention(const AttentionParams& p, void* workspace, cudaStre
     e = cudaGetLastError();
     if (e != cudaSuccess) return cuda_failed(e, "TQAttention: tq_rotation_form_kernel launch");
     if (a.vis != nullptr) {
-      const int64_t mask_rows = static_cast<int64_t>(p.mask_batch) * p.mask_heads * p.new_tokens;
-      const int64_t blocks = (mask_rows + kThreads / 32 - 1) / (kThreads / 32);
+      const int64_t mask_items = static_cast<int64_t>(p.mask_batch) * p.mask_heads * p.new_tokens * a.vis_words;
+      const int64_t blocks = (mask_items + kThreads / 32 - 1) / (kThreads / 32);
       if (blocks > 0x7fffffffLL) return invalid("TQAttention: too many mask rows");
       tq_mask_tiles_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(a);
       e = cudaGetLastError();
@@ -2296,6 +2469,8 @@ cudaError_t launch_attention(const AttentionParams& p, void* workspace, cudaStre
   const int64_t rows_all = static_cast<int64_t>(p.batch) * p.q_heads * p.new_tokens;
   if (rows_all > 0x7fffffffLL) return invalid("TQAttention: too many query rows");
   if (!a.fast) {
+    // The split kernel wrote every row itself (one split, no window, R_v promised Hadamard): nothing to reduce.
+    if (a.split_out && a.v_promised) return cudaSuccess;
     const int64_t blocks = (rows_all + kThreads / 32 - 1) / (kThreads / 32);
     tq_attention_reduce_rows_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(a, rows_all);
     e = cudaGetLastError();

@@ -150,7 +150,9 @@ def main() -> None:
     # the rotate kernel's butterfly and dense products, the row-per-warp reduce kernel; two 128-row blocks
     # per kv head (G * S = 160), 1 and 3 splits, Hadamard and dense R, D 64 / 128 / 256; the cache decoded
     # once into float16 (tq_decode_cache_kernel, forced: TQ_KV16=1) and each block decoding its own tiles
-    # (TQ_KV16=0).
+    # (TQ_KV16=0); a causal 0 / -inf mask with the tile bits forced on (TQ_MASK_TILES=1: tiles seen whole take
+    # no mask values, the diagonal does, the second block's padding rows too).
+    os.environ["TQ_MASK_TILES"] = "1"
     for kv16 in ("1", "0"):
         os.environ["TQ_KV16"] = kv16
         for d in (64, 128, 256):
@@ -158,7 +160,9 @@ def main() -> None:
             kc, rot, cb, dense = decode_codec(d)
             cache, _, _ = decode_inputs(k, kc, rot, cb, b, hkv, t, d, group)
             q = torch.randn((b, hkv * group, s, d), device="cuda", dtype=torch.float16)
-            mask = torch.zeros((b, 1, s, t), device="cuda")
+            qpos = t - s + torch.arange(s, device="cuda")
+            allowed = torch.arange(t, device="cuda")[None, :] <= qpos[:, None]
+            mask = torch.where(allowed, 0.0, float("-inf"))[None, None].expand(b, 1, s, t).contiguous()
             for r, promise in ((rot, False), (dense, False), (rot, True)):
                 for splits in (1, 3):
                     out = k.attention(
@@ -168,6 +172,7 @@ def main() -> None:
                     torch.cuda.synchronize()
                     assert torch.isfinite(out).all()
     os.environ.pop("TQ_KV16")
+    os.environ.pop("TQ_MASK_TILES")
     print("sanitize cases ran", np.__version__)
 
 

@@ -312,7 +312,7 @@ def build_mask(kind, b, hq, s, total, rng, pad):
     if kind.startswith("pad_heads"):  # one mask row per query head
         allowed = np.broadcast_to(allowed, (b, hq, s, total))
     add = np.where(allowed, 0.0, -np.inf).astype(np.float32)
-    if kind.startswith("causal") or kind.startswith("pad"):
+    if (kind.startswith("causal") or kind.startswith("pad")) and "exact" not in kind:
         add = add + rng.uniform(-0.5, 0.5, add.shape).astype(np.float32) * allowed  # a real additive bias
     return add.astype(np.float16) if kind.endswith("f16") else add
 
@@ -407,6 +407,13 @@ PREFILL_CASES = [  # (case as ATTN_CASES, total tokens)
     # codec (a 6-bit part: one code per table entry) and soft-cap
     ((128, 4, 48, ((128,), (4,), 1), ((128,), (4,)), (2, 4), "causal", 0.0), 160),
     ((256, 4, 40, ((32, 224), (6, 3), 0), ((256,), (4,)), (0, 0), "causal_f16", 30.0), 200),
+    # masks that add exactly 0 where they allow ("exact": no bias; bool): the tiles a row sees whole take no
+    # mask values at all (the tile bits' second word), the chunk's diagonal and the padded row's edge do;
+    # float32, float16 and bool, with and without a past and a window, D 64 / 128 / 256
+    ((128, 4, 256, ((128,), (4,), 0), ((128,), (4,)), (0, 0), "causal_exact", 0.0), 320),
+    ((64, 2, 200, ((64,), (3,), 0), ((64,), (4,)), (2, 6), "causal_exact_f16", 0.0), 700),
+    ((128, 4, 96, ((128,), (4,), 0), ((128,), (3,)), (0, 0), "causal_bool", 0.0), 300),
+    ((256, 2, 160, ((256,), (4,), 0), ((256,), (4,)), (0, 0), "causal_exact", 0.0), 400),
 ]
 
 
@@ -878,6 +885,8 @@ WORKSPACE_MAX_SHAPES = [  # (B, S, T, Hq, Hkv, D, (sinks, recent))
     (4, 1, 131072, 32, 8, 128, (0, 0)),
     (2, 512, 4096, 8, 4, 256, (4, 8)),
     (1, 1024, 32768, 32, 8, 64, (0, 0)),
+    # the decoded cache is capped at 256 MiB: B = 16 needs 512 MiB and does without it, B = 8 takes it
+    (16, 256, 8192, 32, 8, 128, (0, 0)),
 ]
 
 
