@@ -4,9 +4,10 @@ A converted model's prefill runs TQAttention with S = chunk length over the comp
 the chunk, which TQQuantize has just appended). This times that call against
 `torch.nn.functional.scaled_dot_product_attention` on the uncompressed float16 cache of the same length: with
 no past, `is_causal=True` (flash attention); with a past, a boolean mask of the chunk's causal band (SDPA then
-takes its masked kernel). Hq 32, Hkv 8, D 128 by default, 4-bit K/V, Hadamard R. Prints the card, microseconds
-and the ratio SDPA / ours (> 1: ours faster). Never asserts.
-Run: python3 bench/prefill_gpu.py [--shape Hq,Hkv,D] [--bits 4]
+takes its masked kernel). Hq 32, Hkv 8, D 128 by default, 4-bit K/V, Hadamard R, promised to the kernels as
+the ORT CUDA op promises constant Hadamard initializers (--no-promise: not). Prints the card, microseconds and
+the ratio SDPA / ours (> 1: ours faster). Never asserts.
+Run: python3 bench/prefill_gpu.py [--shape Hq,Hkv,D] [--bits 4] [--no-promise] [--softcap 50]
 """
 
 from __future__ import annotations
@@ -62,7 +63,16 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shape", default="32,8,128", help="Hq,Hkv,D (default 32,8,128)")
     ap.add_argument("--bits", type=int, default=4, help="K and V code width (default 4)")
+    ap.add_argument(
+        "--no-promise",
+        action="store_true",
+        help="do not promise the Hadamard R_k / R_v to the kernels (the ORT CUDA op promises them for"
+        " constant Hadamard initializers, as `tqexport convert` writes; without the promise the kernels check"
+        " R's structure on the device and always run the reduce kernel)",
+    )
+    ap.add_argument("--softcap", type=float, default=0.0, help="soft-cap of ours (Gemma 2: 50); SDPA: none")
     args = ap.parse_args()
+    promise = not args.no_promise
     hq, hkv, d = (int(x) for x in args.shape.split(","))
     kern = Kernels()
     codec, book, rot = codec_setup(torch, d, args.bits)
@@ -74,7 +84,10 @@ def main() -> None:
         out = torch.empty_like(q)
 
         def ours(_i: int, q=q, kc=kc, vc=vc, mask=mask, out=out) -> None:
-            kern.attention(codec, codec, q, kc, vc, mask, rot, book, rot, book, scale=d**-0.5, out=out)
+            kern.attention(
+                codec, codec, q, kc, vc, mask, rot, book, rot, book, scale=d**-0.5, out=out,
+                softcap=args.softcap, k_hadamard=promise, v_hadamard=promise,
+            )  # fmt: skip
 
         t_ours = time_graph_us(ours, 1, inner=5, repeats=5)
         kc = vc = ours = None
@@ -92,7 +105,9 @@ def main() -> None:
         rows.append((b, past, s, t_ours, t_sdpa))
         print(f"B={b} past={past} S={s}: ours {t_ours:9.1f} us  sdpa {t_sdpa:9.1f} us", flush=True)
         torch.cuda.empty_cache()
+    told = "promised" if promise else "not promised"
     print(f"\n{name}; Hq={hq} Hkv={hkv} D={d}, {args.bits}-bit K/V, causal prefill chunk, fp16 q/out")
+    print(f"Hadamard R_k / R_v {told} to the kernels; soft-cap {args.softcap:g} (ours only)")
     print("  B   past      S    ours_us    sdpa_us  sdpa/ours")
     for b, past, s, to, ts in rows:
         print(f"{b:3d} {past:6d} {s:6d} {to:10.1f} {ts:10.1f} {ts / to:10.3f}")
