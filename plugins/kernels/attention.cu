@@ -22,13 +22,14 @@
 //      -> half2, times gamma), then Q K^T and P V run on tensor cores (mma.m16n8k16, float32 accumulation) with a
 //      float32 online softmax, all in the rotated domain. Over the decoded cache the blocks copy float16 tiles
 //      instead, bit-identical; without QJL or soft-cap that is the KV16 instance (no decode code in its loop, q
-//      fragments in registers, three stages with one barrier per tile where they fit). The QJL term is an extra D columns of K (signs times
-//      rho sqrt(pi/2)/d_p) against Sq qr. Window tokens (sinks and the recent ring) are exact: extra blocks do
-//      them in float32 on CUDA cores, in the original domain. Tiles no row of a warp sees (tile bits) are
-//      skipped; with one split, no window and a Hadamard R_v the block writes the output itself.
+//      fragments in registers, three stages with one barrier per tile where they fit). The QJL term is an extra
+//      D columns of K (signs times rho sqrt(pi/2)/d_p) against Sq qr. Window tokens (sinks and the recent ring)
+//      are exact: extra blocks do them in float32 on CUDA cores, in the original domain. Tiles no row of a warp
+//      sees (tile bits) are skipped; with one split, no window and a Hadamard R_v the block writes the output
+//      itself.
 //   3. tq_attention_reduce_rows_kernel (general path, one warp per row; not launched where the split kernel
-//      wrote every row under a promised Hadamard R_v) or, after the decode kernel as a
-//      programmatic dependent launch on sm_90+, tq_attention_reduce_warp_kernel (a promised Hadamard R_v, <= 32
+//      wrote every row under a promised Hadamard R_v) or, after the decode kernel as a programmatic dependent
+//      launch on sm_90+, tq_attention_reduce_warp_kernel (a promised Hadamard R_v, <= 32
 //      partials per row: one warp per row) or tq_attention_reduce_kernel (one block per row; its R_v check
 //      overlaps the decode kernel): merges the splits, un-rotates once (x = R_v^T y) and adds the window part.
 //   The decode kernel itself, where its grid has at most one block per SM and no rotation kernel precedes it, is a
@@ -2179,9 +2180,9 @@ cudaError_t make_plan(const AttentionParams& p, Plan* plan, bool sizing_only = f
   } else {
     // Enough blocks for 8 warps per SM (split_target_warps), what the split kernel's registers allow: 2 blocks
     // of 4 warps, or 1 of 8 (WM = 8). More splits than that only add partials and the reduce kernel (measured
-    // with a target of 16 warps: 8-27% slower below 1K-token chunks, bench/NOTES.md "Prefill v4"): a 2K-token
-    // prefill chunk (Hq 32, Hkv 8, 512 blocks of 128 rows) stays one split, so the split kernel writes the
-    // output itself.
+    // with a target of 16 warps: 6-35% slower for chunks of 1K tokens or fewer, bench/NOTES.md "Prefill v4"):
+    // a 2K-token prefill chunk (Hq 32, Hkv 8, 512 blocks of 128 rows) stays one split, so the split kernel
+    // writes the output itself.
     const int64_t per_sm = std::max(1, split_target_warps() / (plan->wm == 8 ? 8 : 4));
     const int64_t target = per_sm * multiprocessor_count();
     nsplit = (target + std::max<int64_t>(base, 1) - 1) / std::max<int64_t>(base, 1);
