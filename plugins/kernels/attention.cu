@@ -1925,6 +1925,13 @@ cudaError_t launch_maybe_dependent(Kernel kernel, dim3 grid, int threads, int sm
 
 int max_block_smem();
 
+// Whether the split kernel's KV16 instance serves a plan with the decoded cache: no QJL columns (K's width is D),
+// no soft-cap, and 64 or more rows per block (WM >= 4). The launcher, the stage layout and the decoded-cache rule
+// all ask this one question.
+bool split_kv16_instance(const AttnArgs& a, int wm) {
+  return a.kd == a.p.k_codec.head_dim && !(a.p.softcap > 0.0f) && wm >= 4;
+}
+
 // The split kernel's shared memory for rb-row blocks with wn warps along the tokens: query rows, then one K and
 // one V float16 tile and two stages of compressed tiles and the lookup tables, or (kv16: the cache comes decoded)
 // two or three stages of K and V float16 tiles. The warp merge at the end reuses the tile space. Sets a's offsets,
@@ -1940,7 +1947,7 @@ int split_smem_layout(AttnArgs& a, int rb, int wn, bool kv16) {
   a.kv_stage_bytes = kv16 ? static_cast<int>(k_tile + v_tile) : 0;
   // Three float16 stages for the KV16 instance (no QJL, no soft-cap, 64 or more rows per block) where the
   // block's shared memory takes them (not D = 256 with 128 rows), else two.
-  const bool kv16_instance = kv16 && a.kd == d && rb >= 64 && !(a.p.softcap > 0.0f);
+  const bool kv16_instance = kv16 && split_kv16_instance(a, rb / 16);
   a.kv_stages = kv16_instance && off + 3 * (k_tile + v_tile) <= static_cast<size_t>(max_block_smem()) ? 3 : 2;
   off += (kv16 ? a.kv_stages : 1) * (k_tile + v_tile);
   a.off_raw = static_cast<int>(off);
@@ -2215,7 +2222,7 @@ cudaError_t make_plan(const AttentionParams& p, Plan* plan, bool sizing_only = f
   // (where it fits).
   const int wn = plan->wm >= 4 ? 1 : 4 / plan->wm;
   const int forced_kv16 = forced_decoded_cache();
-  const bool kv16_instance = a.kd == d && !(p.softcap > 0.0f) && plan->wm >= 4;
+  const bool kv16_instance = split_kv16_instance(a, plan->wm);
   const bool want_kv16 = forced_kv16 >= 0 ? forced_kv16 == 1
                          : kv16_instance  ? plan->rowblocks >= kDecodedCacheMinRowBlocksKV16
                                           : plan->rowblocks >= kDecodedCacheMinRowBlocks &&
@@ -2301,7 +2308,7 @@ cudaError_t launch_split(const Plan& plan, cudaStream_t stream) {
   const AttnArgs& a = plan.args;
   auto kernel = tq_attention_split_kernel<D, WM, false>;
   if constexpr (WM >= 4) {
-    if (a.k16 != nullptr && a.kd == D && !(a.p.softcap > 0.0f)) kernel = tq_attention_split_kernel<D, WM, true>;
+    if (a.k16 != nullptr && split_kv16_instance(a, WM)) kernel = tq_attention_split_kernel<D, WM, true>;
   }
   const int threads = split_threads(WM);
   cudaError_t e = prepare_launch(reinterpret_cast<const void*>(kernel), threads, a.smem_bytes, nullptr);
