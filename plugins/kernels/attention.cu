@@ -37,6 +37,7 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -585,6 +586,9 @@ __device__ __forceinline__ void split_write_out(const AttnArgs& a, const float* 
   constexpr int N = D / 32;
   const int lane = threadIdx.x % 32;
   const int q4 = lane % 4;
+  float rv[N];  // this lane's entries of R_v's first row, loaded once (per row they were a global-load stall)
+#pragma unroll
+  for (int e = 0; e < N; ++e) rv[e] = __ldg(rot + N * lane + e);
 #pragma unroll
   for (int h = 0; h < 2; ++h) {  // fragment half: compile-time, so o stays in registers
 #pragma unroll 1
@@ -607,16 +611,91 @@ __device__ __forceinline__ void split_write_out(const AttnArgs& a, const float* 
       dev::warp_fwht<N>(y, lane);
       const int64_t base = global_row(a, b, g, r) * D + N * lane;
       const float w = 0.0f;  // no window part
+      float out[N];
 #pragma unroll
-      for (int e = 0; e < N; ++e) {
-        const float out = lr > 0.0f ? (__ldg(rot + N * lane + e) * y[e] + w) / lr : 0.0f;
-        dev::store_from_float(p.out, p.dtype, base + e, out);
-      }
+      for (int e = 0; e < N; ++e) out[e] = lr > 0.0f ? (rv[e] * y[e] + w) / lr : 0.0f;
+      dev::store_row_from_float<N>(p.out, p.dtype, base, out);
     }
   }
 }
 
 // ------------------------------------------------------------------------------------ compressed splits
+// Rows [t0, t0 + kTileTokens) of a float16 [rows][W] matrix into a shared-memory tile of row stride W + 8 with
+// 16-byte cp.async, NT threads; rows >= n are zero-filled (their source clamped to row t0, never read). Each
+// thread copies the same column of rows r, r + NT / (W / 8), ...: one base address, immediate offsets.
+template <int W, int NT>
+__device__ __forceinline__ void copy_tile16(__half* dst, const __half* src, int64_t t0, int64_t n) {
+  constexpr int kChunks = W / 8;             // 16-byte chunks per row
+  constexpr int kRowsPerPass = NT / kChunks;
+  static_assert(NT % kChunks == 0 && kTileTokens % kRowsPerPass == 0, "whole copy passes");
+  const int r = threadIdx.x / kChunks;
+  const int c = threadIdx.x % kChunks;
+  const __half* row0 = src + t0 * W;
+  const __half* s = row0 + r * W + c * 8;
+  __half* d = dst + r * (W + 8) + c * 8;
+  if (n >= kTileTokens) {  // a whole tile (all but a split's last): no per-copy address or size
+#pragma unroll
+    for (int i = 0; i < kTileTokens / kRowsPerPass; ++i)
+      dev::cp_async_16(d + i * kRowsPerPass * (W + 8), s + i * kRowsPerPass * W, 16);
+    return;
+  }
+#pragma unroll 1
+  for (int i = 0; i < kTileTokens / kRowsPerPass; ++i) {
+    const bool ok = r + i * kRowsPerPass < n;
+    dev::cp_async_16(d + i * kRowsPerPass * (W + 8), ok ? s + i * kRowsPerPass * W : row0, ok ? 16 : 0);
+  }
+}
+
+// Narrows [c0, c1) to the tiles from the first to the last that any of rows [row0, row0 + rb) sees (tile bits);
+// c1 = c0 where it sees none. Every thread returns the same range. range: two ints of shared memory that nothing
+// else uses before the call returns (three barriers; no static shared memory, so the launcher's dynamic budget
+// stays the whole opt-in size).
+template <int NT>
+__device__ __forceinline__ void block_visible_tiles(const AttnArgs& a, int b, int g, int row0, int rb, int64_t& c0,
+                                                    int64_t& c1, int* range) {
+  if (threadIdx.x == 0) {
+    range[0] = INT_MAX;
+    range[1] = -1;
+  }
+  const int t_first = static_cast<int>(c0 / kTileTokens);
+  const int t_last = static_cast<int>((c1 - 1) / kTileTokens);
+  const int w_first = t_first / 32;
+  const int words = t_last / 32 - w_first + 1;
+  int lo = INT_MAX, hi = -1;
+  // One (row, word) item per thread and round: independent loads.
+#pragma unroll 4
+  for (int item = threadIdx.x; item < rb * words; item += NT) {
+    const int rl = item / words;
+    const int w = w_first + item % words;
+    const int64_t mrow = mask_row(a, b, g, row0 + rl);
+    if (mrow < 0 || a.p.mask_tokens <= 0) continue;
+    uint32_t x = a.vis[(mrow / a.p.mask_tokens) * a.vis_words + w];
+    if (w == t_first / 32) x &= ~0u << (t_first % 32);
+    if (w == t_last / 32) x &= ~0u >> (31 - t_last % 32);
+    if (x != 0u) {
+      lo = min(lo, w * 32 + __ffs(static_cast<int>(x)) - 1);
+      hi = max(hi, w * 32 + 31 - __clz(static_cast<int>(x)));
+    }
+  }
+  lo = __reduce_min_sync(0xffffffffu, lo);
+  hi = __reduce_max_sync(0xffffffffu, hi);
+  __syncthreads();  // range initialized
+  if (threadIdx.x % 32 == 0) {
+    atomicMin(&range[0], lo);
+    atomicMax(&range[1], hi);
+  }
+  __syncthreads();
+  lo = range[0];
+  hi = range[1];
+  __syncthreads();  // every thread has read the range: the caller may reuse its shared memory
+  if (hi < 0) {
+    c1 = c0;
+  } else {
+    c0 = max(c0, static_cast<int64_t>(lo) * kTileTokens);
+    c1 = min(c1, static_cast<int64_t>(hi + 1) * kTileTokens);
+  }
+}
+
 // Threads of the split kernel: 4 warps, or 8 for 128-row blocks (WM = 8, prefill chunks).
 constexpr int split_threads(int wm) { return wm == 8 ? 2 * kThreads : kThreads; }
 
@@ -664,8 +743,8 @@ __global__ void __launch_bounds__(split_threads(WM)) tq_attention_split_kernel(c
   const int wn = warp % WN;
 
   const int64_t n_valid = compressed_rows(a, b);
-  const int64_t c0 = static_cast<int64_t>(split) * a.split_tokens;
-  const int64_t c1 = min(c0 + a.split_tokens, n_valid);
+  int64_t c0 = static_cast<int64_t>(split) * a.split_tokens;
+  int64_t c1 = min(c0 + a.split_tokens, n_valid);
   const int64_t bg = static_cast<int64_t>(b) * p.kv_heads + g;
 
   if (c0 >= c1) {
@@ -675,6 +754,9 @@ __global__ void __launch_bounds__(split_threads(WM)) tq_attention_split_kernel(c
     }
     return;
   }
+  // With tile bits, the loop runs over the tiles some row of the block sees only (a causal chunk without a past:
+  // about half of them); every warp skipped the others anyway, so the result is bit for bit the same.
+  if (a.vis != nullptr) block_visible_tiles<NT>(a, b, g, rowblock * RB, RB, c0, c1, reinterpret_cast<int*>(smem));
 
   const CodecConfig& kc = p.k_codec;
   const CodecConfig& vc = p.v_codec;
@@ -690,17 +772,12 @@ __global__ void __launch_bounds__(split_threads(WM)) tq_attention_split_kernel(c
   const __half* k16 = kv16 ? a.k16 + bg * p.cache_rows * kd : nullptr;
   const __half* v16 = kv16 ? a.v16 + bg * p.cache_rows * D : nullptr;
   // K and V apart: V's row width D is a compile-time constant (its index math shifts); one shared loop with a
-  // run-time width measured ~1% slower on an H100.
+  // run-time width measured ~1% slower on an H100. Where K's width is D too (no QJL columns) both copies take
+  // copy_tile16: this thread's row and column are the same in every pass, so each 16-byte copy is one address
+  // plus an immediate (the general loop's per-copy 64-bit index math was ~28 instructions per copy).
   auto load_tile16 = [&](int st, int64_t t0, int64_t n) {
     if (kd == D) {  // no QJL columns: K's width is a compile-time constant too (uniform branch)
-#pragma unroll 1
-      for (int i = 0; i < kTileTokens * (D / 8) / NT; ++i) {
-        const int idx = threadIdx.x + i * NT;
-        const int r = idx / (D / 8);
-        const int c = idx % (D / 8);
-        const __half* src = k16 + (t0 + (r < n ? r : 0)) * D + c * 8;
-        dev::cp_async_16(ks + st * kv_stage + r * (D + 8) + c * 8, src, r < n ? 16 : 0);
-      }
+      copy_tile16<D, NT>(ks + st * kv_stage, k16, t0, n);
     } else {
       const int kc8 = kd / 8;
       for (int idx = threadIdx.x; idx < kTileTokens * kc8; idx += NT) {
@@ -710,15 +787,7 @@ __global__ void __launch_bounds__(split_threads(WM)) tq_attention_split_kernel(c
         dev::cp_async_16(ks + st * kv_stage + r * kstride + c * 8, src, r < n ? 16 : 0);
       }
     }
-    static_assert(kTileTokens * (D / 8) % NT == 0, "whole copy rounds");
-#pragma unroll 1
-    for (int i = 0; i < kTileTokens * (D / 8) / NT; ++i) {
-      const int idx = threadIdx.x + i * NT;
-      const int r = idx / (D / 8);
-      const int c = idx % (D / 8);
-      const __half* src = v16 + (t0 + (r < n ? r : 0)) * D + c * 8;
-      dev::cp_async_16(vs + st * kv_stage + r * vstride + c * 8, src, r < n ? 16 : 0);
-    }
+    copy_tile16<D, NT>(vs + st * kv_stage, v16, t0, n);
   };
   // First tile in flight while the tables and queries are set up.
   int heads[2][2];

@@ -472,6 +472,26 @@ def test_attention_prefill_decoded_cache_bit_identical(kernels, monkeypatch, cas
         assert torch.equal(off, on), f"max |diff| {(off.float() - on.float()).abs().max().item():.3e}"
 
 
+@pytest.mark.parametrize("wm", ["auto", "4"])
+@pytest.mark.parametrize("case", PREFILL_CASES, ids=lambda c: f"D{c[0][0]}-G{c[0][1]}-S{c[0][2]}-T{c[1]}")
+def test_attention_prefill_tile_bits_bit_identical(kernels, monkeypatch, case, wm):
+    """With tile bits the split kernel runs only the tiles some row of its block sees (from the first to the
+    last), skips the rest per warp and reads no mask values for tiles a warp sees whole; without them it
+    computes every tile with the mask's values. Hidden tiles add exact zeros, so the outputs agree bit for bit
+    (every split count). The padded batch row leaves whole 64-row blocks (TQ_SPLIT_WM=4) that see no tile."""
+    if wm != "auto":
+        monkeypatch.setenv("TQ_SPLIT_WM", wm)
+    runs = []
+    for forced in ("0", "1"):
+        monkeypatch.setenv("TQ_MASK_TILES", forced)
+        rec = RecordingKernels(kernels)
+        test_attention_concat_matches_reference(rec, case[0], "float16", case[1])
+        runs.append(rec.outputs)
+    assert len(runs[0]) == len(runs[1]) > 0
+    for off, on in zip(*runs, strict=True):
+        assert torch.equal(off, on), f"max |diff| {(off.float() - on.float()).abs().max().item():.3e}"
+
+
 @pytest.mark.parametrize("window", [(2, 6), (0, 0)], ids=["sinks2-recent6", "no-window"])
 @pytest.mark.parametrize("group", [1, 4, 8])
 @pytest.mark.parametrize("step", ["decode", "chunk", "chunk_kv16"])
