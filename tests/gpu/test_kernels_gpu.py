@@ -457,19 +457,26 @@ class RecordingKernels:
         return out
 
 
-@pytest.mark.parametrize("case", PREFILL_CASES, ids=lambda c: f"D{c[0][0]}-G{c[0][1]}-S{c[0][2]}-T{c[1]}")
-def test_attention_prefill_decoded_cache_bit_identical(kernels, monkeypatch, case):
-    """The split kernel over the decoded cache (tq_decode_cache_kernel's float16 tiles) computes exactly what
-    it computes decoding its own tiles: same float16 K/V, same products. Every split count, bit for bit."""
+def assert_switch_bit_identical(kernels, monkeypatch, case, switch: str) -> None:
+    """The prefill case with the launcher switch `switch` forced off ("0") and on ("1"): every attention
+    output of the run (every split count) equal bit for bit."""
     runs = []
     for forced in ("0", "1"):
-        monkeypatch.setenv("TQ_KV16", forced)
+        monkeypatch.setenv(switch, forced)
         rec = RecordingKernels(kernels)
         test_attention_concat_matches_reference(rec, case[0], "float16", case[1])
         runs.append(rec.outputs)
     assert len(runs[0]) == len(runs[1]) > 0
     for off, on in zip(*runs, strict=True):
-        assert torch.equal(off, on), f"max |diff| {(off.float() - on.float()).abs().max().item():.3e}"
+        diff = (off.float() - on.float()).abs().max().item()
+        assert torch.equal(off, on), f"{switch}: max |diff| {diff:.3e}"
+
+
+@pytest.mark.parametrize("case", PREFILL_CASES, ids=lambda c: f"D{c[0][0]}-G{c[0][1]}-S{c[0][2]}-T{c[1]}")
+def test_attention_prefill_decoded_cache_bit_identical(kernels, monkeypatch, case):
+    """The split kernel over the decoded cache (tq_decode_cache_kernel's float16 tiles) computes exactly what
+    it computes decoding its own tiles: same float16 K/V, same products. Every split count, bit for bit."""
+    assert_switch_bit_identical(kernels, monkeypatch, case, "TQ_KV16")
 
 
 @pytest.mark.parametrize("wm", ["auto", "4"])
@@ -481,15 +488,7 @@ def test_attention_prefill_tile_bits_bit_identical(kernels, monkeypatch, case, w
     (every split count). The padded batch row leaves whole 64-row blocks (TQ_SPLIT_WM=4) that see no tile."""
     if wm != "auto":
         monkeypatch.setenv("TQ_SPLIT_WM", wm)
-    runs = []
-    for forced in ("0", "1"):
-        monkeypatch.setenv("TQ_MASK_TILES", forced)
-        rec = RecordingKernels(kernels)
-        test_attention_concat_matches_reference(rec, case[0], "float16", case[1])
-        runs.append(rec.outputs)
-    assert len(runs[0]) == len(runs[1]) > 0
-    for off, on in zip(*runs, strict=True):
-        assert torch.equal(off, on), f"max |diff| {(off.float() - on.float()).abs().max().item():.3e}"
+    assert_switch_bit_identical(kernels, monkeypatch, case, "TQ_MASK_TILES")
 
 
 @pytest.mark.parametrize("window", [(2, 6), (0, 0)], ids=["sinks2-recent6", "no-window"])
