@@ -9,7 +9,7 @@ lib=$1
 out="${2:-${OUT:-/tmp/out}}"
 mkdir -p "$out"
 TQ_KERNELS_LIB="$lib" timeout 300 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_kernels_gpu.py \
-  tests/gpu/test_quantize_gpu.py --tb=short -rf 2>&1 | tee "$out/pytest.log" | tail -8
+  tests/gpu/test_quantize_gpu.py tests/gpu/test_quantize_step_gpu.py --tb=short -rf 2>&1 | tee "$out/pytest.log" | tail -8
 rc=${PIPESTATUS[0]}
 for tool in memcheck racecheck; do
   log="$out/sanitize_$tool.log"

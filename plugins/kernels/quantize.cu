@@ -2,7 +2,9 @@
 // float16 norms rounded directly from float64, QJL signs and residual norms, concat and buffer cache modes with
 // sinks and the recent window. Three stream-ordered steps, no synchronization:
 //   1. copy the past rows into the present cache (concat mode, or buffer mode without aliasing);
-//   2. tq_quantize_kernel: compress the tokens that leave the window this step (from x or the past window);
+//   2. compress the tokens that leave the window this step (from x or the past window): the decode-step kernel
+//      (quantize_step.cuh: at most 16 new tokens, R promised Hadamard), the v4 Hadamard kernel
+//      (quantize_hadamard.cuh), or tq_quantize_kernel below (QJL, several parts, dense R, other D);
 //   3. tq_window_kernel: write the present window (new tokens, and past slots that stay).
 #include <cuda_fp16.h>
 
@@ -388,6 +390,7 @@ __global__ void tq_window_kernel(const QuantizeArgs args) {
 }
 
 #include "kernels/quantize_hadamard.cuh"  // fast path; uses the helpers above
+#include "kernels/quantize_step.cuh"      // decode steps; uses the helpers above and wht_path_applies
 
 }  // namespace
 
@@ -463,7 +466,10 @@ cudaError_t launch_quantize(const QuantizeParams& p, void* /*workspace*/, cudaSt
     if (e != cudaSuccess) return cuda_failed(e, "TQQuantize: copying the past cache rows");
   }
   // 2. Compress.
-  if (p.new_tokens > 0 && wht_path_applies(args.p)) {
+  if (p.new_tokens > 0 && step_path_applies(args.p)) {
+    const cudaError_t e = launch_quantize_step(args, stream);
+    if (e != cudaSuccess) return e;
+  } else if (p.new_tokens > 0 && wht_path_applies(args.p)) {
     const cudaError_t e = launch_quantize_wht(args, stream);
     if (e != cudaSuccess) return e;
   } else if (p.new_tokens > 0) {

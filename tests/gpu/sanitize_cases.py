@@ -173,7 +173,39 @@ def main() -> None:
                     assert torch.isfinite(out).all()
     os.environ.pop("TQ_KV16")
     os.environ.pop("TQ_MASK_TILES")
+    step_quantize_launches(k)
     print("sanitize cases ran", np.__version__)
+
+
+def step_quantize_launches(k) -> None:
+    """TQQuantize's decode-step kernel (promised Hadamard R, at most 16 new tokens): concat steps with a
+    window (tokens leaving the ring), buffer mode in place with ragged lengths, and a buffer past capacity."""
+    from bench.gpu_harness.capi import BUFFER
+
+    for d, bits, dtype in ((128, 4, torch.float16), (64, 3, torch.float32), (256, 8, torch.float16)):
+        ref = RefCodec.build(CodecConfig(head_dim=d, bits=(bits,), norm_correction=bits == 3))
+        c = Codec(d, (d,), (bits,), 0, 1 if bits == 3 else 0)
+        rot, cb = torch.from_numpy(ref.rotation).cuda(), torch.from_numpy(ref.codebook).cuda()
+        b, hkv, ns, rw = 3, 2, 2, 4
+        cache = torch.empty((b, hkv, 0, c.row_bytes), dtype=torch.uint8, device="cuda")
+        win = torch.empty((b, hkv, 0, d), dtype=dtype, device="cuda")
+        for s in (9, 1, 3, 16, 1):
+            x = torch.randn((b, hkv, s, d), device="cuda", dtype=dtype)
+            cache, win = k.quantize(
+                c, x, cache, rot, cb, None, win, sink_tokens=ns, recent_window=rw, hadamard=True
+            )
+        cap = 12
+        buf = torch.zeros((b, hkv, cap, c.row_bytes), dtype=torch.uint8, device="cuda")
+        bwin = torch.randn((b, hkv, ns + rw, d), device="cuda", dtype=dtype)
+        flag = torch.zeros(1, dtype=torch.int32, device="cuda")
+        lengths = torch.tensor([0, 7, cap + ns + rw - 1], device="cuda")
+        x = torch.randn((b, hkv, 3, d), device="cuda", dtype=dtype)
+        k.quantize(
+            c, x, buf, rot, cb, None, bwin, lengths, cache_mode=BUFFER, sink_tokens=ns, recent_window=rw,
+            present_cache=buf, present_window=bwin, overflow_flag=flag, hadamard=True,
+        )  # fmt: skip
+        torch.cuda.synchronize()
+        assert int(flag.item()) == 1, "the last sequence runs past capacity"
 
 
 if __name__ == "__main__":

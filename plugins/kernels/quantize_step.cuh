@@ -1,0 +1,254 @@
+// TQQuantize for a decode step (docs/format.md section 5): one warp per compressed vector, float64 throughout, no
+// tables to build and no shared-memory staging. Included by quantize.cu only, inside its anonymous namespace after
+// quantize_hadamard.cuh (uses pmod, compressed_range, f64_to_half_bits, QuantizeArgs and wht::count_below).
+//
+// Why a kernel of its own: a decode step compresses one token per (batch, kv head) (S = 1, or S tokens leaving the
+// window), and the v4 kernel spends such a launch on its per-block setup (boundary cells, sign masks, barriers)
+// rather than on the vectors. Here each block fills the float64 boundaries once (one barrier) and each warp then
+// runs one vector start to end.
+//
+// Eligible (step_path_applies): what v4 takes (one part, no QJL, D in {64, 128, 256}, 16-byte aligned x, R and
+// past window) with R promised Sylvester-Hadamard (QuantizeParams::rotation_hadamard: R[h] = c H_D diag(s)), and
+// at most kStepMaxTokens new tokens. The arithmetic is v4's exact path for every coordinate:
+//   z_j = s_j x_j (float64, exact), y = c * H_D z by butterflies (float64; every partial sum of float16 inputs is
+//   exact, so y is c times the exact sum rounded once, as in v4), n = c * sqrt(D * sum x_j^2) (= ||R x|| in exact
+//   arithmetic), u_i = y_i / n, code_i = #{beta_j < u_i} by binary search over the float64 boundaries,
+//   gamma = n or n / ||c[code]|| (norm correction), float16 rounded from float64. A vector with !(n > 0) (zero or
+//   NaN) gets the code of u = 0 everywhere, as v4 gives it.
+// So for float16 inputs the codes and norms are v4's bit for bit; for float32 inputs the butterfly order may move
+// y by a float64 rounding, which the contract allows (section 5 step 1).
+//
+// Lane l holds the contiguous coordinates [l * CPL, l * CPL + CPL) (CPL = D / 32): butterfly bits below log2(CPL)
+// in registers, the rest by xor shuffles. The row is assembled in shared memory (one buffer per warp) and written
+// with 16-bit stores (row_bytes is even, rows need not be 4-byte aligned).
+#pragma once
+
+namespace step {
+
+constexpr int kStepWarps = 4;        // warps (vectors) per block
+constexpr int kStepMaxTokens = 16;   // routing: new tokens per call at most (a decode step or a short chunk)
+
+// CPL elements of a row at lane * CPL (16-byte aligned rows, so each lane's piece is aligned to its size).
+template <int CPL, bool kHalf>
+__device__ __forceinline__ void load_lane(const char* row, int lane, double (&z)[CPL]) {
+  if constexpr (kHalf) {
+    constexpr int kWords = CPL / 2;  // two halves per word
+    uint32_t w[kWords];
+    const uint32_t* src = reinterpret_cast<const uint32_t*>(row) + lane * kWords;
+    if constexpr (kWords == 1) {
+      w[0] = *src;
+    } else if constexpr (kWords == 2) {
+      const uint2 v = *reinterpret_cast<const uint2*>(src);
+      w[0] = v.x;
+      w[1] = v.y;
+    } else {
+      static_assert(kWords == 4, "D in {64, 128, 256}");
+      const uint4 v = *reinterpret_cast<const uint4*>(src);
+      w[0] = v.x;
+      w[1] = v.y;
+      w[2] = v.z;
+      w[3] = v.w;
+    }
+#pragma unroll
+    for (int k = 0; k < kWords; ++k) {
+      const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&w[k]));
+      z[2 * k] = static_cast<double>(f.x);
+      z[2 * k + 1] = static_cast<double>(f.y);
+    }
+  } else {
+    const float* src = reinterpret_cast<const float*>(row) + lane * CPL;
+    if constexpr (CPL == 2) {
+      const float2 v = *reinterpret_cast<const float2*>(src);
+      z[0] = v.x;
+      z[1] = v.y;
+    } else {
+      static_assert(CPL % 4 == 0, "D in {64, 128, 256}");
+#pragma unroll
+      for (int k = 0; k < CPL / 4; ++k) {
+        const float4 v = reinterpret_cast<const float4*>(src)[k];
+        z[4 * k] = v.x;
+        z[4 * k + 1] = v.y;
+        z[4 * k + 2] = v.z;
+        z[4 * k + 3] = v.w;
+      }
+    }
+  }
+}
+
+template <int D, bool kHalf>
+__global__ void __launch_bounds__(32 * kStepWarps) tq_quantize_step_kernel(const QuantizeArgs args) {
+  constexpr int CPL = D / 32;
+  constexpr int kEsize = kHalf ? 2 : 4;
+  constexpr int kRowWords = (D + 2 + 3) / 4;  // the widest row (8-bit codes + one float16 norm), in words
+  dev::pdl_trigger();  // a decode attention launched next may start (it waits for this grid first)
+
+  const QuantizeParams& p = args.p;
+  const RowLayout& lay = args.lay;
+  __shared__ double s_bound[256];
+  __shared__ __align__(16) uint32_t s_row[kStepWarps][kRowWords];
+  const int m = lay.mse_bits[0];
+  const int ncent = 1 << m;
+  for (int j = threadIdx.x; j < 256; j += blockDim.x) {
+    s_bound[j] = j + 1 < ncent
+                     ? (static_cast<double>(p.codebook[j]) + static_cast<double>(p.codebook[j + 1])) * 0.5
+                     : wht::kNoBoundary;
+  }
+  __syncthreads();
+
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int s = p.new_tokens;
+  const int64_t wid = static_cast<int64_t>(blockIdx.x) * kStepWarps + warp;
+  const int64_t bh = wid / s;
+  const int v = static_cast<int>(wid % s);
+  if (bh >= static_cast<int64_t>(p.batch) * p.kv_heads) return;  // warp-uniform from here on
+  const int b = static_cast<int>(bh / p.kv_heads);
+  const int h = static_cast<int>(bh % p.kv_heads);
+  const int64_t t_old = p.cache_mode == kBuffer ? p.past_lengths[b] : args.past_total;
+  int64_t t_lo = 0, t_hi = 0;
+  compressed_range(t_old, s, p.sink_tokens, p.recent_window, &t_lo, &t_hi);
+  const int64_t tok = t_lo + v;
+  if (tok >= t_hi) return;
+  const int ns = p.sink_tokens;
+  const int64_t row = tok - ns;  // compressed row of this token
+  if (row >= p.present_rows) {   // buffer mode at capacity: flag it, write nothing (as v4)
+    if (lane == 0 && p.overflow_flag != nullptr) atomicExch(p.overflow_flag, 1);
+    return;
+  }
+  const char* src;
+  if (tok >= t_old) {
+    src = static_cast<const char*>(p.x) + ((bh * s + (tok - t_old)) * D) * kEsize;
+  } else {  // leaves the recent window in this step
+    const int64_t slot = ns + pmod(tok - ns, p.recent_window);
+    src = static_cast<const char*>(p.past_window) + ((bh * p.past_window_rows + slot) * D) * kEsize;
+  }
+  const float* r0 = p.rotation + static_cast<int64_t>(p.rotation_heads == 1 ? 0 : h) * D * D;  // row 0 of R[h]
+
+  double z[CPL];
+  load_lane<CPL, kHalf>(src, lane, z);
+  const double c64 = static_cast<double>(fabsf(r0[0]));
+  double part = 0.0;  // sum of x_j^2 over this lane's coordinates
+#pragma unroll
+  for (int i = 0; i < CPL; ++i) {
+    part = fma(z[i], z[i], part);
+    if (r0[lane * CPL + i] < 0.0f) z[i] = -z[i];
+  }
+  // y / c = H_D z: butterfly bits 0 .. log2(CPL) - 1 in registers, the lane bits by shuffles (lower index a + b,
+  // upper a - b).
+#pragma unroll
+  for (int bit = 1; bit < CPL; bit <<= 1) {
+#pragma unroll
+    for (int i = 0; i < CPL; ++i) {
+      if (i & bit) continue;
+      const double a = z[i];
+      const double c = z[i | bit];
+      z[i] = a + c;
+      z[i | bit] = a - c;
+    }
+  }
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const bool upper = (lane & o) != 0;
+#pragma unroll
+    for (int i = 0; i < CPL; ++i) {
+      const double other = __shfl_xor_sync(0xffffffffu, z[i], o);
+      z[i] = upper ? other - z[i] : z[i] + other;
+    }
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) part += __shfl_xor_sync(0xffffffffu, part, o);  // same sum in every lane
+  const double n64 = c64 * sqrt(part * D);
+
+  int code[CPL];
+  if (n64 > 0.0) {
+#pragma unroll
+    for (int i = 0; i < CPL; ++i) code[i] = wht::count_below(s_bound, m, (c64 * z[i]) / n64, false);
+  } else {  // zero or NaN norm: u = 0 everywhere
+    const int zc = wht::count_below(s_bound, m, 0.0, false);
+#pragma unroll
+    for (int i = 0; i < CPL; ++i) code[i] = zc;
+  }
+  double gamma = n64;
+  if (p.codec.norm_correction != 0) {
+    double cs = 0.0;
+#pragma unroll
+    for (int i = 0; i < CPL; ++i) {
+      const double cv = static_cast<double>(p.codebook[code[i]]);
+      cs = fma(cv, cv, cs);
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) cs += __shfl_xor_sync(0xffffffffu, cs, o);
+    gamma = n64 > 0.0 ? n64 / sqrt(cs) : 0.0;
+  }
+
+  // The row: segments widest first (format.md section 4), this lane's CPL fields contiguous in each.
+  uint32_t* srow = s_row[warp];
+  for (int k = lane; k < kRowWords; k += 32) srow[k] = 0u;
+  __syncwarp();
+  int shift = 0;
+  int seg_word = lay.code_offset[0] / 4;  // segments start at multiples of D / 8 bytes
+  for (int w = 8; w >= 1; w >>= 1) {
+    if ((m & w) == 0) continue;
+    uint64_t bits = 0;
+#pragma unroll
+    for (int i = 0; i < CPL; ++i) {
+      bits |= static_cast<uint64_t>((static_cast<uint32_t>(code[i]) >> shift) & ((1u << w) - 1u)) << (i * w);
+    }
+    const int lane_bits = CPL * w;  // a power of two, 2 .. 64
+    const int at = lane * lane_bits;
+    if (lane_bits >= 32) {
+      srow[seg_word + at / 32] = static_cast<uint32_t>(bits);
+      if (lane_bits == 64) srow[seg_word + at / 32 + 1] = static_cast<uint32_t>(bits >> 32);
+    } else {
+      atomicOr(&srow[seg_word + at / 32], static_cast<uint32_t>(bits) << (at % 32));
+    }
+    seg_word += D * w / 32;
+    shift += w;
+  }
+  if (lane == 0) {
+    reinterpret_cast<uint16_t*>(srow)[lay.norm_offset / 2] = static_cast<uint16_t>(f64_to_half_bits(gamma));
+  }
+  __syncwarp();
+  const int rb = lay.row_bytes;
+  uint16_t* dst = reinterpret_cast<uint16_t*>(p.present_cache + (bh * p.present_rows + row) * rb);
+  const uint16_t* from = reinterpret_cast<const uint16_t*>(srow);
+  for (int k = lane; k < rb / 2; k += 32) dst[k] = from[k];
+}
+
+template <int D, bool kHalf>
+cudaError_t launch_typed(const QuantizeArgs& args, cudaStream_t stream) {
+  const QuantizeParams& p = args.p;
+  const int64_t warps = static_cast<int64_t>(p.batch) * p.kv_heads * p.new_tokens;
+  const int64_t blocks = (warps + kStepWarps - 1) / kStepWarps;
+  if (blocks > 0x7fffffffLL) {
+    return invalid("TQQuantize: %lld vectors: too many for one grid", static_cast<long long>(warps));
+  }
+  tq_quantize_step_kernel<D, kHalf><<<static_cast<unsigned>(blocks), 32 * kStepWarps, 0, stream>>>(args);
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) return cuda_failed(e, "TQQuantize: tq_quantize_step_kernel launch");
+  return cudaSuccess;
+}
+
+}  // namespace step
+
+// A decode step (at most kStepMaxTokens new tokens) on the v4 path with R promised Hadamard: the step kernel.
+// TQ_QUANT_STEP=0 sends such calls to v4 instead (A/B timing, and the tests that compare the two).
+inline bool step_path_applies(const QuantizeParams& p) {
+  if (!wht_path_applies(p) || p.rotation_hadamard == 0 || p.new_tokens > step::kStepMaxTokens) return false;
+  const char* env = std::getenv("TQ_QUANT_STEP");
+  return env == nullptr || std::atoi(env) != 0;
+}
+
+inline cudaError_t launch_quantize_step(const QuantizeArgs& args, cudaStream_t stream) {
+  const bool half = args.p.dtype == DType::kFloat16;
+  switch (args.p.codec.head_dim) {
+    case 64:
+      return half ? step::launch_typed<64, true>(args, stream) : step::launch_typed<64, false>(args, stream);
+    case 128:
+      return half ? step::launch_typed<128, true>(args, stream) : step::launch_typed<128, false>(args, stream);
+    case 256:
+      return half ? step::launch_typed<256, true>(args, stream) : step::launch_typed<256, false>(args, stream);
+    default:
+      return invalid("TQQuantize: head_dim=%d: no step kernel", args.p.codec.head_dim);
+  }
+}
