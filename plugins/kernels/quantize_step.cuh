@@ -28,49 +28,47 @@ namespace step {
 constexpr int kStepWarps = 4;        // warps (vectors) per block
 constexpr int kStepMaxTokens = 16;   // routing: new tokens per call at most (a decode step or a short chunk)
 
-// CPL elements of a row at lane * CPL (16-byte aligned rows, so each lane's piece is aligned to its size).
+// The raw bits of CPL elements of a row at lane * CPL (16-byte aligned rows, so each lane's piece is aligned to
+// its size): loaded before the block's barrier, converted after it, so the load's latency overlaps the setup.
 template <int CPL, bool kHalf>
-__device__ __forceinline__ void load_lane(const char* row, int lane, double (&z)[CPL]) {
-  if constexpr (kHalf) {
-    constexpr int kWords = CPL / 2;  // two halves per word
-    uint32_t w[kWords];
-    const uint32_t* src = reinterpret_cast<const uint32_t*>(row) + lane * kWords;
-    if constexpr (kWords == 1) {
-      w[0] = *src;
-    } else if constexpr (kWords == 2) {
-      const uint2 v = *reinterpret_cast<const uint2*>(src);
-      w[0] = v.x;
-      w[1] = v.y;
-    } else {
-      static_assert(kWords == 4, "D in {64, 128, 256}");
-      const uint4 v = *reinterpret_cast<const uint4*>(src);
-      w[0] = v.x;
-      w[1] = v.y;
-      w[2] = v.z;
-      w[3] = v.w;
-    }
+struct LaneBits {
+  static constexpr int kWords = kHalf ? CPL / 2 : CPL;
+  uint32_t w[kWords];
+};
+
+template <int CPL, bool kHalf>
+__device__ __forceinline__ void load_lane(const char* row, int lane, LaneBits<CPL, kHalf>& out) {
+  constexpr int kWords = LaneBits<CPL, kHalf>::kWords;
+  const uint32_t* src = reinterpret_cast<const uint32_t*>(row) + lane * kWords;
+  if constexpr (kWords == 1) {
+    out.w[0] = *src;
+  } else if constexpr (kWords == 2) {
+    const uint2 v = *reinterpret_cast<const uint2*>(src);
+    out.w[0] = v.x;
+    out.w[1] = v.y;
+  } else {
+    static_assert(kWords % 4 == 0, "D in {64, 128, 256}");
 #pragma unroll
-    for (int k = 0; k < kWords; ++k) {
-      const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&w[k]));
+    for (int k = 0; k < kWords / 4; ++k) {
+      const uint4 v = reinterpret_cast<const uint4*>(src)[k];
+      out.w[4 * k] = v.x;
+      out.w[4 * k + 1] = v.y;
+      out.w[4 * k + 2] = v.z;
+      out.w[4 * k + 3] = v.w;
+    }
+  }
+}
+
+template <int CPL, bool kHalf>
+__device__ __forceinline__ void lane_values(const LaneBits<CPL, kHalf>& in, double (&z)[CPL]) {
+#pragma unroll
+  for (int k = 0; k < LaneBits<CPL, kHalf>::kWords; ++k) {
+    if constexpr (kHalf) {
+      const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&in.w[k]));
       z[2 * k] = static_cast<double>(f.x);
       z[2 * k + 1] = static_cast<double>(f.y);
-    }
-  } else {
-    const float* src = reinterpret_cast<const float*>(row) + lane * CPL;
-    if constexpr (CPL == 2) {
-      const float2 v = *reinterpret_cast<const float2*>(src);
-      z[0] = v.x;
-      z[1] = v.y;
     } else {
-      static_assert(CPL % 4 == 0, "D in {64, 128, 256}");
-#pragma unroll
-      for (int k = 0; k < CPL / 4; ++k) {
-        const float4 v = reinterpret_cast<const float4*>(src)[k];
-        z[4 * k] = v.x;
-        z[4 * k + 1] = v.y;
-        z[4 * k + 2] = v.z;
-        z[4 * k + 3] = v.w;
-      }
+      z[k] = static_cast<double>(__uint_as_float(in.w[k]));
     }
   }
 }
@@ -86,6 +84,47 @@ __global__ void __launch_bounds__(32 * kStepWarps) tq_quantize_step_kernel(const
   const RowLayout& lay = args.lay;
   __shared__ double s_bound[256];
   __shared__ __align__(16) uint32_t s_row[kStepWarps][kRowWords];
+
+  // This warp's vector (b, h, token), its source row and R[h]'s row 0, loaded before the block's setup.
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int s = p.new_tokens;
+  const int64_t wid = static_cast<int64_t>(blockIdx.x) * kStepWarps + warp;
+  const int64_t bh = wid / s;
+  const int ns = p.sink_tokens;
+  bool active = bh < static_cast<int64_t>(p.batch) * p.kv_heads;  // warp-uniform
+  int64_t row = 0;   // compressed row of this token
+  LaneBits<CPL, kHalf> raw{};
+  float r0j[CPL] = {};
+  float r00 = 0.0f;
+  if (active) {
+    const int b = static_cast<int>(bh / p.kv_heads);
+    const int h = static_cast<int>(bh % p.kv_heads);
+    const int64_t t_old = p.cache_mode == kBuffer ? p.past_lengths[b] : args.past_total;
+    int64_t t_lo = 0, t_hi = 0;
+    compressed_range(t_old, s, ns, p.recent_window, &t_lo, &t_hi);
+    const int64_t tok = t_lo + wid % s;
+    row = tok - ns;
+    active = tok < t_hi;
+    if (active && row >= p.present_rows) {  // buffer mode at capacity: flag it, write nothing (as v4)
+      if (lane == 0 && p.overflow_flag != nullptr) atomicExch(p.overflow_flag, 1);
+      active = false;
+    }
+    if (active) {
+      const char* src;
+      if (tok >= t_old) {
+        src = static_cast<const char*>(p.x) + ((bh * s + (tok - t_old)) * D) * kEsize;
+      } else {  // leaves the recent window in this step
+        const int64_t slot = ns + pmod(tok - ns, p.recent_window);
+        src = static_cast<const char*>(p.past_window) + ((bh * p.past_window_rows + slot) * D) * kEsize;
+      }
+      load_lane<CPL, kHalf>(src, lane, raw);
+      const float* r0 = p.rotation + static_cast<int64_t>(p.rotation_heads == 1 ? 0 : h) * D * D;
+      r00 = r0[0];
+#pragma unroll
+      for (int i = 0; i < CPL; ++i) r0j[i] = r0[lane * CPL + i];
+    }
+  }
   const int m = lay.mse_bits[0];
   const int ncent = 1 << m;
   for (int j = threadIdx.x; j < 256; j += blockDim.x) {
@@ -94,44 +133,16 @@ __global__ void __launch_bounds__(32 * kStepWarps) tq_quantize_step_kernel(const
                      : wht::kNoBoundary;
   }
   __syncthreads();
-
-  const int warp = threadIdx.x / 32;
-  const int lane = threadIdx.x % 32;
-  const int s = p.new_tokens;
-  const int64_t wid = static_cast<int64_t>(blockIdx.x) * kStepWarps + warp;
-  const int64_t bh = wid / s;
-  const int v = static_cast<int>(wid % s);
-  if (bh >= static_cast<int64_t>(p.batch) * p.kv_heads) return;  // warp-uniform from here on
-  const int b = static_cast<int>(bh / p.kv_heads);
-  const int h = static_cast<int>(bh % p.kv_heads);
-  const int64_t t_old = p.cache_mode == kBuffer ? p.past_lengths[b] : args.past_total;
-  int64_t t_lo = 0, t_hi = 0;
-  compressed_range(t_old, s, p.sink_tokens, p.recent_window, &t_lo, &t_hi);
-  const int64_t tok = t_lo + v;
-  if (tok >= t_hi) return;
-  const int ns = p.sink_tokens;
-  const int64_t row = tok - ns;  // compressed row of this token
-  if (row >= p.present_rows) {   // buffer mode at capacity: flag it, write nothing (as v4)
-    if (lane == 0 && p.overflow_flag != nullptr) atomicExch(p.overflow_flag, 1);
-    return;
-  }
-  const char* src;
-  if (tok >= t_old) {
-    src = static_cast<const char*>(p.x) + ((bh * s + (tok - t_old)) * D) * kEsize;
-  } else {  // leaves the recent window in this step
-    const int64_t slot = ns + pmod(tok - ns, p.recent_window);
-    src = static_cast<const char*>(p.past_window) + ((bh * p.past_window_rows + slot) * D) * kEsize;
-  }
-  const float* r0 = p.rotation + static_cast<int64_t>(p.rotation_heads == 1 ? 0 : h) * D * D;  // row 0 of R[h]
+  if (!active) return;
 
   double z[CPL];
-  load_lane<CPL, kHalf>(src, lane, z);
-  const double c64 = static_cast<double>(fabsf(r0[0]));
+  lane_values<CPL, kHalf>(raw, z);
+  const double c64 = static_cast<double>(fabsf(r00));
   double part = 0.0;  // sum of x_j^2 over this lane's coordinates
 #pragma unroll
   for (int i = 0; i < CPL; ++i) {
     part = fma(z[i], z[i], part);
-    if (r0[lane * CPL + i] < 0.0f) z[i] = -z[i];
+    if (r0j[i] < 0.0f) z[i] = -z[i];
   }
   // y / c = H_D z: butterfly bits 0 .. log2(CPL) - 1 in registers, the lane bits by shuffles (lower index a + b,
   // upper a - b).
