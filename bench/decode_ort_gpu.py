@@ -10,9 +10,11 @@ Method: IO binding, so caches stay on the GPU between steps (each step's present
 next step's past). The past at context T is synthetic: the original gets random float caches [B, Hkv, T, D];
 a converted model gets caches made by its own TQQuantize op (a one-node graph with the layer's rotation,
 codebook and attributes, run on the same provider) from random K/V, i.e. valid compressed rows
-[B, Hkv, T, row_bytes]. Then `--warmup` steps, then `--steps` timed steps (the context grows by one per
-step); ms/token is the median wall time of a step (host clock around run_with_iobinding and the output
-synchronisation). `--device cpu` dry-runs the same logic on a small model; its times mean nothing.
+[B, Hkv, T, row_bytes]. Then `--warmup` steps, then `--rounds` rounds of `--steps` timed steps per (model,
+context), the rounds interleaved over the models (each loop keeps its caches between rounds; the context
+grows by one per step); ms/token is the median wall time of a step over all rounds (host clock around
+run_with_iobinding and the output synchronisation), printed with each round's median. `--device cpu`
+dry-runs the same logic on a small model; its times mean nothing.
 
     python bench/decode_ort_gpu.py --models build/e2e/models [--contexts 4096 32768] [--batch 1]
 """
@@ -123,45 +125,57 @@ def float_pasts(session: Any, batch: int, context: int) -> dict[str, np.ndarray]
     }
 
 
-def time_decode(session: Any, pasts: dict[str, np.ndarray], context: int, args: argparse.Namespace) -> float:
-    """Median ms per decode step, caches kept on the device through IO binding."""
-    import onnxruntime as ort
+class DecodeRun:
+    """One (model, context) decode loop whose caches stay on the device between calls (IO binding): each call
+    of `steps` runs n more decode steps from where the last call stopped and returns their wall times (s)."""
 
-    device, batch = args.device, args.batch
-    layout = CacheLayout.from_io(session.get_inputs(), session.get_outputs())
-    names = [layout.logits_name] + [slot.present_name for slot in layout.slots]
-    past_values = {name: ort.OrtValue.ortvalue_from_numpy(a, device, 0) for name, a in pasts.items()}
-    inputs = {i.name for i in session.get_inputs()}
-    rng = np.random.default_rng(1)
-    times = []
-    for step in range(args.warmup + args.steps):
-        length = context + step
-        binding = session.io_binding()
-        binding.bind_cpu_input("input_ids", rng.integers(3, 500, size=(batch, 1), dtype=np.int64))
-        if "attention_mask" in inputs:
-            binding.bind_cpu_input("attention_mask", np.ones((batch, length + 1), dtype=np.int64))
-        if "position_ids" in inputs:
-            binding.bind_cpu_input("position_ids", np.full((batch, 1), length, dtype=np.int64))
-        for name, value in past_values.items():
-            binding.bind_ortvalue_input(name, value)
-        for name in names:
-            binding.bind_output(name, device)
-        binding.synchronize_inputs()
-        start = time.perf_counter()
-        session.run_with_iobinding(binding)
-        binding.synchronize_outputs()
-        elapsed = time.perf_counter() - start
-        by_name = dict(zip(names, binding.get_outputs(), strict=True))
-        past_values = {slot.past_name: by_name[slot.present_name] for slot in layout.slots}
-        if step >= args.warmup:
-            times.append(elapsed)
-    expected, key = context + args.warmup + args.steps, layout.cache_slots[0]
-    got = by_name[key.present_name].shape()[2]
-    if not layout.window_slots and got != expected:
-        raise RuntimeError(f"{key.present_name} holds {got} tokens after the run, expected {expected}")
-    if not np.isfinite(by_name[layout.logits_name].numpy()).all():
-        raise RuntimeError("decode produced non-finite logits")
-    return 1e3 * statistics.median(times)
+    def __init__(self, session: Any, pasts: dict[str, np.ndarray], context: int, args: argparse.Namespace):
+        import onnxruntime as ort
+
+        self.session, self.device, self.batch = session, args.device, args.batch
+        self.layout = CacheLayout.from_io(session.get_inputs(), session.get_outputs())
+        self.names = [self.layout.logits_name] + [slot.present_name for slot in self.layout.slots]
+        self.past_values = {
+            name: ort.OrtValue.ortvalue_from_numpy(a, self.device, 0) for name, a in pasts.items()
+        }
+        self.inputs = {i.name for i in session.get_inputs()}
+        self.rng = np.random.default_rng(1)
+        self.context, self.length = context, context
+        self.by_name: dict[str, Any] = {}
+
+    def steps(self, n: int) -> list[float]:
+        times = []
+        for _ in range(n):
+            binding = self.session.io_binding()
+            ids = self.rng.integers(3, 500, size=(self.batch, 1), dtype=np.int64)
+            binding.bind_cpu_input("input_ids", ids)
+            if "attention_mask" in self.inputs:
+                mask = np.ones((self.batch, self.length + 1), dtype=np.int64)
+                binding.bind_cpu_input("attention_mask", mask)
+            if "position_ids" in self.inputs:
+                binding.bind_cpu_input("position_ids", np.full((self.batch, 1), self.length, dtype=np.int64))
+            for name, value in self.past_values.items():
+                binding.bind_ortvalue_input(name, value)
+            for name in self.names:
+                binding.bind_output(name, self.device)
+            binding.synchronize_inputs()
+            start = time.perf_counter()
+            self.session.run_with_iobinding(binding)
+            binding.synchronize_outputs()
+            times.append(time.perf_counter() - start)
+            self.by_name = dict(zip(self.names, binding.get_outputs(), strict=True))
+            self.past_values = {slot.past_name: self.by_name[slot.present_name] for slot in self.layout.slots}
+            self.length += 1
+        return times
+
+    def check(self) -> None:
+        """The caches grew by one token per step; the last logits are finite."""
+        key = self.layout.cache_slots[0]
+        got = self.by_name[key.present_name].shape()[2]
+        if not self.layout.window_slots and got != self.length:
+            raise RuntimeError(f"{key.present_name} holds {got} tokens after the run, expected {self.length}")
+        if not np.isfinite(self.by_name[self.layout.logits_name].numpy()).all():
+            raise RuntimeError("decode produced non-finite logits")
 
 
 def main() -> None:
@@ -172,7 +186,14 @@ def main() -> None:
     parser.add_argument("--contexts", type=int, nargs="+", default=[4096, 32768])
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per round")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds over every (model, context), interleaved, so that drift of the host's per-step cost "
+        "between minutes reaches every model alike",
+    )
     parser.add_argument("--device", choices=sorted(PROVIDERS), default="cuda")
     parser.add_argument(
         "--variants", nargs="+", help="name=folder pairs, the original first (default: llama8b)"
@@ -181,13 +202,15 @@ def main() -> None:
     variants = tuple(tuple(v.split("=", 1)) for v in args.variants) if args.variants else VARIANTS
     ensure_weights(args.models, variants)
     provider = PROVIDERS[args.device]
-    results: dict[tuple[str, int], float] = {}
+    runs: dict[tuple[str, int], DecodeRun] = {}
+    sessions = []
     for variant, folder in variants:
         path = args.models / folder / "model.onnx"
         if not path.is_file():
             print(f"skip {variant}: {path} missing")
             continue
         session = make_session(path, provider, exact_fp32=False)
+        sessions.append(session)
         converted = CacheLayout.from_io(session.get_inputs(), session.get_outputs()).is_converted
         for context in args.contexts:
             if converted:
@@ -195,19 +218,35 @@ def main() -> None:
             else:
                 pasts = float_pasts(session, args.batch, context)
             cache_mib = sum(a.nbytes for a in pasts.values()) / 2**20
-            ms = time_decode(session, pasts, context, args)
-            results[(variant, context)] = ms
+            run = DecodeRun(session, pasts, context, args)
+            run.steps(args.warmup)
+            runs[(variant, context)] = run
+            print(f"{variant:9s} T={context:6d} B={args.batch}: caches {cache_mib:.0f} MiB, warmed up")
+    times: dict[tuple[str, int], list[float]] = {key: [] for key in runs}
+    round_medians: dict[tuple[str, int], list[float]] = {key: [] for key in runs}
+    for r in range(args.rounds):
+        for key, run in runs.items():
+            step_times = run.steps(args.steps)
+            times[key] += step_times
+            round_medians[key].append(1e3 * statistics.median(step_times))
             print(
-                f"{variant:9s} T={context:6d} B={args.batch}: {ms:8.3f} ms/token (caches {cache_mib:.0f} MiB)"
+                f"round {r + 1}: {key[0]:9s} T={key[1]:6d}: {round_medians[key][-1]:8.3f} ms/token",
+                flush=True,
             )
-        del session
-    print(f"\ncard: {card_name()}; B={args.batch}; median of {args.steps} steps after {args.warmup} warm-up")
-    print("| model | T | ms/token | original / this |")
-    print("|---|---|---|---|")
+    for run in runs.values():
+        run.check()
+    results = {key: 1e3 * statistics.median(t) for key, t in times.items()}
+    print(
+        f"\ncard: {card_name()}; B={args.batch}; median of {args.rounds} x {args.steps} steps (rounds "
+        f"interleaved over the models), after {args.warmup} warm-up steps"
+    )
+    print("| model | T | ms/token | per round | original / this |")
+    print("|---|---|---|---|---|")
     for (variant, context), ms in results.items():
         base = results.get((variants[0][0], context))
         ratio = f"{base / ms:.2f}" if base and variant != variants[0][0] else "-"
-        print(f"| {variant} | {context} | {ms:.3f} | {ratio} |")
+        spread = " / ".join(f"{m:.3f}" for m in round_medians[(variant, context)])
+        print(f"| {variant} | {context} | {ms:.3f} | {spread} | {ratio} |")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 # The one device call of the ORT CUDA end-to-end run (nothing is built there). Before it, the onnxruntime-gpu
 # wheel parts part00..part06 of .device/ortgpu-e2e were copied into /root/ortgpu-e2e by one call each
 # (bench/gpu_e2e/README.md); this call carries part07, build/e2e (CUDA custom-op library + graphs without
-# weights) and runs: install ORT-GPU, fill weights, the CUDA-vs-CPU test, the decode benchmark (table last).
+# weights) and runs: install ORT-GPU, fill weights, the CUDA-vs-CPU test, the decode benchmark at B = 1 and 8
+# (tables last).
 # --real: the real SmolLM2 instead (bench/gpu_e2e/stage_real.sh; its calls in build/e2e-real/calls.md): stash
 # this call's pack part, rebuild model.onnx.data from /root/e2e-real-pack, run the test on build/e2e-real/models.
 # --verify: the ORT CUDA op tests (tests/ort/test_cuda_ops.py) on build/e2e/lib, then the TensorRT plugin harness
@@ -73,4 +74,6 @@ timeout 330 python3 -m pytest -p no:cacheprovider -rA -s --tb=short tests/gpu/te
   2>&1 | tee "$out/test_e2e.log" | grep -E "max\||passed|failed|PASSED|FAILED|SKIPPED|Error|error" | tail -20
 steps=30
 [ "${1:-}" = --quick ] && steps=10
-timeout 280 python3 bench/decode_ort_gpu.py --models build/e2e/models --steps "$steps" 2>&1 | tee "$out/bench.log" | tail -22
+timeout 280 python3 bench/decode_ort_gpu.py --models build/e2e/models --steps "$steps" 2>&1 | tee "$out/bench.log" | tail -9
+timeout 280 python3 bench/decode_ort_gpu.py --models build/e2e/models --steps "$steps" --batch 8 2>&1 \
+  | tee "$out/bench_b8.log" | tail -9
