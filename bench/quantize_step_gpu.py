@@ -6,8 +6,9 @@ new tokens) and of the v4 kernel (TQ_QUANT_STEP=0), same build, same run, CUDA-g
 
 Part 2, one layer's decode step in buffer mode (B sequences at T cached tokens, one new token each), as a
 converted model runs it: TQQuantize of K, TQQuantize of V, TQAttention over T + 1 tokens (4-bit K/V, Hq 32,
-Hkv 8, D 128), with either quantize kernel; against the uncompressed step: the new K and V copied into float16
-caches of T + 1 rows, then torch SDPA over them. Prints the card; never asserts.
+Hkv 8, D 128), with either quantize kernel (the step kernel also launched plainly, TQ_QUANT_EARLY=0);
+against the uncompressed step: the new K and V copied into float16 caches of T + 1 rows, then torch SDPA.
+Prints the card; never asserts.
 Run: python3 bench/quantize_step_gpu.py [--quick]
 """
 
@@ -43,14 +44,17 @@ QUANT_CASES = [  # (D, Hkv, bits, B, S)
 STEP_CASES = [(1, 1024), (1, 4096), (8, 1024), (8, 4096), (1, 32768), (32, 4096)]  # (B, T)
 
 
-def with_kernel(step: bool, fn, variants: int) -> float:
-    """fn timed with the step kernel (step) or the v4 kernel; the launcher reads TQ_QUANT_STEP at each launch,
-    i.e. while the graph is captured."""
+def with_kernel(step: bool, fn, variants: int, early: bool = True) -> float:
+    """fn timed with the step kernel (step) or the v4 kernel, the step kernel launched as a programmatic
+    dependent of the previous kernel (early) or plainly; the launcher reads TQ_QUANT_STEP and TQ_QUANT_EARLY
+    at each launch, i.e. while the graph is captured."""
     os.environ["TQ_QUANT_STEP"] = "1" if step else "0"
+    os.environ["TQ_QUANT_EARLY"] = "1" if early else "0"
     try:
         return time_graph_us(fn, variants)
     finally:
         os.environ.pop("TQ_QUANT_STEP", None)
+        os.environ.pop("TQ_QUANT_EARLY", None)
 
 
 def main() -> None:
@@ -117,6 +121,7 @@ def main() -> None:
             )  # fmt: skip
 
         v4 = with_kernel(False, layer_step, 1)
+        plain = with_kernel(True, layer_step, 1, early=False)
         step = with_kernel(True, layer_step, 1)
         kc = vc = layer_step = None
         k16 = torch.randn((b, hkv, cap, d), dtype=torch.float16, device="cuda")
@@ -130,8 +135,12 @@ def main() -> None:
         base = time_graph_us(fp16_step, 1)
         k16 = v16 = None
         torch.cuda.empty_cache()
-        step_rows.append((b, t, v4, step, base))
-        print(f"layer step B={b} T={t}: v4 {v4:.2f} us, step {step:.2f} us, fp16 {base:.2f} us", flush=True)
+        step_rows.append((b, t, v4, plain, step, base))
+        print(
+            f"layer step B={b} T={t}: v4 {v4:.2f} us, step {plain:.2f} (plain launch) / {step:.2f} us, "
+            f"fp16 {base:.2f} us",
+            flush=True,
+        )
 
     print(f"\n{name}; quantize per call (concat append, empty past, float16 x, R promised Hadamard)")
     print("   D Hkv bits   B   S    v4 us  step us  step/v4")
@@ -141,10 +150,14 @@ def main() -> None:
         f"\n{name}; one layer's decode step, buffer mode (quantize K + quantize V + attention, 4-bit, "
         f"Hq {hq} Hkv {hkv} D {d}) vs float16 (two cache writes + SDPA)"
     )
-    print("   B      T  with v4 us  with step us  change  fp16 us  fp16/ours(step)")
-    for b, t, v4, step, base in step_rows:
+    print("(step plain: TQ_QUANT_EARLY=0, the step kernel launched without the programmatic dependency)")
+    print("   B      T  with v4 us  step plain us  with step us  change  fp16 us  fp16/ours(step)")
+    for b, t, v4, plain, step, base in step_rows:
         change = 100 * (step / v4 - 1)
-        print(f"{b:4d} {t:6d} {v4:11.2f} {step:13.2f} {change:+6.1f}% {base:8.2f} {base / step:16.2f}")
+        print(
+            f"{b:4d} {t:6d} {v4:11.2f} {plain:14.2f} {step:13.2f} {change:+6.1f}% {base:8.2f} "
+            f"{base / step:16.2f}"
+        )
 
 
 if __name__ == "__main__":

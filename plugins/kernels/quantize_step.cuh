@@ -79,6 +79,9 @@ __global__ void __launch_bounds__(32 * kStepWarps) tq_quantize_step_kernel(const
   constexpr int kEsize = kHalf ? 2 : 4;
   constexpr int kRowWords = (D + 2 + 3) / 4;  // the widest row (8-bit codes + one float16 norm), in words
   dev::pdl_trigger();  // a decode attention launched next may start (it waits for this grid first)
+  // Launched as a programmatic dependent of the stream's previous kernel (launch_typed): nothing below may read
+  // before that grid completes. Without the launch attribute this returns at once.
+  dev::pdl_wait();
 
   const QuantizeParams& p = args.p;
   const RowLayout& lay = args.lay;
@@ -226,6 +229,16 @@ __global__ void __launch_bounds__(32 * kStepWarps) tq_quantize_step_kernel(const
   for (int k = lane; k < rb / 2; k += 32) dst[k] = from[k];
 }
 
+// Launched as a programmatic dependent of the stream's previous kernel on sm_90 and later: the kernel waits
+// (griddepcontrol.wait) before it reads anything, so its launch latency overlaps the previous kernel's tail (in a
+// converted model: TQQuantize of K before TQQuantize of V, whose kernels trigger at their start). After any other
+// kernel it behaves as a plain launch. TQ_QUANT_EARLY=0: plain launches (A/B timing).
+inline bool step_launch_dependent() {
+  if (compute_capability_major() < 9) return false;
+  const char* v = std::getenv("TQ_QUANT_EARLY");
+  return v == nullptr || std::atoi(v) != 0;
+}
+
 template <int D, bool kHalf>
 cudaError_t launch_typed(const QuantizeArgs& args, cudaStream_t stream) {
   const QuantizeParams& p = args.p;
@@ -234,8 +247,23 @@ cudaError_t launch_typed(const QuantizeArgs& args, cudaStream_t stream) {
   if (blocks > 0x7fffffffLL) {
     return invalid("TQQuantize: %lld vectors: too many for one grid", static_cast<long long>(warps));
   }
-  tq_quantize_step_kernel<D, kHalf><<<static_cast<unsigned>(blocks), 32 * kStepWarps, 0, stream>>>(args);
-  const cudaError_t e = cudaGetLastError();
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(static_cast<unsigned>(blocks));
+  cfg.blockDim = dim3(32 * kStepWarps);
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  const bool dependent = step_launch_dependent();
+  cfg.attrs = attr;
+  cfg.numAttrs = dependent ? 1 : 0;
+  cudaError_t e = cudaLaunchKernelEx(&cfg, tq_quantize_step_kernel<D, kHalf>, args);
+  if (e != cudaSuccess && dependent) {  // a runtime that refuses the attribute gets a plain launch
+    (void)cudaGetLastError();
+    cfg.numAttrs = 0;
+    e = cudaLaunchKernelEx(&cfg, tq_quantize_step_kernel<D, kHalf>, args);
+  }
+  if (e == cudaSuccess) e = cudaGetLastError();
   if (e != cudaSuccess) return cuda_failed(e, "TQQuantize: tq_quantize_step_kernel launch");
   return cudaSuccess;
 }

@@ -1425,12 +1425,18 @@ def test_attention_early_launch_after_quantize(kernels, monkeypatch):
         torch.cuda.synchronize()
         return outs, k_cache, v_cache
 
+    monkeypatch.delenv("TQ_QUANT_EARLY", raising=False)
     early, k_cache, v_cache = loop()
+    # plain: neither the decode kernel nor TQQuantize's step kernel (S = 1, promised R; a programmatic
+    # dependent of the kernel before it, here after the concat copy of the past rows) is launched early
     monkeypatch.setenv("TQ_DECODE_EARLY", "0")
-    plain, _, _ = loop()
+    monkeypatch.setenv("TQ_QUANT_EARLY", "0")
+    plain, k_plain, v_plain = loop()
     monkeypatch.delenv("TQ_DECODE_EARLY")
+    monkeypatch.delenv("TQ_QUANT_EARLY")
     for i, (e, p) in enumerate(zip(early, plain, strict=True)):
         assert torch.equal(e, p), f"step {i}: the early and the plain launch differ"
+    assert torch.equal(k_cache, k_plain) and torch.equal(v_cache, v_plain), "the caches differ"
     want = reference_decode(
         qs[-1].cpu().numpy(), k_cache.cpu().numpy(), v_cache.cpu().numpy(), masks[-1].cpu().numpy(),
         kref.rotation.astype(np.float32), vref.rotation.astype(np.float32), kref, vref, kc, vc,
