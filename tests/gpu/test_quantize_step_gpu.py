@@ -83,7 +83,9 @@ def launched(fn) -> set[str]:
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"D{c[0]}-m{c[1]}-nc{c[2]}-rh{c[3]}")
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
-@pytest.mark.parametrize("window", [(0, 0), (2, 5)], ids=["nowin", "win2+5"])
+@pytest.mark.parametrize(
+    "window", [(0, 0), (2, 5), (4, 0), (0, 3)], ids=["nowin", "win2+5", "sinks4", "recent3"]
+)
 def test_step_kernel_concat_steps_bit_exact(kernels, monkeypatch, cfg, dtype, window):
     """Concat mode: a 20-token prefix, then steps of 1, 1, 3, 16 and 1 tokens, each from the reference's
     cache; the step kernel's bytes equal the reference's and (TQ_QUANT_STEP=0) the v4 kernel's."""
