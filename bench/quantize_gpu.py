@@ -7,7 +7,9 @@ kernel) and a dense Haar rotation (the fast kernel's v2 dense branch). Prints th
 
 Rows with a Hadamard R and no QJL are timed twice: as a caller that knows nothing about R (the kernel checks
 R's structure, a D x D read per block) and as the ORT CUDA op calls it for a constant rotation initializer
-(QuantizeParams::rotation_hadamard promised after the host check): the columns "us" and "promised".
+(QuantizeParams::rotation_hadamard promised after the host check): the columns "us" and "promised". With the
+promise, calls of at most 16 new tokens (the S=1 rows) run the decode-step kernel (quantize_step.cuh); its own
+A/B against v4 and a layer's decode step are in bench/quantize_step_gpu.py.
 """
 
 from __future__ import annotations
@@ -80,7 +82,10 @@ def main() -> None:
         best = us if math.isnan(promised) else min(us, promised)
         gbs = nbytes / (best * 1e-6) / 1e9
         rows.append((bits, qjl, rot_kind, dtype_name, b, s, us, promised, gbs, gbs / copy_gbs))
-    print(f"\n{name}; copy {copy_gbs:.0f} GB/s; Hkv={HKV} D={D}; quantize v4 (Hadamard, no QJL)")
+    print(
+        f"\n{name}; copy {copy_gbs:.0f} GB/s; Hkv={HKV} D={D}; quantize v4 (Hadamard, no QJL; "
+        "promised S <= 16: the step kernel)"
+    )
     print("(GB/s and %copy from the faster column; promised/us: the promise's time over the checked one)")
     print("bits qjl rotation dtype      B     S       us promised promised/us     GB/s  %copy")
     for bits, qjl, rot_kind, dtype_name, b, s, us, promised, gbs, share in rows:
