@@ -147,28 +147,7 @@ __global__ void __launch_bounds__(32 * kStepWarps) tq_quantize_step_kernel(const
     part = fma(z[i], z[i], part);
     if (r0j[i] < 0.0f) z[i] = -z[i];
   }
-  // y / c = H_D z: butterfly bits 0 .. log2(CPL) - 1 in registers, the lane bits by shuffles (lower index a + b,
-  // upper a - b).
-#pragma unroll
-  for (int bit = 1; bit < CPL; bit <<= 1) {
-#pragma unroll
-    for (int i = 0; i < CPL; ++i) {
-      if (i & bit) continue;
-      const double a = z[i];
-      const double c = z[i | bit];
-      z[i] = a + c;
-      z[i | bit] = a - c;
-    }
-  }
-#pragma unroll
-  for (int o = 1; o < 32; o <<= 1) {
-    const bool upper = (lane & o) != 0;
-#pragma unroll
-    for (int i = 0; i < CPL; ++i) {
-      const double other = __shfl_xor_sync(0xffffffffu, z[i], o);
-      z[i] = upper ? other - z[i] : z[i] + other;
-    }
-  }
+  dev::warp_fwht<CPL>(z, lane);  // y / c = H_D z (lane l holds coordinates l CPL .. l CPL + CPL - 1)
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) part += __shfl_xor_sync(0xffffffffu, part, o);  // same sum in every lane
   const double n64 = c64 * sqrt(part * D);

@@ -292,17 +292,17 @@ __device__ __forceinline__ uint32_t hadamard_mismatch(const float* rot, int tid)
 
 // In-warp unnormalized Walsh-Hadamard transform (Sylvester order) of one vector of 32 N coordinates, N a power of
 // two: lane holds coordinates N lane .. N lane + N - 1 in v; on return v[e] = sum_k H[N lane + e][k] x_k.
-// log2(N) butterfly stages in registers, then 5 over the lanes (shuffles). Float32 sums: the product H x up to
-// float32 rounding order.
-template <int N>
-__device__ __forceinline__ void warp_fwht(float (&v)[N], int lane) {
+// log2(N) butterfly stages in registers, then 5 over the lanes (shuffles). Sums in T (float: the product H x up to
+// float32 rounding order; double: exact for float16 inputs, whose partial sums all fit a double's mantissa).
+template <int N, typename T>
+__device__ __forceinline__ void warp_fwht(T (&v)[N], int lane) {
   static_assert(N >= 1 && (N & (N - 1)) == 0, "N a power of two");
 #pragma unroll
   for (int h = 1; h < N; h <<= 1) {
 #pragma unroll
     for (int e = 0; e < N; ++e) {
       if ((e & h) == 0) {
-        const float x = v[e], y = v[e + h];
+        const T x = v[e], y = v[e + h];
         v[e] = x + y;
         v[e + h] = x - y;
       }
@@ -313,7 +313,7 @@ __device__ __forceinline__ void warp_fwht(float (&v)[N], int lane) {
     const bool upper = (lane & m) != 0;
 #pragma unroll
     for (int e = 0; e < N; ++e) {
-      const float o = __shfl_xor_sync(0xffffffffu, v[e], m);
+      const T o = __shfl_xor_sync(0xffffffffu, v[e], m);
       v[e] = upper ? o - v[e] : v[e] + o;
     }
   }
