@@ -455,7 +455,8 @@ cudaError_t launch_quantize(const QuantizeParams& p, void* /*workspace*/, cudaSt
   // 1. Past rows.
   const size_t rb = static_cast<size_t>(lay.row_bytes);
   const size_t heads = static_cast<size_t>(p.batch) * p.kv_heads;
-  if (p.past_rows > 0 && p.past_cache != p.present_cache) {
+  const bool copies_past = p.past_rows > 0 && p.past_cache != p.present_cache;
+  if (copies_past) {
     cudaError_t e;
     if (p.cache_mode == kConcat) {
       e = cudaMemcpy2DAsync(p.present_cache, p.present_rows * rb, p.past_cache, p.past_rows * rb, p.past_rows * rb,
@@ -467,7 +468,7 @@ cudaError_t launch_quantize(const QuantizeParams& p, void* /*workspace*/, cudaSt
   }
   // 2. Compress.
   if (p.new_tokens > 0 && step_path_applies(args.p)) {
-    const cudaError_t e = launch_quantize_step(args, stream);
+    const cudaError_t e = launch_quantize_step(args, copies_past, stream);
     if (e != cudaSuccess) return e;
   } else if (p.new_tokens > 0 && wht_path_applies(args.p)) {
     const cudaError_t e = launch_quantize_wht(args, stream);

@@ -211,7 +211,9 @@ __global__ void __launch_bounds__(32 * kStepWarps) tq_quantize_step_kernel(const
 // Launched as a programmatic dependent of the stream's previous kernel on sm_90 and later: the kernel waits
 // (griddepcontrol.wait) before it reads anything, so its launch latency overlaps the previous kernel's tail (in a
 // converted model: TQQuantize of K before TQQuantize of V, whose kernels trigger at their start). After any other
-// kernel it behaves as a plain launch. TQ_QUANT_EARLY=0: plain launches (A/B timing).
+// kernel it behaves as a plain launch. Not after the past-row copy of the same call (after_copy: concat mode),
+// where there is no kernel to overlap and a programmatic edge from a copy under stream capture is untested.
+// TQ_QUANT_EARLY=0: plain launches (A/B timing).
 inline bool step_launch_dependent() {
   if (compute_capability_major() < 9) return false;
   const char* v = std::getenv("TQ_QUANT_EARLY");
@@ -219,7 +221,7 @@ inline bool step_launch_dependent() {
 }
 
 template <int D, bool kHalf>
-cudaError_t launch_typed(const QuantizeArgs& args, cudaStream_t stream) {
+cudaError_t launch_typed(const QuantizeArgs& args, bool after_copy, cudaStream_t stream) {
   const QuantizeParams& p = args.p;
   const int64_t warps = static_cast<int64_t>(p.batch) * p.kv_heads * p.new_tokens;
   const int64_t blocks = (warps + kStepWarps - 1) / kStepWarps;
@@ -233,7 +235,7 @@ cudaError_t launch_typed(const QuantizeArgs& args, cudaStream_t stream) {
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = 1;
-  const bool dependent = step_launch_dependent();
+  const bool dependent = !after_copy && step_launch_dependent();
   cfg.attrs = attr;
   cfg.numAttrs = dependent ? 1 : 0;
   cudaError_t e = cudaLaunchKernelEx(&cfg, tq_quantize_step_kernel<D, kHalf>, args);
@@ -257,15 +259,18 @@ inline bool step_path_applies(const QuantizeParams& p) {
   return env == nullptr || std::atoi(env) != 0;
 }
 
-inline cudaError_t launch_quantize_step(const QuantizeArgs& args, cudaStream_t stream) {
+inline cudaError_t launch_quantize_step(const QuantizeArgs& args, bool after_copy, cudaStream_t stream) {
   const bool half = args.p.dtype == DType::kFloat16;
   switch (args.p.codec.head_dim) {
     case 64:
-      return half ? step::launch_typed<64, true>(args, stream) : step::launch_typed<64, false>(args, stream);
+      return half ? step::launch_typed<64, true>(args, after_copy, stream)
+                  : step::launch_typed<64, false>(args, after_copy, stream);
     case 128:
-      return half ? step::launch_typed<128, true>(args, stream) : step::launch_typed<128, false>(args, stream);
+      return half ? step::launch_typed<128, true>(args, after_copy, stream)
+                  : step::launch_typed<128, false>(args, after_copy, stream);
     case 256:
-      return half ? step::launch_typed<256, true>(args, stream) : step::launch_typed<256, false>(args, stream);
+      return half ? step::launch_typed<256, true>(args, after_copy, stream)
+                  : step::launch_typed<256, false>(args, after_copy, stream);
     default:
       return invalid("TQQuantize: head_dim=%d: no step kernel", args.p.codec.head_dim);
   }
