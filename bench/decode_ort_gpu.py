@@ -140,7 +140,7 @@ class DecodeRun:
         }
         self.inputs = {i.name for i in session.get_inputs()}
         self.rng = np.random.default_rng(1)
-        self.context, self.length = context, context
+        self.length = context  # tokens in the caches; grows by one per step
         self.by_name: dict[str, Any] = {}
 
     def steps(self, n: int) -> list[float]:
