@@ -246,34 +246,44 @@ __device__ __forceinline__ uint32_t hadamard_row0_mismatch(const float* rot, flo
                                                                                                          : 0u;
 }
 
-// Nonzero when thread tid (of NT) found an entry of R off the structure in its share: float4 column quad
-// j = 4 (tid % (D / 4)) of rows i0 + RSTEP * it (i0 = tid / (D / 4)). The caller ORs the flags over the block
-// (__syncthreads_or). A misaligned R counts as a mismatch (the caller's dense path takes it). UNROLL: loads in
-// flight per round.
-template <int D, int NT, int UNROLL>
-__device__ __forceinline__ uint32_t hadamard_mismatch(const float* rot, int tid) {
-  constexpr int kQuads = D / 4;
+// One thread's share of the full check that R (D x D, float32, 16-byte aligned) is c * H_D * diag(s) bit for bit:
+// float4 column quad j = 4 (tid % (D / 4)) of rows i0 + RSTEP * it, it = 0 .. kIters - 1 (i0 = tid / (D / 4), NT
+// threads). bad holds what row 0 already shows (c = |R[0][0]| not finite and positive, |R[0][j + q]| != c); check()
+// compares one loaded row quad with R[0] under the sign (-1)^popcount(i & (j + q)).
+template <int D, int NT>
+struct HadamardShare {
+  static constexpr int kQuads = D / 4;
   static_assert(NT % kQuads == 0 && (D & (D - 1)) == 0, "whole column quads per thread, D a power of two");
-  constexpr int kRowStep = NT / kQuads;
-  constexpr int kIters = D / kRowStep;
-  if ((reinterpret_cast<uintptr_t>(rot) & 15) != 0) return 1u;
-  const int jq = tid % kQuads;
-  const int j = 4 * jq;
-  const int i0 = tid / kQuads;
-  const float c = fabsf(__ldg(rot));
-  const float4 r0 = __ldg(reinterpret_cast<const float4*>(rot) + jq);
-  const float row0[4] = {r0.x, r0.y, r0.z, r0.w};
-  uint32_t bad = !(c > 0.0f && c <= 3.4e38f) ? 1u : 0u;
+  static constexpr int kRowStep = NT / kQuads;
+  static constexpr int kIters = D / kRowStep;
+  const uint4* r4;  // this thread's quad of row i0
+  int j;
+  int i0;
+  float row0[4];
   uint32_t want[4];  // bits of R[i0][j + q]
+  uint32_t bad;
+
+  __device__ __forceinline__ HadamardShare(const float* rot, int tid) {
+    const int jq = tid % kQuads;
+    j = 4 * jq;
+    i0 = tid / kQuads;
+    const float c = fabsf(__ldg(rot));
+    const float4 r0 = __ldg(reinterpret_cast<const float4*>(rot) + jq);
+    row0[0] = r0.x;
+    row0[1] = r0.y;
+    row0[2] = r0.z;
+    row0[3] = r0.w;
+    bad = !(c > 0.0f && c <= 3.4e38f) ? 1u : 0u;
 #pragma unroll
-  for (int q = 0; q < 4; ++q) {
-    bad |= fabsf(row0[q]) != c ? 1u : 0u;
-    want[q] = __float_as_uint(row0[q]) ^ (static_cast<uint32_t>(__popc(i0 & (j + q))) << 31);
+    for (int q = 0; q < 4; ++q) {
+      bad |= fabsf(row0[q]) != c ? 1u : 0u;
+      want[q] = __float_as_uint(row0[q]) ^ (static_cast<uint32_t>(__popc(i0 & (j + q))) << 31);
+    }
+    r4 = reinterpret_cast<const uint4*>(rot) + i0 * kQuads + jq;
   }
-  const uint4* r4 = reinterpret_cast<const uint4*>(rot) + i0 * kQuads + jq;
-#pragma unroll UNROLL
-  for (int it = 0; it < kIters; ++it) {
-    const uint4 v = __ldg(r4 + it * kRowStep * kQuads);
+  __device__ __forceinline__ const uint4* row(int it) const { return r4 + it * kRowStep * kQuads; }
+  // bad |= the mismatch bits of row quad v (row i0 + RSTEP it), in the order the checks always ORed them.
+  __device__ __forceinline__ void check(uint32_t& bad, const uint4& v, int it) const {
     if constexpr (kRowStep >= 4) {
       // i = i0 + RSTEP it with disjoint bits and RSTEP it >= 4 > q: parity(i & (j + q)) = parity(i0 & (j + q))
       // ^ parity(RSTEP it & j), one popc per quad.
@@ -286,6 +296,43 @@ __device__ __forceinline__ uint32_t hadamard_mismatch(const float* rot, int tid)
       for (int q = 0; q < 4; ++q)
         bad |= vals[q] ^ __float_as_uint(row0[q]) ^ (static_cast<uint32_t>(__popc(i & (j + q))) << 31);
     }
+  }
+};
+
+// Nonzero when thread tid (of NT) found an entry of R off the structure in its share (HadamardShare). The caller
+// ORs the flags over the block (__syncthreads_or). A misaligned R counts as a mismatch (the caller's dense path
+// takes it). UNROLL: loads in flight per round, as ptxas schedules them (it keeps ~3 per thread in flight,
+// consuming each load before the next: fine where other warps hide it; see hadamard_mismatch_staged otherwise).
+template <int D, int NT, int UNROLL>
+__device__ __forceinline__ uint32_t hadamard_mismatch(const float* rot, int tid) {
+  if ((reinterpret_cast<uintptr_t>(rot) & 15) != 0) return 1u;
+  const HadamardShare<D, NT> sh(rot, tid);
+  uint32_t bad = sh.bad;
+#pragma unroll UNROLL
+  for (int it = 0; it < HadamardShare<D, NT>::kIters; ++it) sh.check(bad, __ldg(sh.row(it)), it);
+  return bad;
+}
+
+// The same check with the loads staged through shared memory: BATCH 16-byte cp.async copies per thread in flight
+// at once (stage: [BATCH][NT] uint4 of this block's shared memory; each thread reads back only its own slots, so
+// no barrier), for a short kernel whose few warps cannot hide one L2 round trip per ~3 loads.
+template <int D, int NT, int BATCH>
+__device__ __forceinline__ uint32_t hadamard_mismatch_staged(const float* rot, int tid, uint4 (*stage)[NT]) {
+  if ((reinterpret_cast<uintptr_t>(rot) & 15) != 0) return 1u;
+  using Sh = HadamardShare<D, NT>;
+  constexpr int kBatch = BATCH < Sh::kIters ? BATCH : Sh::kIters;
+  static_assert(Sh::kIters % kBatch == 0, "whole batches");
+  const Sh sh(rot, tid);
+  uint32_t bad = sh.bad;
+#pragma unroll 1
+  for (int it0 = 0; it0 < Sh::kIters; it0 += kBatch) {
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) cp_async_16(&stage[u][tid], sh.row(it0 + u), 16);
+    cp_async_commit();
+    cp_async_wait<0>();
+    asm volatile("" ::: "memory");  // the reads below after the wait
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) sh.check(bad, stage[u][tid], it0 + u);
   }
   return bad;
 }
