@@ -178,8 +178,9 @@ def main() -> None:
 
 
 def step_quantize_launches(k) -> None:
-    """TQQuantize's decode-step kernel (promised Hadamard R, at most 16 new tokens): concat steps with a
-    window (tokens leaving the ring), buffer mode in place with ragged lengths, and a buffer past capacity."""
+    """TQQuantize's decode-step kernel (at most 16 new tokens): with a promised Hadamard R, concat steps with
+    a window (tokens leaving the ring), buffer mode in place with ragged lengths, and a buffer past capacity;
+    then unpromised R, one head's dense."""
     from bench.gpu_harness.capi import BUFFER
 
     for d, bits, dtype in ((128, 4, torch.float16), (64, 3, torch.float32), (256, 8, torch.float16)):
@@ -206,6 +207,21 @@ def step_quantize_launches(k) -> None:
         )  # fmt: skip
         torch.cuda.synchronize()
         assert int(flag.item()) == 1, "the last sequence runs past capacity"
+    # Unpromised R (the TensorRT plugin's case): the in-kernel structure check per distinct head of a block,
+    # and the dense y = R x of a warp whose R fails it (head 1 of 3 dense), with a window.
+    for d, dtype in ((128, torch.float16), (64, torch.float32), (256, torch.float16)):
+        ref = RefCodec.build(CodecConfig(head_dim=d, bits=(4,)))
+        dense = RefCodec.build(CodecConfig(head_dim=d, bits=(4,), rotation="dense", seed=5))
+        rot_np = np.repeat(ref.rotation.astype(np.float32), 3, axis=0)
+        rot_np[1] = dense.rotation[0]
+        c = Codec(d, (d,), (4,))
+        rot, cb = torch.from_numpy(rot_np).cuda(), torch.from_numpy(ref.codebook).cuda()
+        cache = torch.empty((2, 3, 0, c.row_bytes), dtype=torch.uint8, device="cuda")
+        win = torch.empty((2, 3, 0, d), dtype=dtype, device="cuda")
+        for s in (9, 1, 5):
+            x = torch.randn((2, 3, s, d), device="cuda", dtype=dtype)
+            cache, win = k.quantize(c, x, cache, rot, cb, None, win, sink_tokens=1, recent_window=3)
+        torch.cuda.synchronize()
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
 """TQQuantize's decode-step kernel (plugins/kernels/quantize_step.cuh) against the NumPy reference op.
 
-A call with at most 16 new tokens, a promised Hadamard R (as the ORT CUDA op and the TensorRT plugin promise a
-constant one), one part and no QJL runs the step kernel; TQ_QUANT_STEP=0 sends the same call to the v4 kernel.
+A call with at most 16 new tokens, one part, no QJL and a Hadamard R runs the step kernel; TQ_QUANT_STEP=0
+sends the same call to the v4 kernel. R is either promised (QuantizeParams::rotation_hadamard, as the ORT CUDA
+op promises a constant one) or, unpromised (the TensorRT plugin; an ORT graph whose R is not a constant),
+checked in the kernel: a warp whose R is not Hadamard-structured (a dense R, or one entry nudged by one ulp,
+for some heads) computes y = R x densely.
 Oracle: bytes identical to reference_ops.tq_quantize, step by step from the reference's own cache, for
 code widths 1..8, D 64/128/256, float16/float32, norm correction, shared and per-head R, sinks and a recent
 window (tokens leaving the window come from the past window's ring), buffer mode with ragged lengths, in place
@@ -43,11 +46,18 @@ CONFIGS = [  # (D, bits, norm_correction, rotation heads)
 ]
 
 
-def build(d: int, bits: int, nc: int, heads: int = 1, seed: int = 0):
+def build(d: int, bits: int, nc: int, seed: int = 0):
     from bench.gpu_harness.capi import Codec
 
     cfg = CodecConfig(head_dim=d, bits=(bits,), norm_correction=bool(nc), rotation="hadamard", seed=seed)
-    return RefCodec.build(cfg, num_heads=heads), Codec(d, (d,), (bits,), 0, nc)
+    return RefCodec.build(cfg), Codec(d, (d,), (bits,), 0, nc)
+
+
+def hadamard_heads(d: int, bits: int, heads: int, seed: int) -> np.ndarray:
+    """[heads, D, D] float32: the reference's Hadamard R from seeds seed .. seed + heads - 1 (each head its
+    own signs; RefCodec.build alone gives one shared R)."""
+    cfgs = [CodecConfig(head_dim=d, bits=(bits,), rotation="hadamard", seed=seed + i) for i in range(heads)]
+    return np.stack([RefCodec.build(c).rotation[0] for c in cfgs]).astype(np.float32)
 
 
 def attrs(codec) -> dict:
@@ -89,43 +99,57 @@ def launched(fn) -> set[str]:
 def test_step_kernel_concat_steps_bit_exact(kernels, monkeypatch, cfg, dtype, window):
     """Concat mode: a 20-token prefix, then steps of 1, 1, 3, 16 and 1 tokens, each from the reference's
     cache; the step kernel's bytes equal the reference's and (TQ_QUANT_STEP=0) the v4 kernel's."""
-    import torch
-
     d, bits, nc, rheads = cfg
-    heads, b = 3, 2
-    ns, rw = window
-    ref, codec = build(d, bits, nc, heads=rheads, seed=bits)
-    rot = ref.rotation.astype(np.float32)
+    ref, codec = build(d, bits, nc, seed=bits)
+    rot = hadamard_heads(d, bits, rheads, seed=bits)
     assert kernels.rotation_is_hadamard(rot)
     rng = np.random.default_rng(d * 10 + bits)
+    concat_steps(
+        kernels, monkeypatch, rng, codec, ref.codebook, rot, dtype, window, (1, 1, 3, STEP_MAX_TOKENS, 1),
+        hadamard=True, takes_step=lambda s: True,
+    )  # fmt: skip
+
+
+def concat_steps(
+    kernels, monkeypatch, rng, codec, codebook, rot, dtype, window, sizes, hadamard, takes_step
+) -> None:
+    """Batch 2 over 3 kv heads in concat mode: a 20-token prefix from the reference, then a step of each of
+    `sizes` tokens from the reference's cache. With TQ_QUANT_STEP=1 the step kernel runs where
+    takes_step(S) (v4 otherwise), with TQ_QUANT_STEP=0 v4; both give the reference's bytes."""
+    import torch
+
+    d = codec.head_dim
+    heads, b = 3, 2
+    ns, rw = window
     signs = np.sign(rot[0, 0])
     cache = np.zeros((b, heads, 0, codec.row_bytes), np.uint8)
     win = np.zeros((b, heads, 0, d), dtype) if ns + rw else None
     x0 = step_inputs(rng, (b, heads, 20, d), signs, dtype)
     cache, win = reference_ops.tq_quantize(
-        x0, cache, rot, ref.codebook, None, win, sink_tokens=ns, recent_window=rw, **attrs(codec)
+        x0, cache, rot, codebook, None, win, sink_tokens=ns, recent_window=rw, **attrs(codec)
     )
-    for s in (1, 1, 3, STEP_MAX_TOKENS, 1):
+    for s in sizes:
         x = step_inputs(rng, (b, heads, s, d), signs, dtype)
         want_cache, want_win = reference_ops.tq_quantize(
-            x, cache, rot, ref.codebook, None, win, sink_tokens=ns, recent_window=rw, **attrs(codec)
+            x, cache, rot, codebook, None, win, sink_tokens=ns, recent_window=rw, **attrs(codec)
         )
         got = {}
         for step in ("1", "0"):
             monkeypatch.setenv("TQ_QUANT_STEP", step)
-            args = (codec, dev(x), dev(cache), dev(rot), dev(ref.codebook), None)
+            args = (codec, dev(x), dev(cache), dev(rot), dev(codebook), None)
             win_arg = dev(win) if win is not None else None
 
             def call(args=args, win_arg=win_arg, step=step, got=got):
-                got[step] = kernels.quantize(*args, win_arg, sink_tokens=ns, recent_window=rw, hadamard=True)
+                got[step] = kernels.quantize(
+                    *args, win_arg, sink_tokens=ns, recent_window=rw, hadamard=hadamard
+                )
 
             names = launched(call)
-            kernel = STEP_KERNEL if step == "1" else V4_KERNEL
-            other = V4_KERNEL if step == "1" else STEP_KERNEL
-            compresses = want_cache.shape[2] > cache.shape[2]
-            if compresses:
-                assert any(kernel in n for n in names), f"TQ_QUANT_STEP={step}: no {kernel} in {names}"
-            assert not any(other in n for n in names), f"TQ_QUANT_STEP={step}: {other} ran"
+            kernel = STEP_KERNEL if step == "1" and takes_step(s) else V4_KERNEL
+            other = V4_KERNEL if kernel == STEP_KERNEL else STEP_KERNEL
+            if want_cache.shape[2] > cache.shape[2]:  # compresses
+                assert any(kernel in n for n in names), f"TQ_QUANT_STEP={step}, S={s}: no {kernel} in {names}"
+            assert not any(other in n for n in names), f"TQ_QUANT_STEP={step}, S={s}: {other} ran"
         torch.cuda.synchronize()
         for step, (g_cache, g_win) in got.items():
             np.testing.assert_array_equal(
@@ -152,7 +176,98 @@ def test_seventeen_tokens_take_the_v4_kernel(kernels, monkeypatch):
     names = launched(
         lambda: kernels.quantize(codec, x, past, dev(ref.rotation), dev(ref.codebook), None, hadamard=False)
     )
-    assert not any(STEP_KERNEL in n for n in names), "an unpromised R must not take the step kernel"
+    assert any(STEP_KERNEL in n for n in names), f"an unpromised R takes the step kernel too: {names}"
+
+
+def rotation_of(form: str, d: int, bits: int, heads: int) -> tuple[np.ndarray, object]:
+    """R [heads, D, D] float32 and the reference codec: "hadamard" (the converter's, one per head), "dense"
+    (Haar rotations), "mixed" (head 1 dense, the others Hadamard), "nudged" (head 1's Hadamard R with one
+    entry moved by one float32 ulp, so only the kernel's bit-for-bit check can tell)."""
+    ref, _ = build(d, bits, 0, seed=bits)
+    rot = hadamard_heads(d, bits, heads, seed=bits)
+    dense = np.stack(
+        [
+            RefCodec.build(CodecConfig(head_dim=d, bits=(bits,), rotation="dense", seed=11 + i), num_heads=1)
+            .rotation[0]
+            .astype(np.float32)
+            for i in range(heads)
+        ]
+    )
+    if form == "dense":
+        rot = dense
+    elif form == "mixed":
+        rot[1] = dense[1]
+    elif form == "nudged":
+        rot[1, 5, 7] = np.nextafter(rot[1, 5, 7], np.float32(2.0))
+    return rot, ref
+
+
+def unpromised_takes_step(d: int, vectors: int, rotation_heads: int) -> bool:
+    """quantize_step.cuh unpromised_check_pays: without the promise each 4-warp block reads the R of its heads
+    (one per block when shared, up to one per warp per head), routed only for D <= 128 and <= 4 MB read."""
+    blocks = -(-vectors // 4)
+    checks = blocks * (1 if rotation_heads == 1 else 4)
+    return d <= 128 and checks * d * d * 4 <= 4 << 20
+
+
+UNPROMISED = [  # (D, bits, norm_correction, R form)
+    (128, 4, 0, "hadamard"),
+    (128, 3, 1, "dense"),
+    (128, 4, 0, "mixed"),
+    (128, 2, 0, "nudged"),
+    (64, 4, 1, "mixed"),
+    (64, 8, 0, "dense"),
+    (256, 4, 0, "mixed"),
+    (256, 3, 0, "hadamard"),
+]
+
+
+@pytest.mark.parametrize("cfg", UNPROMISED, ids=lambda c: f"D{c[0]}-m{c[1]}-nc{c[2]}-{c[3]}")
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+@pytest.mark.parametrize("shared", [False, True], ids=["rh3", "rh1"])
+def test_step_kernel_unpromised_rotation_bit_exact(kernels, monkeypatch, cfg, dtype, shared):
+    """No promise: concat steps of 1, 3 and 16 tokens (with a 2 + 5 window) over 3 kv heads and batch 2, each
+    from the reference's cache; the step kernel ran where routed (its structure check per distinct head of a
+    block, and the dense y = R x for the heads that fail it), and its bytes equal the reference's and v4's."""
+    d, bits, nc, form = cfg
+    rot, _ = rotation_of(form, d, bits, 3)
+    if shared:
+        rot = rot[1:2]  # head 1's R for every head: the non-Hadamard one where there is one
+    assert kernels.rotation_is_hadamard(rot) == (form == "hadamard")
+    ref, codec = build(d, bits, nc, seed=bits)
+    concat_steps(
+        kernels, monkeypatch, np.random.default_rng(d + bits), codec, ref.codebook, rot, dtype, (2, 5),
+        (1, 3, STEP_MAX_TOKENS), hadamard=False,
+        takes_step=lambda s: unpromised_takes_step(d, 2 * 3 * s, rot.shape[0]),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "case",
+    [(128, 8, 8, 1, 1, True), (128, 32, 8, 4, 1, False), (128, 2, 8, 1, 8, True), (128, 16, 8, 1, 8, False),
+     (64, 32, 8, 1, 1, True), (256, 1, 8, 1, 1, False)],
+    ids=lambda c: f"D{c[0]}-B{c[1]}-H{c[2]}-S{c[3]}-rh{c[4]}",
+)  # fmt: skip
+def test_unpromised_routing_by_checked_bytes(kernels, monkeypatch, case):
+    """Without the promise the step kernel runs only where its per-block check of R stays small (D <= 128,
+    at most 4 MB of R read per launch); larger calls and D = 256 take v4. Bytes equal the reference."""
+    d, b, h, s, rheads, step_expected = case
+    assert unpromised_takes_step(d, b * h * s, rheads) == step_expected
+    monkeypatch.delenv("TQ_QUANT_STEP", raising=False)
+    ref, codec = build(d, 4, 0)
+    rot = hadamard_heads(d, 4, h, seed=2)[:rheads] if rheads > 1 else ref.rotation.astype(np.float32)
+    x = np.random.default_rng(d + b).standard_normal((b, h, s, d)).astype(np.float16)
+    past = np.zeros((b, h, 0, codec.row_bytes), np.uint8)
+    want, _ = reference_ops.tq_quantize(x, past, rot, ref.codebook, None, None, **attrs(codec))
+    got = {}
+
+    def call():
+        got["c"] = kernels.quantize(codec, dev(x), dev(past), dev(rot), dev(ref.codebook), None)[0]
+
+    names = launched(call)
+    kernel = STEP_KERNEL if step_expected else V4_KERNEL
+    assert any(kernel in n for n in names), f"expected {kernel}, got {names}"
+    np.testing.assert_array_equal(got["c"].cpu().numpy(), want)
 
 
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
