@@ -4,6 +4,9 @@ Concat-mode appends (empty past) of K, Hkv=8, D=128: prefill B=8 S=4096 and deco
 QJL off/on, float16 and float32 inputs, Hadamard rotation (the v4 fast path without QJL; QJL runs the v1
 kernel) and a dense Haar rotation (the fast kernel's v2 dense branch). Prints the card; never asserts.
 `--fast` times only the B=8 S=4096 Hadamard rows without QJL (the fast path's target cases).
+`--sweep` times the promised 4-bit float16 call at B=8 and S = 512 .. 8192 and fits us = fixed + per_token * S
+(least squares): the fixed part is what a launch costs besides streaming (setup, first and last tiles, the
+launch itself).
 
 Rows with a Hadamard R and no QJL are timed twice: as a caller that knows nothing about R (the kernel checks
 R's structure, a D x D read per block) and as the ORT CUDA op calls it for a constant rotation initializer
@@ -40,6 +43,38 @@ CASES = [  # (bits, qjl, rotation, dtype, B, S)
 ]
 
 
+def sweep(kern: Kernels, name: str) -> None:
+    import numpy as np
+    import torch
+
+    from tqexport.codec import Codec as RefCodec
+    from tqexport.codec import CodecConfig
+
+    ref = RefCodec.build(CodecConfig(head_dim=D, bits=(4,), rotation="hadamard"))
+    codec = Codec(D, (D,), (4,), 0)
+    rot = torch.from_numpy(ref.rotation).cuda()
+    cb = torch.from_numpy(ref.codebook).cuda()
+    lengths = [512, 1024, 2048, 4096, 8192]
+    times = []
+    for s in lengths:
+        x = [torch.randn((8, HKV, s, D), dtype=torch.float16, device="cuda") for _ in range(4)]
+        past = torch.empty((8, HKV, 0, codec.row_bytes), dtype=torch.uint8, device="cuda")
+        present = [
+            torch.empty((8, HKV, s, codec.row_bytes), dtype=torch.uint8, device="cuda") for _ in range(4)
+        ]
+
+        def run(i: int, x=x, past=past, present=present) -> None:
+            kern.quantize(codec, x[i], past, rot, cb, None, present_cache=present[i], hadamard=True)
+
+        times.append(time_graph_us(run, 4))
+    per_token, fixed = np.polyfit(np.array(lengths, float), np.array(times), 1)
+    print(f"\n{name}; 4-bit float16 promised, B=8 Hkv={HKV} D={D}")
+    print("     S       us   fit us")
+    for s, us in zip(lengths, times, strict=True):
+        print(f"{s:6d} {us:8.2f} {fixed + per_token * s:8.2f}")
+    print(f"fixed {fixed:.2f} us, per 1K tokens {1024 * per_token:.2f} us")
+
+
 def main() -> None:
     import torch
 
@@ -48,6 +83,9 @@ def main() -> None:
 
     kern = Kernels()
     name = torch.cuda.get_device_name()
+    if "--sweep" in sys.argv[1:]:
+        sweep(kern, name)
+        return
     copy_gbs = copy_bandwidth_gbs()
     print(f"card: {name}; device-to-device copy: {copy_gbs:.0f} GB/s")
     rows = []

@@ -31,6 +31,16 @@ def count_below(bnd, u):  # strict
     return np.searchsorted(bnd, u, side="left")
 
 
+def nibble_boundary(v, nib):
+    """The kernel table entry: the float32 nearest to v with low mantissa nibble nib (sign kept, -0 as +0)."""
+    bits = 0 if v == 0.0 else int(np.array(v, np.float32).view(np.uint32))
+    sign, mag = bits & 0x80000000, bits & 0x7FFFFFF0
+    cands = [mag, mag + 16] + ([mag - 16] if mag >= 16 else [])
+    vals = [np.array(sign | c | nib, np.uint32).view(np.float32) for c in cands]
+    errs = [abs(float(c) - v) for c in vals]
+    return vals[int(np.argmin(errs))]  # first of equals: the kernel keeps the earlier candidate on a tie
+
+
 def group_sum(parts):
     """The kernel's xor-shuffle sum over TPV lanes (float32, commutative: lane 0's value is everyone's)."""
     vals = list(parts)
@@ -49,19 +59,19 @@ def emulate(x, rot, codebook, bits, nc, rng, perturb=True, stats=None):
     bound64 = np.full(256, 4.0)
     bound64[: ncent - 1] = (cb[: ncent - 1].astype(np.float64) + cb[1:ncent].astype(np.float64)) * 0.5
     b32 = bound64.astype(np.float32)
-    b32m = np.concatenate([[f32(-4.0)], b32, [f32(4.0)]])  # index e+1
-    # cells
+    # cells: candidate boundary as the float32 carrying the code below it in its low mantissa nibble
     use_table = m <= 4
-    cells = np.zeros(513, np.int64)
+    cells = np.zeros(513, np.float32)
     if m <= 4:
         for k in range(513):
-            lo = -np.inf if k == 0 else (k - 0.5) / 256 - 1 - 2.0**-16
-            hi = np.inf if k == 512 else (k + 0.5) / 256 - 1 + 2.0**-16
-            below = np.sum(bound64[: ncent - 1] <= lo)
+            lo = -np.inf if k == 0 else (4 * k - 0.5) / 1024 - 1 - 2.0**-16
+            hi = np.inf if k == 512 else (4 * k + 3.5) / 1024 - 1 + 2.0**-16
+            below = int(np.sum(bound64[: ncent - 1] <= lo))
             inside = np.sum(bound64[: ncent - 1] < hi) - below
-            if inside > 1:
+            nb = nibble_boundary(bound64[below], below)
+            if inside > 1 or (below + 1 < ncent and not abs(float(nb) - bound64[below]) <= 2.0**-21):
                 use_table = False
-            cells[k] = below if inside <= 1 else 255
+            cells[k] = nb
     row0 = rot[0, 0]
     c32 = f32(abs(row0[0]))
     c64 = float(c32)
@@ -107,13 +117,14 @@ def emulate(x, rot, codebook, bits, nc, rng, perturb=True, stats=None):
         pend = np.zeros((n_vec, D), bool)
         if use_table:
             i256 = (inv * f32(256)).astype(np.float32)
-            g = r.astype(np.float64) * i256[:, None].astype(np.float64) + 8388864.0
-            g = np.nan_to_num(g.astype(np.float32), nan=8388864.0)
-            idx = (g.view(np.int32) & 1023).astype(np.int64)
+            g = r.astype(np.float64) * i256[:, None].astype(np.float64) + 2097408.0
+            g = np.nan_to_num(g.astype(np.float32), nan=2097408.0)
+            idx = ((g.view(np.int32) & 0xFFC) >> 2).astype(np.int64)
             cells_ext = np.concatenate([cells, np.full(1024 - 513, cells[512])])
-            e = cells_ext[idx]
-            d = fma32(r, inv[:, None], -b32m[e + 1].astype(np.float64))
-            codes = e + (d > 0)
+            beta = cells_ext[idx]
+            e = (beta.view(np.int32) & 0xF).astype(np.int64)
+            d = fma32(-r, inv[:, None], beta.astype(np.float64))  # beta - u, one rounding
+            codes = e + np.signbit(d)  # plus d's sign bit (d == 0 is pending, or exact in zero vectors)
             pend = ~np.signbit((EPS - np.abs(d)).astype(np.float32))  # the kernel's sign-bit test
             assert np.array_equal(pend, np.abs(d) <= EPS)
         else:
@@ -178,12 +189,13 @@ def emulate(x, rot, codebook, bits, nc, rng, perturb=True, stats=None):
         stats["vec"] = stats.get("vec", 0) + n_vec
     # packing via the kernel's bit tricks, per thread
     rows = np.zeros((n_vec, lay_rb), np.uint8)
-    cscale = 2 if use_table else 0
+    # table codes: bits 4..7 of each byte hold the boundary's mantissa bits (garbage the packing masks off)
+    junk = np.uint64(0xF0) if use_table else np.uint64(0)
     cw = np.zeros((n_vec, TPV, CPT // 4), np.uint64)
     for t in range(TPV):
         for k in range(CPT):
             cw[:, t, k >> 2] |= (
-                (codes[:, CPT * t + k].astype(np.uint64) << np.uint64(cscale)) & 0xFF
+                (codes[:, CPT * t + k].astype(np.uint64) | (junk & np.uint64(16 * (k % 16)))) & 0xFF
             ) << np.uint64(8 * (k & 3))
     cw = cw.astype(np.uint32)
 
@@ -202,24 +214,24 @@ def emulate(x, rot, codebook, bits, nc, rng, perturb=True, stats=None):
 
     u32 = np.uint32
     for t in range(TPV):
-        if use_table and m == 3:  # the kernel's constant-mask branch (codes held as 4 * code)
+        if use_table and m == 3:  # the kernel's constant-mask branch (code bits 0..2, garbage in 4..7)
             for o in range(CPT // 16):
-                f = [(cw[:, t, 4 * o + q] & u32(0x0C0C0C0C)) * u32(0x00410410) for q in range(4)]
+                f = [(cw[:, t, 4 * o + q] & u32(0x03030303)) * u32(0x01041040) for q in range(4)]
                 lo = byte_perm(f[0], f[1], 0x0073)
                 hi = byte_perm(f[2], f[3], 0x0073)
                 put(rows, CPT // 4 * t + 4 * o, byte_perm(lo, hi, 0x5410))
             word = np.zeros(n_vec, np.uint32)
             for q in range(CPT // 4):
-                word |= (((cw[:, t, q] & u32(0x10101010)) * u32(0x01020408)) >> u32(28)) << u32(4 * q)
+                word |= (((cw[:, t, q] & u32(0x04040404)) * u32(0x04081020)) >> u32(28)) << u32(4 * q)
             put(rows, D // 4 + CPT // 8 * t, word)
             continue
-        if use_table and m == 4:  # the kernel's constant-mask branch: two words of 4 * code bytes -> 8 codes
+        if use_table and m == 4:  # the kernel's constant-mask branch: two words of code bytes -> 8 codes
             for o in range(CPT // 8):
-                a = (cw[:, t, 2 * o] & u32(0x3C3C3C3C)) * u32(0x44)
-                c = (cw[:, t, 2 * o + 1] & u32(0x3C3C3C3C)) * u32(0x44)
+                a = (cw[:, t, 2 * o] & u32(0x0F0F0F0F)) * u32(0x110)
+                c = (cw[:, t, 2 * o + 1] & u32(0x0F0F0F0F)) * u32(0x110)
                 put(rows, CPT // 2 * t + 4 * o, byte_perm(a, c, 0x7531))
             continue
-        shift = cscale
+        shift = 0
         seg = 0
         if m & 8:
             for q in range(CPT // 4):
@@ -258,17 +270,20 @@ def emulate(x, rot, codebook, bits, nc, rng, perturb=True, stats=None):
     return rows.reshape(B, H, S, lay_rb)
 
 
-def check(d, bits, nc, dtype, x_maker, seed=0, nvec=(2, 2, 500)):
+def check(d, bits, nc, dtype, x_maker, seed=0, nvec=(2, 2, 500), symmetric=False):
     rng = np.random.default_rng(seed)
     ref = RefCodec.build(
         CodecConfig(head_dim=d, bits=(bits,), norm_correction=bool(nc), rotation="hadamard", seed=seed)
     )
+    codebook = ref.codebook
+    if symmetric:  # exactly antisymmetric centroids: the middle boundary is exactly 0
+        codebook = ((codebook - codebook[:, ::-1]) / 2).astype(codebook.dtype)
     x = x_maker(rng, (*nvec, d), ref).astype(dtype)
     want, _ = reference_ops.tq_quantize(
         x,
         np.zeros((nvec[0], nvec[1], 0, d * bits // 8 + 2), np.uint8),
         ref.rotation,
-        ref.codebook,
+        codebook,
         None,
         None,
         bits=(bits,),
@@ -277,7 +292,7 @@ def check(d, bits, nc, dtype, x_maker, seed=0, nvec=(2, 2, 500)):
         norm_correction=nc,
     )
     st = {}
-    got = emulate(x, ref.rotation, ref.codebook, bits, nc, rng, stats=st)
+    got = emulate(x, ref.rotation, codebook, bits, nc, rng, stats=st)
     bad = np.argwhere(got != want)
     print(
         f"D{d} m{bits} nc{nc} {dtype}: {len(bad)} bad bytes; pending coords {st['pend']}, "
@@ -346,4 +361,6 @@ if __name__ == "__main__":
             for mk in (tricky, near_boundary):
                 ok &= check(d, bits, nc, dtype, mk, seed=d + bits)
     ok &= check(128, 4, 0, "float32", extreme, nvec=(1, 2, 100))
+    for bits in (1, 2, 4):  # a boundary at exactly 0 and zero vectors (tricky's first row)
+        ok &= check(128, bits, 0, "float16", tricky, seed=bits, symmetric=True)
     print("ALL OK" if ok else "FAIL")

@@ -425,8 +425,10 @@ __device__ __forceinline__ void v2_block(const QuantizeArgs& args, char* smem_ra
 // bit flips) and u32 = r32 * rsqrtf(D * S32), S32 = sum x_j^2 in float32 (8 chains of 4 FFMA, a 3-level tree and
 // log2(TPV) <= 3 group shuffles: at most 10 roundings). Error in u-space (unit roundoff u = 2^-24, |u_i| <= 1):
 //   butterflies: |r32_i - r_i| <= gamma_log2(D) * ||x||_1 <= 8u * ||r||_2     (||x||_1 <= sqrt(D) ||x||_2)
-//   S32: <= gamma_10 relative -> 5u on 1/sqrt; rsqrtf: 2 ulp <= 4u; the product: 1u; beta32 = fl32(beta): 0.5u
-//   total <= 19u (v3's 64-coordinate chains: gamma_13, 20u); the decision margin is kEps = 32u = 2^-19.
+//   S32: <= gamma_10 relative -> 5u on 1/sqrt; rsqrtf: 2 ulp <= 4u; the product: 1u; the boundary: fl32(beta),
+//   0.5u (binary search), or the table's nibble-coded float32 within kNibbleErr = 8u of beta (checked per entry)
+//   total <= 26.5u (table; 19u binary search; v3's 64-coordinate chains: 20u); the decision margin is
+//   kEps = 32u = 2^-19.
 // The order of the butterfly stages (bits 0..4 in registers, then 5.. across lanes) does not enter the bound:
 // every output is log2(D) roundings deep in any order.
 // A coordinate whose u32 lies within kEps of a boundary is "pending": its code is recomputed exactly as the
@@ -443,10 +445,11 @@ __device__ __forceinline__ void v2_block(const QuantizeArgs& args, char* smem_ra
 // its own tiles: 16-byte cp.async of the tile's inputs (coalesced, 512 B per warp instruction; per-lane destinations
 // fixed at setup) into a two-stage per-warp buffer in which each lane's CPL = 32 * esize / 16 chunks are contiguous and
 // lanes are CPL + 1 chunks apart (so the 8 lanes of a 16-byte read phase hit 8 different bank groups); butterflies over
-// coordinate bits 0..4 in registers, bits 5.. by xor-shuffles. Codes: m <= 4 via a 513-cell table (u rounded to 1/256,
-// margin 2^-16; a cell holds at most one boundary or the block uses the binary search; entries are 4 * code, the byte
-// offset of the candidate boundary, so codes are kept as 4 * code in that path; the pending set comes from the sign
-// bits of kEps - |u - beta|), m > 4 by binary search over the float32 boundaries. Rows are packed in registers (byte-
+// coordinate bits 0..4 in registers, bits 5.. by xor-shuffles. Codes: m <= 4 via a 513-cell table (cells of width 1/256,
+// margin 2^-16; a cell holds at most one boundary or the block uses the binary search; each entry is the candidate
+// boundary as a float32 that carries the code below it in its low mantissa nibble, so one load gives both; codes
+// and the signs of u - beta are gathered four at a time by byte permutes; the pending set comes from the sign bits
+// of kEps - |u - beta|), m > 4 by binary search over the float32 boundaries. Rows are packed in registers (byte-
 // per-code words, then segment words with shifts, multiplies and prmt; constant masks for 3- and 4-bit table codes),
 // staged per warp in shared memory at the destination's 16-byte phase, and written as one contiguous run with 16-byte
 // stores. A block whose R is not Hadamard-structured runs v2's dense branch (inlined: no call, the kernel parameter's
@@ -456,12 +459,14 @@ namespace v4 {
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr int kCPT = 32;                      // coordinates per thread
-constexpr int kCells = 513;                   // u cells: round((u + 1) * 256), 0..512
+constexpr int kCells = 513;                   // u cells: floor(round((u + 1) * 1024) / 4), 0..512
 constexpr double kCellMargin = 0x1p-16;
 constexpr float kEps = 0x1p-19f;              // decision margin in u-space (32 unit roundoffs)
 constexpr float kGammaMargin = 0x1p-19f;      // relative, norm_correction = 0
 constexpr float kGammaMarginNc = 0x1p-18f;    // relative, norm_correction = 1
-constexpr int kOutBytes = 1088;               // per warp: VW * row_bytes + 16-byte phase <= 16 * 66 + 16
+constexpr double kNibbleErr = 0x1p-21;        // |table boundary - beta| allowed (8 unit roundoffs)
+constexpr double kMinSpacing = 1.0 / 256 + 0x1p-14;  // > any cell's width (1/256 + 2 kCellMargin)
+constexpr int kOutBytes = 1088;               // per warp and buffer: VW * row_bytes + 16-byte phase <= 16 * 66 + 16
 
 template <int D, bool kHalf>
 struct Shape {
@@ -479,7 +484,7 @@ struct Shape {
 
 struct Smem {
   char* stage;        // [kWarps][2][kStageBytes]
-  uint8_t* obuf;      // [kWarps][kOutBytes]
+  uint8_t* obuf;      // [kWarps][2][kOutBytes]: a tile's rows, two buffers (a bulk store may still read one)
   double* bound64;    // [256]: beta_1.. at 0.., then kNoBoundary
   float* cent32;      // [256]
   char* smask;        // [TPV][kLaneBytes]: sign bits of s in input-word layout, thread t's 16-byte chunks
@@ -497,7 +502,7 @@ __host__ __device__ inline size_t smem_layout(char* base, Smem* s) {
     return ptr;
   };
   char* stage = take(static_cast<size_t>(kWarps) * 2 * Sh::kStageBytes);
-  char* obuf = take(static_cast<size_t>(kWarps) * kOutBytes);
+  char* obuf = take(static_cast<size_t>(kWarps) * 2 * kOutBytes);
   char* bound64 = take(sizeof(double) * 256);
   char* cent32 = take(sizeof(float) * 256);
   char* smask = take(Sh::kMaskBytes);
@@ -561,6 +566,28 @@ __device__ __forceinline__ void set_code(uint32_t (&cw)[kCPT / 4], int k, uint32
   }
 }
 
+// The float32 nearest to v among those whose low mantissa nibble is nib (sign kept): the candidates are v's float32
+// with that nibble and its neighbours 16 ulps up and down, so the result is within 8 ulps of v (more only across a
+// binade; the caller checks the distance it needs). |v| <= 4 here (boundaries of a codebook, or the sentinel).
+__device__ __forceinline__ float nibble_boundary(double v, uint32_t nib) {
+  const uint32_t bits = v == 0.0 ? 0u : __float_as_uint(static_cast<float>(v));  // -0 as +0: u = 0 is not below
+  const uint32_t sign = bits & 0x80000000u;
+  const uint32_t mag = bits & 0x7FFFFFF0u;
+  float best = __uint_as_float(sign | mag | nib);
+  double err = fabs(static_cast<double>(best) - v);
+  const uint32_t others[2] = {mag + 16u, mag >= 16u ? mag - 16u : mag};
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const float c = __uint_as_float(sign | others[i] | nib);
+    const double ce = fabs(static_cast<double>(c) - v);
+    if (ce < err) {
+      best = c;
+      err = ce;
+    }
+  }
+  return best;
+}
+
 __device__ __forceinline__ void sts16(uint8_t* p, uint32_t word) {
   reinterpret_cast<uint16_t*>(p)[0] = static_cast<uint16_t>(word);
   reinterpret_cast<uint16_t*>(p)[1] = static_cast<uint16_t>(word >> 16);
@@ -590,7 +617,7 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
 
   extern __shared__ __align__(16) char smem_raw[];
   __shared__ __align__(16) float s_b32[260];       // b32[-1 .. 258]: float32 boundaries, -4 at -1, +4 from 2^m - 1
-  __shared__ __align__(16) uint8_t s_cells[1024];  // 513 cells, the rest copies of the last (any index is safe)
+  __shared__ __align__(16) float s_cellb[1024];    // 513 cells, the rest copies of the last (any index is safe)
   Smem S;
   smem_layout<D, kHalf>(smem_raw, &S);
   float* b32 = s_b32 + 1;
@@ -649,6 +676,7 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
   const int64_t jstride = static_cast<int64_t>(gridDim.x) * kWarps;
   if (jt < ntiles) issue(jt, 0);  // the first tile's loads overlap the setup below
 
+  int close = 0;  // two adjacent boundaries closer than kMinSpacing (m <= 4 only)
   for (int j = tid; j < 256; j += kThreads) {
     const float c = p.codebook[j];
     S.cent32[j] = c;
@@ -656,6 +684,10 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
                                     : wht::kNoBoundary;
     S.bound64[j] = bd;
     b32[j] = static_cast<float>(bd);
+    // beta_{j+1} - beta_j = (c_{j+2} - c_j) / 2 (NaN counts as close)
+    if (m <= 4 && j + 2 < ncent) {
+      close |= !((static_cast<double>(p.codebook[j + 2]) - static_cast<double>(c)) * 0.5 >= kMinSpacing);
+    }
   }
   if (tid == 0) {
     b32[-1] = -4.0f;
@@ -664,23 +696,39 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
   const int rh = p.rotation_heads == 1 ? 0 : h;
   const float* rot = p.rotation + static_cast<int64_t>(rh) * D * D;
   for (int j = tid; j < D; j += kThreads) S.row0[j] = rot[j];
-  __syncthreads();
-  // Cell k (u rounded to k / 256 - 1) holds 4 * (number of boundaries surely below it): codes are kept as 4 * code
-  // in the table path (the byte offset of beta_code in b32, so the lookup needs no address arithmetic).
+  const int any_close = __syncthreads_or(close);
+  // Cell k (u in [(4k - 0.5) / 1024 - 1, (4k + 3.5) / 1024 - 1], widened by kCellMargin) holds its candidate
+  // boundary beta_e, e = the number of boundaries surely below the cell, as the float32 nearest to beta_e whose low
+  // mantissa nibble is e (nibble_boundary): one load gives both the code e and the boundary that decides between e
+  // and e + 1. The block takes the table only when every cell holds at most one boundary (surely so for the bounded
+  // cells when adjacent boundaries are at least kMinSpacing apart, wider than any of them; otherwise, and for the
+  // two end cells, counted per cell) and every entry is
+  // within kNibbleErr of its float64 boundary (the error budget above).
   int slow = 0;
   if (m <= 4) {
-    // Unrolled: the four cells of a thread (eight binary searches) are independent chains, not one long one
-    // (this setup is most of a decode step's quantize, where each block codes one or a few vectors).
-#pragma unroll
-    for (int k = tid; k < 1024; k += kThreads) {
-      const int kc = k < kCells ? k : kCells - 1;
-      const double lo = kc == 0 ? -INFINITY : (kc - 0.5) / 256.0 - 1.0 - kCellMargin;
-      const double hi = kc == kCells - 1 ? INFINITY : (kc + 0.5) / 256.0 - 1.0 + kCellMargin;
-      const int below = wht::count_below(S.bound64, m, lo, true);
-      const int inside = wht::count_below(S.bound64, m, hi, false) - below;
-      s_cells[k] = static_cast<uint8_t>(4 * below);
-      slow |= inside > 1;
-    }
+    static_assert(kThreads == 256 && kCells == 513, "cells tid, tid + 256 and the last per thread");
+    auto cell = [&](int kc) -> float {
+      const double lo = kc == 0 ? -INFINITY : (4 * kc - 0.5) / 1024.0 - 1.0 - kCellMargin;
+      // Four fixed steps whatever m <= 4: bound64[ncent - 1 ..] hold kNoBoundary (4 > lo), so they count nothing.
+      const int below = wht::count_below(S.bound64, 4, lo, true);
+      if (any_close != 0 || kc == 0 || (kc == kCells - 1 && tid == 0)) {  // the end cells are unbounded
+        const double hi = kc == kCells - 1 ? INFINITY : (4 * kc + 3.5) / 1024.0 - 1.0 + kCellMargin;
+        slow |= wht::count_below(S.bound64, m, hi, false) - below > 1;
+      }
+      const double bd = S.bound64[below];
+      const float nb = nibble_boundary(bd, static_cast<uint32_t>(below));
+      slow |= below + 1 < ncent && !(fabs(static_cast<double>(nb) - bd) <= kNibbleErr);
+      return nb;
+    };
+    // Three independent searches per thread (this setup is most of a decode step's quantize, where each block
+    // codes one or a few vectors); cells 513.. repeat the last (any index of the table is safe).
+    const float c0 = cell(tid);
+    const float c1 = cell(tid + 256);
+    const float last = cell(kCells - 1);
+    s_cellb[tid] = c0;
+    s_cellb[tid + 256] = c1;
+    s_cellb[tid + 512] = last;
+    s_cellb[tid + 768] = last;
   }
   // Sign masks: input word w of the vector (two halves or one float) lies in thread w / (kMaskWords / TPV)'s
   // chunks, laid out as the stage's lanes so that the hot loop reads them with the same offsets.
@@ -707,7 +755,7 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
   const bool hadamard = __syncthreads_or(bad != 0u) == 0;
   const int any_slow = __syncthreads_or(slow);
   const bool use_table = m <= 4 && any_slow == 0;
-  const int cscale = use_table ? 2 : 0;  // code bytes hold code << cscale
+  const uint32_t cmask = use_table ? 0x0Fu : 0xFFu;  // code bits of a code byte (table bytes: bits 4..7 garbage)
   if (!hadamard) {
     dev::cp_async_wait<0>();
     __syncthreads();  // the stage region is reused by v2's tables
@@ -720,7 +768,7 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
   const double c64 = static_cast<double>(c32);
   const int rb = lay.row_bytes;
   const bool nc = p.codec.norm_correction != 0;
-  uint8_t* obuf = S.obuf + warp * kOutBytes;
+  uint8_t* const obuf2 = S.obuf + warp * 2 * kOutBytes;
   const uint4* mk = reinterpret_cast<const uint4*>(S.smask + t * Sh::kLaneBytes);
 
   for (int st = 0; jt < ntiles; jt += jstride, st ^= 1) {
@@ -730,8 +778,10 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
       dev::cp_async_commit();
     }
     dev::cp_async_wait<1>();
+    if (lane == 0) dev::bulk_wait_read_upto<1>();  // the bulk store of two tiles ago has read obuf (buffer st)
     __syncwarp();
     const char* cur = stage0 + st * Sh::kStageBytes;
+    uint8_t* const obuf = obuf2 + st * kOutBytes;
     const uint4* mine = reinterpret_cast<const uint4*>(cur + lane * Sh::kLaneBytes);
     const int64_t v0 = jt * VW;
     const bool valid = v0 + g < count;
@@ -793,21 +843,36 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
     for (int q = 0; q < kCPT / 4; ++q) cw[q] = 0;
     if (use_table) {
       const float i256 = inv * 256.0f;
-      const char* bt = reinterpret_cast<const char*>(b32);
-      // round(256 u + 256): 0..512 (|u32| <= 1 + 19 unit roundoffs; out-of-range vectors have inv = 0 -> 256, and
-      // any other index of the 1024-entry table is safe: such vectors are recomputed).
+      const char* cellb = reinterpret_cast<const char*>(s_cellb);
+      // 256 u + 256 + 2^21 rounds to a multiple of 1/4, so the float's bits 0..11 are M = round(1024 u + 1024),
+      // bits 2..11 the cell k = floor(M / 4), and bits & 0xFFC its byte offset in the table: 0..512 (|u32| <= 1 + 19 unit
+      // roundoffs; out-of-range vectors have inv = 0 -> 256, and any other index of the 1024-entry table is safe:
+      // such vectors are recomputed).
+      // Per four coordinates: the entries' low bytes (code e in bits 0..3) and the top bytes of d = beta_e - u (one
+      // rounding) are gathered by byte permutes; code = e + (u > beta_e), added bytewise from the top bytes' sign
+      // bits (no carry: e + 1 <= 15 whenever d < 0, as the last candidate is the +4 sentinel). d == +-0 is pending,
+      // except in a zero float16 vector (u = 0 exactly, no pending set), where d = beta_e exactly: its sign is that
+      // of the boundary (never -0, see nibble_boundary), so u = 0 > beta_e exactly when d < 0.
       // Pending: kEps - |d| is negative exactly when |d| > kEps (the sign of a rounded difference is exact; |d| ==
       // kEps gives +0), so its sign bits, shifted in one per coordinate (coordinate k at bit 31 - k), are the
       // complement of the pending set in bit-reversed order: one FADD and one funnel shift per coordinate.
       uint32_t far = 0u;
 #pragma unroll
-      for (int k = 0; k < kCPT; ++k) {
-        const int idx = __float_as_int(fmaf(r[k], i256, 8388864.0f)) & 1023;
-        const int e4 = s_cells[idx];
-        const float d = fmaf(r[k], inv, -*reinterpret_cast<const float*>(bt + e4));  // u - beta, one rounding
-        cw[k >> 2] += static_cast<uint32_t>(e4) << (8 * (k & 3));
-        if (d > 0.0f) cw[k >> 2] += 4u << (8 * (k & 3));
-        far = __funnelshift_l(__float_as_uint(kEps - fabsf(d)), far, 1);
+      for (int q = 0; q < kCPT / 4; ++q) {
+        uint32_t eb[4], db[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const int k = 4 * q + i;
+          const int off = __float_as_int(fmaf(r[k], i256, 2097408.0f)) & 0xFFC;
+          const float beta = *reinterpret_cast<const float*>(cellb + off);
+          const float d = fmaf(r[k], -inv, beta);
+          eb[i] = __float_as_uint(beta);
+          db[i] = __float_as_uint(d);
+          far = __funnelshift_l(__float_as_uint(kEps - fabsf(d)), far, 1);
+        }
+        const uint32_t e = __byte_perm(__byte_perm(eb[0], eb[1], 0x0040), __byte_perm(eb[2], eb[3], 0x0040), 0x5410);
+        const uint32_t top = __byte_perm(__byte_perm(db[0], db[1], 0x0073), __byte_perm(db[2], db[3], 0x0073), 0x5410);
+        cw[q] = e + ((top & 0x80808080u) >> 7);
       }
       pm = ~__brev(far);
     } else {
@@ -833,7 +898,7 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
       float ca[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
       for (int k = 0; k < kCPT; ++k) {
-        const float cv = S.cent32[((cw[k >> 2] >> (8 * (k & 3))) & 0xFFu) >> cscale];
+        const float cv = S.cent32[(cw[k >> 2] >> (8 * (k & 3))) & cmask];
         ca[k & 3] = fmaf(cv, cv, ca[k & 3]);
       }
       const float cs = group_sum<TPV>((ca[0] + ca[1]) + (ca[2] + ca[3]));
@@ -868,7 +933,7 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
         const double nl = __shfl_sync(0xffffffffu, n64, L);
         if (!(nl > 0.0)) {  // u = 0 for every coordinate of that vector (n == 0 or NaN)
           if (lane == L) {
-            const uint32_t zc = static_cast<uint32_t>(wht::count_below(S.bound64, m, 0.0, false)) << cscale;
+            const uint32_t zc = static_cast<uint32_t>(wht::count_below(S.bound64, m, 0.0, false));
 #pragma unroll
             for (int kk = 0; kk < kCPT; ++kk) {
               if (((pm >> kk) & 1u) != 0u) {
@@ -891,7 +956,7 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
         part = warp_sum_bcast(part);  // exact for float16 inputs (any order); float64 rounding otherwise
         if (lane == L) {
           const double y = c64 * part;
-          set_code(cw, k, static_cast<uint32_t>(wht::count_below(S.bound64, m, y / nl, false)) << cscale);
+          set_code(cw, k, static_cast<uint32_t>(wht::count_below(S.bound64, m, y / nl, false)));
           pm &= ~(1u << k);
         }
       }
@@ -899,7 +964,7 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
       if (nc) {
 #pragma unroll
         for (int k = 0; k < kCPT; ++k) {
-          const double cv = static_cast<double>(S.cent32[((cw[k >> 2] >> (8 * (k & 3))) & 0xFFu) >> cscale]);
+          const double cv = static_cast<double>(S.cent32[(cw[k >> 2] >> (8 * (k & 3))) & cmask]);
           cs64 = fma(cv, cv, cs64);
         }
         cs64 = group_sum<TPV>(cs64);
@@ -922,38 +987,39 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
     if (g < nrows) {
       // Segments (format.md section 4): this thread's 32 coordinates are 32 w contiguous bits of each w-bit segment.
       uint8_t* srow = obuf + phase + g * rb;
-      int shift = cscale;
+      int shift = 0;
       int seg = 0;
       if (use_table && m == 3) {
-        // 3-bit codes held as 4 * code (byte bits 2..4), constant masks: the 2-bit segment (code bits 0..1) by one
-        // multiply per word (field i of the bytes lands in bits 24 + 2 i) and byte permutes, the 1-bit segment
-        // (code bit 2) by one multiply per word (bit i lands in bit 28 + i). Same bytes as the generic branches.
+        // 3-bit table codes (byte bits 0..2, bits 4..7 garbage), constant masks: the 2-bit segment (code bits 0..1)
+        // by one multiply per word (field i of the bytes lands in bits 24 + 2 i) and byte permutes, the 1-bit
+        // segment (code bit 2) by one multiply per word (bit i lands in bit 28 + i). Same bytes as the generic
+        // branches.
         uint8_t* dst = srow + 4 * t * 2;
 #pragma unroll
         for (int o = 0; o < 2; ++o) {
           uint32_t f[4];
 #pragma unroll
-          for (int q = 0; q < 4; ++q) f[q] = (cw[4 * o + q] & 0x0C0C0C0Cu) * 0x00410410u;
+          for (int q = 0; q < 4; ++q) f[q] = (cw[4 * o + q] & 0x03030303u) * 0x01041040u;
           const uint32_t lo = __byte_perm(f[0], f[1], 0x0073);  // bytes: f0.b3, f1.b3, -, -
           const uint32_t hi = __byte_perm(f[2], f[3], 0x0073);
           sts16(dst + 4 * o, __byte_perm(lo, hi, 0x5410));
         }
         uint32_t word = 0;
 #pragma unroll
-        for (int q = 0; q < 8; ++q) word |= (((cw[q] & 0x10101010u) * 0x01020408u) >> 28) << (4 * q);
+        for (int q = 0; q < 8; ++q) word |= (((cw[q] & 0x04040404u) * 0x04081020u) >> 28) << (4 * q);
         sts16(srow + D / 4 + 4 * t, word);
       } else if (use_table && m == 4) {
-        // 4-bit codes held as 4 * code (byte bits 2..5): (w & 0x3C3C3C3C) * 0x44 puts bytes 0 | 1 << 4 in byte 1
-        // and bytes 2 | 3 << 4 in byte 3 (the other partial products fill bits 4..7 and 16..23 and carry
+        // 4-bit table codes (byte bits 0..3, bits 4..7 garbage): (w & 0x0F0F0F0F) * 0x110 puts bytes 0 | 1 << 4
+        // in byte 1 and bytes 2 | 3 << 4 in byte 3 (the other partial products fill bits 4..7 and 16..23 and carry
         // nothing), so one permute makes a word of 8 codes from two. Same bytes as the generic branch.
         uint8_t* dst = srow + 4 * t * 4;
 #pragma unroll
         for (int o = 0; o < 4; ++o) {
-          const uint32_t a = (cw[2 * o] & 0x3C3C3C3Cu) * 0x44u;
-          const uint32_t c = (cw[2 * o + 1] & 0x3C3C3C3Cu) * 0x44u;
+          const uint32_t a = (cw[2 * o] & 0x0F0F0F0Fu) * 0x110u;
+          const uint32_t c = (cw[2 * o + 1] & 0x0F0F0F0Fu) * 0x110u;
           sts16(dst + 4 * o, __byte_perm(a, c, 0x7531));
         }
-      } else {  // generic: shifts by the run-time code scale
+      } else {  // generic: code bytes, shifted per segment
         if (m & 8) {
           uint8_t* dst = srow + seg + 4 * t * 8;
 #pragma unroll
@@ -1002,10 +1068,22 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
       }
       if (t == 0) *reinterpret_cast<uint16_t*>(srow + lay.norm_offset) = static_cast<uint16_t>(g16);
     }
-    __syncwarp();
-    // One contiguous run: halfwords up to the destination's 16-byte boundary, 16-byte pieces, halfword tail.
+    // One contiguous run of nbytes: where it starts and ends on 16-byte boundaries (the common case: phase 0 and
+    // VW * row_bytes a multiple of 16) one bulk store by lane 0 (sm_90 and later; the async proxy reads obuf, so the
+    // lanes' writes are fenced for it first, and buffer st is reused only after this store has read it, at the
+    // top of the tile after next); otherwise halfwords up to the destination's 16-byte boundary, 16-byte pieces,
+    // halfword tail.
     const int nbytes = nrows * rb;
-    if (nbytes > 0) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    const bool bulk = phase == 0 && nbytes > 0 && (nbytes & 15) == 0;  // warp-uniform
+#else
+    constexpr bool bulk = false;
+#endif
+    if (bulk) dev::fence_proxy_async_smem();
+    __syncwarp();
+    if (bulk) {
+      if (lane == 0) dev::bulk_store_global(gdst, dev::smem_addr(obuf), static_cast<uint32_t>(nbytes));
+    } else if (nbytes > 0) {
       const uint8_t* src = obuf + phase;
       const int head = min((16 - phase) & 15, nbytes);
       if (2 * lane < head) {
@@ -1021,8 +1099,9 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
         reinterpret_cast<uint16_t*>(gdst + tail)[lane] = reinterpret_cast<const uint16_t*>(src + tail)[lane];
       }
     }
-    __syncwarp();  // stage st and obuf are rewritten next
+    __syncwarp();  // stage st is rewritten next
   }
+  if (lane == 0) dev::bulk_wait_all();  // obuf is read and the rows written before the block ends
 }
 
 template <int D, bool kHalf>

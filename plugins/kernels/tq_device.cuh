@@ -205,6 +205,29 @@ __device__ __forceinline__ void bulk_wait_read() {
   asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
 #endif
 }
+// Bulk copy of `bytes` (a multiple of 16, both addresses 16-byte aligned) from this block's shared memory to global
+// memory, as one bulk group of this thread (sm_90 and later; callers take another path before). bulk_wait_read_upto:
+// at most N of this thread's bulk groups have not yet read their sources; bulk_wait_all: every one has completed.
+__device__ __forceinline__ void bulk_store_global(void* dst, uint32_t src, uint32_t bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile(
+      "cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;\n"
+      "cp.async.bulk.commit_group;\n" ::"l"(dst),
+      "r"(src), "r"(bytes)
+      : "memory");
+#endif
+}
+template <int N>
+__device__ __forceinline__ void bulk_wait_read_upto() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.wait_group.read %0;\n" ::"n"(N) : "memory");
+#endif
+}
+__device__ __forceinline__ void bulk_wait_all() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
+#endif
+}
 
 // Timing builds only (-DTQ_STAMPS=1, bench/gpu_harness/chain_stamps.py): thread 0 of a block records the global
 // timer (ns) and its SM's clock at numbered points of the decode and reduce kernels, so one launch's chain can be

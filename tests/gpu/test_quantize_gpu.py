@@ -62,16 +62,25 @@ def tricky_inputs(
     return x.astype(dtype)
 
 
-def run_case(kernels, ref, codec, x: np.ndarray, rotation: np.ndarray, heads_rot: int) -> None:
+def run_case(
+    kernels,
+    ref,
+    codec,
+    x: np.ndarray,
+    rotation: np.ndarray,
+    heads_rot: int,
+    codebook: np.ndarray | None = None,
+) -> None:
     import torch
 
+    codebook = ref.codebook if codebook is None else codebook
     b, h, s, d = x.shape
     cache = np.zeros((b, h, 0, codec.row_bytes), np.uint8)
     want, _ = reference_ops.tq_quantize(
         x,
         cache,
         rotation,
-        ref.codebook,
+        codebook,
         ref.qjl_matrix,
         None,
         bits=codec.bits,
@@ -85,7 +94,7 @@ def run_case(kernels, ref, codec, x: np.ndarray, rotation: np.ndarray, heads_rot
         torch.from_numpy(x).cuda(),
         torch.from_numpy(cache).cuda(),
         torch.from_numpy(np.ascontiguousarray(rotation)).cuda(),
-        torch.from_numpy(ref.codebook).cuda(),
+        torch.from_numpy(np.ascontiguousarray(codebook)).cuda(),
         torch.from_numpy(ref.qjl_matrix).cuda() if codec.qjl else None,
         present_cache=present,
     )
@@ -93,6 +102,51 @@ def run_case(kernels, ref, codec, x: np.ndarray, rotation: np.ndarray, heads_rot
     got = got.cpu().numpy()
     bad = np.argwhere(got != want)
     assert bad.size == 0, f"{len(bad)} bytes differ (rotation heads {heads_rot}), first at {bad[:4].tolist()}"
+
+
+def custom_codebook(kind: str, cb: np.ndarray, bits: int) -> np.ndarray:
+    """4-bit codebooks that steer the fast kernel's choice between its code table and the binary search (the
+    stored codebook's first 2^bits entries; the rest stays padding)."""
+    c = cb[0, : 2**bits].astype(np.float64)
+    if kind == "antisymmetric":  # the middle boundary exactly 0 (zero rows: u = 0 exactly)
+        c = (c - c[::-1]) / 2
+    elif kind == "close-pair":  # two boundaries 0.002 apart in one cell near u = 0.2: binary search
+        c[9] = 0.199
+        c[10] = 0.201
+        c[11] = 0.203
+    elif kind == "close-apart":  # boundaries 0.198, 0.2015 in adjacent cells: table, checked per cell
+        c[9] = 0.196
+        c[10] = 0.2
+        c[11] = 0.203
+    elif kind == "wide":  # three boundaries beyond 1, in the unbounded last cell: binary search
+        c = c * 8.0
+    elif kind == "tail-pair":  # boundaries -1.3 and -0.99925, both in the unbounded first cell: binary search
+        c[0], c[1], c[2] = -1.6, -1.0, -0.9985
+    out = cb.copy()
+    out[0, : 2**bits] = np.sort(c)
+    return out
+
+
+def edge_rows(rng: np.random.Generator, n: int, d: int, rotation: np.ndarray) -> np.ndarray:
+    """Rows whose rotated direction is near +-e_i: one coordinate of u near +-1 (the table's end cells)."""
+    y = rng.standard_normal((n, d)) * rng.choice([1e-3, 3e-2, 6e-2], size=(n, 1))
+    y[np.arange(n), rng.integers(0, d, n)] = rng.choice([-1.0, 1.0], n)
+    return y @ rotation.astype(np.float64)
+
+
+@pytest.mark.parametrize("kind", ["antisymmetric", "close-pair", "close-apart", "wide", "tail-pair"])
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_custom_codebooks_bit_exact(kernels, kind, dtype):
+    """The fast kernel codes 4-bit rows through its table only when each cell of u holds at most one boundary
+    and each table entry is close enough to its boundary; these codebooks take the table and the binary search
+    both ways (close pairs, boundaries beyond +-1), with rows whose u reaches the end cells."""
+    ref, codec = build(128, 4, 0, 0)
+    codebook = custom_codebook(kind, ref.codebook, 4)
+    rng = np.random.default_rng(hash(kind) % 1000)
+    x = tricky_inputs(rng, (2, 2, 160, 128), np.sign(ref.rotation[0, 0]), "float64")
+    flat = x.reshape(-1, 128)
+    flat[1::3] = edge_rows(rng, len(flat[1::3]), 128, ref.rotation[0]) * rng.choice([0.5, 20.0])
+    run_case(kernels, ref, codec, x.astype(dtype), ref.rotation, 1, codebook=codebook)
 
 
 @pytest.mark.parametrize("cfg", FAST_CONFIGS, ids=lambda c: f"D{c[0]}-m{c[1]}-qjl{c[2]}-nc{c[3]}")
