@@ -31,6 +31,14 @@ def count_below(bnd, u):  # strict
     return np.searchsorted(bnd, u, side="left")
 
 
+def coord_of(tpv, t, k):
+    """The kernel's coord_of: register k of slice t after the half exchanges (runs of 8, or 16 at D = 64)."""
+    if tpv == 2:
+        return (k & 15) | ((t & 1) << 4) | (((k >> 4) & 1) << 5)
+    run = (((t >> 1) & 1) << 3) | ((t & 1) << 4) | ((t >> 2) << 7)
+    return (k & 7) | run | (((k >> 4) & 1) << 5) | (((k >> 3) & 1) << 6)
+
+
 def nibble_boundary(v, nib):
     """The kernel table entry: the float32 nearest to v with low mantissa nibble nib (sign kept, -0 as +0)."""
     bits = 0 if v == 0.0 else int(np.array(v, np.float32).view(np.uint32))
@@ -125,8 +133,9 @@ def emulate(x, rot, codebook, bits, nc, rng, perturb=True, stats=None):
             e = (beta.view(np.int32) & 0xF).astype(np.int64)
             d = fma32(-r, inv[:, None], beta.astype(np.float64))  # beta - u, one rounding
             codes = e + np.signbit(d)  # plus d's sign bit (d == 0 is pending, or exact in zero vectors)
-            pend = ~np.signbit((EPS - np.abs(d)).astype(np.float32))  # the kernel's sign-bit test
-            assert np.array_equal(pend, np.abs(d) <= EPS)
+            top7 = (d.view(np.uint32) >> np.uint32(24)) & np.uint32(0x7F)
+            pend = top7 < 54  # the kernel's test on the exponent bits of d's top byte: |d| < 2^-19
+            assert np.array_equal(pend, np.abs(d) < EPS)  # NaN d: neither
         else:
             u = (r * inv[:, None]).astype(np.float32)
             pos = np.searchsorted(b32[: ncent - 1], u, side="left")  # count b32 < u
@@ -189,13 +198,16 @@ def emulate(x, rot, codebook, bits, nc, rng, perturb=True, stats=None):
         stats["vec"] = stats.get("vec", 0) + n_vec
     # packing via the kernel's bit tricks, per thread
     rows = np.zeros((n_vec, lay_rb), np.uint8)
-    # table codes: bits 4..7 of each byte hold the boundary's mantissa bits (garbage the packing masks off)
+    # table codes: bits 4..7 of each byte hold the boundary's mantissa bits (garbage the packing masks off).
+    # After the half exchanges register k of slice t holds coordinate coord_of(TPV, t, k).
     junk = np.uint64(0xF0) if use_table else np.uint64(0)
+    owner = sorted(coord_of(TPV, t, k) for t in range(TPV) for k in range(CPT))
+    assert owner == list(range(D)), "coord_of must cover each coordinate once"
     cw = np.zeros((n_vec, TPV, CPT // 4), np.uint64)
     for t in range(TPV):
         for k in range(CPT):
             cw[:, t, k >> 2] |= (
-                (codes[:, CPT * t + k].astype(np.uint64) | (junk & np.uint64(16 * (k % 16)))) & 0xFF
+                (codes[:, coord_of(TPV, t, k)].astype(np.uint64) | (junk & np.uint64(16 * (k % 16)))) & 0xFF
             ) << np.uint64(8 * (k & 3))
     cw = cw.astype(np.uint32)
 
@@ -213,58 +225,58 @@ def emulate(x, rot, codebook, bits, nc, rng, perturb=True, stats=None):
         return out
 
     u32 = np.uint32
+
+    def put8(off, byte):
+        rows[:, off] = (byte & u32(0xFF)).astype(np.uint8)
+
+    def put16(off, half):
+        put8(off, half)
+        put8(off + 1, half >> u32(8))
+
+    def nib1(w, shift):  # the 1-bit field of 4 code bytes -> 4 bits
+        return ((((w >> u32(shift)) & u32(0x01010101)) * u32(0x01020408)) >> u32(24)) & u32(0xF)
+
+    def byte2(w, shift):  # the 2-bit field of 4 code bytes -> 1 byte
+        return (((w >> u32(shift)) & u32(0x03030303)) * u32(0x01041040)) >> u32(24)
+
     for t in range(TPV):
-        if use_table and m == 3:  # the kernel's constant-mask branch (code bits 0..2, garbage in 4..7)
-            for o in range(CPT // 16):
-                f = [(cw[:, t, 4 * o + q] & u32(0x03030303)) * u32(0x01041040) for q in range(4)]
-                lo = byte_perm(f[0], f[1], 0x0073)
-                hi = byte_perm(f[2], f[3], 0x0073)
-                put(rows, CPT // 4 * t + 4 * o, byte_perm(lo, hi, 0x5410))
-            word = np.zeros(n_vec, np.uint32)
-            for q in range(CPT // 4):
-                word |= (((cw[:, t, q] & u32(0x04040404)) * u32(0x04081020)) >> u32(28)) << u32(4 * q)
-            put(rows, D // 4 + CPT // 8 * t, word)
-            continue
-        if use_table and m == 4:  # the kernel's constant-mask branch: two words of code bytes -> 8 codes
-            for o in range(CPT // 8):
-                a = (cw[:, t, 2 * o] & u32(0x0F0F0F0F)) * u32(0x110)
-                c = (cw[:, t, 2 * o + 1] & u32(0x0F0F0F0F)) * u32(0x110)
-                put(rows, CPT // 2 * t + 4 * o, byte_perm(a, c, 0x7531))
-            continue
-        shift = 0
-        seg = 0
-        if m & 8:
-            for q in range(CPT // 4):
-                put(rows, seg + CPT * t + 4 * q, cw[:, t, q])
-            seg += D
-            shift += 8
-        if m & 4:
-            for o in range(CPT // 8):
-                a = (cw[:, t, 2 * o] >> np.uint32(shift)) & np.uint32(0x0F0F0F0F)
-                c = (cw[:, t, 2 * o + 1] >> np.uint32(shift)) & np.uint32(0x0F0F0F0F)
-                a |= a >> np.uint32(4)
-                c |= c >> np.uint32(4)
-                put(rows, seg + CPT // 2 * t + 4 * o, byte_perm(a, c, 0x6420))
-            seg += D // 2
-            shift += 4
-        if m & 2:
-            for o in range(CPT // 16):
-                word = np.zeros(n_vec, np.uint32)
-                for q in range(4):
-                    xx = (cw[:, t, 4 * o + q] >> np.uint32(shift)) & np.uint32(0x03030303)
-                    word |= ((xx * np.uint32(0x01041040)) >> np.uint32(24)) << np.uint32(8 * q)
-                put(rows, seg + CPT // 4 * t + 4 * o, word)
-            seg += D // 4
-            shift += 2
-        if m & 1:
-            for o in range(CPT // 32):
-                word = np.zeros(n_vec, np.uint32)
-                for q in range(8):
-                    xx = (cw[:, t, 8 * o + q] >> np.uint32(shift)) & np.uint32(0x01010101)
-                    word |= (((xx * np.uint32(0x01020408)) >> np.uint32(24)) & np.uint32(0xF)) << np.uint32(
-                        4 * q
-                    )
-                put(rows, seg + CPT // 8 * t + 4 * o, word)
+        for ch in range(4):  # chunk: registers 8 ch .. 8 ch + 7 = coordinates cs .. cs + 7
+            cs = coord_of(TPV, t, 8 * ch)
+            w0, w1 = cw[:, t, 2 * ch], cw[:, t, 2 * ch + 1]
+            if use_table and m == 3:  # the kernel's constant-mask branch (code bits 0..2, garbage in 4..7)
+                f0 = (w0 & u32(0x03030303)) * u32(0x01041040)
+                f1 = (w1 & u32(0x03030303)) * u32(0x01041040)
+                put16(cs // 4, byte_perm(f0, f1, 0x0073))
+                b0 = ((w0 & u32(0x04040404)) * u32(0x04081020)) >> u32(28)
+                b1 = ((w1 & u32(0x04040404)) * u32(0x04081020)) >> u32(28)
+                put8(D // 4 + cs // 8, b0 | (b1 << u32(4)))
+                continue
+            if use_table and m == 4:  # the kernel's constant-mask branch: two words of code bytes -> 8 codes
+                a = (w0 & u32(0x0F0F0F0F)) * u32(0x110)
+                c = (w1 & u32(0x0F0F0F0F)) * u32(0x110)
+                put(rows, cs // 2, byte_perm(a, c, 0x7531))
+                continue
+            shift = 0
+            seg = 0
+            if m & 8:
+                put(rows, seg + cs, w0)
+                put(rows, seg + cs + 4, w1)
+                seg += D
+                shift += 8
+            if m & 4:
+                a = (w0 >> u32(shift)) & u32(0x0F0F0F0F)
+                c = (w1 >> u32(shift)) & u32(0x0F0F0F0F)
+                a |= a >> u32(4)
+                c |= c >> u32(4)
+                put(rows, seg + cs // 2, byte_perm(a, c, 0x6420))
+                seg += D // 2
+                shift += 4
+            if m & 2:
+                put16(seg + cs // 4, byte2(w0, shift) | (byte2(w1, shift) << u32(8)))
+                seg += D // 4
+                shift += 2
+            if m & 1:
+                put8(seg + cs // 8, nib1(w0, shift) | (nib1(w1, shift) << u32(4)))
     rows[:, lay_rb - 2] = (g16 & 0xFF).astype(np.uint8)
     rows[:, lay_rb - 1] = (g16 >> 8).astype(np.uint8)
     return rows.reshape(B, H, S, lay_rb)
@@ -356,6 +368,9 @@ if __name__ == "__main__":
         (128, 1, 0),
         (64, 4, 1),
         (256, 3, 1),
+        (128, 7, 0),
+        (64, 6, 0),
+        (256, 5, 1),
     ]:
         for dtype in ("float16", "float32"):
             for mk in (tricky, near_boundary):

@@ -445,14 +445,14 @@ __device__ __forceinline__ void v2_block(const QuantizeArgs& args, char* smem_ra
 // its own tiles: 16-byte cp.async of the tile's inputs (coalesced, 512 B per warp instruction; per-lane destinations
 // fixed at setup) into a two-stage per-warp buffer in which each lane's CPL = 32 * esize / 16 chunks are contiguous and
 // lanes are CPL + 1 chunks apart (so the 8 lanes of a 16-byte read phase hit 8 different bank groups); butterflies over
-// coordinate bits 0..4 in registers, bits 5.. by xor-shuffles. Codes: m <= 4 via a 513-cell table (cells of width 1/256,
-// margin 2^-16; a cell holds at most one boundary or the block uses the binary search; each entry is the candidate
-// boundary as a float32 that carries the code below it in its low mantissa nibble, so one load gives both; codes
-// and the signs of u - beta are gathered four at a time by byte permutes; the pending set comes from the sign bits
-// of kEps - |u - beta|), m > 4 by binary search over the float32 boundaries. Rows are packed in registers (byte-
-// per-code words, then segment words with shifts, multiplies and prmt; constant masks for 3- and 4-bit table codes),
-// staged per warp in shared memory at the destination's 16-byte phase, and written as one contiguous run with 16-byte
-// stores. A block whose R is not Hadamard-structured runs v2's dense branch (inlined: no call, the kernel parameter's
+// coordinate bits 0..4 in registers, bits 5.. by xor-shuffles (half exchanges for the first two: see the loop). Codes:
+// m <= 4 via a 513-cell table (cells of width 1/256, margin 2^-16; a cell holds at most one boundary or the block
+// uses the binary search; each entry is the candidate boundary as a float32 that carries the code below it in its
+// low mantissa nibble, so one load gives both; codes and the top bytes of beta - u, whose sign decides the code and
+// whose exponent bits the pending set, are gathered four at a time by byte permutes), m > 4 by binary search over
+// the float32 boundaries. Rows are packed in registers (byte-per-code words, then segment words with shifts,
+// multiplies and prmt; constant masks for 3- and 4-bit table codes), staged per warp in shared memory at the
+// destination's 16-byte phase, and written as one contiguous run (one bulk store when aligned). A block whose R is not Hadamard-structured runs v2's dense branch (inlined: no call, the kernel parameter's
 // address never escapes).
 namespace v4 {
 
@@ -586,6 +586,19 @@ __device__ __forceinline__ float nibble_boundary(double v, uint32_t nib) {
     }
   }
   return best;
+}
+
+// Coordinate of the vector that register k of slice t holds after the butterflies (see "Half exchanges" in the
+// kernel): runs of 8 (D >= 128) or 16 (D = 64) consecutive coordinates per chunk of registers, so each chunk of 8
+// codes stays whole bytes in every segment.
+template <int TPV>
+__device__ __forceinline__ int coord_of(int t, int k) {
+  if constexpr (TPV == 2) {
+    return (k & 15) | ((t & 1) << 4) | (((k >> 4) & 1) << 5);
+  } else {
+    return (k & 7) | (((t >> 1) & 1) << 3) | ((t & 1) << 4) | (((k >> 4) & 1) << 5) | (((k >> 3) & 1) << 6) |
+           ((t >> 2) << 7);
+  }
 }
 
 __device__ __forceinline__ void sts16(uint8_t* p, uint32_t word) {
@@ -812,21 +825,52 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
     }
 #pragma unroll
     for (int k = 0; k < kCPT; ++k) acc[k & 7] = fmaf(r[k], r[k], acc[k & 7]);
+    // Half exchanges. A cross-lane stage o (coordinate bit 5 + log2 o) pairs the lower lane's value A with the
+    // upper lane's B at each coordinate; instead of both lanes sending all 32 values (one shuffle and one FFMA per
+    // value), the stages o = 1 and 2 pair register k with k | p (p = 16 / o): the lower lane keeps the outputs
+    // A +- B of the coordinates whose register bit p is 0, the upper lane those whose bit is 1, and each sends the
+    // other half (16 shuffles and 32 FADDs). For the upper lane to send from the same registers, its last
+    // in-register butterfly over bit p leaves the pair swapped (one FFMA by a lane sign per output, as many
+    // instructions as the FADDs). The upper lane's difference comes out negated (B - A): each register keeps a sign
+    // sigma(t, k) = (t & 1 && k & 16 ? -1 : 1) (t & 2 && k & 8 ? -1 : 1), folded into the code phase's scale
+    // factors (sign flips are exact, so every value is the same float32 rounding as the full exchange's). After
+    // them register k of slice t holds coordinate coord_of<TPV>(t, k). D = 256's third stage (o = 4) exchanges
+    // in full. Each output is still log2(D) roundings deep: the error bound below is unchanged.
 #pragma unroll
     for (int bit = 1; bit < kCPT; bit <<= 1) {
+      const int o = 16 / bit;
+      const bool swap = o < TPV && o <= 2;  // compile-time in the unrolled loop
+      const float sw = swap && (t & o) ? -1.0f : 1.0f;
 #pragma unroll
       for (int k = 0; k < kCPT; ++k) {
         if (k & bit) continue;
         const float a = r[k];
         const float bb = r[k | bit];
-        r[k] = a + bb;
-        r[k | bit] = a - bb;
+        if (swap) {
+          r[k] = fmaf(bb, sw, a);
+          r[k | bit] = fmaf(bb, -sw, a);
+        } else {
+          r[k] = a + bb;
+          r[k | bit] = a - bb;
+        }
       }
     }
     float s32 = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
     s32 = group_sum<TPV>(s32);
 #pragma unroll
-    for (int o = 1; o < TPV; o <<= 1) {
+    for (int o = 1; o < TPV && o <= 2; o <<= 1) {
+      const int p = 16 / o;
+#pragma unroll
+      for (int k = 0; k < kCPT; ++k) {
+        if (k & p) continue;
+        const float y = __shfl_xor_sync(0xffffffffu, r[k | p], o);
+        const float keep = r[k];
+        r[k] = keep + y;
+        r[k | p] = keep - y;
+      }
+    }
+#pragma unroll
+    for (int o = 4; o < TPV; o <<= 1) {
       const float sg = (t & o) ? -1.0f : 1.0f;
 #pragma unroll
       for (int k = 0; k < kCPT; ++k) r[k] = fmaf(r[k], sg, __shfl_xor_sync(0xffffffffu, r[k], o));
@@ -835,14 +879,25 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
     const bool in_range = s32 >= 0x1p-60f && s32 <= 0x1p60f;  // NaN: false
     const bool zero = kHalf && s32 == 0.0f;                    // float16: all inputs are +-0 (exact u = 0)
     const float inv = in_range ? rsqrtf(sd) : 0.0f;
+    // Scale factors per sign class of the half exchanges: class (k >> 3) & 3 of register k (bit 1: k & 16, lane
+    // bit t & 1; bit 0: k & 8, lane bit t & 2).
+    float invs[4];
+#pragma unroll
+    for (int cls = 0; cls < 4; ++cls) {
+      const bool neg = ((cls & 2) && (t & 1)) != ((cls & 1) && TPV >= 4 && (t & 2));
+      invs[cls] = neg ? -inv : inv;
+    }
 
     // Codes (one byte each) and pending coordinates.
     uint32_t cw[kCPT / 4];
-    uint32_t pm = 0u;  // pending coordinates
+    uint32_t pm = 0u;  // pending coordinates (table path: 1 when any, until the exact path needs the set)
+    uint32_t fw[kCPT / 4];  // table path: bit 7 of byte i set when coordinate 4 q + i is decided
 #pragma unroll
     for (int q = 0; q < kCPT / 4; ++q) cw[q] = 0;
     if (use_table) {
-      const float i256 = inv * 256.0f;
+      float i256s[4];
+#pragma unroll
+      for (int cls = 0; cls < 4; ++cls) i256s[cls] = invs[cls] * 256.0f;
       const char* cellb = reinterpret_cast<const char*>(s_cellb);
       // 256 u + 256 + 2^21 rounds to a multiple of 1/4, so the float's bits 0..11 are M = round(1024 u + 1024),
       // bits 2..11 the cell k = floor(M / 4), and bits & 0xFFC its byte offset in the table: 0..512 (|u32| <= 1 + 19 unit
@@ -853,32 +908,35 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
       // bits (no carry: e + 1 <= 15 whenever d < 0, as the last candidate is the +4 sentinel). d == +-0 is pending,
       // except in a zero float16 vector (u = 0 exactly, no pending set), where d = beta_e exactly: its sign is that
       // of the boundary (never -0, see nibble_boundary), so u = 0 > beta_e exactly when d < 0.
-      // Pending: kEps - |d| is negative exactly when |d| > kEps (the sign of a rounded difference is exact; |d| ==
-      // kEps gives +0), so its sign bits, shifted in one per coordinate (coordinate k at bit 31 - k), are the
-      // complement of the pending set in bit-reversed order: one FADD and one funnel shift per coordinate.
-      uint32_t far = 0u;
+      // Pending: |d| < kEps = 2^-19, read from the same top bytes: bits 0..6 of d's top byte are its exponent's
+      // upper seven bits, at least 54 exactly when |d| >= 2^-19 (|d| = kEps itself is decided: the error bound is
+      // below it), so (top & 0x7F7F7F7F) + 0x4A4A4A4A sets bit 7 of each decided coordinate's byte (no carry:
+      // 0x7F + 0x4A < 0x100). NaN d (only in out-of-range vectors, recomputed whole) reads as decided.
+      uint32_t decided = 0xFFFFFFFFu;
 #pragma unroll
       for (int q = 0; q < kCPT / 4; ++q) {
         uint32_t eb[4], db[4];
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
           const int k = 4 * q + i;
-          const int off = __float_as_int(fmaf(r[k], i256, 2097408.0f)) & 0xFFC;
+          const int cls = (k >> 3) & 3;
+          const int off = __float_as_int(fmaf(r[k], i256s[cls], 2097408.0f)) & 0xFFC;
           const float beta = *reinterpret_cast<const float*>(cellb + off);
-          const float d = fmaf(r[k], -inv, beta);
+          const float d = fmaf(r[k], -invs[cls], beta);
           eb[i] = __float_as_uint(beta);
           db[i] = __float_as_uint(d);
-          far = __funnelshift_l(__float_as_uint(kEps - fabsf(d)), far, 1);
         }
         const uint32_t e = __byte_perm(__byte_perm(eb[0], eb[1], 0x0040), __byte_perm(eb[2], eb[3], 0x0040), 0x5410);
         const uint32_t top = __byte_perm(__byte_perm(db[0], db[1], 0x0073), __byte_perm(db[2], db[3], 0x0073), 0x5410);
         cw[q] = e + ((top & 0x80808080u) >> 7);
+        fw[q] = (top & 0x7F7F7F7Fu) + 0x4A4A4A4Au;
+        decided &= fw[q];
       }
-      pm = ~__brev(far);
+      pm = (decided & 0x80808080u) != 0x80808080u ? 1u : 0u;
     } else {
 #pragma unroll
       for (int k = 0; k < kCPT; ++k) {
-        const float u = r[k] * inv;
+        const float u = r[k] * invs[(k >> 3) & 3];
         int pos = 0;
         for (int step = 1 << (m - 1); step > 0; step >>= 1) {
           if (b32[pos + step - 1] < u) pos += step;
@@ -913,6 +971,14 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
     // Exact path (warp-uniform; rare): n in float64 per vector, then each pending coordinate by the whole warp.
     const unsigned need = __ballot_sync(0xffffffffu, need64);
     if (need != 0u) {
+      if (use_table && pm == 1u) {  // the pending set from the decided bits: byte flags at 0, 8, 16, 24 -> 4 bits
+        pm = 0u;
+#pragma unroll
+        for (int q = 0; q < kCPT / 4; ++q) {
+          const uint32_t x = (~fw[q] >> 7) & 0x01010101u;
+          pm |= (((x * 0x00204081u) >> 21) & 0xFu) << (4 * q);
+        }
+      }
       double n64 = 0.0;
       for (unsigned todo = need; todo != 0u;) {
         const int vs = (__ffs(todo) - 1) / TPV;
@@ -945,7 +1011,7 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
           continue;
         }
         const int vs = L / TPV;
-        const int i = (L % TPV) * kCPT + k;  // coordinate of the vector
+        const int i = coord_of<TPV>(L % TPV, k);  // coordinate of the vector
         double part = 0.0;
 #pragma unroll
         for (int j = lane; j < D; j += 32) {
@@ -985,85 +1051,81 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
     uint8_t* gdst = p.present_cache + (bh * p.present_rows + row_first) * rb;
     const int phase = static_cast<int>(reinterpret_cast<uintptr_t>(gdst) & 15u);
     if (g < nrows) {
-      // Segments (format.md section 4): this thread's 32 coordinates are 32 w contiguous bits of each w-bit segment.
+      // Segments (format.md section 4): chunk ch (registers 8 ch .. 8 ch + 7, code words cw[2 ch], cw[2 ch + 1]) holds
+      // the consecutive coordinates cs[ch] .. cs[ch] + 7, whose codes are 8 w contiguous bits of each w-bit segment
+      // at bit cs[ch] * w (whole bytes: cs[ch] is a multiple of 8).
       uint8_t* srow = obuf + phase + g * rb;
+      int cs[4];
+#pragma unroll
+      for (int ch = 0; ch < 4; ++ch) cs[ch] = coord_of<TPV>(t, 8 * ch);
+      auto sts16at = [](uint8_t* p, uint32_t half) { *reinterpret_cast<uint16_t*>(p) = static_cast<uint16_t>(half); };
       int shift = 0;
       int seg = 0;
       if (use_table && m == 3) {
         // 3-bit table codes (byte bits 0..2, bits 4..7 garbage), constant masks: the 2-bit segment (code bits 0..1)
-        // by one multiply per word (field i of the bytes lands in bits 24 + 2 i) and byte permutes, the 1-bit
+        // by one multiply per word (field i of the bytes lands in bits 24 + 2 i) and a byte permute, the 1-bit
         // segment (code bit 2) by one multiply per word (bit i lands in bit 28 + i). Same bytes as the generic
         // branches.
-        uint8_t* dst = srow + 4 * t * 2;
 #pragma unroll
-        for (int o = 0; o < 2; ++o) {
-          uint32_t f[4];
-#pragma unroll
-          for (int q = 0; q < 4; ++q) f[q] = (cw[4 * o + q] & 0x03030303u) * 0x01041040u;
-          const uint32_t lo = __byte_perm(f[0], f[1], 0x0073);  // bytes: f0.b3, f1.b3, -, -
-          const uint32_t hi = __byte_perm(f[2], f[3], 0x0073);
-          sts16(dst + 4 * o, __byte_perm(lo, hi, 0x5410));
+        for (int ch = 0; ch < 4; ++ch) {
+          const uint32_t f0 = (cw[2 * ch] & 0x03030303u) * 0x01041040u;
+          const uint32_t f1 = (cw[2 * ch + 1] & 0x03030303u) * 0x01041040u;
+          sts16at(srow + cs[ch] / 4, __byte_perm(f0, f1, 0x0073));  // bytes: f0.b3, f1.b3
+          const uint32_t b0 = ((cw[2 * ch] & 0x04040404u) * 0x04081020u) >> 28;
+          const uint32_t b1 = ((cw[2 * ch + 1] & 0x04040404u) * 0x04081020u) >> 28;
+          srow[D / 4 + cs[ch] / 8] = static_cast<uint8_t>(b0 | (b1 << 4));
         }
-        uint32_t word = 0;
-#pragma unroll
-        for (int q = 0; q < 8; ++q) word |= (((cw[q] & 0x04040404u) * 0x04081020u) >> 28) << (4 * q);
-        sts16(srow + D / 4 + 4 * t, word);
       } else if (use_table && m == 4) {
         // 4-bit table codes (byte bits 0..3, bits 4..7 garbage): (w & 0x0F0F0F0F) * 0x110 puts bytes 0 | 1 << 4
         // in byte 1 and bytes 2 | 3 << 4 in byte 3 (the other partial products fill bits 4..7 and 16..23 and carry
         // nothing), so one permute makes a word of 8 codes from two. Same bytes as the generic branch.
-        uint8_t* dst = srow + 4 * t * 4;
 #pragma unroll
-        for (int o = 0; o < 4; ++o) {
-          const uint32_t a = (cw[2 * o] & 0x0F0F0F0Fu) * 0x110u;
-          const uint32_t c = (cw[2 * o + 1] & 0x0F0F0F0Fu) * 0x110u;
-          sts16(dst + 4 * o, __byte_perm(a, c, 0x7531));
+        for (int ch = 0; ch < 4; ++ch) {
+          const uint32_t a = (cw[2 * ch] & 0x0F0F0F0Fu) * 0x110u;
+          const uint32_t c = (cw[2 * ch + 1] & 0x0F0F0F0Fu) * 0x110u;
+          sts16(srow + cs[ch] / 2, __byte_perm(a, c, 0x7531));
         }
       } else {  // generic: code bytes, shifted per segment
         if (m & 8) {
-          uint8_t* dst = srow + seg + 4 * t * 8;
 #pragma unroll
-          for (int q = 0; q < 8; ++q) sts16(dst + 4 * q, cw[q]);
+          for (int ch = 0; ch < 4; ++ch) {
+            sts16(srow + seg + cs[ch], cw[2 * ch]);
+            sts16(srow + seg + cs[ch] + 4, cw[2 * ch + 1]);
+          }
           seg += D;
           shift += 8;
         }
         if (m & 4) {
-          uint8_t* dst = srow + seg + 4 * t * 4;
 #pragma unroll
-          for (int o = 0; o < 4; ++o) {
-            uint32_t a = (cw[2 * o] >> shift) & 0x0F0F0F0Fu;
-            uint32_t c = (cw[2 * o + 1] >> shift) & 0x0F0F0F0Fu;
+          for (int ch = 0; ch < 4; ++ch) {
+            uint32_t a = (cw[2 * ch] >> shift) & 0x0F0F0F0Fu;
+            uint32_t c = (cw[2 * ch + 1] >> shift) & 0x0F0F0F0Fu;
             a |= a >> 4;
             c |= c >> 4;
-            sts16(dst + 4 * o, __byte_perm(a, c, 0x6420));
+            sts16(srow + seg + cs[ch] / 2, __byte_perm(a, c, 0x6420));
           }
           seg += D / 2;
           shift += 4;
         }
         if (m & 2) {
-          uint8_t* dst = srow + seg + 4 * t * 2;
 #pragma unroll
-          for (int o = 0; o < 2; ++o) {
-            uint32_t word = 0;
-#pragma unroll
-            for (int q = 0; q < 4; ++q) {
-              const uint32_t x = (cw[4 * o + q] >> shift) & 0x03030303u;
-              word |= ((x * 0x01041040u) >> 24) << (8 * q);
-            }
-            sts16(dst + 4 * o, word);
+          for (int ch = 0; ch < 4; ++ch) {
+            const uint32_t x0 = (cw[2 * ch] >> shift) & 0x03030303u;
+            const uint32_t x1 = (cw[2 * ch + 1] >> shift) & 0x03030303u;
+            sts16at(srow + seg + cs[ch] / 4, ((x0 * 0x01041040u) >> 24) | (((x1 * 0x01041040u) >> 24) << 8));
           }
           seg += D / 4;
           shift += 2;
         }
         if (m & 1) {
-          uint8_t* dst = srow + seg + 4 * t;
-          uint32_t word = 0;
 #pragma unroll
-          for (int q = 0; q < 8; ++q) {
-            const uint32_t x = (cw[q] >> shift) & 0x01010101u;
-            word |= (((x * 0x01020408u) >> 24) & 0xFu) << (4 * q);
+          for (int ch = 0; ch < 4; ++ch) {
+            const uint32_t x0 = (cw[2 * ch] >> shift) & 0x01010101u;
+            const uint32_t x1 = (cw[2 * ch + 1] >> shift) & 0x01010101u;
+            const uint32_t b0 = ((x0 * 0x01020408u) >> 24) & 0xFu;
+            const uint32_t b1 = ((x1 * 0x01020408u) >> 24) & 0xFu;
+            srow[seg + cs[ch] / 8] = static_cast<uint8_t>(b0 | (b1 << 4));
           }
-          sts16(dst, word);
         }
       }
       if (t == 0) *reinterpret_cast<uint16_t*>(srow + lay.norm_offset) = static_cast<uint16_t>(g16);
