@@ -452,8 +452,8 @@ __device__ __forceinline__ void v2_block(const QuantizeArgs& args, char* smem_ra
 // whose exponent bits the pending set, are gathered four at a time by byte permutes), m > 4 by binary search over
 // the float32 boundaries. Rows are packed in registers (byte-per-code words, then segment words with shifts,
 // multiplies and prmt; constant masks for 3- and 4-bit table codes), staged per warp in shared memory at the
-// destination's 16-byte phase, and written as one contiguous run (one bulk store when aligned). A block whose R is not Hadamard-structured runs v2's dense branch (inlined: no call, the kernel parameter's
-// address never escapes).
+// destination's 16-byte phase, and written as one contiguous run (one bulk store when aligned). A block whose R is
+// not Hadamard-structured runs v2's dense branch (inlined: no call, the kernel parameter's address never escapes).
 namespace v4 {
 
 constexpr int kThreads = 256;
@@ -900,9 +900,9 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
       for (int cls = 0; cls < 4; ++cls) i256s[cls] = invs[cls] * 256.0f;
       const char* cellb = reinterpret_cast<const char*>(s_cellb);
       // 256 u + 256 + 2^21 rounds to a multiple of 1/4, so the float's bits 0..11 are M = round(1024 u + 1024),
-      // bits 2..11 the cell k = floor(M / 4), and bits & 0xFFC its byte offset in the table: 0..512 (|u32| <= 1 + 19 unit
-      // roundoffs; out-of-range vectors have inv = 0 -> 256, and any other index of the 1024-entry table is safe:
-      // such vectors are recomputed).
+      // bits 2..11 the cell k = floor(M / 4), and bits & 0xFFC its byte offset in the table: 0..512 (|u32| <= 1 +
+      // 19 unit roundoffs; out-of-range vectors have inv = 0 -> 256, and any other index of the 1024-entry table is
+      // safe: such vectors are recomputed).
       // Per four coordinates: the entries' low bytes (code e in bits 0..3) and the top bytes of d = beta_e - u (one
       // rounding) are gathered by byte permutes; code = e + (u > beta_e), added bytewise from the top bytes' sign
       // bits (no carry: e + 1 <= 15 whenever d < 0, as the last candidate is the +4 sentinel). d == +-0 is pending,
