@@ -145,7 +145,7 @@ def test_custom_codebooks_bit_exact(kernels, kind, dtype):
     both ways (close pairs, boundaries beyond +-1), with rows whose u reaches the end cells."""
     ref, codec = build(128, 4, 0, 0)
     codebook = custom_codebook(kind, ref.codebook, 4)
-    rng = np.random.default_rng(hash(kind) % 1000)
+    rng = np.random.default_rng(sum(map(ord, kind)))  # str hash() differs per process
     x = tricky_inputs(rng, (2, 2, 160, 128), np.sign(ref.rotation[0, 0]), "float64")
     flat = x.reshape(-1, 128)
     flat[1::3] = edge_rows(rng, len(flat[1::3]), 128, ref.rotation[0]) * rng.choice([0.5, 20.0])
