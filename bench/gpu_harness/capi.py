@@ -126,10 +126,13 @@ class Kernels:
         present_window=None,
         overflow_flag=None,
         hadamard: bool = False,
+        constant_tables: bool = False,
     ):
         """Returns (present_cache, present_window); buffer mode may pass present_* = past_* (in place).
         hadamard: promise that `rotation` is Sylvester-Hadamard (QuantizeParams::rotation_hadamard; check it
-        with rotation_is_hadamard first, a false promise gives wrong codes)."""
+        with rotation_is_hadamard first, a false promise gives wrong codes). constant_tables: promise that no
+        kernel queued ahead on the stream writes `rotation` or `codebook` (QuantizeParams::constant_tables:
+        the prefill kernel builds its tables before it waits for the previous kernel)."""
         import torch
 
         b, h, s, d = x.shape
@@ -175,6 +178,7 @@ class Kernels:
             recent_window,
             _ptr(overflow_flag),
             1 if hadamard else 0,
+            1 if constant_tables else 0,
         ]
         arr = (ctypes.c_int64 * len(args))(*args)
         self._check(self.lib.tqh_quantize(arr, ctypes.c_void_p(self._stream())), "launch_quantize")

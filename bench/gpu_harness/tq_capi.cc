@@ -51,6 +51,7 @@ tq::kernels::QuantizeParams quantize_params(const int64_t* a) {
   p.recent_window = static_cast<int>(a[32]);
   p.overflow_flag = ptr<int>(a[33]);
   p.rotation_hadamard = static_cast<int>(a[34]);
+  p.constant_tables = static_cast<int>(a[35]);
   return p;
 }
 

@@ -31,6 +31,7 @@ struct QuantizeArgs {
   RowLayout lay;
   int64_t past_total;  // concat mode T_old
   int window;          // W
+  int setup_before_wait = 0;  // v4 kernel: a programmatic dependent launch that waits after its setup (launch_typed)
 };
 
 __device__ __forceinline__ int64_t pmod(int64_t a, int64_t m) {
@@ -471,7 +472,7 @@ cudaError_t launch_quantize(const QuantizeParams& p, void* /*workspace*/, cudaSt
     const cudaError_t e = launch_quantize_step(args, copies_past, stream);
     if (e != cudaSuccess) return e;
   } else if (p.new_tokens > 0 && wht_path_applies(args.p)) {
-    const cudaError_t e = launch_quantize_wht(args, stream);
+    const cudaError_t e = launch_quantize_wht(args, copies_past, stream);
     if (e != cudaSuccess) return e;
   } else if (p.new_tokens > 0) {
     const size_t smem = quantize_smem_bytes(d, p.codec.num_parts, lay.row_bytes, nullptr, nullptr);
@@ -495,3 +496,19 @@ cudaError_t launch_quantize(const QuantizeParams& p, void* /*workspace*/, cudaSt
 }
 
 }  // namespace tq::kernels
+
+#if TQ_STAMPS
+// Timing builds only: this translation unit's stamps (dev::stamp in the v4 quantize kernel). n = 64-bit words.
+extern "C" __attribute__((visibility("default"))) int tq_quant_stamps_read(unsigned long long* host, int n,
+                                                                            int clear) {
+  const size_t bytes = sizeof(tq::kernels::dev::g_stamps);
+  if (n < 0 || static_cast<size_t>(n) * sizeof(unsigned long long) > bytes) return -1;
+  cudaError_t e = cudaMemcpyFromSymbol(host, tq::kernels::dev::g_stamps, n * sizeof(unsigned long long));
+  if (e == cudaSuccess && clear) {
+    void* dev_ptr = nullptr;
+    e = cudaGetSymbolAddress(&dev_ptr, tq::kernels::dev::g_stamps);
+    if (e == cudaSuccess) e = cudaMemset(dev_ptr, 0, bytes);
+  }
+  return static_cast<int>(e);
+}
+#endif

@@ -617,16 +617,31 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
   static_assert(CPL == 4 || CPL == 8, "16-byte chunks per lane");
   dev::pdl_trigger();  // a decode attention launched next may start (it waits for this grid first)
 
+  const int stamp_block = (blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;  // timing builds
+  dev::stamp(stamp_block, 0);
+  // setup_before_wait (launch_typed): launched as a programmatic dependent of the stream's previous kernel, the
+  // block builds its tables from the codebook and R's row 0 (promised constant: QuantizeParams::constant_tables)
+  // while that kernel finishes, and waits for it before it reads anything else (lengths, x, the window) and
+  // before it writes global memory. Otherwise (a plain launch) the first tile's loads overlap the setup instead.
+  const bool wait_late = args.setup_before_wait != 0;
   const QuantizeParams& p = args.p;
   const RowLayout& lay = args.lay;
   const int b = blockIdx.z;
   const int h = blockIdx.y;
-  const int64_t t_old = p.cache_mode == kBuffer ? p.past_lengths[b] : args.past_total;
-  int64_t t_lo = 0, t_hi = 0;
-  compressed_range(t_old, p.new_tokens, p.sink_tokens, p.recent_window, &t_lo, &t_hi);
-  const int64_t count = t_hi - t_lo;
-  const int64_t ntiles = count > 0 ? (count + VW - 1) / VW : 0;
-  if (ntiles <= static_cast<int64_t>(blockIdx.x) * kWarps) return;  // block-uniform
+  int64_t t_lo = 0, count = 0, ntiles = 0;
+  auto token_range = [&]() {
+    const int64_t t_old = p.cache_mode == kBuffer ? p.past_lengths[b] : args.past_total;
+    int64_t t_hi = 0;
+    compressed_range(t_old, p.new_tokens, p.sink_tokens, p.recent_window, &t_lo, &t_hi);
+    count = t_hi - t_lo;
+    ntiles = count > 0 ? (count + VW - 1) / VW : 0;
+    return t_old;
+  };
+  int64_t t_old = 0;
+  if (!wait_late) {
+    t_old = token_range();
+    if (ntiles <= static_cast<int64_t>(blockIdx.x) * kWarps) return;  // block-uniform
+  }
 
   extern __shared__ __align__(16) char smem_raw[];
   __shared__ __align__(16) float s_b32[260];       // b32[-1 .. 258]: float32 boundaries, -4 at -1, +4 from 2^m - 1
@@ -659,9 +674,13 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
   // jt VW + VW <= count), at byte x_off + jt * kTileBytes of x (this lane's first chunk; x_off alone may be
   // negative, so it stays an offset until a fast tile is added).
   constexpr int64_t kTileBytes = static_cast<int64_t>(VW) * D * Sh::kEsize;
-  const int64_t fast_lo = t_old > t_lo ? (t_old - t_lo + VW - 1) / VW : 0;
-  const int64_t fast_hi = count / VW;
-  const int64_t x_off = ((bh * p.new_tokens + (t_lo - t_old)) * D) * Sh::kEsize + 16 * lane;
+  int64_t fast_lo = 0, fast_hi = 0, x_off = 0;
+  auto fast_range = [&]() {
+    fast_lo = t_old > t_lo ? (t_old - t_lo + VW - 1) / VW : 0;
+    fast_hi = count / VW;
+    x_off = ((bh * p.new_tokens + (t_lo - t_old)) * D) * Sh::kEsize + 16 * lane;
+  };
+  if (!wait_late) fast_range();
   auto issue = [&](int64_t jt, int st) {
     char* dst = stage0 + st * Sh::kStageBytes + dst_lane;
     if (jt >= fast_lo && jt < fast_hi) {
@@ -687,7 +706,7 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
   };
   int64_t jt = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
   const int64_t jstride = static_cast<int64_t>(gridDim.x) * kWarps;
-  if (jt < ntiles) issue(jt, 0);  // the first tile's loads overlap the setup below
+  if (!wait_late && jt < ntiles) issue(jt, 0);  // the first tile's loads overlap the setup below
 
   int close = 0;  // two adjacent boundaries closer than kMinSpacing (m <= 4 only)
   for (int j = tid; j < 256; j += kThreads) {
@@ -767,6 +786,14 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
   const uint32_t bad = p.rotation_hadamard != 0 ? 0u : dev::hadamard_mismatch<D, kThreads, 4>(rot, tid);
   const bool hadamard = __syncthreads_or(bad != 0u) == 0;
   const int any_slow = __syncthreads_or(slow);
+  dev::stamp(stamp_block, 1);
+  if (wait_late) {  // the setup read only the codebook and R; the previous grid's outputs from here on
+    dev::pdl_wait();
+    t_old = token_range();
+    if (ntiles <= static_cast<int64_t>(blockIdx.x) * kWarps) return;  // block-uniform, after every barrier
+    fast_range();
+    if (jt < ntiles) issue(jt, 0);
+  }
   const bool use_table = m <= 4 && any_slow == 0;
   const uint32_t cmask = use_table ? 0x0Fu : 0xFFu;  // code bits of a code byte (table bytes: bits 4..7 garbage)
   if (!hadamard) {
@@ -784,7 +811,14 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
   uint8_t* const obuf2 = S.obuf + warp * 2 * kOutBytes;
   const uint4* mk = reinterpret_cast<const uint4*>(S.smask + t * Sh::kLaneBytes);
 
+#if TQ_STAMPS
+  bool first_tile = true;
+  unsigned long long tiles_done = 0;
+#endif
   for (int st = 0; jt < ntiles; jt += jstride, st ^= 1) {
+#if TQ_STAMPS
+    ++tiles_done;
+#endif
     if (jt + jstride < ntiles) {
       issue(jt + jstride, st ^ 1);
     } else {
@@ -793,6 +827,10 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
     dev::cp_async_wait<1>();
     if (lane == 0) dev::bulk_wait_read_upto<1>();  // the bulk store of two tiles ago has read obuf (buffer st)
     __syncwarp();
+#if TQ_STAMPS
+    if (first_tile) dev::stamp(stamp_block, 2);  // the first tile arrived (warp 0's)
+    first_tile = false;
+#endif
     const char* cur = stage0 + st * Sh::kStageBytes;
     uint8_t* const obuf = obuf2 + st * kOutBytes;
     const uint4* mine = reinterpret_cast<const uint4*>(cur + lane * Sh::kLaneBytes);
@@ -1163,12 +1201,36 @@ __global__ void __launch_bounds__(kThreads, Shape<D, kHalf>::kBlocksPerSm)
     }
     __syncwarp();  // stage st is rewritten next
   }
+#if TQ_STAMPS
+  if (threadIdx.x == 0 && stamp_block < dev::kStampBlocks) {
+    uint32_t smid;
+    asm volatile("mov.u32 %0, %%smid;" : "=r"(smid));
+    dev::g_stamps[stamp_block][5] = smid + 1;
+    dev::g_stamps[stamp_block][6] = tiles_done;
+  }
+#endif
+  dev::stamp(stamp_block, 3);
   if (lane == 0) dev::bulk_wait_all();  // obuf is read and the rows written before the block ends
+  dev::stamp(stamp_block, 4);
+}
+
+// Whether the kernel is launched as a programmatic dependent of the stream's previous kernel that builds its tables
+// before it waits (QuantizeArgs::setup_before_wait): only when the caller promised that the codebook and R are not
+// written by the kernels ahead of it (QuantizeParams::constant_tables), on sm_90 and later, and not right after
+// the past-row copy of the same call (no kernel to overlap there; as the step kernel). H200, B=8 S=4096 float16
+// 4-bit, back-to-back calls: ~52 -> ~48.5 us (bench/NOTES.md "Setup before the wait"). TQ_QUANT_EARLY=0: plain
+// launches (A/B timing; the same switch as the step kernel's).
+inline bool setup_before_wait(const QuantizeParams& p, bool after_copy) {
+  if (p.constant_tables == 0 || after_copy || compute_capability_major() < 9) return false;
+  const char* v = std::getenv("TQ_QUANT_EARLY");
+  return v == nullptr || std::atoi(v) != 0;
 }
 
 template <int D, bool kHalf>
-cudaError_t launch_typed(const QuantizeArgs& args, cudaStream_t stream) {
+cudaError_t launch_typed(const QuantizeArgs& args_in, bool after_copy, cudaStream_t stream) {
   using Sh = Shape<D, kHalf>;
+  QuantizeArgs args = args_in;
+  args.setup_before_wait = setup_before_wait(args.p, after_copy) ? 1 : 0;
   const QuantizeParams& p = args.p;
   const size_t smem = smem_bytes<D, kHalf>();
   auto kernel = tq_quantize_wht4_kernel<D, kHalf>;
@@ -1182,9 +1244,24 @@ cudaError_t launch_typed(const QuantizeArgs& args, cudaStream_t stream) {
   const int64_t per_head = std::max<int64_t>(1, target / std::max<int64_t>(heads, 1));  // one wave when it fills
   const unsigned gx =
       static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(std::min(blocks_needed, per_head), 0x7fffffff)));
-  const dim3 grid(gx, p.kv_heads, p.batch);
-  kernel<<<grid, kThreads, smem, stream>>>(args);
-  e = cudaGetLastError();
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(gx, p.kv_heads, p.batch);
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = args.setup_before_wait != 0 ? 1 : 0;
+  e = cudaLaunchKernelEx(&cfg, kernel, args);
+  if (e != cudaSuccess && args.setup_before_wait != 0) {  // a runtime that refuses the attribute: a plain launch
+    (void)cudaGetLastError();
+    args.setup_before_wait = 0;
+    cfg.numAttrs = 0;
+    e = cudaLaunchKernelEx(&cfg, kernel, args);
+  }
+  if (e == cudaSuccess) e = cudaGetLastError();
   if (e != cudaSuccess) return cuda_failed(e, "TQQuantize: tq_quantize_wht4_kernel launch");
   return cudaSuccess;
 }
@@ -1205,15 +1282,18 @@ inline bool wht_path_applies(const QuantizeParams& p) {
          aligned(p.past_window);
 }
 
-inline cudaError_t launch_quantize_wht(const QuantizeArgs& args, cudaStream_t stream) {
+inline cudaError_t launch_quantize_wht(const QuantizeArgs& args, bool after_copy, cudaStream_t stream) {
   const bool half = args.p.dtype == DType::kFloat16;
   switch (args.p.codec.head_dim) {
     case 64:
-      return half ? v4::launch_typed<64, true>(args, stream) : v4::launch_typed<64, false>(args, stream);
+      return half ? v4::launch_typed<64, true>(args, after_copy, stream)
+                  : v4::launch_typed<64, false>(args, after_copy, stream);
     case 128:
-      return half ? v4::launch_typed<128, true>(args, stream) : v4::launch_typed<128, false>(args, stream);
+      return half ? v4::launch_typed<128, true>(args, after_copy, stream)
+                  : v4::launch_typed<128, false>(args, after_copy, stream);
     case 256:
-      return half ? v4::launch_typed<256, true>(args, stream) : v4::launch_typed<256, false>(args, stream);
+      return half ? v4::launch_typed<256, true>(args, after_copy, stream)
+                  : v4::launch_typed<256, false>(args, after_copy, stream);
     default:
       return invalid("TQQuantize: head_dim=%d: no Hadamard-path kernel", args.p.codec.head_dim);
   }

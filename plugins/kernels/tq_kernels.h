@@ -58,6 +58,11 @@ struct QuantizeParams {
   // R's structure (a D x D read per block on every launch). A false promise gives wrong codes; 0 (unknown) is
   // always correct.
   int rotation_hadamard = 0;
+  // The caller's promise that `codebook` and `rotation` are not written by the kernels queued ahead of this call
+  // on its stream (constant initializers: the ORT op checks that they are). The prefill kernel then builds its
+  // tables from them before it waits for the previous kernel (a programmatic dependent launch on sm_90 and later),
+  // so a block's setup overlaps that kernel's tail. A false promise is a race; 0 is always correct.
+  int constant_tables = 0;
 };
 
 size_t quantize_workspace_bytes(const QuantizeParams& p);

@@ -202,6 +202,17 @@ bool PromiseHadamardRotation(const OrtKernelInfo* info, const char* op, size_t i
   return ok;
 }
 
+// Whether input `index` of the node is a constant initializer (ORT uploads it once and no kernel writes it).
+bool ConstantInput(const OrtKernelInfo* info, size_t index) {
+  int is_constant = 0;
+  const OrtValue* value = nullptr;
+  if (OrtStatus* s = Ort::GetApi().KernelInfoGetConstantInput_tensor(info, index, &is_constant, &value); s) {
+    Ort::GetApi().ReleaseStatus(s);
+    return false;
+  }
+  return is_constant != 0 && value != nullptr;
+}
+
 // ------------------------------------------------------------------------------------------------ TQQuantize
 class QuantizeCuda final : public Kernel {
  public:
@@ -209,7 +220,8 @@ class QuantizeCuda final : public Kernel {
       : attrs_(attrs),
         x_type_(x_type),
         rotation_hadamard_(PromiseHadamardRotation(info, kQuantizeOp, kQRotation, "rotation",
-                                                   "the quantize kernel does not check its structure")) {}
+                                                   "the quantize kernel does not check its structure")),
+        constant_tables_(ConstantInput(info, kQRotation) && ConstantInput(info, kQCodebook)) {}
 
   Ort::Status Compute(OrtKernelContext* context) override {
     const char* op = kQuantizeOp;
@@ -254,6 +266,7 @@ class QuantizeCuda final : public Kernel {
     p.sink_tokens = attrs_.sink_tokens;
     p.recent_window = attrs_.recent_window;
     p.rotation_hadamard = rotation_hadamard_ ? 1 : 0;
+    p.constant_tables = constant_tables_ ? 1 : 0;
 
     cudaStream_t stream = static_cast<cudaStream_t>(ctx.GetGPUComputeStream());
     Scratch scratch(context, cache_out.GetTensorMemoryInfo(), stream);
@@ -269,6 +282,7 @@ class QuantizeCuda final : public Kernel {
   QuantizeAttrs attrs_;
   ONNXTensorElementDataType x_type_;
   bool rotation_hadamard_;  // PromiseHadamardRotation
+  bool constant_tables_;    // rotation and codebook are constant initializers (QuantizeParams::constant_tables)
 };
 
 // ------------------------------------------------------------------------------------------------ TQAttention

@@ -73,6 +73,7 @@ def run_case(
     rotation: np.ndarray,
     heads_rot: int,
     codebook: np.ndarray | None = None,
+    promise: bool = False,
 ) -> None:
     import torch
 
@@ -100,6 +101,8 @@ def run_case(
         torch.from_numpy(np.ascontiguousarray(codebook)).cuda(),
         torch.from_numpy(ref.qjl_matrix).cuda() if codec.qjl else None,
         present_cache=present,
+        hadamard=promise,
+        constant_tables=promise,
     )
     torch.cuda.synchronize()
     got = got.cpu().numpy()
@@ -154,13 +157,56 @@ def test_custom_codebooks_bit_exact(kernels, kind, dtype):
 
 @pytest.mark.parametrize("cfg", FAST_CONFIGS, ids=lambda c: f"D{c[0]}-m{c[1]}-qjl{c[2]}-nc{c[3]}")
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
-def test_hadamard_fast_path_bit_exact(kernels, cfg, dtype):
+@pytest.mark.parametrize("promise", [False, True], ids=["checked", "promised"])
+def test_hadamard_fast_path_bit_exact(kernels, cfg, dtype, promise):
+    """promised: R's structure and constant tables promised, as the ORT CUDA op does for constant initializers
+    (the kernel skips its R check and builds its tables before it waits for the previous kernel)."""
     d, bits, qjl, nc = cfg
     ref, codec = build(d, bits, qjl, nc)
     rng = np.random.default_rng(d * 10 + bits)
     # 16 (b, h) pairs, 700 tokens: more tiles per head than blocks per head, so blocks loop (persistent grid).
     x = tricky_inputs(rng, (4, 4, 700, d), np.sign(ref.rotation[0, 0]), dtype)
-    run_case(kernels, ref, codec, x, ref.rotation, 1)
+    run_case(kernels, ref, codec, x, ref.rotation, 1, promise=promise)
+
+
+def test_constant_tables_read_x_after_the_previous_kernel(kernels):
+    """With constant_tables the prefill kernel is a programmatic dependent launch that builds its tables
+    before it waits for the previous kernel; everything else must be read after that wait. Here x is the
+    output of a decode attention launched just before it (its last kernel lets dependents start before it
+    writes the output), zeroed before each attention call: codes read early would be those of zero rows."""
+    import torch
+
+    from bench.attention_gpu import hadamard_rotation
+    from bench.gpu_harness.cases import decode_case
+
+    ref, codec = build(128, 4, 0, 0)
+    case = decode_case(4, 8, 4096)  # out [8, 32, 1, 128]: x [1, 1, 256, 128], the prefill kernel (S > 16)
+    rot_attn = torch.from_numpy(hadamard_rotation(128)[None]).float().cuda()
+    rot = torch.from_numpy(ref.rotation).cuda()
+    cb = torch.from_numpy(ref.codebook).cuda()
+    past = torch.empty((1, 1, 0, codec.row_bytes), dtype=torch.uint8, device="cuda")
+    presents = []
+    for i in range(3):
+        out = torch.zeros_like(case.out)
+        kernels.attention(
+            case.codec, case.codec, case.q[i % case.copies], case.k_cache[i % case.copies],
+            case.v_cache[i % case.copies], case.mask, rot_attn, case.codebook, rot_attn, case.codebook,
+            scale=0.088, out=out, k_hadamard=True, v_hadamard=True,
+        )  # fmt: skip
+        x = out.view(1, 1, -1, 128)
+        present = torch.full((1, 1, x.shape[2], codec.row_bytes), 0xA5, dtype=torch.uint8, device="cuda")
+        kernels.quantize(codec, x, past, rot, cb, present_cache=present, hadamard=True, constant_tables=True)
+        presents.append((x, present))
+    torch.cuda.synchronize()
+    for x, present in presents:
+        xs = x.cpu().numpy()
+        assert np.abs(xs).max() > 0.0, "the attention output is zero: the test would not see an early read"
+        want, _ = reference_ops.tq_quantize(
+            xs, np.zeros((1, 1, 0, codec.row_bytes), np.uint8), ref.rotation, ref.codebook, None, None,
+            bits=codec.bits, part_sizes=codec.part_sizes, qjl=0, norm_correction=0,
+        )  # fmt: skip
+        bad = np.argwhere(present.cpu().numpy() != want)
+        assert bad.size == 0, f"{len(bad)} bytes differ, first at {bad[:4].tolist()}"
 
 
 @pytest.mark.parametrize("rotation", ["dense", "nudged"])
@@ -303,25 +349,29 @@ def sanitize_main() -> None:
         x = torch.randn((2, 2, 70, d), device="cuda", dtype=dtype)
         past = torch.empty((2, 2, 0, codec.row_bytes), dtype=torch.uint8, device="cuda")
         pw = torch.empty((2, 2, 0, d), dtype=dtype, device="cuda")
-        k.quantize(codec, x, past, rot, cb, qm, pw, sink_tokens=2, recent_window=3)
-        cache = torch.zeros((2, 2, 40, codec.row_bytes), dtype=torch.uint8, device="cuda")
-        win = torch.randn((2, 2, 4, d), device="cuda", dtype=dtype)
-        lengths = torch.tensor([3, 30], device="cuda")
-        k.quantize(
-            codec,
-            x[:, :, :5],
-            cache,
-            rot,
-            cb,
-            qm,
-            win,
-            lengths,
-            cache_mode=BUFFER,
-            sink_tokens=1,
-            recent_window=3,
-            present_cache=cache,
-            present_window=win,
-        )
+        # promised (rot_kind == "hadamard"): no R check, tables built before the wait for the previous kernel
+        promise = {"hadamard": True, "constant_tables": True} if rot_kind == "hadamard" else {}
+        for kw in ({}, promise) if promise else ({},):
+            k.quantize(codec, x, past, rot, cb, qm, pw, sink_tokens=2, recent_window=3, **kw)
+            cache = torch.zeros((2, 2, 64, codec.row_bytes), dtype=torch.uint8, device="cuda")
+            win = torch.randn((2, 2, 4, d), device="cuda", dtype=dtype)
+            lengths = torch.tensor([3, 30], device="cuda")
+            k.quantize(
+                codec,
+                x[:, :, :5] if not kw else x[:, :, :24],  # promised: 24 new tokens (the step kernel takes 5)
+                cache,
+                rot,
+                cb,
+                qm,
+                win,
+                lengths,
+                cache_mode=BUFFER,
+                sink_tokens=1,
+                recent_window=3,
+                present_cache=cache,
+                present_window=win,
+                **kw,
+            )
     torch.cuda.synchronize()
     print("quantize sanitize cases ran")
 
