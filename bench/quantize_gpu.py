@@ -4,15 +4,18 @@ Concat-mode appends (empty past) of K, Hkv=8, D=128: prefill B=8 S=4096 and deco
 QJL off/on, float16 and float32 inputs, Hadamard rotation (the v4 fast path without QJL; QJL runs the v1
 kernel) and a dense Haar rotation (the fast kernel's v2 dense branch). Prints the card; never asserts.
 `--fast` times only the B=8 S=4096 Hadamard rows without QJL (the fast path's target cases).
-`--sweep` times the promised 4-bit float16 call at B=8 and S = 512 .. 8192 and fits us = fixed + per_token * S
-(least squares): the fixed part is what a launch costs besides streaming (setup, first and last tiles, the
-launch itself).
+`--sweep` times the promised 4-bit float16 call (with and without constant_tables) at B=8 and S = 512 .. 8192
+and fits us = fixed + per_token * S (least squares): the fixed part is what a launch costs besides streaming
+(setup, first and last tiles, the launch itself).
 
 Rows with a Hadamard R and no QJL are timed twice: as a caller that knows nothing about R (the kernel checks
 R's structure, a D x D read per block) and as the ORT CUDA op calls it for a constant rotation initializer
-(QuantizeParams::rotation_hadamard promised after the host check): the columns "us" and "promised". With the
-promise, calls of at most 16 new tokens (the S=1 rows) run the decode-step kernel (quantize_step.cuh); its own
-A/B against v4 and a layer's decode step are in bench/quantize_step_gpu.py.
+(QuantizeParams::rotation_hadamard promised after the host check, and QuantizeParams::constant_tables: a
+block builds its tables before it waits for the previous kernel, here the previous call): the columns "us" and
+"promised". The column "no-early" is the promised call without constant_tables (a plain launch: what a caller
+gets whose codebook or R is not a constant initializer, e.g. the TensorRT plugin), timed in the same run. With
+the promise, calls of at most 16 new tokens (the S=1 rows) run the decode-step kernel (quantize_step.cuh); its
+own A/B against v4 and a layer's decode step are in bench/quantize_step_gpu.py.
 """
 
 from __future__ import annotations
@@ -55,24 +58,37 @@ def sweep(kern: Kernels, name: str) -> None:
     rot = torch.from_numpy(ref.rotation).cuda()
     cb = torch.from_numpy(ref.codebook).cuda()
     lengths = [512, 1024, 2048, 4096, 8192]
-    times = []
+    times: dict[bool, list[float]] = {True: [], False: []}
     for s in lengths:
         x = [torch.randn((8, HKV, s, D), dtype=torch.float16, device="cuda") for _ in range(4)]
         past = torch.empty((8, HKV, 0, codec.row_bytes), dtype=torch.uint8, device="cuda")
         present = [
             torch.empty((8, HKV, s, codec.row_bytes), dtype=torch.uint8, device="cuda") for _ in range(4)
         ]
+        for early in (True, False):
 
-        def run(i: int, x=x, past=past, present=present) -> None:
-            kern.quantize(codec, x[i], past, rot, cb, None, present_cache=present[i], hadamard=True)
+            def run(i: int, x=x, past=past, present=present, early=early) -> None:
+                kern.quantize(
+                    codec,
+                    x[i],
+                    past,
+                    rot,
+                    cb,
+                    None,
+                    present_cache=present[i],
+                    hadamard=True,
+                    constant_tables=early,
+                )
 
-        times.append(time_graph_us(run, 4))
-    per_token, fixed = np.polyfit(np.array(lengths, float), np.array(times), 1)
-    print(f"\n{name}; 4-bit float16 promised, B=8 Hkv={HKV} D={D}")
-    print("     S       us   fit us")
-    for s, us in zip(lengths, times, strict=True):
-        print(f"{s:6d} {us:8.2f} {fixed + per_token * s:8.2f}")
-    print(f"fixed {fixed:.2f} us, per 1K tokens {1024 * per_token:.2f} us")
+            times[early].append(time_graph_us(run, 4))
+    print(f"\n{name}; 4-bit float16 promised, B=8 Hkv={HKV} D={D}; with and without constant_tables")
+    for early in (True, False):
+        per_token, fixed = np.polyfit(np.array(lengths, float), np.array(times[early]), 1)
+        print("     S       us   fit us" + ("" if early else "   (no-early)"))
+        for s, us in zip(lengths, times[early], strict=True):
+            print(f"{s:6d} {us:8.2f} {fixed + per_token * s:8.2f}")
+        label = "promised" if early else "no-early"
+        print(f"{label}: fixed {fixed:.2f} us, per 1K tokens {1024 * per_token:.2f} us")
 
 
 def main() -> None:
@@ -108,27 +124,48 @@ def main() -> None:
         ]
 
         def run(
-            i: int, codec=codec, x=x, past=past, rot=rot, cb=cb, qm=qm, present=present, promise=False
+            i: int,
+            codec=codec,
+            x=x,
+            past=past,
+            rot=rot,
+            cb=cb,
+            qm=qm,
+            present=present,
+            promise=False,
+            early=False,
         ) -> None:
-            kern.quantize(codec, x[i], past, rot, cb, qm, present_cache=present[i], hadamard=promise)
+            kern.quantize(
+                codec,
+                x[i],
+                past,
+                rot,
+                cb,
+                qm,
+                present_cache=present[i],
+                hadamard=promise,
+                constant_tables=early,
+            )
 
         us = time_graph_us(run, variants)
-        promised = float("nan")
+        promised = plain = float("nan")
         if not qjl and kern.rotation_is_hadamard(rot):
-            promised = time_graph_us(lambda i, run=run: run(i, promise=True), variants)
+            promised = time_graph_us(lambda i, run=run: run(i, promise=True, early=True), variants)
+            plain = time_graph_us(lambda i, run=run: run(i, promise=True), variants)
         nbytes = b * HKV * s * (D * x[0].element_size() + codec.row_bytes)
         best = us if math.isnan(promised) else min(us, promised)
         gbs = nbytes / (best * 1e-6) / 1e9
-        rows.append((bits, qjl, rot_kind, dtype_name, b, s, us, promised, gbs, gbs / copy_gbs))
+        rows.append((bits, qjl, rot_kind, dtype_name, b, s, us, promised, plain, gbs, gbs / copy_gbs))
     print(
         f"\n{name}; copy {copy_gbs:.0f} GB/s; Hkv={HKV} D={D}; quantize v4 (Hadamard, no QJL; "
         "promised S <= 16: the step kernel)"
     )
     print("(GB/s and %copy from the faster column; promised/us: the promise's time over the checked one)")
-    print("bits qjl rotation dtype      B     S       us promised promised/us     GB/s  %copy")
-    for bits, qjl, rot_kind, dtype_name, b, s, us, promised, gbs, share in rows:
+    print("bits qjl rotation dtype      B     S       us promised no-early promised/us     GB/s  %copy")
+    for bits, qjl, rot_kind, dtype_name, b, s, us, promised, plain, gbs, share in rows:
         head = f"{bits:4d} {qjl:3d} {rot_kind:8s} {dtype_name:8s} {b:3d} {s:5d}"
-        print(f"{head} {us:8.1f} {promised:8.1f} {promised / us:11.3f} {gbs:8.1f} {100 * share:6.1f}")
+        times = f"{us:8.1f} {promised:8.1f} {plain:8.1f} {promised / us:11.3f}"
+        print(f"{head} {times} {gbs:8.1f} {100 * share:6.1f}")
 
 
 if __name__ == "__main__":
