@@ -235,18 +235,23 @@ def test_cuda_attention_constant_v_rotation(rotation: str, per_head: bool, new_t
 # TQQuantize with its rotation as a constant initializer: promised (QuantizeParams::rotation_hadamard) where
 # every head is Sylvester-Hadamard, so the kernel skips its check of R; the codes stay bit-identical to the
 # reference. A one-sign near miss gets no promise (with one, its codes would differ) and stays bit-identical.
+# 9 new tokens take the decode-step kernel, 40 the prefill kernel, which with a constant rotation and codebook
+# (QuantizeParams::constant_tables) builds its tables before it waits for the previous kernel.
 @pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["f32", "f16"])
 @pytest.mark.parametrize(
     ("rotation", "per_head"), [("hadamard", False), ("hadamard", True), ("near_miss", True)]
 )
-def test_cuda_quantize_constant_rotation(rotation: str, per_head: bool, dtype, capfd) -> None:
+@pytest.mark.parametrize("new_tokens", [9, 40], ids=["step", "prefill"])
+def test_cuda_quantize_constant_rotation(
+    rotation: str, per_head: bool, dtype, new_tokens: int, capfd
+) -> None:
     rng = np.random.default_rng(7)
     codec = make_codec(128, bits=(4,), kv_heads=2, per_head_rotation=per_head)
     if rotation == "near_miss":
         rot = codec.rotation.copy()
         rot[-1, 100, 5] = -rot[-1, 100, 5]
         codec = dataclasses.replace(codec, rotation=rot)
-    x = special_vectors(rng, (2, 2, 9, 128), dtype)
+    x = special_vectors(rng, (2, 2, new_tokens, 128), dtype)
     inputs, attrs = quantize_inputs(x, codec, empty_cache(2, 2, codec))
     ours, _ = run_quantize(inputs, attrs, provider=CUDA, constants=("rotation", "codebook"), log_severity=1)
     log = capfd.readouterr().err
