@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -46,41 +48,56 @@ CASES = [  # (bits, qjl, rotation, dtype, B, S)
 ]
 
 
-def sweep(kern: Kernels, name: str) -> None:
-    import numpy as np
+@dataclass
+class PrefillCase:
+    """One concat-mode append (empty past) of x [B, Hkv, S, D], in as many input/output copies as `x` holds
+    (so that L2 cannot keep them across the calls of one timed graph)."""
+
+    codec: Codec
+    rotation: Any  # torch float32 [1, D, D]
+    codebook: Any  # torch float32 [1, 256]
+    qjl_matrix: Any  # torch float32 [D, D] or None
+    x: list
+    past: Any
+    present: list
+
+    def run(self, kern: Kernels, i: int, promise: bool = False, early: bool = False) -> None:
+        """Copy i; promise: R promised Sylvester-Hadamard; early: constant tables promised too."""
+        kern.quantize(
+            self.codec, self.x[i], self.past, self.rotation, self.codebook, self.qjl_matrix,
+            present_cache=self.present[i], hadamard=promise, constant_tables=early,
+        )  # fmt: skip
+
+
+def prefill_case(bits: int, qjl: int, rotation: str, dtype: str, b: int, s: int, copies: int) -> PrefillCase:
     import torch
 
     from tqexport.codec import Codec as RefCodec
     from tqexport.codec import CodecConfig
 
-    ref = RefCodec.build(CodecConfig(head_dim=D, bits=(4,), rotation="hadamard"))
-    codec = Codec(D, (D,), (4,), 0)
-    rot = torch.from_numpy(ref.rotation).cuda()
-    cb = torch.from_numpy(ref.codebook).cuda()
+    ref = RefCodec.build(CodecConfig(head_dim=D, bits=(bits,), qjl=bool(qjl), rotation=rotation))
+    codec = Codec(D, (D,), (bits,), qjl)
+    rb = codec.row_bytes
+    return PrefillCase(
+        codec,
+        torch.from_numpy(ref.rotation).cuda(),
+        torch.from_numpy(ref.codebook).cuda(),
+        torch.from_numpy(ref.qjl_matrix).cuda() if qjl else None,
+        [torch.randn((b, HKV, s, D), dtype=getattr(torch, dtype), device="cuda") for _ in range(copies)],
+        torch.empty((b, HKV, 0, rb), dtype=torch.uint8, device="cuda"),
+        [torch.empty((b, HKV, s, rb), dtype=torch.uint8, device="cuda") for _ in range(copies)],
+    )
+
+
+def sweep(kern: Kernels, name: str) -> None:
+    import numpy as np
+
     lengths = [512, 1024, 2048, 4096, 8192]
     times: dict[bool, list[float]] = {True: [], False: []}
     for s in lengths:
-        x = [torch.randn((8, HKV, s, D), dtype=torch.float16, device="cuda") for _ in range(4)]
-        past = torch.empty((8, HKV, 0, codec.row_bytes), dtype=torch.uint8, device="cuda")
-        present = [
-            torch.empty((8, HKV, s, codec.row_bytes), dtype=torch.uint8, device="cuda") for _ in range(4)
-        ]
+        case = prefill_case(4, 0, "hadamard", "float16", 8, s, 4)
         for early in (True, False):
-
-            def run(i: int, x=x, past=past, present=present, early=early) -> None:
-                kern.quantize(
-                    codec,
-                    x[i],
-                    past,
-                    rot,
-                    cb,
-                    None,
-                    present_cache=present[i],
-                    hadamard=True,
-                    constant_tables=early,
-                )
-
-            times[early].append(time_graph_us(run, 4))
+            times[early].append(time_graph_us(lambda i, c=case, e=early: c.run(kern, i, True, e), 4))
     print(f"\n{name}; 4-bit float16 promised, B=8 Hkv={HKV} D={D}; with and without constant_tables")
     for early in (True, False):
         per_token, fixed = np.polyfit(np.array(lengths, float), np.array(times[early]), 1)
@@ -94,9 +111,6 @@ def sweep(kern: Kernels, name: str) -> None:
 def main() -> None:
     import torch
 
-    from tqexport.codec import Codec as RefCodec
-    from tqexport.codec import CodecConfig
-
     kern = Kernels()
     name = torch.cuda.get_device_name()
     if "--sweep" in sys.argv[1:]:
@@ -109,50 +123,14 @@ def main() -> None:
     for bits, qjl, rot_kind, dtype_name, b, s in CASES:
         if fast_only and (qjl or rot_kind != "hadamard" or b * s <= 1024):
             continue
-        dtype = getattr(torch, dtype_name)
-        ref = RefCodec.build(CodecConfig(head_dim=D, bits=(bits,), qjl=bool(qjl), rotation=rot_kind))
-        codec = Codec(D, (D,), (bits,), qjl)
-        rot = torch.from_numpy(ref.rotation).cuda()
-        cb = torch.from_numpy(ref.codebook).cuda()
-        qm = torch.from_numpy(ref.qjl_matrix).cuda() if qjl else None
         variants = 4 if b * s > 1024 else 1
-        x = [torch.randn((b, HKV, s, D), dtype=dtype, device="cuda") for _ in range(variants)]
-        past = torch.empty((b, HKV, 0, codec.row_bytes), dtype=torch.uint8, device="cuda")
-        present = [
-            torch.empty((b, HKV, s, codec.row_bytes), dtype=torch.uint8, device="cuda")
-            for _ in range(variants)
-        ]
-
-        def run(
-            i: int,
-            codec=codec,
-            x=x,
-            past=past,
-            rot=rot,
-            cb=cb,
-            qm=qm,
-            present=present,
-            promise=False,
-            early=False,
-        ) -> None:
-            kern.quantize(
-                codec,
-                x[i],
-                past,
-                rot,
-                cb,
-                qm,
-                present_cache=present[i],
-                hadamard=promise,
-                constant_tables=early,
-            )
-
-        us = time_graph_us(run, variants)
+        case = prefill_case(bits, qjl, rot_kind, dtype_name, b, s, variants)
+        us = time_graph_us(lambda i, case=case: case.run(kern, i), variants)
         promised = plain = float("nan")
-        if not qjl and kern.rotation_is_hadamard(rot):
-            promised = time_graph_us(lambda i, run=run: run(i, promise=True, early=True), variants)
-            plain = time_graph_us(lambda i, run=run: run(i, promise=True), variants)
-        nbytes = b * HKV * s * (D * x[0].element_size() + codec.row_bytes)
+        if not qjl and kern.rotation_is_hadamard(case.rotation):
+            promised = time_graph_us(lambda i, case=case: case.run(kern, i, True, True), variants)
+            plain = time_graph_us(lambda i, case=case: case.run(kern, i, True), variants)
+        nbytes = b * HKV * s * (D * case.x[0].element_size() + case.codec.row_bytes)
         best = us if math.isnan(promised) else min(us, promised)
         gbs = nbytes / (best * 1e-6) / 1e9
         rows.append((bits, qjl, rot_kind, dtype_name, b, s, us, promised, plain, gbs, gbs / copy_gbs))

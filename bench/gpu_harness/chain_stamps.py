@@ -47,11 +47,16 @@ DECODE_SLOTS = {  # slot: name, in chain order
 REDUCE_SLOTS = ("entry", "after pdl_wait", "split weights", "output written")
 
 
-def read_stamps(lib: ctypes.CDLL) -> np.ndarray:
+def read_stamps(lib: ctypes.CDLL, reader: str = "tq_stamps_read") -> np.ndarray:
+    """The stamps of one translation unit's kernels ([BLOCKS, 2 SLOTS]: ns, then SM clocks), cleared after;
+    reader: its extern "C" function (attention.cu's tq_stamps_read, quantize.cu's tq_quant_stamps_read)."""
+    fn = getattr(lib, reader)
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+    fn.restype = ctypes.c_int
     buf = (ctypes.c_ulonglong * (BLOCKS * 2 * SLOTS))()
-    rc = lib.tq_stamps_read(buf, BLOCKS * 2 * SLOTS, 1)
+    rc = fn(buf, BLOCKS * 2 * SLOTS, 1)
     if rc != 0:
-        raise RuntimeError(f"tq_stamps_read: cuda error {rc}")
+        raise RuntimeError(f"{reader}: cuda error {rc}")
     return np.frombuffer(buf, dtype=np.uint64).reshape(BLOCKS, 2 * SLOTS).astype(np.int64)
 
 
@@ -120,9 +125,6 @@ def main() -> None:
     ap.add_argument("--cases", default="4:1:128,4:1:1024,3:1:1024,4:8:1024,4:1:4096")
     args = ap.parse_args()
     kern = Kernels()
-    lib = kern.lib
-    lib.tq_stamps_read.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
-    lib.tq_stamps_read.restype = ctypes.c_int
     rot = torch.from_numpy(hadamard_rotation(D)[None]).float().cuda()
     print(f"{torch.cuda.get_device_name()}; Hq={HQ} Hkv={HKV} D={D}; hadamard R promised; stamps build")
     for case in args.cases.split(","):

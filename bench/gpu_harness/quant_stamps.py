@@ -16,7 +16,6 @@ block.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import sys
 from pathlib import Path
 
@@ -24,20 +23,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.gpu_harness.capi import Codec, Kernels  # noqa: E402
+from bench.gpu_harness.capi import Kernels  # noqa: E402
+from bench.gpu_harness.chain_stamps import SLOTS, read_stamps  # noqa: E402
 from bench.gpu_harness.timing import time_graph_us  # noqa: E402
+from bench.quantize_gpu import prefill_case  # noqa: E402
 
-BLOCKS, SLOTS = 4096, 16
+READER = "tq_quant_stamps_read"  # quantize.cu's stamps (tq_device.cuh's g_stamps of that translation unit)
+
 NAMES = {0: "entry", 1: "setup done", 2: "first tile arrived", 3: "loop done", 4: "exit"}  # 5 SM + 1, 6 tiles
-HKV, D = 8, 128
-
-
-def read_stamps(lib: ctypes.CDLL) -> np.ndarray:
-    buf = (ctypes.c_ulonglong * (BLOCKS * 2 * SLOTS))()
-    rc = lib.tq_quant_stamps_read(buf, BLOCKS * 2 * SLOTS, 1)
-    if rc != 0:
-        raise RuntimeError(f"tq_quant_stamps_read: cuda error {rc}")
-    return np.frombuffer(buf, dtype=np.uint64).reshape(BLOCKS, 2 * SLOTS).astype(np.int64)
 
 
 def summarize(st: np.ndarray) -> list[str]:
@@ -80,53 +73,25 @@ def summarize(st: np.ndarray) -> list[str]:
 def main() -> None:
     import torch
 
-    from tqexport.codec import Codec as RefCodec
-    from tqexport.codec import CodecConfig
-
     ap = argparse.ArgumentParser()
     ap.add_argument("--s", type=int, nargs="+", default=[4096, 1024])
     args = ap.parse_args()
     kern = Kernels()
-    kern.lib.tq_quant_stamps_read.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
-    kern.lib.tq_quant_stamps_read.restype = ctypes.c_int
-    ref = RefCodec.build(CodecConfig(head_dim=D, bits=(4,), rotation="hadamard"))
-    codec = Codec(D, (D,), (4,), 0)
-    rot = torch.from_numpy(ref.rotation).cuda()
-    cb = torch.from_numpy(ref.codebook).cuda()
     print(torch.cuda.get_device_name())
     for s in args.s:
-        x = [torch.randn((8, HKV, s, D), dtype=torch.float16, device="cuda") for _ in range(4)]
-        past = torch.empty((8, HKV, 0, codec.row_bytes), dtype=torch.uint8, device="cuda")
-        present = [
-            torch.empty((8, HKV, s, codec.row_bytes), dtype=torch.uint8, device="cuda") for _ in range(4)
-        ]
-
+        case = prefill_case(4, 0, "hadamard", "float16", 8, s, 4)
         for early in (False, True):
-
-            def run(i: int, x=x, past=past, present=present, early=early) -> None:
-                kern.quantize(
-                    codec,
-                    x[i],
-                    past,
-                    rot,
-                    cb,
-                    None,
-                    present_cache=present[i],
-                    hadamard=True,
-                    constant_tables=early,
-                )
-
             mode = "constant_tables" if early else "plain launch"
-            read_stamps(kern.lib)
-            us = time_graph_us(run, 4)
+            read_stamps(kern.lib, READER)
+            us = time_graph_us(lambda i, c=case, e=early: c.run(kern, i, True, e), 4)
             torch.cuda.synchronize()
-            st = read_stamps(kern.lib)
+            st = read_stamps(kern.lib, READER)
             print(f"\nS={s} {mode}: {us:.2f} us per call (graph replay), last call of the replay:")
             print("\n".join(summarize(st)))
-            run(0)
+            case.run(kern, 0, True, early)
             torch.cuda.synchronize()
             print(" one call after a sync:")
-            print("\n".join(summarize(read_stamps(kern.lib))))
+            print("\n".join(summarize(read_stamps(kern.lib, READER))))
 
 
 if __name__ == "__main__":

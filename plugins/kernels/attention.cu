@@ -2575,14 +2575,6 @@ cudaError_t launch_attention(const AttentionParams& p, void* workspace, cudaStre
 #if TQ_STAMPS
 // Timing builds only: copy (and clear) the stamps of dev::stamp (tq_device.cuh). n = number of 64-bit words.
 extern "C" __attribute__((visibility("default"))) int tq_stamps_read(unsigned long long* host, int n, int clear) {
-  const size_t bytes = sizeof(tq::kernels::dev::g_stamps);
-  if (n < 0 || static_cast<size_t>(n) * sizeof(unsigned long long) > bytes) return -1;
-  cudaError_t e = cudaMemcpyFromSymbol(host, tq::kernels::dev::g_stamps, n * sizeof(unsigned long long));
-  if (e == cudaSuccess && clear) {
-    void* dev_ptr = nullptr;
-    e = cudaGetSymbolAddress(&dev_ptr, tq::kernels::dev::g_stamps);
-    if (e == cudaSuccess) e = cudaMemset(dev_ptr, 0, bytes);
-  }
-  return static_cast<int>(e);
+  return tq::kernels::dev::read_stamps(host, n, clear);
 }
 #endif

@@ -230,14 +230,14 @@ __device__ __forceinline__ void bulk_wait_all() {
 }
 
 // Timing builds only (-DTQ_STAMPS=1, bench/gpu_harness/chain_stamps.py): thread 0 of a block records the global
-// timer (ns) and its SM's clock at numbered points of the decode and reduce kernels, so one launch's chain can be
-// read phase by phase. Compiled out otherwise.
+// timer (ns) and its SM's clock at numbered points of the decode and reduce kernels (and of the v4 quantize kernel:
+// bench/gpu_harness/quant_stamps.py), so one launch's chain can be read phase by phase. Compiled out otherwise.
 #ifndef TQ_STAMPS
 #define TQ_STAMPS 0
 #endif
 #if TQ_STAMPS
 constexpr int kStampBlocks = 4096, kStampSlots = 16;
-__device__ unsigned long long g_stamps[kStampBlocks][2 * kStampSlots];
+static __device__ unsigned long long g_stamps[kStampBlocks][2 * kStampSlots];  // one per translation unit
 __device__ __forceinline__ void stamp(int block, int slot) {
   if (threadIdx.x == 0 && block < kStampBlocks) {
     unsigned long long t;
@@ -245,6 +245,18 @@ __device__ __forceinline__ void stamp(int block, int slot) {
     g_stamps[block][slot] = t;
     g_stamps[block][kStampSlots + slot] = clock64();
   }
+}
+// Host: copies (and with clear, zeroes) the calling translation unit's stamps; n = number of 64-bit words.
+static inline int read_stamps(unsigned long long* host, int n, int clear) {
+  const size_t bytes = sizeof(g_stamps);
+  if (n < 0 || static_cast<size_t>(n) * sizeof(unsigned long long) > bytes) return -1;
+  cudaError_t e = cudaMemcpyFromSymbol(host, g_stamps, n * sizeof(unsigned long long));
+  if (e == cudaSuccess && clear) {
+    void* dev_ptr = nullptr;
+    e = cudaGetSymbolAddress(&dev_ptr, g_stamps);
+    if (e == cudaSuccess) e = cudaMemset(dev_ptr, 0, bytes);
+  }
+  return static_cast<int>(e);
 }
 #else
 __device__ __forceinline__ void stamp(int, int) {}
