@@ -349,9 +349,10 @@ def sanitize_main() -> None:
         x = torch.randn((2, 2, 70, d), device="cuda", dtype=dtype)
         past = torch.empty((2, 2, 0, codec.row_bytes), dtype=torch.uint8, device="cuda")
         pw = torch.empty((2, 2, 0, d), dtype=dtype, device="cuda")
-        # promised (rot_kind == "hadamard"): no R check, tables built before the wait for the previous kernel
-        promise = {"hadamard": True, "constant_tables": True} if rot_kind == "hadamard" else {}
-        for kw in ({}, promise) if promise else ({},):
+        # plain, and for a Hadamard R also promised (no R check, tables built before the wait for the previous
+        # kernel)
+        promised = {"hadamard": True, "constant_tables": True}
+        for kw in [{}, promised] if rot_kind == "hadamard" else [{}]:
             k.quantize(codec, x, past, rot, cb, qm, pw, sink_tokens=2, recent_window=3, **kw)
             cache = torch.zeros((2, 2, 64, codec.row_bytes), dtype=torch.uint8, device="cuda")
             win = torch.randn((2, 2, 4, d), device="cuda", dtype=dtype)
