@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "kernels/tq_kernels.h"
+#include "ort/constant_inputs.h"
 #include "ort/tq_ops.h"
 
 namespace tq::ort {
@@ -121,49 +122,6 @@ class Scratch {
   void* workspace_ = nullptr;
 };
 
-// Whether input `index` of the node is a constant initializer [heads, D, D] float32 whose every head is
-// Sylvester-Hadamard-structured (kernels::rotation_is_hadamard on a host copy, read once at kernel creation;
-// ORT keeps initializers unchanged for the session's life). Anything else (not constant, not float32, not
-// readable) is false, with the reason in *why: the launcher then reads and checks R itself, which is always
-// correct.
-bool ConstantHadamardRotation(const OrtKernelInfo* info, size_t index, const char** why) {
-  const OrtApi& api = Ort::GetApi();
-  int is_constant = 0;
-  const OrtValue* value = nullptr;
-  if (OrtStatus* s = api.KernelInfoGetConstantInput_tensor(info, index, &is_constant, &value); s != nullptr) {
-    api.ReleaseStatus(s);
-    *why = "its constant value could not be read";
-    return false;
-  }
-  if (is_constant == 0 || value == nullptr) {
-    *why = "it is not a constant initializer";
-    return false;
-  }
-  const Ort::ConstValue r{value};
-  const auto type_shape = r.GetTensorTypeAndShapeInfo();
-  const std::vector<int64_t> shape = type_shape.GetShape();
-  if (type_shape.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || shape.size() != 3 || shape[0] <= 0 ||
-      shape[1] <= 0 || shape[1] != shape[2] || shape[1] > 4096 || shape[0] > 4096) {
-    *why = "it is not float32 [heads, D, D]";
-    return false;
-  }
-  std::vector<float> host(type_shape.GetElementCount());
-  const float* data = r.GetTensorData<float>();
-  if (r.GetTensorMemoryInfo().GetDeviceType() == OrtMemoryInfoDeviceType_CPU) {
-    std::copy(data, data + host.size(), host.begin());
-  } else if (cudaMemcpy(host.data(), data, host.size() * sizeof(float), cudaMemcpyDefault) != cudaSuccess) {
-    (void)cudaGetLastError();  // not sticky: clear it so later launches do not report it
-    *why = "its copy to the host failed";
-    return false;
-  }
-  if (!kernels::rotation_is_hadamard(host.data(), static_cast<int>(shape[0]), static_cast<int>(shape[1]))) {
-    *why = "it is not Sylvester-Hadamard-structured";
-    return false;
-  }
-  *why = "";
-  return true;
-}
-
 // One line in ORT's log at INFO level (session option log_severity_level <= 1), naming the op and the node:
 // "tqexport <op> <node>: <message>".
 void LogInfo(const OrtKernelInfo* info, const char* op, const std::string& message) {
@@ -200,17 +158,6 @@ bool PromiseHadamardRotation(const OrtKernelInfo* info, const char* op, size_t i
           ok ? std::string(input) + " is a constant Sylvester-Hadamard matrix; " + promised
              : std::string(input) + " read on every call (" + why + ")");
   return ok;
-}
-
-// Whether input `index` of the node is a constant initializer (ORT uploads it once and no kernel writes it).
-bool ConstantInput(const OrtKernelInfo* info, size_t index) {
-  int is_constant = 0;
-  const OrtValue* value = nullptr;
-  if (OrtStatus* s = Ort::GetApi().KernelInfoGetConstantInput_tensor(info, index, &is_constant, &value); s) {
-    Ort::GetApi().ReleaseStatus(s);
-    return false;
-  }
-  return is_constant != 0 && value != nullptr;
 }
 
 // ------------------------------------------------------------------------------------------------ TQQuantize

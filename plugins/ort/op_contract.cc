@@ -4,6 +4,8 @@
 #include <cmath>
 #include <sstream>
 
+#include "ort/constant_inputs.h"
+
 namespace tq::ort {
 namespace {
 
@@ -120,6 +122,23 @@ Ort::Status CacheAttrs(const char* op, const OrtKernelInfo* info, int* cache_mod
   if (auto s = IntAttr(op, info, "cache_mode", kConcat, kConcat, kBuffer, cache_mode); !s.IsOK()) return s;
   if (auto s = IntAttr(op, info, "sink_tokens", 0, 0, 1 << 24, sink); !s.IsOK()) return s;
   if (auto s = IntAttr(op, info, "recent_window", 0, 0, 1 << 24, recent); !s.IsOK()) return s;
+  return Ort::Status{nullptr};
+}
+
+// A constant-Hadamard promise attribute (docs/format.md 8.3): 0 or 1, and when 1 it must hold here, where ORT
+// shows the op its constant inputs: input `rotation` a constant Sylvester-Hadamard rotation and, if `table` >= 0,
+// that input a constant too. A promise that does not hold refuses the node (a TensorRT plugin would trust it).
+Ort::Status PromiseAttr(const char* op, const OrtKernelInfo* info, const char* name, int rotation,
+                        const char* rotation_name, int table, const char* table_name, int* out) {
+  if (auto s = IntAttr(op, info, name, 0, 0, 1, out); !s.IsOK()) return s;
+  if (*out == 0) return Ort::Status{nullptr};
+  const std::string head = std::string(op) + ": attribute '" + name + "' = 1 promises that input " +
+                           std::to_string(rotation) + " '" + rotation_name + "' is a constant Sylvester-Hadamard " +
+                           "rotation (docs/format.md 8.3), but ";
+  const char* why = "";
+  if (!ConstantHadamardRotation(info, static_cast<size_t>(rotation), &why)) return Fail(head + why);
+  if (table >= 0 && !ConstantInput(info, static_cast<size_t>(table)))
+    return Fail(head + "input " + std::to_string(table) + " '" + table_name + "' is not a constant initializer");
   return Ort::Status{nullptr};
 }
 
@@ -268,6 +287,10 @@ Ort::Status ReadInput(const Ort::KernelContext& ctx, int index, const char* name
 Ort::Status ReadQuantizeAttrs(const OrtKernelInfo* info, QuantizeAttrs* attrs) {
   const char* op = kQuantizeOp;
   if (auto s = CodecAttrs(op, info, "", /*allow_qjl=*/true, /*read_extras=*/true, &attrs->codec); !s.IsOK()) return s;
+  if (auto s = PromiseAttr(op, info, "constant_hadamard", kQRotation, "rotation", kQCodebook, "codebook",
+                           &attrs->constant_hadamard);
+      !s.IsOK())
+    return s;
   return CacheAttrs(op, info, &attrs->cache_mode, &attrs->sink_tokens, &attrs->recent_window);
 }
 
@@ -385,6 +408,14 @@ Ort::Status ReadAttentionAttrs(const OrtKernelInfo* info, AttentionAttrs* attrs)
   if (!(attrs->softcap >= 0.0f) || !std::isfinite(attrs->softcap))
     return Fail(std::string(op) + ": attribute 'softcap'=" + std::to_string(attrs->softcap) +
                 " must be finite and >= 0 (0 = off)");
+  if (auto s = PromiseAttr(op, info, "k_constant_hadamard", kAKRotation, "k_rotation", -1, "",
+                           &attrs->k_constant_hadamard);
+      !s.IsOK())
+    return s;
+  if (auto s = PromiseAttr(op, info, "v_constant_hadamard", kAVRotation, "v_rotation", -1, "",
+                           &attrs->v_constant_hadamard);
+      !s.IsOK())
+    return s;
   return CacheAttrs(op, info, &attrs->cache_mode, &attrs->sink_tokens, &attrs->recent_window);
 }
 

@@ -35,6 +35,7 @@ struct QuantizeAttrs {
   int cache_mode = kConcat;
   int sink_tokens = 0;
   int recent_window = 0;
+  int constant_hadamard = 0;  // docs/format.md 8.3; ReadQuantizeAttrs refuses a promise that does not hold
   int window() const { return sink_tokens + recent_window; }
 };
 
@@ -81,6 +82,8 @@ struct AttentionAttrs {
   int cache_mode = kConcat;
   int sink_tokens = 0;
   int recent_window = 0;
+  int k_constant_hadamard = 0;  // docs/format.md 8.3; ReadAttentionAttrs refuses a promise that does not hold
+  int v_constant_hadamard = 0;
   int window() const { return sink_tokens + recent_window; }
 };
 
