@@ -6,7 +6,7 @@
 # (tables last).
 # --real: the real SmolLM2 instead (bench/gpu_e2e/stage_real.sh; its calls in build/e2e-real/calls.md): stash
 # this call's pack part, rebuild model.onnx.data from /root/e2e-real-pack, run the test on build/e2e-real/models.
-# --verify: the ORT CUDA op tests (tests/ort/test_cuda_ops.py) on build/e2e/lib, then the TensorRT plugin harness
+# --verify: the ORT CUDA op tests (tests/ort/test_cuda_ops.py, test_hadamard_promises.py) on build/e2e/lib, then the TensorRT plugin harness
 # (build/trt-harness from plugins/trt/harness/build.sh: run_cases.py, then compare_with_ort.py on its cases).
 #   bash bench/gpu_e2e/device_run.sh [--quick | --real | --verify]
 set -uo pipefail
@@ -34,13 +34,14 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c "import onnxruntime as o; print('onnxruntime', o.__version__, o.get_available_providers())"
 
 if [ "$mode" = verify ]; then
-  timeout 300 python3 -m pytest -p no:cacheprovider -q --tb=short -rf tests/ort/test_cuda_ops.py 2>&1 \
+  timeout 300 python3 -m pytest -p no:cacheprovider -q --tb=short -rf tests/ort/test_cuda_ops.py \
+    tests/ort/test_hadamard_promises.py 2>&1 \
     | tee "$out/test_cuda_ops.log" | tail -6
   rc=${PIPESTATUS[0]}
   work=/tmp/tq-cases
   rm -rf "$work"
   timeout 200 python3 plugins/trt/harness/run_cases.py --harness build/trt-harness/tq_trt_harness \
-    --lib build/trt-harness/lib/libtqexport_trt.so --work "$work" 2>&1 | tee "$out/trt_cases.log" | tail -12
+    --lib build/trt-harness/lib/libtqexport_trt.so --work "$work" --time 200 2>&1 | tee "$out/trt_cases.log" | tail -18
   rc2=${PIPESTATUS[0]}
   timeout 200 python3 plugins/trt/harness/compare_with_ort.py --ort-lib "$TQEXPORT_ORT_LIBRARY" --work "$work" 2>&1 \
     | tee "$out/trt_vs_ort.log" | tail -10

@@ -242,6 +242,16 @@ void read_cache_fields(const FieldReader& r, const char* op, int* cache_mode, in
     throw PluginError(std::string(op) + ": sink_tokens + recent_window is too large");
 }
 
+int read_hadamard_promise(const FieldReader& r, const char* op, const char* name, const CodecConfig& codec) {
+  const int promise = r.get_int(name, 0, 0, 1);
+  const int d = codec.head_dim;
+  if (promise != 0 && (codec.num_parts != 1 || d <= 0 || (d & (d - 1)) != 0))
+    throw PluginError(std::string(op) + ": attribute '" + name + "' = 1 promises a Sylvester-Hadamard rotation, " +
+                      "which needs one part and D a power of two (got " + std::to_string(codec.num_parts) +
+                      " parts, D = " + std::to_string(d) + ")");
+  return promise;
+}
+
 void write_cache_fields(FieldWriter& w, int cache_mode, int sink_tokens, int recent_window) {
   w.add_int("cache_mode", cache_mode);
   w.add_int("sink_tokens", sink_tokens);

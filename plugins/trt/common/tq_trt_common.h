@@ -105,6 +105,11 @@ void read_cache_fields(const FieldReader& r, const char* op, int* cache_mode, in
 // Writes the same four fields, in that order, for getFieldsToSerialize.
 void write_cache_fields(FieldWriter& w, int cache_mode, int sink_tokens, int recent_window);
 
+// A constant-Hadamard promise field (docs/format.md 8.3: constant_hadamard, k_/v_constant_hadamard), 0 or 1. A
+// promise the codec makes impossible (more than one part, D not a power of two: such an R is never
+// Sylvester-Hadamard) is refused rather than passed on. Throws PluginError naming the attribute.
+int read_hadamard_promise(const FieldReader& r, const char* op, const char* name, const CodecConfig& codec);
+
 // ------------------------------------------------------------------------------------------------- types
 bool is_float_io(nvinfer1::DataType t);   // kFLOAT or kHALF: the activation dtypes of the contract
 bool is_byte_io(nvinfer1::DataType t);    // kINT8 or kUINT8: compressed cache bytes

@@ -92,19 +92,37 @@ def output_specs(case: CaseFiles, first: np.ndarray) -> list[tuple[str, int]]:
     return outputs
 
 
+PROMISE_FIELDS = ("constant_hadamard", "k_constant_hadamard", "v_constant_hadamard")
+TABLE_INPUTS = ("rotation", "codebook", "k_rotation", "k_codebook", "v_rotation", "v_codebook")
+
+
+def constant_inputs(case: CaseFiles) -> set[str]:
+    """With a constant-Hadamard promise (docs/format.md 8.3) the rotations and codebooks are initializers, as
+    in a converted graph: the ORT ops then check the promise and take the same promised kernels as the
+    plugin. Without one they are fed at run time, so neither side makes a promise."""
+    promised = any(int(case.attributes.get(name, 0)) for name in PROMISE_FIELDS)
+    return set(TABLE_INPUTS) if promised else set()
+
+
 def one_node_model(case: CaseFiles, step_inputs: list[tuple[str, np.ndarray | None]]) -> onnx.ModelProto:
     names = [name if arr is not None else "" for name, arr in step_inputs]
     while names and names[-1] == "":
         names.pop()
     outputs = output_specs(case, step_inputs[0][1])
     node = helper.make_node(case.op, names, [n for n, _ in outputs], domain="tqexport", **case.attributes)
+    constants = constant_inputs(case)
     graph_inputs = [
         helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(arr.dtype), None)
         for name, arr in step_inputs
-        if arr is not None
+        if arr is not None and name not in constants
+    ]
+    initializers = [
+        onnx.numpy_helper.from_array(arr, name)
+        for name, arr in step_inputs
+        if arr is not None and name in constants
     ]
     graph_outputs = [helper.make_tensor_value_info(n, t, None) for n, t in outputs]
-    graph = helper.make_graph([node], f"one_{case.op}", graph_inputs, graph_outputs)
+    graph = helper.make_graph([node], f"one_{case.op}", graph_inputs, graph_outputs, initializer=initializers)
     # ORT 1.31 rejects the IR version recent onnx writes by default; IR 10 loads everywhere.
     opsets = [helper.make_opsetid("", 17), helper.make_opsetid("tqexport", 1)]
     return helper.make_model(graph, ir_version=10, opset_imports=opsets)
@@ -135,7 +153,11 @@ def run_ort(case: CaseFiles, library: str) -> list[np.ndarray]:
     for step in range(case.steps):
         x = first if case.steps == 1 else first[step]
         step_inputs[0] = (step_inputs[0][0], x)
-        feeds = {name: np.ascontiguousarray(arr) for name, arr in step_inputs if arr is not None}
+        feeds = {
+            name: np.ascontiguousarray(arr)
+            for name, arr in step_inputs
+            if arr is not None and name not in constant_inputs(case)
+        }
         outputs = session.run(None, feeds)
         if step + 1 < case.steps:  # the outputs are next step's past tensors (cache 1, window 5)
             step_inputs[1] = (step_inputs[1][0], outputs[0])

@@ -1,10 +1,13 @@
 """Generate plugin test cases with the NumPy reference codec, run tq_trt_harness on them, check the outputs.
 
-    python3 plugins/trt/harness/run_cases.py --harness BIN --lib libtqexport_trt.so --work DIR
+    python3 plugins/trt/harness/run_cases.py --harness BIN --lib libtqexport_trt.so --work DIR [--time N]
 
 The harness checks plugin == direct launcher == clone bit for bit; this script then checks the plugin's
 outputs against tqexport.codec.reference_ops: TQQuantize caches and windows bit-exact (docs/format.md
 section 5), TQAttention within a float tolerance (float32 kernels against the float64 reference).
+Three decode-shaped cases run twice, without and with the constant-Hadamard promise fields (docs/format.md
+8.3); with --time N the harness also times each case's enqueue (20 warm-up calls, then the median of 5 rounds
+of N) and a last table prints the two times of each pair and their ratio, on the GPU it ran on.
 
 case.txt, one directive a line:
     op TQQuantize|TQAttention
@@ -16,6 +19,8 @@ case.txt, one directive a line:
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -45,6 +50,7 @@ class Case:
     expected: list[np.ndarray]
     steps: int = 1
     atol: float = 0.0  # 0: bit-exact
+    rtol: float = 0.0  # > 0: max |plugin - reference| <= rtol * max |reference| instead of atol
     notes: list[str] = field(default_factory=list)
 
     def write(self, root: Path) -> Path:
@@ -294,6 +300,97 @@ def case_attention_buffer_f16(rng) -> Case:
     return Case("a_buffer_f16", "TQAttention", attrs, inputs, [ref], atol=4e-3)
 
 
+def _promised(case: Case, fields: dict[str, int]) -> Case:
+    """The same case with the constant-Hadamard promise fields of docs/format.md 8.3 set."""
+    return Case(
+        f"{case.name}_promised",
+        case.op,
+        {**case.fields, **fields},
+        case.inputs,
+        case.expected,
+        case.steps,
+        case.atol,
+        case.rtol,
+    )
+
+
+def case_quantize_step_buffer_f16(rng) -> Case:
+    """A decode step as a converted graph runs it: buffer mode, float16, B=1, Hkv=8, one new token per kv head
+    after 1024 stored ones (capacity 1088), D=128, 4-bit, Hadamard R (the step-kernel shape of NOTES.md)."""
+    c = codec(128, [4], [128], seed=11)
+    attrs = quantize_fields(c, 1)
+    cache0 = np.zeros((1, 8, 1088, c.row_bytes), np.uint8)
+    lengths = np.array([1024], np.int64)
+    x = rng.standard_normal((1, 8, 1, 128)).astype(np.float16)
+    ref, _ = reference_ops.tq_quantize(x, cache0, c.rotation, c.codebook, None, None, lengths, **attrs)
+    inputs = [
+        ("x", x),
+        ("past_cache", cache0.view(np.int8)),
+        ("rotation", c.rotation),
+        ("codebook", c.codebook),
+        ("qjl_matrix", empty(np.float32)),
+        ("past_window", empty(np.float16)),
+        ("past_lengths", lengths),
+    ]
+    return Case("q_step_buffer_f16", "TQQuantize", attrs, inputs, [ref])
+
+
+def case_quantize_prefill_f16(rng) -> Case:
+    """A prefill chunk: concat, float16, B=2, Hkv=8, S=512 new tokens after 16 cached ones, D=128, 4-bit."""
+    c = codec(128, [4], [128], seed=12)
+    attrs = quantize_fields(c)
+    past = c.quantize(rng.standard_normal((2, 8, 16, 128)).astype(np.float16))
+    x = rng.standard_normal((2, 8, 512, 128)).astype(np.float16)
+    ref, _ = reference_ops.tq_quantize(x, past, c.rotation, c.codebook, **attrs)
+    inputs = [
+        ("x", x),
+        ("past_cache", past.view(np.int8)),
+        ("rotation", c.rotation),
+        ("codebook", c.codebook),
+    ]
+    return Case("q_prefill_f16", "TQQuantize", attrs, inputs, [ref])
+
+
+def case_attention_decode_1k_f16(rng) -> Case:
+    """A decode step's attention: concat, float16, B=1, Hq=32, Hkv=8, T=1024, D=128, 4-bit K and V."""
+    d, b, hq, hkv, t = 128, 1, 32, 8, 1024
+    kc, vc = codec(d, [4], [d], seed=13), codec(d, [4], [d], seed=14)
+    k = rng.standard_normal((b, hkv, t, d)).astype(np.float16)
+    v = rng.standard_normal((b, hkv, t, d)).astype(np.float16)
+    empty_past = np.zeros((b, hkv, 0, kc.row_bytes), np.uint8)
+    k_cache, _ = reference_ops.tq_quantize(k, empty_past, kc.rotation, kc.codebook, **quantize_fields(kc))
+    v_cache, _ = reference_ops.tq_quantize(v, empty_past, vc.rotation, vc.codebook, **quantize_fields(vc))
+    q = (rng.standard_normal((b, hq, 1, d)) * 2).astype(np.float16)
+    mask = np.zeros((b, 1, 1, t), np.float16)
+    attrs = attention_fields(kc, vc, 1.0 / np.sqrt(d))
+    ref_attrs = {k: attrs[k] for k in attrs if k != "format_version"}
+    ref = reference_ops.tq_attention(
+        q, k_cache, v_cache, mask, kc.rotation, kc.codebook, vc.rotation, vc.codebook, **ref_attrs
+    )
+    inputs = [
+        ("q", q),
+        ("k_cache", k_cache.view(np.int8)),
+        ("v_cache", v_cache.view(np.int8)),
+        ("mask", mask),
+        ("k_rotation", kc.rotation),
+        ("k_codebook", kc.codebook),
+        ("v_rotation", vc.rotation),
+        ("v_codebook", vc.codebook),
+    ]
+    # float16 output against the float64 reference over the decoded cache (the kernels' contract is 2e-3 of
+    # the largest output; float16 rounding of the output adds up to 2^-11 of it).
+    return Case("a_decode_1k_f16", "TQAttention", attrs, inputs, [ref], rtol=3e-3)
+
+
+QUANTIZE_PROMISE = {"constant_hadamard": 1}
+ATTENTION_PROMISE = {"k_constant_hadamard": 1, "v_constant_hadamard": 1}
+# Decode-shaped cases run twice, without and with the promises, so --time compares the two in one run.
+PAIRED_CASES = [
+    (case_quantize_step_buffer_f16, QUANTIZE_PROMISE),
+    (case_quantize_prefill_f16, QUANTIZE_PROMISE),
+    (case_attention_decode_1k_f16, ATTENTION_PROMISE),
+]
+
 CASES = [
     case_quantize_concat_f32,
     case_quantize_concat_window_qjl_f16,
@@ -318,6 +415,16 @@ def check(case: Case, d: Path) -> bool:
             ok = ok and bad_rows == 0
             continue
         got = np.frombuffer(got_bytes, exp.dtype).reshape(exp.shape)
+        if case.rtol > 0.0:
+            diff = np.abs(got.astype(np.float64) - exp.astype(np.float64)).max()
+            scale = np.abs(exp.astype(np.float64)).max()
+            finite = bool(np.isfinite(got).all())
+            print(
+                f"  {case.name} out{i}: max |plugin - reference| / max |reference| = {diff / scale:.3g} "
+                f"(rtol {case.rtol}), all finite: {finite}"
+            )
+            ok = ok and finite and diff <= case.rtol * scale
+            continue
         if case.atol == 0.0:
             same = np.array_equal(got.view(np.uint8), exp.view(np.uint8))
             print(f"  {case.name} out{i}: {exp.size} values, bit-identical to the reference: {same}")
@@ -339,14 +446,23 @@ def main() -> int:
     ap.add_argument("--lib", required=True)
     ap.add_argument("--work", required=True, type=Path)
     ap.add_argument("--generate-only", action="store_true")
+    ap.add_argument(
+        "--time", type=int, default=0, metavar="N", help="time N enqueues per round (TQ_HARNESS_TIME_ITERS)"
+    )
     args = ap.parse_args()
     rng = np.random.default_rng(20261125)
     cases = [make(rng) for make in CASES]
+    for make, fields in PAIRED_CASES:
+        plain = make(rng)
+        cases += [plain, _promised(plain, fields)]
     dirs = [case.write(args.work) for case in cases]
     print(f"generated {len(cases)} cases in {args.work}")
     if args.generate_only:
         return 0
-    run = subprocess.run([args.harness, args.lib, *map(str, dirs)], capture_output=True, text=True)
+    env = dict(os.environ)
+    if args.time:
+        env["TQ_HARNESS_TIME_ITERS"] = str(args.time)
+    run = subprocess.run([args.harness, args.lib, *map(str, dirs)], capture_output=True, text=True, env=env)
     print(run.stdout, end="")
     print(run.stderr, end="", file=sys.stderr)
     ok = run.returncode == 0
@@ -356,8 +472,39 @@ def main() -> int:
         else:
             print(f"  {case.name}: no plugin output")
             ok = False
+    if args.time:
+        print_timing_table(run.stdout)
     print("run_cases:", "PASS" if ok else "FAIL")
     return 0 if ok else 1
+
+
+def print_timing_table(stdout: str) -> None:
+    """Per paired case: microseconds per enqueue without and with the promises, from the harness's lines."""
+    times: dict[str, tuple[float, float]] = {}  # case -> (stream us, CUDA graph us; -1 when capture failed)
+    current = None
+    for line in stdout.splitlines():
+        if line.startswith("case "):
+            current = Path(line.split()[1].rstrip(":")).name
+        elif line.strip().startswith("time:") and current is not None:
+            numbers = re.findall(r"(-?[0-9.]+) us", line)
+            times[current] = (float(numbers[0]), float(numbers[1]))
+    gpu = subprocess.run(
+        ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True
+    ).stdout.strip()
+    print(f"plugin enqueue time in us, {gpu or 'unknown GPU'} (medians of 5 rounds; graph = CUDA graph)")
+    head = f"{'stream':>8} {'promised':>9} {'ratio':>6} {'graph':>8} {'promised':>9} {'ratio':>6}"
+    print(f"{'case':<22} {head}")
+    for make, _ in PAIRED_CASES:
+        name = make.__name__.removeprefix("case_").replace("quantize_", "q_").replace("attention_", "a_")
+        plain, promised = times.get(name), times.get(f"{name}_promised")
+        if plain is None or promised is None:
+            print(f"{name:<22} (no timing)")
+            continue
+        cells = []
+        for a, b in zip(plain, promised, strict=True):
+            ratio = f"{a / b:6.2f}" if a > 0 and b > 0 else f"{'-':>6}"
+            cells.append(f"{a:8.2f} {b:9.2f} {ratio}")
+        print(f"{name:<22} {' '.join(cells)}")
 
 
 if __name__ == "__main__":

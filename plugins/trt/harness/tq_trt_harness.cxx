@@ -12,7 +12,9 @@
 #include <cuda_runtime.h>
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iostream>
@@ -350,8 +352,11 @@ BuildResult build_phase(const Case& c, nvinfer1::IPluginV3* plugin) {
 
 // Runtime phase: onShapeChange + enqueue for every step. `alias` honours getAliasedInput (outputs share the
 // aliased input's buffer, as TensorRT does); otherwise outputs get their own buffers.
+// With `time_iters` > 0 it then times the last step's enqueue (after reading the outputs back): 20 warm-up calls,
+// then 5 rounds of time_iters back-to-back enqueues between CUDA events (host launch work and GPU time together),
+// and 5 replays of a CUDA graph of time_iters enqueues (GPU time); prints both medians per enqueue.
 std::vector<std::vector<char>> run_runtime(const Case& c, nvinfer1::IPluginV3* plugin, const BuildResult& br,
-                                           bool alias) {
+                                           bool alias, int time_iters = 0) {
   Caps k = caps(plugin);
   const int nin = static_cast<int>(c.inputs.size());
   const int nout = static_cast<int>(br.out_dims.size());
@@ -392,9 +397,68 @@ std::vector<std::vector<char>> run_runtime(const Case& c, nvinfer1::IPluginV3* p
       advance_lengths(c, buf, nin - 1, c.inputs[0].dims.d[2]);
     }
   }
-  CUDA_OK(cudaStreamDestroy(stream));
   std::vector<std::vector<char>> result;
   for (int o = 0; o < nout; ++o) result.push_back(download(outs[o], buf.out_bytes[o]));
+  // Timing comes after the outputs are read back: repeated in-place steps (buffer mode with a window) are not
+  // idempotent, so the timed calls may change the buffers.
+  if (time_iters > 0) {
+    std::vector<const void*> ins(buf.in.begin(), buf.in.end());
+    ins[0] = static_cast<const char*>(buf.in[0]) + (c.steps - 1) * x_slice;
+    auto enqueue = [&] {
+      require(k.runtime->enqueue(in_desc.data(), out_desc.data(), ins.data(), outs.data(), buf.workspace, stream) == 0,
+              "timed enqueue");
+    };
+    for (int i = 0; i < 20; ++i) enqueue();
+    cudaEvent_t start, stop;
+    CUDA_OK(cudaEventCreate(&start));
+    CUDA_OK(cudaEventCreate(&stop));
+    // rounds of time_iters calls timed between events: back to back on the stream, then as one CUDA graph
+    // of time_iters enqueues (what an execution context run with CUDA graphs replays: GPU time only).
+    auto median_us = [&](auto&& body) {
+      std::vector<float> us;
+      for (int round = 0; round < 5; ++round) {
+        CUDA_OK(cudaEventRecord(start, stream));
+        body();
+        CUDA_OK(cudaEventRecord(stop, stream));
+        CUDA_OK(cudaEventSynchronize(stop));
+        float ms = 0.0f;
+        CUDA_OK(cudaEventElapsedTime(&ms, start, stop));
+        us.push_back(1000.0f * ms / static_cast<float>(time_iters));
+      }
+      std::sort(us.begin(), us.end());
+      return us[2];
+    };
+    const float stream_us = median_us([&] {
+      for (int i = 0; i < time_iters; ++i) enqueue();
+    });
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    std::string graph_note;
+    float graph_us = -1.0f;
+    try {  // a failed capture is reported, not fatal: the stream timing above stands on its own
+      CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+      try {
+        for (int i = 0; i < time_iters; ++i) enqueue();
+      } catch (...) {
+        cudaStreamEndCapture(stream, &graph);
+        throw;
+      }
+      CUDA_OK(cudaStreamEndCapture(stream, &graph));
+      CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+      CUDA_OK(cudaGraphLaunch(exec, stream));  // warm-up
+      graph_us = median_us([&] { CUDA_OK(cudaGraphLaunch(exec, stream)); });
+    } catch (const std::exception& e) {
+      graph_note = std::string(" (CUDA graph capture failed: ") + e.what() + ")";
+      (void)cudaGetLastError();
+    }
+    std::printf("  time: %.2f us per enqueue on the stream, %.2f us in a CUDA graph (medians of 5 rounds of %d)%s\n",
+                stream_us, graph_us, time_iters, graph_note.c_str());
+    if (exec != nullptr) CUDA_OK(cudaGraphExecDestroy(exec));
+    if (graph != nullptr) CUDA_OK(cudaGraphDestroy(graph));
+    CUDA_OK(cudaEventDestroy(start));
+    CUDA_OK(cudaEventDestroy(stop));
+  }
+  CUDA_OK(cudaStreamDestroy(stream));
   return result;
 }
 
@@ -447,6 +511,8 @@ std::vector<std::vector<char>> run_direct(const Case& c, const BuildResult& br) 
     p.cache_mode = mode;
     p.sink_tokens = field(c, "sink_tokens", 0);
     p.recent_window = field(c, "recent_window", 0);
+    p.rotation_hadamard = field(c, "constant_hadamard", 0);  // the plugin's promises (docs/format.md 8.3)
+    p.constant_tables = field(c, "constant_hadamard", 0);
     if (w > 0) {
       p.past_window = dptr(5);
       p.past_window_rows = c.inputs[5].dims.d[2];
@@ -523,6 +589,8 @@ std::vector<std::vector<char>> run_direct(const Case& c, const BuildResult& br) 
     p.cache_mode = mode;
     p.sink_tokens = field(c, "sink_tokens", 0);
     p.recent_window = field(c, "recent_window", 0);
+    p.k_rotation_hadamard = field(c, "k_constant_hadamard", 0);
+    p.v_rotation_hadamard = field(c, "v_constant_hadamard", 0);
     CUDA_OK(cudaMalloc(&outs[0], volume(br.out_dims[0]) * type_size(br.out_types[0]) + 16));
     buf.out.push_back(outs[0]);
     p.out = outs[0];
@@ -558,7 +626,9 @@ bool run_case(const Library& lib, const std::string& dir) {
   nvinfer1::IPluginV3* context_plugin = caps(restored).runtime->attachToContext(nullptr);
   require(context_plugin != nullptr, "attachToContext");
   // configure the restored plugin like TensorRT does before execution (onShapeChange happens in run_runtime).
-  const auto plugin_out = run_runtime(c, context_plugin, br, /*alias=*/true);
+  const char* time_env = std::getenv("TQ_HARNESS_TIME_ITERS");
+  const int time_iters = time_env != nullptr ? std::atoi(time_env) : 0;
+  const auto plugin_out = run_runtime(c, context_plugin, br, /*alias=*/true, time_iters);
 
   nvinfer1::IPluginV3* cloned = built->clone();
   require(cloned != nullptr, "clone");
@@ -605,6 +675,12 @@ bool run_negative(const Library& lib) {
       {"TQQuantize", "cache_mode 2", {{"bits", {4}}, {"part_sizes", {128}}, {"cache_mode", {2}}}, 0},
       {"TQQuantize", "format_version 2", {{"bits", {4}}, {"part_sizes", {128}}, {"format_version", {2}}}, 0},
       {"TQQuantize", "missing bits", {{"part_sizes", {128}}}, 0},
+      {"TQQuantize", "constant_hadamard 2", {{"bits", {4}}, {"part_sizes", {128}}, {"constant_hadamard", {2}}}, 0},
+      {"TQQuantize", "constant_hadamard with two parts",
+       {{"bits", {4, 3}}, {"part_sizes", {64, 64}}, {"constant_hadamard", {1}}}, 0},
+      {"TQAttention", "v_constant_hadamard with two parts",
+       {{"k_bits", {4}}, {"k_part_sizes", {128}}, {"v_bits", {4, 3}}, {"v_part_sizes", {64, 64}},
+        {"v_constant_hadamard", {1}}}, 1.0f},
       {"TQAttention", "missing scale",
        {{"k_bits", {4}}, {"k_part_sizes", {128}}, {"v_bits", {4}}, {"v_part_sizes", {128}}}, 0},
       {"TQAttention", "K and V head dims differ",

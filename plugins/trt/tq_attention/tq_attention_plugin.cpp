@@ -17,7 +17,8 @@ namespace {
 constexpr const char* kOp = "TQAttention";
 const std::vector<std::string> kFieldNames = {"k_bits", "k_part_sizes", "k_qjl",       "v_bits",
                                               "v_part_sizes", "scale",   "softcap",     "cache_mode",
-                                              "sink_tokens",  "recent_window", "format_version"};
+                                              "sink_tokens",  "recent_window", "format_version",
+                                              "k_constant_hadamard", "v_constant_hadamard"};
 }  // namespace
 
 AttentionAttrs parse_attention_fields(const PluginFieldCollection* fc) {
@@ -39,6 +40,8 @@ AttentionAttrs parse_attention_fields(const PluginFieldCollection* fc) {
     throw PluginError(std::string(kOp) + ": attribute 'softcap' = " + std::to_string(a.softcap) +
                       " must be >= 0 (0 = off)");
   read_cache_fields(r, kOp, &a.cache_mode, &a.sink_tokens, &a.recent_window);
+  a.k_constant_hadamard = read_hadamard_promise(r, kOp, "k_constant_hadamard", a.k_codec);
+  a.v_constant_hadamard = read_hadamard_promise(r, kOp, "v_constant_hadamard", a.v_codec);
   return a;
 }
 
@@ -267,6 +270,8 @@ kernels::AttentionParams TQAttentionPlugin::make_params(const PluginTensorDesc* 
   p.cache_mode = attrs_.cache_mode;
   p.sink_tokens = attrs_.sink_tokens;
   p.recent_window = attrs_.recent_window;
+  p.k_rotation_hadamard = attrs_.k_constant_hadamard;
+  p.v_rotation_hadamard = attrs_.v_constant_hadamard;
   p.out = outputs != nullptr ? outputs[0] : nullptr;
   return p;
 }
@@ -347,6 +352,8 @@ const PluginFieldCollection* TQAttentionPlugin::getFieldsToSerialize() noexcept 
     serialized_.add_float("scale", attrs_.scale);
     serialized_.add_float("softcap", attrs_.softcap);
     write_cache_fields(serialized_, attrs_.cache_mode, attrs_.sink_tokens, attrs_.recent_window);
+    serialized_.add_int("k_constant_hadamard", attrs_.k_constant_hadamard);
+    serialized_.add_int("v_constant_hadamard", attrs_.v_constant_hadamard);
     return serialized_.collection();
   } catch (const std::exception& e) {
     caught_error("TQAttention getFieldsToSerialize", e);
@@ -368,7 +375,8 @@ TQAttentionPluginCreator::TQAttentionPluginCreator()
            PluginField("v_part_sizes", nullptr, kI32, kMaxParts), PluginField("scale", nullptr, kF32, 1),
            PluginField("softcap", nullptr, kF32, 1), PluginField("cache_mode", nullptr, kI32, 1),
            PluginField("sink_tokens", nullptr, kI32, 1), PluginField("recent_window", nullptr, kI32, 1),
-           PluginField("format_version", nullptr, kI32, 1)}) {}
+           PluginField("format_version", nullptr, kI32, 1), PluginField("k_constant_hadamard", nullptr, kI32, 1),
+           PluginField("v_constant_hadamard", nullptr, kI32, 1)}) {}
 
 nvinfer1::IPluginV3* TQAttentionPluginCreator::createPlugin(const char* name, const PluginFieldCollection* fc,
                                                            nvinfer1::TensorRTPhase) noexcept {

@@ -25,6 +25,10 @@ struct AttentionAttrs {
   int cache_mode = kConcat;
   int sink_tokens = 0;
   int recent_window = 0;
+  // docs/format.md 8.3: k_rotation / v_rotation are constant Sylvester-Hadamard rotations (the converter's
+  // promises, verified by tqexport build); passed to the launcher as k_rotation_hadamard / v_rotation_hadamard.
+  int k_constant_hadamard = 0;
+  int v_constant_hadamard = 0;
   int window() const { return sink_tokens + recent_window; }
 };
 

@@ -20,7 +20,7 @@ namespace {
 constexpr const char* kOp = "TQQuantize";
 const std::vector<std::string> kFieldNames = {"bits",       "part_sizes",  "qjl",           "norm_correction",
                                               "rotation_kind", "cache_mode", "sink_tokens", "recent_window",
-                                              "format_version"};
+                                              "format_version", "constant_hadamard"};
 
 bool check_overflow_enabled() {
   const char* v = std::getenv("TQEXPORT_TRT_CHECK_OVERFLOW");
@@ -34,6 +34,7 @@ QuantizeAttrs parse_quantize_fields(const PluginFieldCollection* fc) {
   a.codec = read_codec(r, kOp, "", /*with_qjl=*/true, /*with_norm_correction=*/true);
   a.codec.rotation_kind = r.get_int("rotation_kind", kHadamard, kDense, kHadamard);
   read_cache_fields(r, kOp, &a.cache_mode, &a.sink_tokens, &a.recent_window);
+  a.constant_hadamard = read_hadamard_promise(r, kOp, "constant_hadamard", a.codec);
   return a;
 }
 
@@ -248,6 +249,8 @@ kernels::QuantizeParams TQQuantizePlugin::make_params(const PluginTensorDesc* in
   p.cache_mode = attrs_.cache_mode;
   p.sink_tokens = attrs_.sink_tokens;
   p.recent_window = attrs_.recent_window;
+  p.rotation_hadamard = attrs_.constant_hadamard;
+  p.constant_tables = attrs_.constant_hadamard;
   int64_t window_old = 0;
   if (w > 0) {
     window_old = in[kPastWindow].dims.d[2];
@@ -384,6 +387,7 @@ const PluginFieldCollection* TQQuantizePlugin::getFieldsToSerialize() noexcept {
     serialized_.add_int("norm_correction", attrs_.codec.norm_correction);
     serialized_.add_int("rotation_kind", attrs_.codec.rotation_kind);
     write_cache_fields(serialized_, attrs_.cache_mode, attrs_.sink_tokens, attrs_.recent_window);
+    serialized_.add_int("constant_hadamard", attrs_.constant_hadamard);
     return serialized_.collection();
   } catch (const std::exception& e) {
     caught_error("TQQuantize getFieldsToSerialize", e);
@@ -403,7 +407,7 @@ TQQuantizePluginCreator::TQQuantizePluginCreator()
            PluginField("qjl", nullptr, kI32, 1), PluginField("norm_correction", nullptr, kI32, 1),
            PluginField("rotation_kind", nullptr, kI32, 1), PluginField("cache_mode", nullptr, kI32, 1),
            PluginField("sink_tokens", nullptr, kI32, 1), PluginField("recent_window", nullptr, kI32, 1),
-           PluginField("format_version", nullptr, kI32, 1)}) {}
+           PluginField("format_version", nullptr, kI32, 1), PluginField("constant_hadamard", nullptr, kI32, 1)}) {}
 
 nvinfer1::IPluginV3* TQQuantizePluginCreator::createPlugin(const char* name, const PluginFieldCollection* fc,
                                                           nvinfer1::TensorRTPhase) noexcept {

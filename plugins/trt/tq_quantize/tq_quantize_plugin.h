@@ -22,6 +22,9 @@ struct QuantizeAttrs {
   int cache_mode = kConcat;
   int sink_tokens = 0;
   int recent_window = 0;
+  // docs/format.md 8.3: rotation and codebook are constants and rotation is Sylvester-Hadamard (the converter's
+  // promise, verified by tqexport build); passed to the launcher as rotation_hadamard and constant_tables.
+  int constant_hadamard = 0;
   int window() const { return sink_tokens + recent_window; }
 };
 
