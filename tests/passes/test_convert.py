@@ -9,11 +9,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from onnx import numpy_helper
 
 from tests.passes.builders import TinySpec, build_vision_model
 from tests.passes.referee import ConvertedRunner, OriginalRunner, teacher_forced_logits
 from tqexport.converter import ConvertOptions, convert_model
 from tqexport.errors import NotConvertibleError
+from tqexport.passes.hadamard_promises import broken_promises
 
 PREFILL, STEPS, PAD = 6, 32, [0, 3]
 FORMS = [
@@ -157,6 +159,51 @@ def test_trt_target_fills_plugin_fields(save_tiny, tmp_path: Path) -> None:
         assert all(name for name in node.input)
         absent = [initializers[n] for n in node.input if n.startswith("tq_absent_")]
         assert absent and all(list(t.dims) == [0] for t in absent)
+
+
+PROMISE_ATTRS = {
+    "TQQuantize": ("constant_hadamard",),
+    "TQAttention": ("k_constant_hadamard", "v_constant_hadamard"),
+}
+
+
+def _promises(model: onnx.ModelProto) -> list[int]:
+    values = []
+    for node in model.graph.node:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        values += [attrs[name] for name in PROMISE_ATTRS.get(node.op_type, ()) if name in attrs]
+    return values
+
+
+@pytest.mark.parametrize(("rotation", "expected"), [("hadamard", 1), ("dense", 0)])
+def test_trt_target_promises_only_its_hadamard_rotations(
+    save_tiny, tmp_path: Path, rotation: str, expected: int
+) -> None:
+    """docs/format.md 8.3: 1 on every op whose rotation initializers are Sylvester-Hadamard (D = 32 here), 0
+    for dense rotations; the file passes the check `tqexport build` runs, and a sign flip fails it."""
+    source = save_tiny(TinySpec())
+    options = ConvertOptions(target="trt", rotation=rotation)
+    result = convert_model(source, tmp_path / "o.onnx", options, log=_quiet)
+    model = onnx.load(result.output)
+    assert _promises(model) == [expected] * 8  # 2 layers x (K and V quantize, attention's K and V)
+    assert broken_promises(model.graph) == []
+    if expected:
+        attention = next(n for n in model.graph.node if n.op_type == "TQAttention")
+        tensor = next(t for t in model.graph.initializer if t.name == attention.input[6])
+        values = numpy_helper.to_array(tensor).copy()
+        values.reshape(-1)[40] = -values.reshape(-1)[40]
+        tensor.CopyFrom(numpy_helper.from_array(values, tensor.name))
+        problems = broken_promises(model.graph)
+        # the V quantize node and the attention read the same initializer: both promises break
+        assert len(problems) == 2
+        assert f"constant_hadamard = 1 but input 2 {tensor.name!r} is not Sylvester-Hadamard" in problems[0]
+        assert f"v_constant_hadamard = 1 but input 6 {tensor.name!r} is not Sylvester-Hadamard" in problems[1]
+
+
+def test_ort_target_writes_no_promise_attributes(save_tiny, tmp_path: Path) -> None:
+    source = save_tiny(TinySpec())
+    result = convert_model(source, tmp_path / "o.onnx", ConvertOptions(), log=_quiet)
+    assert _promises(onnx.load(result.output)) == []
 
 
 def test_refusal_writes_nothing(tmp_path: Path) -> None:

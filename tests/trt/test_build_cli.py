@@ -19,7 +19,7 @@ from tqexport.trt.trtexec import trtexec_command  # noqa: E402
 ROW_BYTES = 66  # 4-bit codes of D = 128 (64 bytes) + one float16 norm (docs/format.md section 4)
 
 
-def tiny_model(path: Path, extra_dim: str | None = None) -> Path:
+def tiny_model(path: Path, extra_dim: str | None = None, promise: int = 0) -> Path:
     """One TQQuantize node with a windowed concat cache: the graph-input shapes `build` must profile."""
     inputs = [
         helper.make_tensor_value_info("x", TensorProto.FLOAT16, ["batch_size", 2, "sequence_length", 128]),
@@ -45,6 +45,7 @@ def tiny_model(path: Path, extra_dim: str | None = None) -> Path:
         recent_window=60,
         plugin_version="1",
         plugin_namespace="tqexport",
+        constant_hadamard=promise,
     )
     outputs = [
         helper.make_tensor_value_info("present.0.key", TensorProto.INT8, None),
@@ -108,6 +109,19 @@ def test_without_tensorrt_prints_trtexec_and_exits_7(tmp_path, capsys, no_tensor
     assert shapes["--maxShapes"] == (
         "x:4x2x2048x128,past_key_values.0.key:4x2x2048x66,past_key_values.0.key_window:4x2x64x128"
     )
+
+
+def test_broken_hadamard_promise_is_refused_before_anything(tmp_path, capsys):
+    """docs/format.md 8.3: the plugin would trust constant_hadamard = 1; the all-zero rotation is not
+    Sylvester-Hadamard, so build refuses the file (exit 6, one line) and prints no trtexec line either."""
+    model = tiny_model(tmp_path / "m.onnx", promise=1)
+    code = main(["build", str(model), "--target", "h100", "-o", "e.plan", "--print-trtexec"])
+    out, err = capsys.readouterr()
+    assert code == 6 and out == ""
+    err_lines = [line for line in err.splitlines() if line.strip()]
+    assert len(err_lines) == 1, err
+    want = "TQQuantize '': constant_hadamard = 1 but input 2 'rotation' is not Sylvester-Hadamard"
+    assert want in err_lines[0]
 
 
 def test_print_trtexec_only(tmp_path, capsys):

@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tqexport.errors import MissingDependencyError, UsageError
+from tqexport.errors import MissingDependencyError, UsageError, ValidationError
 
 NAME = "build"
 HELP = "build a TensorRT engine from a converted model (needs TensorRT; else prints the trtexec command)"
@@ -53,6 +53,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tqexport.graph.index import GraphIndex
+    from tqexport.passes.hadamard_promises import broken_promises
     from tqexport.trt.builder import build_engine, check_target_matches_gpu, import_tensorrt
     from tqexport.trt.profiles import derive_profile, load_model_header, parse_dim_override
     from tqexport.trt.targets import TARGETS, find_plugin_library
@@ -61,6 +63,11 @@ def run(args: argparse.Namespace) -> int:
     target = TARGETS[args.target]
     overrides = dict(parse_dim_override(text) for text in args.dim)
     model = load_model_header(args.model)
+    if problems := broken_promises(model.graph, GraphIndex(model.graph, base_dir=args.model.parent)):
+        raise ValidationError(
+            f"{args.model}: {problems[0]} (docs/format.md 8.3; {len(problems)} broken promise(s) in all): a "
+            f"TensorRT plugin would trust it; reconvert with `tqexport convert --target trt`"
+        )
     profile = derive_profile(model, args.max_batch, args.max_context, overrides)
     plugin_library = find_plugin_library(args.plugin_lib)
     argv = trtexec_command(args.model, args.output, profile, plugin_library)

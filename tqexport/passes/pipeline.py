@@ -18,6 +18,7 @@ from tqexport.graph.index import GraphIndex, node_label
 from tqexport.passes.attention_read import build_attention_nodes
 from tqexport.passes.buffer_lengths import PAST_LENGTHS
 from tqexport.passes.cache_io import fuse_cache_io, fuse_cache_shapes, fuse_path_shapes, needs_logical_shape
+from tqexport.passes.hadamard_promises import set_promises
 from tqexport.passes.kv_write import TQ_DOMAIN, CacheCodecTensors, WindowConfig, fuse_kv_write
 from tqexport.passes.match import LayerMatch
 
@@ -109,7 +110,7 @@ _TQ_ARITY = {"TQQuantize": 7, "TQAttention": 12}
 
 def trt_plugin_fields(graph: onnx.GraphProto, plan: RewritePlan) -> int:
     """TensorRT: plugin_version/plugin_namespace fields; absent optional inputs become zero-element
-    tensors."""
+    tensors; the constant-Hadamard promises (docs/format.md 8.3) set where the written rotations keep them."""
     if plan.target != "trt":
         return 0
     index = GraphIndex(graph)
@@ -152,6 +153,7 @@ def trt_plugin_fields(graph: onnx.GraphProto, plan: RewritePlan) -> int:
             ]
         )
         count += 1
+    set_promises(graph, GraphIndex(graph))
     return count
 
 
