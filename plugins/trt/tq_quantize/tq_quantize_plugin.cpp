@@ -352,14 +352,18 @@ int32_t TQQuantizePlugin::enqueue(const PluginTensorDesc* input_desc, const Plug
     if (p.batch == 0 || p.kv_heads == 0) return 0;  // empty batch: every tensor is empty
     char* ws = static_cast<char*>(workspace);
     int* overflow = reinterpret_cast<int*>(ws);
-    if (ws != nullptr && cudaMemsetAsync(overflow, 0, sizeof(int), stream) == cudaSuccess) p.overflow_flag = overflow;
+    // The flag is read only by the opt-in check below; without it an overflowing row is still skipped (the
+    // kernels' bounds), and the memset would be one more operation (a graph node) on every step.
+    const bool check_overflow = attrs_.cache_mode == kBuffer && check_overflow_enabled();
+    if (check_overflow && ws != nullptr && cudaMemsetAsync(overflow, 0, sizeof(int), stream) == cudaSuccess)
+      p.overflow_flag = overflow;
     const cudaError_t err = kernels::launch_quantize(p, ws != nullptr ? ws + kWorkspaceAlign : nullptr, stream);
     if (err != cudaSuccess) {
       log_error(std::string(kOp) + " enqueue: launch_quantize failed: " + cudaGetErrorName(err) + ": " +
                 kernels::last_error_message());
       return -1;
     }
-    if (p.overflow_flag != nullptr && attrs_.cache_mode == kBuffer && check_overflow_enabled()) {
+    if (p.overflow_flag != nullptr) {
       int flag = 0;
       if (cudaMemcpyAsync(&flag, overflow, sizeof(int), cudaMemcpyDeviceToHost, stream) != cudaSuccess ||
           cudaStreamSynchronize(stream) != cudaSuccess || flag != 0) {
