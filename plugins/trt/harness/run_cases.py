@@ -94,18 +94,24 @@ def quantize_fields(c: Codec, mode=0, ns=0, rw=0) -> dict[str, object]:
     return f
 
 
+def quantize_inputs(x, past, c: Codec, *extra) -> list[tuple[str, np.ndarray]]:
+    """TQQuantize's inputs 0..3 (the past cache as int8, the plugin's cache type), then the `extra` pairs."""
+    return [
+        ("x", x),
+        ("past_cache", past.view(np.int8)),
+        ("rotation", c.rotation),
+        ("codebook", c.codebook),
+        *extra,
+    ]
+
+
 def case_quantize_concat_f32(rng) -> Case:
     """Concat, float32, no window, 4 inputs only (trailing optional inputs left out)."""
     c = codec(128, [4], [128])
     past = c.quantize(rng.standard_normal((2, 2, 5, 128)).astype(np.float32))
     x = rng.standard_normal((2, 2, 3, 128)).astype(np.float32)
     ref, _ = reference_ops.tq_quantize(x, past, c.rotation, c.codebook, **quantize_fields(c))
-    inputs = [
-        ("x", x),
-        ("past_cache", past.view(np.int8)),
-        ("rotation", c.rotation),
-        ("codebook", c.codebook),
-    ]
+    inputs = quantize_inputs(x, past, c)
     return Case("q_concat_f32", "TQQuantize", quantize_fields(c), inputs, [ref])
 
 
@@ -122,15 +128,8 @@ def case_quantize_concat_window_qjl_f16(rng) -> Case:
     )
     x = (rng.standard_normal((1, 2, 5, 128)) * 2).astype(np.float16)
     ref, ref_win = reference_ops.tq_quantize(x, past, c.rotation, c.codebook, c.qjl_matrix, past_win, **attrs)
-    inputs = [
-        ("x", x),
-        ("past_cache", past.view(np.int8)),
-        ("rotation", c.rotation),
-        ("codebook", c.codebook),
-        ("qjl_matrix", c.qjl_matrix),
-        ("past_window", past_win),
-        ("past_lengths", empty(np.int64)),
-    ]
+    extra = [("qjl_matrix", c.qjl_matrix), ("past_window", past_win), ("past_lengths", empty(np.int64))]
+    inputs = quantize_inputs(x, past, c, *extra)
     return Case("q_concat_window_qjl_f16", "TQQuantize", attrs, inputs, [ref, ref_win])
 
 
@@ -159,15 +158,8 @@ def case_quantize_buffer_decode64_f16(rng) -> Case:
             xs[s], cache, c.rotation, c.codebook, None, win, lengths, **attrs
         )
         lengths = lengths + 1
-    inputs = [
-        ("x", xs),
-        ("past_cache", cache0.view(np.int8)),
-        ("rotation", c.rotation),
-        ("codebook", c.codebook),
-        ("qjl_matrix", empty(np.float32)),
-        ("past_window", win0),
-        ("past_lengths", lengths0),
-    ]
+    extra = [("qjl_matrix", empty(np.float32)), ("past_window", win0), ("past_lengths", lengths0)]
+    inputs = quantize_inputs(xs, cache0, c, *extra)
     return Case("q_buffer_decode64_f16", "TQQuantize", attrs, inputs, [cache, win], steps=steps)
 
 
@@ -186,6 +178,21 @@ def attention_fields(
         format_version=1,
     )
     return f
+
+
+def attention_inputs(q, k_cache, v_cache, mask, kc: Codec, vc: Codec, *extra) -> list[tuple[str, np.ndarray]]:
+    """TQAttention's inputs 0..7 (caches as int8, the plugin's cache type), then the `extra` pairs."""
+    return [
+        ("q", q),
+        ("k_cache", k_cache.view(np.int8)),
+        ("v_cache", v_cache.view(np.int8)),
+        ("mask", mask),
+        ("k_rotation", kc.rotation),
+        ("k_codebook", kc.codebook),
+        ("v_rotation", vc.rotation),
+        ("v_codebook", vc.codebook),
+        *extra,
+    ]
 
 
 def case_attention_concat_f32(rng) -> Case:
@@ -222,19 +229,8 @@ def case_attention_concat_f32(rng) -> Case:
         None,
         **{k: attrs[k] for k in attrs if k != "format_version"},
     )
-    inputs = [
-        ("q", q),
-        ("k_cache", k_cache.view(np.int8)),
-        ("v_cache", v_cache.view(np.int8)),
-        ("mask", mask),
-        ("k_rotation", kc.rotation),
-        ("k_codebook", kc.codebook),
-        ("v_rotation", vc.rotation),
-        ("v_codebook", vc.codebook),
-        ("k_qjl_matrix", kc.qjl_matrix),
-        ("k_window", k_win),
-        ("v_window", v_win),
-    ]
+    extra = [("k_qjl_matrix", kc.qjl_matrix), ("k_window", k_win), ("v_window", v_win)]
+    inputs = attention_inputs(q, k_cache, v_cache, mask, kc, vc, *extra)
     # float32 kernel vs the float64 reference; 4.7e-4 measured on H100 (2026-11-25). Kernel accuracy itself is
     # plugins/kernels tests' business: here plugin == direct launcher bit for bit is the plugin check.
     return Case("a_concat_f32", "TQAttention", attrs, inputs, [ref], atol=1e-3)
@@ -283,20 +279,18 @@ def case_attention_buffer_f16(rng) -> Case:
         past_lengths,
         **ref_attrs,
     )
-    inputs = [
-        ("q", q),
-        ("k_cache", k_cache.view(np.int8)),
-        ("v_cache", v_cache.view(np.int8)),
-        ("mask", mask),
-        ("k_rotation", kc.rotation),
-        ("k_codebook", kc.codebook),
-        ("v_rotation", vc.rotation),
-        ("v_codebook", vc.codebook),
+    inputs = attention_inputs(
+        q,
+        k_cache,
+        v_cache,
+        mask,
+        kc,
+        vc,
         ("k_qjl_matrix", empty(np.float32)),
         ("k_window", k_win),
         ("v_window", v_win),
         ("past_lengths", past_lengths),
-    ]
+    )
     return Case("a_buffer_f16", "TQAttention", attrs, inputs, [ref], atol=4e-3)
 
 
@@ -323,15 +317,8 @@ def case_quantize_step_buffer_f16(rng) -> Case:
     lengths = np.array([1024], np.int64)
     x = rng.standard_normal((1, 8, 1, 128)).astype(np.float16)
     ref, _ = reference_ops.tq_quantize(x, cache0, c.rotation, c.codebook, None, None, lengths, **attrs)
-    inputs = [
-        ("x", x),
-        ("past_cache", cache0.view(np.int8)),
-        ("rotation", c.rotation),
-        ("codebook", c.codebook),
-        ("qjl_matrix", empty(np.float32)),
-        ("past_window", empty(np.float16)),
-        ("past_lengths", lengths),
-    ]
+    extra = [("qjl_matrix", empty(np.float32)), ("past_window", empty(np.float16)), ("past_lengths", lengths)]
+    inputs = quantize_inputs(x, cache0, c, *extra)
     return Case("q_step_buffer_f16", "TQQuantize", attrs, inputs, [ref])
 
 
@@ -342,12 +329,7 @@ def case_quantize_prefill_f16(rng) -> Case:
     past = c.quantize(rng.standard_normal((2, 8, 16, 128)).astype(np.float16))
     x = rng.standard_normal((2, 8, 512, 128)).astype(np.float16)
     ref, _ = reference_ops.tq_quantize(x, past, c.rotation, c.codebook, **attrs)
-    inputs = [
-        ("x", x),
-        ("past_cache", past.view(np.int8)),
-        ("rotation", c.rotation),
-        ("codebook", c.codebook),
-    ]
+    inputs = quantize_inputs(x, past, c)
     return Case("q_prefill_f16", "TQQuantize", attrs, inputs, [ref])
 
 
@@ -367,16 +349,7 @@ def case_attention_decode_1k_f16(rng) -> Case:
     ref = reference_ops.tq_attention(
         q, k_cache, v_cache, mask, kc.rotation, kc.codebook, vc.rotation, vc.codebook, **ref_attrs
     )
-    inputs = [
-        ("q", q),
-        ("k_cache", k_cache.view(np.int8)),
-        ("v_cache", v_cache.view(np.int8)),
-        ("mask", mask),
-        ("k_rotation", kc.rotation),
-        ("k_codebook", kc.codebook),
-        ("v_rotation", vc.rotation),
-        ("v_codebook", vc.codebook),
-    ]
+    inputs = attention_inputs(q, k_cache, v_cache, mask, kc, vc)
     # float16 output against the float64 reference over the decoded cache (the kernels' contract is 2e-3 of
     # the largest output; float16 rounding of the output adds up to 2^-11 of it).
     return Case("a_decode_1k_f16", "TQAttention", attrs, inputs, [ref], rtol=3e-3)
