@@ -175,7 +175,13 @@ def compare(directory: Path, library: str) -> bool:
     try:
         outputs = run_ort(case, library)
     except Exception as error:  # noqa: BLE001 - every failure is reported, then the next case runs
-        print(f"{label}: ORT failed: {type(error).__name__}: {str(error).splitlines()[0][:200]}")
+        first_line = str(error).splitlines()[0][:200]
+        if "overflow" in directory.name and "buffer overflow" in first_line:
+            # run_cases' overflow case: the plugin skips the row (or, with TQEXPORT_TRT_CHECK_OVERFLOW=1,
+            # fails); the ORT ops read past_lengths on the host and refuse the node before any launch.
+            print(f"{label}: ORT refused it, as the ORT ops do for every buffer overflow: {first_line[:120]}")
+            return True
+        print(f"{label}: ORT failed: {type(error).__name__}: {first_line}")
         return False
     ok = True
     for i, out in enumerate(outputs):

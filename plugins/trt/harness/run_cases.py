@@ -355,6 +355,25 @@ def case_attention_decode_1k_f16(rng) -> Case:
     return Case("a_decode_1k_f16", "TQAttention", attrs, inputs, [ref], rtol=3e-3)
 
 
+def case_quantize_step_overflow_f16(rng) -> Case:
+    """Buffer mode, float16, B=2, a decode step whose row for sequence 0 would land at the capacity (1088
+    stored) and for sequence 1 at row 1000. Sequence 0's row is skipped, never written out of bounds: the
+    output is the input cache plus sequence 1's row. With TQEXPORT_TRT_CHECK_OVERFLOW=1 the same enqueue must
+    fail instead (run_overflow_check)."""
+    c = codec(128, [4], [128], seed=15)
+    attrs = quantize_fields(c, 1)
+    cache0 = rng.integers(0, 256, (2, 8, 1088, c.row_bytes), dtype=np.uint8)  # arbitrary stored rows
+    lengths = np.array([1088, 1000], np.int64)
+    x = rng.standard_normal((2, 8, 1, 128)).astype(np.float16)
+    ref = cache0.copy()
+    ref[1:], _ = reference_ops.tq_quantize(
+        x[1:], cache0[1:], c.rotation, c.codebook, None, None, lengths[1:], **attrs
+    )
+    extra = [("qjl_matrix", empty(np.float32)), ("past_window", empty(np.float16)), ("past_lengths", lengths)]
+    inputs = quantize_inputs(x, cache0, c, *extra)
+    return Case("q_step_overflow_f16", "TQQuantize", attrs, inputs, [ref])
+
+
 QUANTIZE_PROMISE = {"constant_hadamard": 1}
 ATTENTION_PROMISE = {"k_constant_hadamard": 1, "v_constant_hadamard": 1}
 # Decode-shaped cases run twice, without and with the promises, so --time compares the two in one run.
@@ -428,6 +447,8 @@ def main() -> int:
     for make, fields in PAIRED_CASES:
         plain = make(rng)
         cases += [plain, _promised(plain, fields)]
+    overflow = case_quantize_step_overflow_f16(np.random.default_rng(20261129))
+    cases.append(overflow)
     dirs = [case.write(args.work) for case in cases]
     print(f"generated {len(cases)} cases in {args.work}")
     if args.generate_only:
@@ -445,10 +466,24 @@ def main() -> int:
         else:
             print(f"  {case.name}: no plugin output")
             ok = False
+    ok = run_overflow_check(args.harness, args.lib, dirs[-1]) and ok
     if args.time:
         print_timing_table(run.stdout)
     print("run_cases:", "PASS" if ok else "FAIL")
     return 0 if ok else 1
+
+
+def run_overflow_check(harness: str, lib: str, case_dir: Path) -> bool:
+    """The overflow case again with TQEXPORT_TRT_CHECK_OVERFLOW=1: its enqueue must fail, with the plugin's
+    "buffer overflow" message, instead of skipping the row silently."""
+    env = {k: v for k, v in os.environ.items() if k != "TQ_HARNESS_TIME_ITERS"}
+    env["TQEXPORT_TRT_CHECK_OVERFLOW"] = "1"
+    run = subprocess.run([harness, lib, str(case_dir)], capture_output=True, text=True, env=env)
+    text = run.stdout + run.stderr
+    refused = run.returncode != 0 and "FAILED: enqueue step 0" in text and "buffer overflow" in text
+    outcome = "refused (expected)" if refused else f"NOT refused (rc {run.returncode}): {text.strip()[-300:]}"
+    print(f"  {case_dir.name} with TQEXPORT_TRT_CHECK_OVERFLOW=1: enqueue {outcome}")
+    return refused
 
 
 def print_timing_table(stdout: str) -> None:
