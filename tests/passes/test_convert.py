@@ -60,6 +60,7 @@ def test_counts_and_metadata(spec: TinySpec, save_tiny, tmp_path: Path) -> None:
         "cache_shapes": cache_shapes,
         "verify_cache_uses": 8,
         "trt_plugin_fields": 0,
+        "trt_promises": 0,
     }
     model = onnx.load(result.output)
     config = json.loads({p.key: p.value for p in model.metadata_props}["tqexport.config"])
@@ -186,6 +187,7 @@ def test_trt_target_promises_only_its_hadamard_rotations(
     result = convert_model(source, tmp_path / "o.onnx", options, log=_quiet)
     model = onnx.load(result.output)
     assert _promises(model) == [expected] * 8  # 2 layers x (K and V quantize, attention's K and V)
+    assert result.counts["trt_promises"] == 8 * expected
     assert broken_promises(model.graph) == []
     if expected:
         attention = next(n for n in model.graph.node if n.op_type == "TQAttention")
@@ -203,7 +205,7 @@ def test_trt_target_promises_only_its_hadamard_rotations(
 def test_ort_target_writes_no_promise_attributes(save_tiny, tmp_path: Path) -> None:
     source = save_tiny(TinySpec())
     result = convert_model(source, tmp_path / "o.onnx", ConvertOptions(), log=_quiet)
-    assert _promises(onnx.load(result.output)) == []
+    assert _promises(onnx.load(result.output)) == [] and result.counts["trt_promises"] == 0
 
 
 def test_refusal_writes_nothing(tmp_path: Path) -> None:

@@ -112,6 +112,7 @@ def test_fixture_converts_with_expected_counts(fx, tmp_path: Path) -> None:
         "cache_io": 2 * layers,
         "verify_cache_uses": 4 * layers,
         "trt_plugin_fields": 0,
+        "trt_promises": 0,
     }
     expected = EXPECTED_COUNTS.get((fx.exporter, fx.arch))
     if expected is not None:

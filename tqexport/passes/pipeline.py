@@ -110,7 +110,7 @@ _TQ_ARITY = {"TQQuantize": 7, "TQAttention": 12}
 
 def trt_plugin_fields(graph: onnx.GraphProto, plan: RewritePlan) -> int:
     """TensorRT: plugin_version/plugin_namespace fields; absent optional inputs become zero-element
-    tensors; the constant-Hadamard promises (docs/format.md 8.3) set where the written rotations keep them."""
+    tensors."""
     if plan.target != "trt":
         return 0
     index = GraphIndex(graph)
@@ -153,8 +153,13 @@ def trt_plugin_fields(graph: onnx.GraphProto, plan: RewritePlan) -> int:
             ]
         )
         count += 1
-    set_promises(graph, GraphIndex(graph))
     return count
+
+
+def trt_promises(graph: onnx.GraphProto, plan: RewritePlan) -> int:
+    """TensorRT: the constant-Hadamard promises (docs/format.md 8.3), 1 where the written rotations keep them;
+    returns how many are 1 (the ORT ops find constants themselves, so the ORT target gets none)."""
+    return set_promises(graph, GraphIndex(graph)) if plan.target == "trt" else 0
 
 
 PASSES: list[tuple[str, Callable[[onnx.GraphProto, RewritePlan], int]]] = [
@@ -165,6 +170,7 @@ PASSES: list[tuple[str, Callable[[onnx.GraphProto, RewritePlan], int]]] = [
     ("cache_shapes", _cache_shapes),
     ("verify_cache_uses", verify_cache_uses),
     ("trt_plugin_fields", trt_plugin_fields),
+    ("trt_promises", trt_promises),
 ]
 
 
