@@ -149,11 +149,13 @@ void LogInfo(const OrtKernelInfo* info, const char* op, const std::string& messa
 }
 
 // ConstantHadamardRotation for input `index` (named `input`), with the choice logged: `promised` says what the
-// promise buys, and without one the line says the structure is checked on every call, and why.
+// promise buys, and without one the line says the structure is checked on every call, and why. `attribute_holds`:
+// the node's constant-Hadamard attribute already made ReadQuantizeAttrs / ReadAttentionAttrs run the same check
+// (op_contract.cc), so R is not copied and checked a second time.
 bool PromiseHadamardRotation(const OrtKernelInfo* info, const char* op, size_t index, const char* input,
-                             const char* promised) {
+                             const char* promised, bool attribute_holds) {
   const char* why = "";
-  const bool ok = ConstantHadamardRotation(info, index, &why);
+  const bool ok = attribute_holds || ConstantHadamardRotation(info, index, &why);
   LogInfo(info, op,
           ok ? std::string(input) + " is a constant Sylvester-Hadamard matrix; " + promised
              : std::string(input) + " read on every call (" + why + ")");
@@ -167,8 +169,10 @@ class QuantizeCuda final : public Kernel {
       : attrs_(attrs),
         x_type_(x_type),
         rotation_hadamard_(PromiseHadamardRotation(info, kQuantizeOp, kQRotation, "rotation",
-                                                   "the quantize kernel does not check its structure")),
-        constant_tables_(ConstantInput(info, kQRotation) && ConstantInput(info, kQCodebook)) {}
+                                                   "the quantize kernel does not check its structure",
+                                                   attrs.constant_hadamard != 0)),
+        constant_tables_(attrs.constant_hadamard != 0 ||
+                         (ConstantInput(info, kQRotation) && ConstantInput(info, kQCodebook))) {}
 
   Ort::Status Compute(OrtKernelContext* context) override {
     const char* op = kQuantizeOp;
@@ -245,9 +249,11 @@ class AttentionCuda final : public Kernel {
       : attrs_(attrs),
         q_type_(q_type),
         k_rotation_hadamard_(PromiseHadamardRotation(info, kAttentionOp, kAKRotation, "k_rotation",
-                                                     "the decode kernel rotates q by a butterfly")),
+                                                     "the decode kernel rotates q by a butterfly",
+                                                     attrs.k_constant_hadamard != 0)),
         v_rotation_hadamard_(PromiseHadamardRotation(info, kAttentionOp, kAVRotation, "v_rotation",
-                                                     "the output's un-rotation does not check its structure")) {}
+                                                     "the output's un-rotation does not check its structure",
+                                                     attrs.v_constant_hadamard != 0)) {}
 
   Ort::Status Compute(OrtKernelContext* context) override {
     const char* op = kAttentionOp;

@@ -149,6 +149,7 @@ def run_ort(case: CaseFiles, library: str) -> list[np.ndarray]:
     buffer_mode = int(case.attributes.get("cache_mode", 0)) == 1
     if case.steps > 1 and not (case.op == "TQQuantize" and buffer_mode):
         raise ValueError("more than one step is defined for buffer-mode TQQuantize only")
+    constants = constant_inputs(case)
     outputs: list[np.ndarray] = []
     for step in range(case.steps):
         x = first if case.steps == 1 else first[step]
@@ -156,7 +157,7 @@ def run_ort(case: CaseFiles, library: str) -> list[np.ndarray]:
         feeds = {
             name: np.ascontiguousarray(arr)
             for name, arr in step_inputs
-            if arr is not None and name not in constant_inputs(case)
+            if arr is not None and name not in constants
         }
         outputs = session.run(None, feeds)
         if step + 1 < case.steps:  # the outputs are next step's past tensors (cache 1, window 5)
